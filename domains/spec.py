@@ -1,0 +1,187 @@
+"""The DomainSpec: everything Lepton needs to know about a domain, as validated, frozen data.
+
+A domain module builds one in Python; a user's YAML file becomes the same object through
+``DomainSpec.from_yaml``. Nothing here imports Prefect, MLflow or Dask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DATA_DIR = Path(__file__).parent / "data"
+
+# Metrics a spec may name (allowlist: configuration never names arbitrary code).
+HIGHER_IS_BETTER = {
+    "roc_auc", "average_precision", "gini", "ks", "accuracy", "f1_macro", "balanced_accuracy",
+    "r2", "sensitivity_at_specificity", "fault_detection_rate",
+}
+LOWER_IS_BETTER = {
+    "brier", "log_loss", "expected_cost", "calibration_error", "false_alarm_rate",
+    "detection_delay", "rmse", "mae",
+}
+KNOWN_METRICS = HIGHER_IS_BETTER | LOWER_IS_BETTER
+TASK_METRICS = {
+    "binary": {"roc_auc", "average_precision", "gini", "ks", "accuracy", "f1_macro", "balanced_accuracy",
+               "brier", "log_loss", "expected_cost", "calibration_error", "sensitivity_at_specificity"},
+    "multiclass": {"accuracy", "f1_macro", "balanced_accuracy", "log_loss", "fault_detection_rate",
+                   "false_alarm_rate", "detection_delay"},
+    "regression": {"r2", "rmse", "mae"},
+}
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Role(StrEnum):
+    FEATURE = "feature"
+    TARGET = "target"
+    TIME = "time"
+    GROUP = "group"
+    ID = "id"
+    PII = "pii"
+
+
+class Dtype(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    CATEGORY = "category"
+    BOOL = "bool"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Column(_Frozen):
+    name: str = Field(min_length=1)
+    dtype: Dtype
+    role: Role = Role.FEATURE
+
+
+class DataSource(_Frozen):
+    """Where the domain's table lives: a path relative to ``domains/data`` or absolute."""
+
+    path: str
+    holdout_path: str | None = None  # a given test file (e.g. TEP's *_te runs)
+
+    def resolve(self, relative: str | None) -> Path | None:
+        if relative is None:
+            return None
+        path = Path(relative)
+        return path if path.is_absolute() else DATA_DIR / path
+
+
+class SplitSpec(_Frozen):
+    """Leakage-safe split: the holdout is never seen by fitting, tuning or thresholding."""
+
+    kind: Literal["stratified", "time", "given", "random"]
+    holdout_size: Fraction = 0.2
+    validation_size: Fraction = 0.2
+    seed: int = 0
+
+
+class CostModel(_Frozen):
+    """Cost of each kind of error, in the domain's unit (e.g. dollars lost)."""
+
+    false_negative: float = Field(ge=0)
+    false_positive: float = Field(ge=0)
+    unit: str = "cost"
+
+
+class DriftSpec(_Frozen):
+    psi_threshold: float = Field(default=0.2, gt=0)
+    bins: int = Field(default=10, ge=2, le=100)
+
+
+class DomainSpec(_Frozen):
+    name: Name
+    description: str = ""
+    data: DataSource
+    columns: tuple[Column, ...] = Field(min_length=2)
+    task: Literal["binary", "multiclass", "regression"]
+    positive_class: str | int | None = None
+    split: SplitSpec
+    primary_metric: str
+    metrics: tuple[str, ...]
+    gates: dict[str, float] = Field(default_factory=dict)
+    cost: CostModel | None = None
+    target_specificity: Fraction = 0.9
+    latency_budget_ms: float = Field(default=10.0, gt=0)
+    drift: DriftSpec = DriftSpec()
+    schedule: str = "0 3 * * 1"
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - KNOWN_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(KNOWN_METRICS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DomainSpec:
+        names = [c.name for c in self.columns]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"columns: duplicated name(s) {duplicated}")
+        targets = [c.name for c in self.columns if c.role is Role.TARGET]
+        if len(targets) != 1:
+            raise ValueError(f"columns: exactly one column must have role 'target', found {targets}")
+        if not self.feature_columns:
+            raise ValueError("columns: no column has role 'feature'")
+        allowed = TASK_METRICS[self.task]
+        for field, chosen in (("metrics", set(self.metrics)), ("gates", set(self.gates)),
+                              ("primary_metric", {self.primary_metric})):
+            wrong = sorted(chosen - allowed)
+            if wrong:
+                raise ValueError(f"{field}: {wrong} do not apply to a {self.task} task; use {sorted(allowed)}")
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"primary_metric: {self.primary_metric!r} must be listed in metrics")
+        if self.split.kind == "time" and self.time_column is None:
+            raise ValueError("split: kind 'time' needs a column with role 'time'")
+        if self.split.kind == "given" and self.data.holdout_path is None:
+            raise ValueError("split: kind 'given' needs data.holdout_path")
+        if self.task == "binary" and self.positive_class is None:
+            raise ValueError("positive_class: a binary task must say which class is positive")
+        return self
+
+    # ---- derived views -------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return next(c.name for c in self.columns if c.role is Role.TARGET)
+
+    @property
+    def feature_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.role is Role.FEATURE)
+
+    @property
+    def time_column(self) -> str | None:
+        return next((c.name for c in self.columns if c.role is Role.TIME), None)
+
+    @property
+    def group_column(self) -> str | None:
+        return next((c.name for c in self.columns if c.role is Role.GROUP), None)
+
+    @property
+    def model_name(self) -> str:
+        return f"lepton-{self.name}"
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric in HIGHER_IS_BETTER
+
+    def spec_hash(self) -> str:
+        """A stable hash of the spec's content, recorded with every model version."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> DomainSpec:
+        import yaml  # noqa: PLC0415 - only YAML users pay for the import
+
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))

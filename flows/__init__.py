@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only. The computations live in ``tasks``."""

@@ -1,0 +1,99 @@
+"""The domain pipeline: preprocess -> train -> optimise -> deploy -> monitor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from prefect import flow
+
+from domains import get_spec
+from lepton import tracking
+from lepton.engine import choose_device
+from lepton.settings import load_settings
+from tasks.deploy import deploy_task
+from tasks.monitor import monitor_task
+from tasks.optimise import DEFAULT_TRIALS, optimise_task
+from tasks.preprocess import preprocess_task
+from tasks.train import train_task
+
+STAGES = ("preprocess", "train", "optimise", "deploy", "monitor")
+T = TypeVar("T")
+# The CLI sets a listener to show each stage as it finishes; flows stay free of display code.
+STAGE_LISTENER: ContextVar[Callable[[str, float], None] | None] = ContextVar("lepton_stage_listener", default=None)
+
+
+@dataclass
+class PipelineResult:
+    """What one domain's run produced; ``as_json`` is the stable ``lepton run --json`` shape."""
+
+    domain: str
+    run_id: str
+    model_name: str
+    version: str
+    promoted: bool
+    champion_version: str | None
+    primary_metric: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    stages: dict[str, dict[str, Any]]
+    device: str = "cpu"
+    family: str = ""
+    reasons: list[str] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        keys = ("domain", "run_id", "model_name", "version", "promoted", "champion_version", "primary_metric",
+                "metrics", "baseline_metrics", "stages")
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+def _timed(stages: dict[str, dict[str, Any]], name: str, call: Callable[[], T]) -> T:
+    start = time.perf_counter()
+    out = call()
+    seconds = time.perf_counter() - start
+    stages[name] = {"seconds": round(seconds, 3), "cached": False}
+    listener = STAGE_LISTENER.get()
+    if listener is not None:
+        listener(name, seconds)
+    return out
+
+
+@flow(name="lepton-pipeline", flow_run_name="{domain}", validate_parameters=True)
+def pipeline(domain: str, trials: int = DEFAULT_TRIALS, data: str | None = None,
+             holdout: str | None = None) -> PipelineResult:
+    """Run one domain end to end and return its summary.
+
+    Args:
+        domain: a built-in domain name.
+        trials: Optuna trial budget for the optimise stage.
+        data: optional user file replacing the domain's sample (same schema).
+        holdout: optional user test file, for domains split on a given test file.
+    """
+    spec = get_spec(domain)
+    settings = load_settings()
+    device = choose_device(settings.device)
+    stages: dict[str, dict[str, Any]] = {}
+    prepared = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout))
+    trained = _timed(stages, "train", lambda: train_task(spec, prepared, device))
+    optimised = _timed(stages, "optimise", lambda: optimise_task(spec, prepared, trained, trials, device))
+    deployed, evaluation = _timed(stages, "deploy",
+                                  lambda: deploy_task(spec, prepared, trained, optimised, settings, trials))
+    try:
+        drift = _timed(stages, "monitor",
+                       lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id))
+        tracking.log_metrics(deployed.run_id, {f"seconds_{k}": v["seconds"] for k, v in stages.items()})
+    except BaseException:
+        tracking.end_run(deployed.run_id, "FAILED")
+        raise
+    tracking.end_run(deployed.run_id, "FINISHED")
+    return PipelineResult(
+        domain=spec.name, run_id=deployed.run_id, model_name=deployed.model_name, version=deployed.version,
+        promoted=deployed.promoted, champion_version=deployed.champion_version,
+        primary_metric=spec.primary_metric, metrics=evaluation.metrics,
+        baseline_metrics=evaluation.baseline_metrics, stages=stages, device=optimised.candidate.device,
+        family=optimised.candidate.family, reasons=list(deployed.reasons), drifted=drift.drifted,
+    )

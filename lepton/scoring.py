@@ -1,0 +1,173 @@
+"""Inference from a model bundle: the one implementation used in evaluation, MLflow and serving.
+
+A bundle is a directory of safe files only — no pickle anywhere:
+
+    meta.json       task, classes, threshold, input columns, model family
+    encoder.json    fitted preprocessing (categorical levels), learned on train only
+    model.json      a linear model's coefficients          (family "linear")
+    model.ubj       an XGBoost booster in its own format    (family "xgboost")
+    reference.json  training-time statistics for drift monitoring
+
+This module needs only numpy, pandas and (for trees) xgboost, so a model logged to MLflow
+carries it as code and loads without Lepton installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+BUNDLE_FORMAT = 1
+
+
+# ---- preprocessing -----------------------------------------------------------------------------
+def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
+    """Turn raw columns into the model matrix: numeric as float32 (NaN for missing), categorical
+    one-hot over the levels seen in training (unseen and missing values are all zeros)."""
+    numeric = encoder["numeric"]
+    categorical = encoder["categorical"]
+    n_rows = len(columns[numeric[0]] if numeric else columns[next(iter(categorical))])
+    width = len(numeric) + sum(len(levels) for levels in categorical.values())
+    matrix = np.zeros((n_rows, width), dtype=np.float32)
+    for j, name in enumerate(numeric):
+        matrix[:, j] = pd.to_numeric(pd.Series(np.asarray(columns[name])), errors="coerce").to_numpy(np.float32)
+    offset = len(numeric)
+    for name, levels in categorical.items():
+        raw = pd.Series(np.asarray(columns[name], dtype=object)).astype("string")
+        codes = pd.Categorical(raw, categories=levels).codes
+        seen = codes >= 0
+        matrix[np.flatnonzero(seen), offset + codes[seen]] = 1.0
+        offset += len(levels)
+    return matrix
+
+
+def feature_names(encoder: Mapping[str, Any]) -> list[str]:
+    names = list(encoder["numeric"])
+    for name, levels in encoder["categorical"].items():
+        names.extend(f"{name}={level}" for level in levels)
+    return names
+
+
+# ---- models ------------------------------------------------------------------------------------
+class LinearModel:
+    """A (multinomial) logistic or ridge model stored as plain numbers."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self.task = state["task"]
+        self.fill = np.asarray(state["fill"], dtype=np.float64)
+        self.mean = np.asarray(state["mean"], dtype=np.float64)
+        self.scale = np.asarray(state["scale"], dtype=np.float64)
+        self.coef = np.asarray(state["coef"], dtype=np.float64)
+        self.intercept = np.asarray(state["intercept"], dtype=np.float64)
+
+    def standardise(self, X: np.ndarray) -> np.ndarray:
+        X = np.where(np.isnan(X), self.fill, X)
+        return (X - self.mean) / self.scale
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        z = self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept
+        if self.task == "regression":
+            return z.ravel()
+        if self.task == "binary":
+            return 1.0 / (1.0 + np.exp(-z.ravel()))
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def importance(self) -> np.ndarray:
+        return np.abs(self.coef).mean(axis=0)
+
+
+class TreeModel:
+    """An XGBoost booster loaded from its own UBJ format."""
+
+    def __init__(self, raw: bytes, task: str, n_features: int) -> None:
+        import xgboost as xgb  # noqa: PLC0415 - linear bundles do not need xgboost
+
+        self.task = task
+        self.n_features = n_features
+        self.booster = xgb.Booster()
+        self.booster.load_model(bytearray(raw))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(np.asarray(X, dtype=np.float32)))
+
+    def importance(self) -> np.ndarray:
+        gains = self.booster.get_score(importance_type="gain")
+        out = np.zeros(self.n_features)
+        for key, value in gains.items():
+            out[int(key[1:])] = value
+        return out
+
+
+def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_features: int):
+    if family == "linear":
+        return LinearModel(payload if isinstance(payload, Mapping) else json.loads(payload))
+    if family == "xgboost":
+        return TreeModel(bytes(payload), task, n_features)
+    raise ValueError(f"unknown model family {family!r}")
+
+
+# ---- bundle ------------------------------------------------------------------------------------
+def write_bundle(directory: Path, *, meta: dict, encoder: dict, family: str,
+                 payload: bytes | Mapping[str, Any], reference: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "meta.json").write_text(json.dumps({**meta, "family": family, "format": BUNDLE_FORMAT}, indent=1))
+    (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
+    (directory / "reference.json").write_text(json.dumps(reference))
+    if family == "linear":
+        (directory / "model.json").write_text(json.dumps(payload))
+    else:
+        (directory / "model.ubj").write_bytes(bytes(payload))
+    return directory
+
+
+class Scorer:
+    """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
+
+    def __init__(self, meta: dict, encoder: dict, model: Any) -> None:
+        self.meta = meta
+        self.encoder = encoder
+        self.model = model
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> Scorer:
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"bundle format {meta.get('format')} is not {BUNDLE_FORMAT}")
+        encoder = json.loads((directory / "encoder.json").read_text())
+        if meta["family"] == "linear":
+            payload: Any = json.loads((directory / "model.json").read_text())
+        else:
+            payload = (directory / "model.ubj").read_bytes()
+        return cls(meta, encoder, load_model(meta["family"], payload, meta["task"], len(feature_names(encoder))))
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self.encoder["numeric"]) + list(self.encoder["categorical"])
+
+    def scores(self, rows: Any) -> np.ndarray:
+        missing = [c for c in self.input_columns if c not in rows]
+        if missing:
+            raise KeyError(f"input lacks column(s) {missing}")
+        return self.model.predict(encode(self.encoder, rows))
+
+    def predict(self, rows: Any) -> pd.DataFrame:
+        """``prediction`` (class label or value); ``score`` (binary: probability of the positive
+        class; multiclass: probability of the predicted class)."""
+        raw = self.scores(rows)
+        task, classes = self.meta["task"], self.meta.get("classes")
+        if task == "regression":
+            return pd.DataFrame({"prediction": raw})
+        if task == "binary":
+            positive = raw >= self.meta["threshold"]
+            labels = np.where(positive, classes[1], classes[0])
+            return pd.DataFrame({"prediction": labels, "score": raw})
+        best = raw.argmax(axis=1)
+        return pd.DataFrame({"prediction": np.asarray(classes, dtype=object)[best], "score": raw.max(axis=1)})

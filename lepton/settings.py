@@ -1,0 +1,36 @@
+"""Where Lepton keeps its state. Read from the environment when asked, never at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tracking_uri: str
+    artifact_root: Path
+    device: str  # auto | cpu | cuda
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+
+def load_settings() -> Settings:
+    """Embedded defaults under ``./.lepton``; ``LEPTON_HOME`` and ``MLFLOW_TRACKING_URI`` override."""
+    home = Path(os.environ.get("LEPTON_HOME", ".lepton")).expanduser().resolve()
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    device = os.environ.get("LEPTON_DEVICE", "auto").lower()
+    if device not in {"auto", "cpu", "cuda"}:
+        raise ValueError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
+    return Settings(home=home, tracking_uri=tracking_uri, artifact_root=home / "artifacts", device=device)
+
+
+def quiet_telemetry() -> None:
+    """The machine may have no internet: keep MLflow and Prefect from phoning home."""
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,0 +1,167 @@
+"""The one module that talks to MLflow: runs, metrics, artifacts, the model registry.
+
+Nothing happens at import time; ``configure`` points MLflow at the store from the settings.
+Every function takes explicit run ids so stages can log from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from lepton.settings import Settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+SCORING_CODE = Path(__file__).with_name("scoring.py")
+
+
+def configure(settings: Settings) -> str:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration and validation chatter
+    # Our PythonModel validates through its signature; MLflow's type-hint nudge is noise here.
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return settings.tracking_uri
+
+
+def _client() -> MlflowClient:
+    return MlflowClient()
+
+
+def experiment_id(name: str, settings: Settings) -> str:
+    """The experiment for a domain, created with artifacts under LEPTON_HOME for local stores."""
+    client = _client()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if settings.tracking_uri.startswith("sqlite:"):
+        location = (settings.artifact_root / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def start_run(experiment: str, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    tags = dict(tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    return _client().create_run(experiment, run_name=name, tags=tags).info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    _client().set_terminated(run_id, status=status)
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        _client().log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import time  # noqa: PLC0415
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]  # NaN: not logged
+    for i in range(0, len(items), 1000):
+        _client().log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    _client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_dict(run_id: str, payload: Any, path: str) -> None:
+    _client().log_dict(run_id, payload, path)
+
+
+def log_figure(run_id: str, figure: Any, path: str) -> None:
+    _client().log_figure(run_id, figure, path)
+
+
+def log_model(run_id: str, bundle: Path, input_example: Any, signature: Any, requirements: list[str]) -> str:
+    """Log the bundle as a pyfunc "model from code" on ``run_id``; return the model URI."""
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_ENTRY),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(SCORING_CODE)],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+        )
+    # Leaving the context marks the run finished; the pipeline decides its final status.
+    _client().update_run(run_id, status="RUNNING")
+    return info.model_uri
+
+
+def register(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of ``name``; return the version number."""
+    client = _client()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        try:
+            client.create_registered_model(name, tags={"lepton": "true"})
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile
+    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    return str(version.version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    _client().set_registered_model_alias(name, alias, version)
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        _client().set_model_version_tag(name, version, key, str(value))
+
+
+def load_version(name: str, version: str) -> Any:
+    """Load a registered version as a standard MLflow pyfunc model."""
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+def version_count(name: str) -> int:
+    return len(_client().search_model_versions(f"name = '{name}'"))
+
+
+def write_json(directory: Path, name: str, payload: Any) -> Path:
+    path = directory / name
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    return path
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="lepton-")

@@ -1,0 +1,1 @@
+"""Stage computations: pure functions on typed inputs, with thin Prefect task wrappers."""

@@ -1,0 +1,137 @@
+"""Domain metrics, named as scikit-learn names them, computed from scores on one split.
+
+Scores are what a model's ``predict`` returns: the positive-class probability (binary), a
+probability matrix (multiclass) or values (regression).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+from domains.spec import CostModel, DomainSpec
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What some metrics need beyond labels: the decision threshold, and for detection delay
+    the run each row belongs to and its time order."""
+
+    threshold: float = 0.5
+    groups: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+
+def expected_cost(y: np.ndarray, positive: np.ndarray, cost: CostModel) -> float:
+    """Mean cost per row of the decisions ``positive`` under ``cost``."""
+    fn = np.sum((y == 1) & ~positive)
+    fp = np.sum((y == 0) & positive)
+    return float((fn * cost.false_negative + fp * cost.false_positive) / max(len(y), 1))
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the bin-weighted gap between predicted and observed rates."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(p[mask].mean() - y[mask].mean())
+    return float(total)
+
+
+def sensitivity_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> float:
+    fpr, tpr, _ = skm.roc_curve(y, p)
+    allowed = fpr <= (1.0 - specificity) + 1e-12
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def binary_metrics(spec: DomainSpec, y: np.ndarray, p: np.ndarray, ctx: EvalContext) -> dict[str, float]:
+    decided = p >= ctx.threshold
+    auc = float(skm.roc_auc_score(y, p))
+    out = {
+        "roc_auc": auc,
+        "gini": 2 * auc - 1,
+        "ks": float(stats.ks_2samp(p[y == 1], p[y == 0]).statistic),
+        "average_precision": float(skm.average_precision_score(y, p)),
+        "brier": float(skm.brier_score_loss(y, p)),
+        "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "calibration_error": calibration_error(y, p),
+        "sensitivity_at_specificity": sensitivity_at_specificity(y, p, spec.target_specificity),
+        "accuracy": float(skm.accuracy_score(y, decided)),
+        "f1_macro": float(skm.f1_score(y, decided, average="macro")),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, decided)),
+    }
+    if spec.cost is not None:
+        out["expected_cost"] = expected_cost(y, decided, spec.cost)
+    return out
+
+
+def detection_delay(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: np.ndarray) -> float:
+    """Mean number of samples from fault onset to the first alarm, over faulty runs that raised
+    one (label 0 is normal operation). NaN when no faulty run raised an alarm."""
+    delays = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[np.argsort(order[idx], kind="stable")]
+        faulty = np.flatnonzero(y[idx] != 0)
+        if not len(faulty):
+            continue
+        onset = faulty[0]
+        alarms = np.flatnonzero(pred[idx][onset:] != 0)
+        if len(alarms):
+            delays.append(float(alarms[0]))
+    return float(np.mean(delays)) if delays else float("nan")
+
+
+def multiclass_metrics(spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext,
+                       normal_class: int = 0) -> dict[str, float]:
+    pred = proba.argmax(axis=1)
+    labels = np.arange(proba.shape[1])
+    clipped = np.clip(proba, 1e-7, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    out = {
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "f1_macro": float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        "log_loss": float(skm.log_loss(y, clipped, labels=labels)),
+    }
+    if {"fault_detection_rate", "false_alarm_rate", "detection_delay"} & set(spec.metrics):
+        faulty, normal = y != normal_class, y == normal_class
+        alarm = pred != normal_class
+        out["fault_detection_rate"] = float(alarm[faulty].mean()) if faulty.any() else float("nan")
+        out["false_alarm_rate"] = float(alarm[normal].mean()) if normal.any() else float("nan")
+        if ctx.groups is not None and ctx.order is not None:
+            out["detection_delay"] = detection_delay(y, pred, ctx.groups, ctx.order)
+    return out
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    return {
+        "r2": float(skm.r2_score(y, pred)),
+        "rmse": float(skm.root_mean_squared_error(y, pred)),
+        "mae": float(skm.mean_absolute_error(y, pred)),
+    }
+
+
+def evaluate(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, ctx: EvalContext | None = None) -> dict[str, float]:
+    """All metrics that apply to the task (the spec's and the standard ones)."""
+    ctx = ctx or EvalContext()
+    if spec.task == "binary":
+        return binary_metrics(spec, y, scores, ctx)
+    if spec.task == "multiclass":
+        return multiclass_metrics(spec, y, scores, ctx)
+    return regression_metrics(y, scores)
+
+
+def primary_score(spec: DomainSpec, y: np.ndarray, scores: np.ndarray) -> float:
+    """The primary metric oriented so that higher is better (for model selection)."""
+    if spec.primary_metric == "roc_auc":
+        value = float(skm.roc_auc_score(y, scores))
+    else:
+        value = evaluate(spec, y, scores)[spec.primary_metric]
+    return value if spec.higher_is_better(spec.primary_metric) else -value

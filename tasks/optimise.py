@@ -1,0 +1,182 @@
+"""Optimise: an Optuna search over both model families, then the cost-minimising threshold.
+
+The search scores every trial on the validation split only; the holdout stays untouched until
+the deploy gate. The untuned baseline and default tree model compete too, so a linear model that
+beats every tuned tree wins, and the run says so.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE as NO_CACHE
+
+from domains.spec import CostModel, DomainSpec
+from tasks.preprocess import PreparedData
+from tasks.metrics import primary_score
+from tasks.train import TrainedModel, TrainResult, train_model
+
+DEFAULT_TRIALS = 8
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    family: str
+    params: dict[str, Any]
+    valid_score: float
+    seconds: float
+    source: str  # "baseline" | "default" | "search"
+
+
+@dataclass(frozen=True)
+class OptimiseResult:
+    candidate: TrainedModel
+    threshold: float
+    trials: tuple[TrialRecord, ...]
+    reason: str
+
+
+def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
+    """The search space: family first, then that family's hyper-parameters."""
+    family = trial.suggest_categorical("family", ["linear", "xgboost"])
+    if family == "linear":
+        return family, {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    return family, {
+        "max_depth": trial.suggest_int("max_depth", 2, 8),
+        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        "max_bin": 128,
+        "n_estimators": 300,
+    }
+
+
+def search(spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu",
+           seed: int = 0) -> list[TrainedModel]:
+    """Run ``n_trials`` Optuna (TPE) trials; return every fitted model in trial order."""
+    import optuna  # noqa: PLC0415 - heavy import, only this stage needs it
+
+    if n_trials < 0:
+        raise ValueError(f"trials must be >= 0, not {n_trials}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    models: list[TrainedModel] = []
+
+    def objective(trial: Any) -> float:
+        family, params = suggest(trial, spec.task)
+        model = train_model(spec, data, family, params, device)
+        models.append(model)
+        return model.valid_score
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    return models
+
+
+def cost_threshold(y: np.ndarray, p: np.ndarray, cost: CostModel) -> float:
+    """The threshold that minimises total cost on (y, p): flag when p >= threshold."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    # Flagging the top k rows: cost = FN of the rest + FP among the top k.
+    fp = np.concatenate([[0], np.cumsum(ys == 0)])
+    fn = np.concatenate([[np.sum(ys == 1)], np.sum(ys == 1) - np.cumsum(ys == 1)])
+    totals = fn * cost.false_negative + fp * cost.false_positive
+    # Only cut between distinct scores, so a threshold flags exactly the top k.
+    valid = np.concatenate([[True], ps[1:] != ps[:-1], [True]])
+    k = int(np.argmin(np.where(valid, totals, np.inf)))
+    if k == 0:
+        return float(np.nextafter(ps[0], np.inf))
+    return float(ps[k - 1])
+
+
+def score_standard_error(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, rounds: int = 100,
+                         max_rows: int = 20_000, seed: int = 0) -> float:
+    """Bootstrap standard error of the primary metric on a split (at most ``max_rows`` rows are
+    resampled; the error is scaled back to the split's size)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    m = min(n, max_rows)
+    values = []
+    for _ in range(rounds):
+        idx = rng.integers(0, n, size=m)
+        if spec.task != "regression" and len(np.unique(y[idx])) < 2:
+            continue
+        values.append(primary_score(spec, y[idx], scores[idx]))
+    return float(np.std(values, ddof=1) * np.sqrt(m / n)) if len(values) > 1 else 0.0
+
+
+def decision_threshold(spec: DomainSpec, data: PreparedData, model: TrainedModel) -> float:
+    """Binary tasks with a cost model: the cost-minimising threshold on validation; else 0.5."""
+    if spec.task == "binary" and spec.cost is not None:
+        return cost_threshold(data.valid.y, model.predict(data.valid.X), spec.cost)
+    return 0.5
+
+
+def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) -> tuple[TrainedModel, str]:
+    """Prefer the simpler model unless a more complex one is better by more than the noise.
+
+    ``pool[0]`` is the untuned baseline. Families are tried from simplest (linear) to most
+    complex (xgboost); the first family whose best validation score is within one standard error
+    of the overall best wins (Breiman's one-standard-error rule), and within the linear family the
+    baseline itself is kept unless tuning beat it by more than one standard error.
+    """
+    baseline = pool[0]
+    best_score = max(m.valid_score for m in pool)
+    name = spec.primary_metric
+    for family in ("linear", "xgboost"):
+        members = [m for m in pool if m.family == family]
+        if not members:
+            continue
+        top = max(members, key=lambda m: m.valid_score)
+        if top.valid_score < best_score - standard_error:
+            continue
+        if family == "linear" and baseline.valid_score >= top.valid_score - standard_error:
+            top = baseline
+        trees = [m.valid_score for m in pool if m.family == "xgboost"]
+        reason = (f"validation {name} {abs(top.valid_score):.4f}, best of {len(pool)} models "
+                  f"{abs(best_score):.4f} (standard error {standard_error:.4f})")
+        if family == "linear" and trees:
+            reason += f"; a linear model is as good as any tree model (best tree {abs(max(trees)):.4f})"
+        return top, reason
+    raise AssertionError("unreachable: the best model's family always qualifies")
+
+
+def optimise(spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu"
+             ) -> OptimiseResult:
+    start = time.perf_counter()
+    found = search(spec, data, n_trials, device, seed=spec.split.seed)
+    pool = [trained.baseline, trained.default_tree, *found]
+    sources = ["baseline", "default"] + ["search"] * len(found)
+    best = max(pool, key=lambda m: m.valid_score)
+    error = score_standard_error(spec, data.valid.y, best.predict(data.valid.X), seed=spec.split.seed)
+    candidate, reason = choose(spec, pool, error)
+    threshold = decision_threshold(spec, data, candidate)
+    records = tuple(
+        TrialRecord(i, m.family, m.params, m.valid_score, m.fit_seconds, src)
+        for i, (m, src) in enumerate(zip(pool, sources, strict=True))
+    )
+    reason += f"; search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s"
+    return OptimiseResult(candidate=candidate, threshold=threshold, trials=records, reason=reason)
+
+
+@task(name="optimise", cache_policy=NO_CACHE)
+def optimise_task(spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int,
+                  device: str) -> OptimiseResult:
+    """Search both families and pick the candidate and its decision threshold.
+
+    Args:
+        spec: the domain.
+        data: prepared splits.
+        trained: the untuned baseline and default tree model, which compete too.
+        n_trials: the Optuna trial budget.
+        device: ``cpu`` or ``cuda`` for XGBoost trials.
+    Returns:
+        OptimiseResult: the candidate, its threshold, every trial and why it was chosen.
+    """
+    return optimise(spec, data, trained, n_trials, device)

@@ -1,0 +1,69 @@
+"""Plots logged with each run: ROC/PR curves or a confusion matrix, and feature importance."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415 - plotting is optional at import time
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def roc_pr_figure(y: np.ndarray, curves: dict[str, np.ndarray]):
+    plt = _pyplot()
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for label, scores in curves.items():
+        fpr, tpr, _ = skm.roc_curve(y, scores)
+        precision, recall, _ = skm.precision_recall_curve(y, scores)
+        roc.plot(fpr, tpr, label=f"{label} (AUC {skm.roc_auc_score(y, scores):.3f})")
+        pr.plot(recall, precision, label=f"{label} (AP {skm.average_precision_score(y, scores):.3f})")
+    roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (holdout)")
+    pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (holdout)")
+    roc.legend(loc="lower right")
+    pr.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(y: np.ndarray, pred: np.ndarray, labels: list):
+    plt = _pyplot()
+    matrix = skm.confusion_matrix(y, pred, labels=np.arange(len(labels)), normalize="true")
+    fig, ax = plt.subplots(figsize=(8, 7))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+           xlabel="predicted", ylabel="true", title="Confusion matrix (holdout, row-normalised)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def residual_figure(y: np.ndarray, pred: np.ndarray):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(y, pred, s=4, alpha=0.4)
+    low, high = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([low, high], [low, high], "k:")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (holdout)")
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(names: list[str], importance: np.ndarray, top: int = 20):
+    plt = _pyplot()
+    order = np.argsort(importance)[::-1][:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.2))
+    ax.barh([names[i] for i in order], importance[order])
+    ax.set(title="Feature importance", xlabel="gain (trees) or |standardised coefficient| (linear)")
+    fig.tight_layout()
+    return fig
+
+
+def close(fig) -> None:
+    _pyplot().close(fig)

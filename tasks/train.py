@@ -1,0 +1,161 @@
+"""Train: the two model families, as pure functions of arrays. Nothing about MLflow here.
+
+- ``linear``: regularised logistic (binary/multiclass) or ridge regression on imputed,
+  standardised features; exported as plain numbers.
+- ``xgboost``: gradient-boosted trees with early stopping on the validation split, on CUDA
+  when a GPU is visible, CPU ``hist`` otherwise; exported in XGBoost's own UBJ format.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE as NO_CACHE
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from domains.spec import DomainSpec
+from lepton.engine import cpu_threads
+from lepton.scoring import load_model
+from tasks.metrics import EvalContext, evaluate, primary_score
+from tasks.preprocess import PreparedData
+
+BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
+DEFAULT_TREE_PARAMS: dict[str, Any] = {"max_depth": 6, "learning_rate": 0.1, "n_estimators": 400}
+EARLY_STOPPING_ROUNDS = 30
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted model: its family, hyper-parameters, safe payload and validation score."""
+
+    family: str
+    params: dict[str, Any]
+    payload: Any  # dict (linear) or bytes (xgboost UBJ)
+    n_features: int
+    task: str
+    valid_score: float
+    fit_seconds: float
+    device: str = "cpu"
+    best_iteration: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def predictor(self):
+        return load_model(self.family, self.payload, self.task, self.n_features)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predictor().predict(X)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}({', '.join(f'{k}={_short(v)}' for k, v in sorted(self.params.items()))})"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Fit on median-imputed, standardised features; return the model as plain numbers."""
+    fill = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
+    fill = np.where(np.isnan(fill), 0.0, fill)
+    Xf = np.where(np.isnan(X), fill, X).astype(np.float64)
+    mean, scale = Xf.mean(axis=0), Xf.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    Z = (Xf - mean) / scale
+    if task == "regression":
+        model = Ridge(alpha=1.0 / C).fit(Z, y)
+        coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
+    else:
+        model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(Z, y)
+        coef, intercept = model.coef_, model.intercept_
+    return {"task": task, "fill": fill.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
+            "coef": coef.tolist(), "intercept": intercept.tolist()}
+
+
+def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
+    if task == "binary":
+        return {"objective": "binary:logistic", "eval_metric": "logloss"}
+    if task == "multiclass":
+        return {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss"}
+    return {"objective": "reg:squarederror", "eval_metric": "rmse"}
+
+
+def fit_xgboost(X: np.ndarray, y: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray, task: str,
+                n_classes: int, params: dict[str, Any], device: str = "cpu", seed: int = 0) -> tuple[bytes, int]:
+    """Train with early stopping on the validation split; return (UBJ bytes, best iteration)."""
+    import xgboost as xgb  # noqa: PLC0415 - heavy; only the tree family needs it
+
+    params = dict(params)
+    rounds = int(params.pop("n_estimators", 400))
+    booster_params = {
+        **xgb_objective(task, n_classes), "tree_method": "hist", "device": device, "seed": seed,
+        "nthread": cpu_threads(), "verbosity": 0, **params,
+    }
+    max_bin = int(booster_params.get("max_bin", 256))
+    train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
+    valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
+    booster = xgb.train(booster_params, train, num_boost_round=rounds, evals=[(valid, "valid")],
+                        early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False)
+    best = int(booster.best_iteration)
+    booster = booster[: best + 1]  # keep only the trees that helped on validation
+    return bytes(booster.save_raw("ubj")), best
+
+
+def train_model(spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any],
+                device: str = "cpu") -> TrainedModel:
+    """Fit one model of ``family`` on train and score it on validation."""
+    start = time.perf_counter()
+    X, y, Xv, yv = data.train.X, data.train.y, data.valid.X, data.valid.y
+    best = None
+    if family == "linear":
+        payload: Any = fit_linear(X, y, spec.task, C=float(params.get("C", 1.0)), seed=spec.split.seed)
+        used = "cpu"
+    elif family == "xgboost":
+        payload, best = fit_xgboost(X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed)
+        used = device
+    else:
+        raise ValueError(f"unknown model family {family!r}; use 'linear' or 'xgboost'")
+    seconds = time.perf_counter() - start
+    model = TrainedModel(family=family, params=dict(params), payload=payload, n_features=X.shape[1],
+                         task=spec.task, valid_score=float("nan"), fit_seconds=seconds, device=used,
+                         best_iteration=best)
+    score = primary_score(spec, yv, model.predict(Xv))
+    return TrainedModel(**{**model.__dict__, "valid_score": score})
+
+
+def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5) -> EvalContext:
+    frame = data.holdout.frame
+    groups = frame[spec.group_column].to_numpy() if spec.group_column else None
+    order = frame[spec.time_column].to_numpy() if spec.time_column else None
+    return EvalContext(threshold=threshold, groups=groups, order=order)
+
+
+def holdout_metrics(spec: DomainSpec, data: PreparedData, model: TrainedModel, threshold: float = 0.5) -> dict[str, float]:
+    return evaluate(spec, data.holdout.y, model.predict(data.holdout.X), holdout_context(spec, data, threshold))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    baseline: TrainedModel
+    default_tree: TrainedModel
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(spec: DomainSpec, data: PreparedData, device: str) -> TrainResult:
+    """Fit the untuned linear baseline and an untuned XGBoost model.
+
+    Args:
+        spec: the domain.
+        data: prepared splits.
+        device: ``cpu`` or ``cuda`` for XGBoost.
+    Returns:
+        TrainResult: the baseline (the bar every model must clear) and the default tree model.
+    """
+    return TrainResult(
+        baseline=train_model(spec, data, "linear", BASELINE_PARAMS),
+        default_tree=train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS, device),
+    )
