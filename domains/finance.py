@@ -2,10 +2,27 @@
 
 from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, Role, SplitSpec
 
-_FLOATS = ["funded_amnt", "int_rate", "annual_inc", "revol_util", "all_util", "total_bal_il",
-           "total_il_high_credit_limit"]
-_INTS = ["delinq_2yrs", "inq_last_6mths", "acc_now_delinq", "open_il_6m", "open_il_12m", "open_il_24m",
-         "inq_fi", "inq_last_12m", "delinq_amnt", "num_il_tl"]
+_FLOATS = [
+    "funded_amnt",
+    "int_rate",
+    "annual_inc",
+    "revol_util",
+    "all_util",
+    "total_bal_il",
+    "total_il_high_credit_limit",
+]
+_INTS = [
+    "delinq_2yrs",
+    "inq_last_6mths",
+    "acc_now_delinq",
+    "open_il_6m",
+    "open_il_12m",
+    "open_il_24m",
+    "inq_fi",
+    "inq_last_12m",
+    "delinq_amnt",
+    "num_il_tl",
+]
 _CATEGORIES = ["term", "sub_grade", "addr_state", "verification_status", "emp_length"]
 
 SPEC = DomainSpec(

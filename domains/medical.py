@@ -40,8 +40,14 @@ SPEC = DomainSpec(
     # Train on earlier sampling years, test on the latest: how the model would be used.
     split=SplitSpec(kind="time", holdout_size=0.2, validation_size=0.2),
     primary_metric="roc_auc",
-    metrics=("roc_auc", "sensitivity_at_specificity", "brier", "calibration_error", "average_precision",
-             "expected_cost"),
+    metrics=(
+        "roc_auc",
+        "sensitivity_at_specificity",
+        "brier",
+        "calibration_error",
+        "average_precision",
+        "expected_cost",
+    ),
     gates={"roc_auc": 0.75, "calibration_error": 0.1},
     # Missing a patient at risk is far worse than an extra follow-up visit.
     cost=CostModel(false_negative=5.0, false_positive=1.0, unit="relative harm"),

@@ -18,19 +18,52 @@ DATA_DIR = Path(__file__).parent / "data"
 
 # Metrics a spec may name (allowlist: configuration never names arbitrary code).
 HIGHER_IS_BETTER = {
-    "roc_auc", "average_precision", "gini", "ks", "accuracy", "f1_macro", "balanced_accuracy",
-    "r2", "sensitivity_at_specificity", "fault_detection_rate",
+    "roc_auc",
+    "average_precision",
+    "gini",
+    "ks",
+    "accuracy",
+    "f1_macro",
+    "balanced_accuracy",
+    "r2",
+    "sensitivity_at_specificity",
+    "fault_detection_rate",
 }
 LOWER_IS_BETTER = {
-    "brier", "log_loss", "expected_cost", "calibration_error", "false_alarm_rate",
-    "detection_delay", "rmse", "mae",
+    "brier",
+    "log_loss",
+    "expected_cost",
+    "calibration_error",
+    "false_alarm_rate",
+    "detection_delay",
+    "rmse",
+    "mae",
 }
 KNOWN_METRICS = HIGHER_IS_BETTER | LOWER_IS_BETTER
 TASK_METRICS = {
-    "binary": {"roc_auc", "average_precision", "gini", "ks", "accuracy", "f1_macro", "balanced_accuracy",
-               "brier", "log_loss", "expected_cost", "calibration_error", "sensitivity_at_specificity"},
-    "multiclass": {"accuracy", "f1_macro", "balanced_accuracy", "log_loss", "fault_detection_rate",
-                   "false_alarm_rate", "detection_delay"},
+    "binary": {
+        "roc_auc",
+        "average_precision",
+        "gini",
+        "ks",
+        "accuracy",
+        "f1_macro",
+        "balanced_accuracy",
+        "brier",
+        "log_loss",
+        "expected_cost",
+        "calibration_error",
+        "sensitivity_at_specificity",
+    },
+    "multiclass": {
+        "accuracy",
+        "f1_macro",
+        "balanced_accuracy",
+        "log_loss",
+        "fault_detection_rate",
+        "false_alarm_rate",
+        "detection_delay",
+    },
     "regression": {"r2", "rmse", "mae"},
 }
 
@@ -136,8 +169,11 @@ class DomainSpec(_Frozen):
         if not self.feature_columns:
             raise ValueError("columns: no column has role 'feature'")
         allowed = TASK_METRICS[self.task]
-        for field, chosen in (("metrics", set(self.metrics)), ("gates", set(self.gates)),
-                              ("primary_metric", {self.primary_metric})):
+        for field, chosen in (
+            ("metrics", set(self.metrics)),
+            ("gates", set(self.gates)),
+            ("primary_metric", {self.primary_metric}),
+        ):
             wrong = sorted(chosen - allowed)
             if wrong:
                 raise ValueError(f"{field}: {wrong} do not apply to a {self.task} task; use {sorted(allowed)}")
@@ -182,6 +218,6 @@ class DomainSpec(_Frozen):
 
     @classmethod
     def from_yaml(cls, path: Path) -> DomainSpec:
-        import yaml  # noqa: PLC0415 - only YAML users pay for the import
+        import yaml
 
         return cls.model_validate(yaml.safe_load(Path(path).read_text()))

@@ -46,8 +46,18 @@ class PipelineResult:
     drifted: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        keys = ("domain", "run_id", "model_name", "version", "promoted", "champion_version", "primary_metric",
-                "metrics", "baseline_metrics", "stages")
+        keys = (
+            "domain",
+            "run_id",
+            "model_name",
+            "version",
+            "promoted",
+            "champion_version",
+            "primary_metric",
+            "metrics",
+            "baseline_metrics",
+            "stages",
+        )
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
@@ -63,8 +73,9 @@ def _timed(stages: dict[str, dict[str, Any]], name: str, call: Callable[[], T]) 
 
 
 @flow(name="lepton-pipeline", flow_run_name="{domain}", validate_parameters=True)
-def pipeline(domain: str, trials: int = DEFAULT_TRIALS, data: str | None = None,
-             holdout: str | None = None) -> PipelineResult:
+def pipeline(
+    domain: str, trials: int = DEFAULT_TRIALS, data: str | None = None, holdout: str | None = None
+) -> PipelineResult:
     """Run one domain end to end and return its summary.
 
     Args:
@@ -80,20 +91,31 @@ def pipeline(domain: str, trials: int = DEFAULT_TRIALS, data: str | None = None,
     prepared = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout))
     trained = _timed(stages, "train", lambda: train_task(spec, prepared, device))
     optimised = _timed(stages, "optimise", lambda: optimise_task(spec, prepared, trained, trials, device))
-    deployed, evaluation = _timed(stages, "deploy",
-                                  lambda: deploy_task(spec, prepared, trained, optimised, settings, trials))
+    deployed, evaluation = _timed(
+        stages, "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
+    )
     try:
-        drift = _timed(stages, "monitor",
-                       lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id))
+        drift = _timed(
+            stages, "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
+        )
         tracking.log_metrics(deployed.run_id, {f"seconds_{k}": v["seconds"] for k, v in stages.items()})
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise
     tracking.end_run(deployed.run_id, "FINISHED")
     return PipelineResult(
-        domain=spec.name, run_id=deployed.run_id, model_name=deployed.model_name, version=deployed.version,
-        promoted=deployed.promoted, champion_version=deployed.champion_version,
-        primary_metric=spec.primary_metric, metrics=evaluation.metrics,
-        baseline_metrics=evaluation.baseline_metrics, stages=stages, device=optimised.candidate.device,
-        family=optimised.candidate.family, reasons=list(deployed.reasons), drifted=drift.drifted,
+        domain=spec.name,
+        run_id=deployed.run_id,
+        model_name=deployed.model_name,
+        version=deployed.version,
+        promoted=deployed.promoted,
+        champion_version=deployed.champion_version,
+        primary_metric=spec.primary_metric,
+        metrics=evaluation.metrics,
+        baseline_metrics=evaluation.baseline_metrics,
+        stages=stages,
+        device=optimised.candidate.device,
+        family=optimised.candidate.family,
+        reasons=list(deployed.reasons),
+        drifted=drift.drifted,
     )

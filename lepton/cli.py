@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ DEFAULT_TRIALS = 8
 
 def prepare_environment() -> Path:
     """Embedded defaults: Prefect's home under LEPTON_HOME, telemetry off. Before Prefect loads."""
-    from lepton.settings import load_settings, quiet_telemetry  # noqa: PLC0415
+    from lepton.settings import load_settings, quiet_telemetry
 
     quiet_telemetry()
     settings = load_settings()
@@ -53,19 +53,26 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     for r in results:
         metric = r.primary_metric
         alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] (champion v{r.champion_version})"
-        summary.add_row(r.domain, f"{r.family}/{r.device}", metric, f"{r.metrics[metric]:.4f}",
-                        f"{r.baseline_metrics[metric]:.4f}", f"v{r.version}", alias)
+        summary.add_row(
+            r.domain,
+            f"{r.family}/{r.device}",
+            metric,
+            f"{r.metrics[metric]:.4f}",
+            f"{r.baseline_metrics[metric]:.4f}",
+            f"v{r.version}",
+            alias,
+        )
         timing.add_row(r.domain, *(f"{v['seconds']:.2f}" for v in r.stages.values()))
     return summary, timing
 
 
 @app.command()
 def run(
-    domain: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(DOMAINS)}.")] = None,
+    domain: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(DOMAINS)}.")] = None,
     all_domains: Annotated[bool, typer.Option("--all", help="Run every built-in domain.")] = False,
     trials: Annotated[int, typer.Option(min=0, max=10_000, help="Optuna trial budget per domain.")] = DEFAULT_TRIALS,
-    data: Annotated[Optional[Path], typer.Option(help="Your CSV/Parquet file in the domain's schema.")] = None,
-    holdout: Annotated[Optional[Path], typer.Option(help="Your test file, for domains split on one.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your CSV/Parquet file in the domain's schema.")] = None,
+    holdout: Annotated[Path | None, typer.Option(help="Your test file, for domains split on one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per domain, one per line.")] = False,
 ) -> None:
     """Run preprocess -> train -> optimise -> deploy -> monitor for one domain or all."""
@@ -77,21 +84,24 @@ def run(
         _fail("--data/--holdout apply to one domain, not --all")
     home = prepare_environment()
 
-    from lepton.errors import LeptonError  # noqa: PLC0415 - keep `lepton --help` fast
-    from lepton.settings import load_settings  # noqa: PLC0415
-
-    from flows.pipeline import STAGE_LISTENER, pipeline  # noqa: PLC0415
+    from flows.pipeline import STAGE_LISTENER, pipeline
+    from lepton.errors import LeptonError
+    from lepton.settings import load_settings
 
     results = []
     for name in DOMAINS if all_domains else (domain,):
-        listener = None if as_json else (lambda stage, seconds, _n=name: err.print(
-            f"  [cyan]{_n}[/] {stage:<10} done in {seconds:6.2f}s"))
+        listener = (
+            None
+            if as_json
+            else (lambda stage, seconds, _n=name: err.print(f"  [cyan]{_n}[/] {stage:<10} done in {seconds:6.2f}s"))
+        )
         token = STAGE_LISTENER.set(listener)
         try:
             if not as_json:
                 err.print(f"[bold]{name}[/]: preprocess -> train -> optimise -> deploy -> monitor")
-            result = pipeline(domain=name, trials=trials, data=str(data) if data else None,
-                              holdout=str(holdout) if holdout else None)
+            result = pipeline(
+                domain=name, trials=trials, data=str(data) if data else None, holdout=str(holdout) if holdout else None
+            )
         except LeptonError as exc:
             _fail(f"{name}: {exc}")
         finally:
@@ -106,8 +116,9 @@ def run(
         for r in results:
             if not r.promoted:
                 err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
-        err.print(f"Compare runs: [bold]mlflow ui --backend-store-uri {load_settings().tracking_uri}[/]"
-                  f"  (state under {home})")
+        err.print(
+            f"Compare runs: [bold]mlflow ui --backend-store-uri {load_settings().tracking_uri}[/]  (state under {home})"
+        )
 
 
 def main() -> None:

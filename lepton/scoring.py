@@ -87,7 +87,7 @@ class TreeModel:
     """An XGBoost booster loaded from its own UBJ format."""
 
     def __init__(self, raw: bytes, task: str, n_features: int) -> None:
-        import xgboost as xgb  # noqa: PLC0415 - linear bundles do not need xgboost
+        import xgboost as xgb
 
         self.task = task
         self.n_features = n_features
@@ -114,8 +114,9 @@ def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_fea
 
 
 # ---- bundle ------------------------------------------------------------------------------------
-def write_bundle(directory: Path, *, meta: dict, encoder: dict, family: str,
-                 payload: bytes | Mapping[str, Any], reference: dict) -> Path:
+def write_bundle(
+    directory: Path, *, meta: dict, encoder: dict, family: str, payload: bytes | Mapping[str, Any], reference: dict
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").write_text(json.dumps({**meta, "family": family, "format": BUNDLE_FORMAT}, indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import tempfile
 import warnings
@@ -56,8 +57,14 @@ def experiment_id(name: str, settings: Settings) -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -81,10 +88,10 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    import time  # noqa: PLC0415
+    import time
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]  # NaN: not logged
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]  # NaN: not logged
     for i in range(0, len(items), 1000):
         _client().log_batch(run_id, metrics=items[i : i + 1000])
 

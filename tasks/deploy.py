@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,14 @@ def _within(spec: DomainSpec, metric: str, value: float, bound: float) -> bool:
     return value >= bound if spec.higher_is_better(metric) else value <= bound
 
 
-def gate_failures(spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float],
-                  champion: float | None) -> list[str]:
+def gate_failures(
+    spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float], champion: float | None
+) -> list[str]:
     """Every reason the candidate may not become champion, with the numbers (empty: promote)."""
     failures = []
     for metric, bound in spec.gates.items():
         value = metrics.get(metric, float("nan"))
-        if not (value == value and _within(spec, metric, value, bound)):
+        if math.isnan(value) or not _within(spec, metric, value, bound):
             op = ">=" if spec.higher_is_better(metric) else "<="
             failures.append(f"gate {metric} {op} {bound}: got {value:.4f}")
     primary = spec.primary_metric
@@ -75,28 +77,34 @@ def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult,
     y = data.holdout.y
     return Evaluation(
         metrics=evaluate(spec, y, opt.candidate.predict(data.holdout.X), holdout_context(spec, data, opt.threshold)),
-        baseline_metrics=evaluate(spec, y, trained.baseline.predict(data.holdout.X),
-                                  holdout_context(spec, data, baseline_threshold)),
-        threshold=opt.threshold, baseline_threshold=baseline_threshold,
+        baseline_metrics=evaluate(
+            spec, y, trained.baseline.predict(data.holdout.X), holdout_context(spec, data, baseline_threshold)
+        ),
+        threshold=opt.threshold,
+        baseline_threshold=baseline_threshold,
     )
 
 
 def input_frame(spec: DomainSpec, frame: pl.DataFrame):
     """The model's raw inputs as pandas, numbers as float64 (the signature's ``double``)."""
-    from domains.spec import Dtype  # noqa: PLC0415
+    from domains.spec import Dtype
 
     cols = [pl.col(c.name).cast(pl.String if c.dtype is Dtype.CATEGORY else pl.Float64) for c in spec.feature_columns]
     return frame.select(cols).to_pandas()
 
 
 def signature(spec: DomainSpec):
-    from mlflow.models import ModelSignature  # noqa: PLC0415
-    from mlflow.types import ColSpec, Schema  # noqa: PLC0415
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
-    from domains.spec import Dtype  # noqa: PLC0415
+    from domains.spec import Dtype
 
-    inputs = Schema([ColSpec("string" if c.dtype is Dtype.CATEGORY else "double", c.name, required=False)
-                     for c in spec.feature_columns])
+    inputs = Schema(
+        [
+            ColSpec("string" if c.dtype is Dtype.CATEGORY else "double", c.name, required=False)
+            for c in spec.feature_columns
+        ]
+    )
     pred_type = "double" if spec.task == "regression" else "string"
     outputs = [ColSpec(pred_type, "prediction")] + ([] if spec.task == "regression" else [ColSpec("double", "score")])
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))
@@ -110,7 +118,7 @@ def champion_primary(spec: DomainSpec, data: PreparedData) -> tuple[str | None, 
     try:
         model = tracking.load_version(spec.model_name, version)
         out = model.predict(input_frame(spec, data.holdout.frame))
-    except Exception as exc:  # noqa: BLE001 - an unloadable champion must not block a good model
+    except Exception as exc:
         return version, None, f"champion v{version} cannot score this holdout ({exc.__class__.__name__})"
     y = data.holdout.y
     if spec.task == "binary":
@@ -129,8 +137,9 @@ def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: Trained
     y = data.holdout.y
     scores = model.predict(data.holdout.X)
     if spec.task == "binary":
-        fig = plots.roc_pr_figure(y, {f"candidate {model.family}": scores,
-                                      "baseline linear": baseline.predict(data.holdout.X)})
+        fig = plots.roc_pr_figure(
+            y, {f"candidate {model.family}": scores, "baseline linear": baseline.predict(data.holdout.X)}
+        )
         tracking.log_figure(run_id, fig, "plots/roc_pr.png")
     elif spec.task == "multiclass":
         fig = plots.confusion_figure(y, scores.argmax(axis=1), [str(c) for c in data.classes])
@@ -144,56 +153,102 @@ def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: Trained
     plots.close(fig)
 
 
-def record_run(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult,
-               evaluation: Evaluation, settings: Settings, trials: int) -> str:
+def record_run(
+    spec: DomainSpec,
+    data: PreparedData,
+    trained: TrainResult,
+    opt: OptimiseResult,
+    evaluation: Evaluation,
+    settings: Settings,
+    trials: int,
+) -> str:
     """Create the pipeline run and its baseline child run; log params, metrics, plots, trials."""
     experiment = tracking.experiment_id(spec.model_name, settings)
-    common = {"lepton.domain": spec.name, "lepton.data_fingerprint": data.fingerprint,
-              "lepton.spec_hash": spec.spec_hash(), "lepton.git_commit": tracking.git_commit()}
+    common = {
+        "lepton.domain": spec.name,
+        "lepton.data_fingerprint": data.fingerprint,
+        "lepton.spec_hash": spec.spec_hash(),
+        "lepton.git_commit": tracking.git_commit(),
+    }
     run_id = tracking.start_run(experiment, f"{spec.name}-pipeline", {**common, "lepton.role": "candidate"})
     candidate = opt.candidate
-    tracking.log_params(run_id, {
-        "domain": spec.name, "task": spec.task, "trials": trials, "family": candidate.family,
-        "device": candidate.device, "threshold": round(evaluation.threshold, 6),
-        "rows_train": data.train.rows, "rows_valid": data.valid.rows, "rows_holdout": data.holdout.rows,
-        "features": len(data.feature_names), "split": spec.split.kind,
-        **{f"model.{k}": v for k, v in candidate.params.items()},
-    })
+    tracking.log_params(
+        run_id,
+        {
+            "domain": spec.name,
+            "task": spec.task,
+            "trials": trials,
+            "family": candidate.family,
+            "device": candidate.device,
+            "threshold": round(evaluation.threshold, 6),
+            "rows_train": data.train.rows,
+            "rows_valid": data.valid.rows,
+            "rows_holdout": data.holdout.rows,
+            "features": len(data.feature_names),
+            "split": spec.split.kind,
+            **{f"model.{k}": v for k, v in candidate.params.items()},
+        },
+    )
     tracking.set_tags(run_id, {"lepton.choice": opt.reason, "lepton.device": candidate.device})
-    tracking.log_metrics(run_id, {**evaluation.metrics, f"valid_{spec.primary_metric}": abs(candidate.valid_score),
-                                  **{f"baseline_{k}": v for k, v in evaluation.baseline_metrics.items()}})
+    tracking.log_metrics(
+        run_id,
+        {
+            **evaluation.metrics,
+            f"valid_{spec.primary_metric}": abs(candidate.valid_score),
+            **{f"baseline_{k}": v for k, v in evaluation.baseline_metrics.items()},
+        },
+    )
     tracking.log_dict(run_id, [t.__dict__ for t in opt.trials], "trials.json")
     _log_plots(run_id, spec, data, candidate, trained.baseline)
 
-    base_id = tracking.start_run(experiment, f"{spec.name}-baseline", {**common, "lepton.role": "baseline"},
-                                 parent_run_id=run_id)
-    tracking.log_params(base_id, {"family": "linear", **trained.baseline.params,
-                                  "threshold": round(evaluation.baseline_threshold, 6)})
-    tracking.log_metrics(base_id, {**evaluation.baseline_metrics,
-                                   f"valid_{spec.primary_metric}": abs(trained.baseline.valid_score)})
+    base_id = tracking.start_run(
+        experiment, f"{spec.name}-baseline", {**common, "lepton.role": "baseline"}, parent_run_id=run_id
+    )
+    tracking.log_params(
+        base_id, {"family": "linear", **trained.baseline.params, "threshold": round(evaluation.baseline_threshold, 6)}
+    )
+    tracking.log_metrics(
+        base_id, {**evaluation.baseline_metrics, f"valid_{spec.primary_metric}": abs(trained.baseline.valid_score)}
+    )
     tracking.end_run(base_id)
     return run_id
 
 
-def register_and_gate(spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evaluation: Evaluation,
-                      run_id: str) -> Deployment:
+def register_and_gate(
+    spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evaluation: Evaluation, run_id: str
+) -> Deployment:
     """Log the model, register a version, and move ``champion`` only if every gate passes."""
     candidate = opt.candidate
     reference = reference_statistics(data.train.frame, spec)
-    meta = {"domain": spec.name, "task": spec.task, "classes": [str(c) for c in data.classes],
-            "threshold": evaluation.threshold, "primary_metric": spec.primary_metric}
+    meta = {
+        "domain": spec.name,
+        "task": spec.task,
+        "classes": [str(c) for c in data.classes],
+        "threshold": evaluation.threshold,
+        "primary_metric": spec.primary_metric,
+    }
     example = input_frame(spec, data.holdout.frame.head(5))
     with tracking.scratch_dir() as tmp:
-        bundle = write_bundle(Path(tmp) / "bundle", meta=meta, encoder=data.encoder, family=candidate.family,
-                              payload=candidate.payload, reference=reference)
+        bundle = write_bundle(
+            Path(tmp) / "bundle",
+            meta=meta,
+            encoder=data.encoder,
+            family=candidate.family,
+            payload=candidate.payload,
+            reference=reference,
+        )
         tracking.log_dict(run_id, reference, "reference_statistics.json")
         model_uri = tracking.log_model(run_id, bundle, example, signature(spec), REQUIREMENTS)
 
     champion_version, champion_value, note = champion_primary(spec, data)
     failures = gate_failures(spec, evaluation.metrics, evaluation.baseline_metrics, champion_value)
-    tags = {"lepton.run_id": run_id, "lepton.data_fingerprint": data.fingerprint,
-            "lepton.spec_hash": spec.spec_hash(), "lepton.git_commit": tracking.git_commit(),
-            spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}"}
+    tags = {
+        "lepton.run_id": run_id,
+        "lepton.data_fingerprint": data.fingerprint,
+        "lepton.spec_hash": spec.spec_hash(),
+        "lepton.git_commit": tracking.git_commit(),
+        spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
+    }
     version = tracking.register(model_uri, spec.model_name, run_id, tags)
     promoted = not failures
     reasons = tuple(failures) or ("passed every gate",)
@@ -201,16 +256,24 @@ def register_and_gate(spec: DomainSpec, data: PreparedData, opt: OptimiseResult,
         reasons += (note,)
     tracking.set_version_tags(spec.model_name, version, {"lepton.decision": "; ".join(reasons)})
     tracking.set_alias(spec.model_name, tracking.CHAMPION if promoted else tracking.CHALLENGER, version)
-    tracking.set_tags(run_id, {"lepton.promoted": str(promoted), "lepton.version": version,
-                               "lepton.decision": "; ".join(reasons)})
-    return Deployment(run_id=run_id, model_name=spec.model_name, version=version, promoted=promoted,
-                      champion_version=version if promoted else champion_version, reasons=reasons,
-                      reference=reference)
+    tracking.set_tags(
+        run_id, {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": "; ".join(reasons)}
+    )
+    return Deployment(
+        run_id=run_id,
+        model_name=spec.model_name,
+        version=version,
+        promoted=promoted,
+        champion_version=version if promoted else champion_version,
+        reasons=reasons,
+        reference=reference,
+    )
 
 
 @task(name="deploy", cache_policy=NO_CACHE)
-def deploy_task(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult,
-                settings: Settings, trials: int) -> tuple[Deployment, Evaluation]:
+def deploy_task(
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult, settings: Settings, trials: int
+) -> tuple[Deployment, Evaluation]:
     """Evaluate on the holdout, record the runs, register, and gate the promotion.
 
     Args:

@@ -88,8 +88,9 @@ def detection_delay(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: 
     return float(np.mean(delays)) if delays else float("nan")
 
 
-def multiclass_metrics(spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext,
-                       normal_class: int = 0) -> dict[str, float]:
+def multiclass_metrics(
+    spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext, normal_class: int = 0
+) -> dict[str, float]:
     pred = proba.argmax(axis=1)
     labels = np.arange(proba.shape[1])
     clipped = np.clip(proba, 1e-7, 1.0)

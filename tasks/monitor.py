@@ -34,9 +34,12 @@ def reference_statistics(frame: pl.DataFrame, spec: DomainSpec) -> dict[str, Any
         else:
             numbers = values.cast(pl.Float64).drop_nulls().drop_nans().to_numpy()
             edges = np.unique(np.quantile(numbers, np.linspace(0, 1, bins + 1)[1:-1])) if len(numbers) else np.array([])
-            features[column.name] = {"kind": "numeric", "edges": edges.tolist(),
-                                     "proportions": _numeric_proportions(numbers, edges, frame.height),
-                                     "missing": missing}
+            features[column.name] = {
+                "kind": "numeric",
+                "edges": edges.tolist(),
+                "proportions": _numeric_proportions(numbers, edges, frame.height),
+                "missing": missing,
+            }
     return {"rows": frame.height, "features": features}
 
 
@@ -59,11 +62,14 @@ def population_stability(reference: dict[str, Any], frame: pl.DataFrame) -> dict
         values = frame[name]
         missing = values.null_count() / rows
         if ref["kind"] == "categorical":
-            counts = dict(zip(*values.drop_nulls().cast(pl.String).value_counts().to_dict(as_series=False).values(),
-                              strict=True))
+            counts = dict(
+                zip(*values.drop_nulls().cast(pl.String).value_counts().to_dict(as_series=False).values(), strict=True)
+            )
             levels = list(ref["levels"])
             seen = np.array([counts.get(level, 0) / rows for level in levels])
-            expected = np.array([*ref["levels"].values(), 1 - sum(ref["levels"].values()) - ref["missing"], ref["missing"]])
+            expected = np.array(
+                [*ref["levels"].values(), 1 - sum(ref["levels"].values()) - ref["missing"], ref["missing"]]
+            )
             actual = np.array([*seen, 1 - seen.sum() - missing, missing])
         else:
             numbers = values.cast(pl.Float64).drop_nulls().drop_nans().to_numpy()
@@ -103,9 +109,12 @@ def monitor_task(spec: DomainSpec, reference: dict[str, Any], frame: pl.DataFram
     Returns:
         DriftReport: PSI per feature and the features over the threshold.
     """
-    from lepton import tracking  # noqa: PLC0415 - the MLflow edge
+    from lepton import tracking
 
     report = drift_report(spec, reference, frame)
-    tracking.log_metrics(run_id, {f"psi_{k}": v for k, v in report.psi.items()} | {"psi_max": report.max_psi,
-                                                                                  "drifted_features": len(report.drifted)})
+    tracking.log_metrics(
+        run_id,
+        {f"psi_{k}": v for k, v in report.psi.items()}
+        | {"psi_max": report.max_psi, "drifted_features": len(report.drifted)},
+    )
     return report

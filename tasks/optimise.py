@@ -16,8 +16,8 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import CostModel, DomainSpec
-from tasks.preprocess import PreparedData
 from tasks.metrics import primary_score
+from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, train_model
 
 DEFAULT_TRIALS = 8
@@ -58,10 +58,11 @@ def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
     }
 
 
-def search(spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu",
-           seed: int = 0) -> list[TrainedModel]:
+def search(
+    spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu", seed: int = 0
+) -> list[TrainedModel]:
     """Run ``n_trials`` Optuna (TPE) trials; return every fitted model in trial order."""
-    import optuna  # noqa: PLC0415 - heavy import, only this stage needs it
+    import optuna
 
     if n_trials < 0:
         raise ValueError(f"trials must be >= 0, not {n_trials}")
@@ -95,8 +96,9 @@ def cost_threshold(y: np.ndarray, p: np.ndarray, cost: CostModel) -> float:
     return float(ps[k - 1])
 
 
-def score_standard_error(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, rounds: int = 100,
-                         max_rows: int = 20_000, seed: int = 0) -> float:
+def score_standard_error(
+    spec: DomainSpec, y: np.ndarray, scores: np.ndarray, rounds: int = 100, max_rows: int = 20_000, seed: int = 0
+) -> float:
     """Bootstrap standard error of the primary metric on a split (at most ``max_rows`` rows are
     resampled; the error is scaled back to the split's size)."""
     rng = np.random.default_rng(seed)
@@ -139,16 +141,19 @@ def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) ->
         if family == "linear" and baseline.valid_score >= top.valid_score - standard_error:
             top = baseline
         trees = [m.valid_score for m in pool if m.family == "xgboost"]
-        reason = (f"validation {name} {abs(top.valid_score):.4f}, best of {len(pool)} models "
-                  f"{abs(best_score):.4f} (standard error {standard_error:.4f})")
+        reason = (
+            f"validation {name} {abs(top.valid_score):.4f}, best of {len(pool)} models "
+            f"{abs(best_score):.4f} (standard error {standard_error:.4f})"
+        )
         if family == "linear" and trees:
             reason += f"; a linear model is as good as any tree model (best tree {abs(max(trees)):.4f})"
         return top, reason
     raise AssertionError("unreachable: the best model's family always qualifies")
 
 
-def optimise(spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu"
-             ) -> OptimiseResult:
+def optimise(
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu"
+) -> OptimiseResult:
     start = time.perf_counter()
     found = search(spec, data, n_trials, device, seed=spec.split.seed)
     pool = [trained.baseline, trained.default_tree, *found]
@@ -166,8 +171,9 @@ def optimise(spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trial
 
 
 @task(name="optimise", cache_policy=NO_CACHE)
-def optimise_task(spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int,
-                  device: str) -> OptimiseResult:
+def optimise_task(
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str
+) -> OptimiseResult:
     """Search both families and pick the candidate and its decision threshold.
 
     Args:

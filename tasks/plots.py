@@ -7,10 +7,10 @@ from sklearn import metrics as skm
 
 
 def _pyplot():
-    import matplotlib  # noqa: PLC0415 - plotting is optional at import time
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     return plt
 
@@ -37,8 +37,15 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, labels: list):
     matrix = skm.confusion_matrix(y, pred, labels=np.arange(len(labels)), normalize="true")
     fig, ax = plt.subplots(figsize=(8, 7))
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-           xlabel="predicted", ylabel="true", title="Confusion matrix (holdout, row-normalised)")
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix (holdout, row-normalised)",
+    )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return fig

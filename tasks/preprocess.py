@@ -104,9 +104,13 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
         broken = cast.is_null() & values.is_not_null()
         if broken.any():
             row = int(broken.arg_max())
-            problems.append(Problem("wrong_dtype", column.name,
-                                    f"expected {column.dtype.value}, row {row} holds {values[row]!r} "
-                                    f"({int(broken.sum())} such row(s))"))
+            problems.append(
+                Problem(
+                    "wrong_dtype",
+                    column.name,
+                    f"expected {column.dtype.value}, row {row} holds {values[row]!r} ({int(broken.sum())} such row(s))",
+                )
+            )
             continue
         if cast.null_count() == frame.height:
             problems.append(Problem("all_null", column.name, "every value is missing"))
@@ -123,15 +127,24 @@ def _target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
     problems = []
     if target.null_count():
         rows = target.is_null().arg_true().head(5).to_list()
-        problems.append(Problem("null_target", spec.target, f"{target.null_count()} missing label(s), e.g. rows {rows}"))
+        problems.append(
+            Problem("null_target", spec.target, f"{target.null_count()} missing label(s), e.g. rows {rows}")
+        )
     values = target.drop_nulls().unique()
     if spec.task != "regression" and values.len() < 2:
-        problems.append(Problem("single_class", spec.target, f"only {values.to_list()} present; need at least two classes"))
+        problems.append(
+            Problem("single_class", spec.target, f"only {values.to_list()} present; need at least two classes")
+        )
     if spec.task == "binary" and values.len() > 2:
         problems.append(Problem("unknown_class", spec.target, f"a binary target has {values.len()} classes"))
     if spec.task == "binary" and str(spec.positive_class) not in {str(v) for v in values.to_list()}:
-        problems.append(Problem("unknown_class", spec.target,
-                                f"positive class {spec.positive_class!r} never occurs; values are {values.to_list()[:10]}"))
+        problems.append(
+            Problem(
+                "unknown_class",
+                spec.target,
+                f"positive class {spec.positive_class!r} never occurs; values are {values.to_list()[:10]}",
+            )
+        )
     return problems
 
 
@@ -146,8 +159,9 @@ def fingerprint(*frames: pl.DataFrame) -> str:
 
 
 # ---- split -------------------------------------------------------------------------------------
-def split_frame(frame: pl.DataFrame, spec: DomainSpec, holdout: pl.DataFrame | None = None
-                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def split_frame(
+    frame: pl.DataFrame, spec: DomainSpec, holdout: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Return (train, valid, holdout). Time splits hold out the latest rows; a given test file is
     the holdout; stratified/random splits are seeded. Validation is carved from train the same way."""
     kind = spec.split.kind
@@ -258,14 +272,18 @@ def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None 
     kept = [c.name for c in spec.columns if c.role is not Role.PII]
     return PreparedData(
         domain=spec.name,
-        train=part(train.select(kept)), valid=part(valid.select(kept)), holdout=part(test.select(kept)),
-        encoder=encoder.state_, classes=classes,
+        train=part(train.select(kept)),
+        valid=part(valid.select(kept)),
+        holdout=part(test.select(kept)),
+        encoder=encoder.state_,
+        classes=classes,
         fingerprint=fingerprint(frame, *([holdout] if holdout is not None else [])),
     )
 
 
-def load_domain_data(spec: DomainSpec, data: str | None = None, holdout: str | None = None
-                     ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def load_domain_data(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Read the domain's own sample, or the user's files standing in for it."""
     main = read_table(data) if data else read_table(spec.data.resolve(spec.data.path))
     if holdout:

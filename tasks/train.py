@@ -72,8 +72,14 @@ def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: in
     else:
         model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(Z, y)
         coef, intercept = model.coef_, model.intercept_
-    return {"task": task, "fill": fill.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
-            "coef": coef.tolist(), "intercept": intercept.tolist()}
+    return {
+        "task": task,
+        "fill": fill.tolist(),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": coef.tolist(),
+        "intercept": intercept.tolist(),
+    }
 
 
 def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
@@ -84,29 +90,50 @@ def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
     return {"objective": "reg:squarederror", "eval_metric": "rmse"}
 
 
-def fit_xgboost(X: np.ndarray, y: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray, task: str,
-                n_classes: int, params: dict[str, Any], device: str = "cpu", seed: int = 0) -> tuple[bytes, int]:
+def fit_xgboost(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_valid: np.ndarray,
+    y_valid: np.ndarray,
+    task: str,
+    n_classes: int,
+    params: dict[str, Any],
+    device: str = "cpu",
+    seed: int = 0,
+) -> tuple[bytes, int]:
     """Train with early stopping on the validation split; return (UBJ bytes, best iteration)."""
-    import xgboost as xgb  # noqa: PLC0415 - heavy; only the tree family needs it
+    import xgboost as xgb
 
     params = dict(params)
     rounds = int(params.pop("n_estimators", 400))
     booster_params = {
-        **xgb_objective(task, n_classes), "tree_method": "hist", "device": device, "seed": seed,
-        "nthread": cpu_threads(), "verbosity": 0, **params,
+        **xgb_objective(task, n_classes),
+        "tree_method": "hist",
+        "device": device,
+        "seed": seed,
+        "nthread": cpu_threads(),
+        "verbosity": 0,
+        **params,
     }
     max_bin = int(booster_params.get("max_bin", 256))
     train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
     valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
-    booster = xgb.train(booster_params, train, num_boost_round=rounds, evals=[(valid, "valid")],
-                        early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False)
+    booster = xgb.train(
+        booster_params,
+        train,
+        num_boost_round=rounds,
+        evals=[(valid, "valid")],
+        early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+        verbose_eval=False,
+    )
     best = int(booster.best_iteration)
     booster = booster[: best + 1]  # keep only the trees that helped on validation
     return bytes(booster.save_raw("ubj")), best
 
 
-def train_model(spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any],
-                device: str = "cpu") -> TrainedModel:
+def train_model(
+    spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str = "cpu"
+) -> TrainedModel:
     """Fit one model of ``family`` on train and score it on validation."""
     start = time.perf_counter()
     X, y, Xv, yv = data.train.X, data.train.y, data.valid.X, data.valid.y
@@ -120,9 +147,17 @@ def train_model(spec: DomainSpec, data: PreparedData, family: str, params: dict[
     else:
         raise ValueError(f"unknown model family {family!r}; use 'linear' or 'xgboost'")
     seconds = time.perf_counter() - start
-    model = TrainedModel(family=family, params=dict(params), payload=payload, n_features=X.shape[1],
-                         task=spec.task, valid_score=float("nan"), fit_seconds=seconds, device=used,
-                         best_iteration=best)
+    model = TrainedModel(
+        family=family,
+        params=dict(params),
+        payload=payload,
+        n_features=X.shape[1],
+        task=spec.task,
+        valid_score=float("nan"),
+        fit_seconds=seconds,
+        device=used,
+        best_iteration=best,
+    )
     score = primary_score(spec, yv, model.predict(Xv))
     return TrainedModel(**{**model.__dict__, "valid_score": score})
 
@@ -134,7 +169,9 @@ def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5
     return EvalContext(threshold=threshold, groups=groups, order=order)
 
 
-def holdout_metrics(spec: DomainSpec, data: PreparedData, model: TrainedModel, threshold: float = 0.5) -> dict[str, float]:
+def holdout_metrics(
+    spec: DomainSpec, data: PreparedData, model: TrainedModel, threshold: float = 0.5
+) -> dict[str, float]:
     return evaluate(spec, data.holdout.y, model.predict(data.holdout.X), holdout_context(spec, data, threshold))
 
 

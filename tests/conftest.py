@@ -1,0 +1,31 @@
+"""Shared fixtures. Telemetry is off before Prefect or MLflow is imported."""
+
+import os
+import tempfile
+
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lepton-prefect-home-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("LEPTON_HOME", None)
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One real temporary Prefect API server for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def lepton_home(tmp_path, monkeypatch):
+    """A fresh LEPTON_HOME: a new SQLite MLflow store and artifact root per test."""
+    home = tmp_path / "lepton-home"
+    monkeypatch.setenv("LEPTON_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home

@@ -1,0 +1,120 @@
+"""Real Prefect runs of each domain pipeline against a temporary MLflow store."""
+
+import json
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from domains import get_spec
+from flows.pipeline import pipeline
+from lepton import tracking
+from lepton.cli import app
+from lepton.settings import load_settings
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _client():
+    tracking.configure(load_settings())
+    return MlflowClient()
+
+
+@pytest.mark.parametrize(("domain", "trials"), [("finance", 2), ("medical", 2), ("manufacturing", 1)])
+def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_home, domain, trials):
+    spec = get_spec(domain)
+    result = pipeline(domain=domain, trials=trials)
+    metric = spec.primary_metric
+
+    assert result.promoted and result.champion_version == result.version == "1"
+    assert result.metrics[metric] >= result.baseline_metrics[metric]
+    assert list(result.stages) == ["preprocess", "train", "optimise", "deploy", "monitor"]
+
+    client = _client()
+    version = client.get_model_version_by_alias(spec.model_name, "champion")
+    assert str(version.version) == "1"
+    assert version.tags["lepton.run_id"] == result.run_id
+    assert len(version.tags["lepton.data_fingerprint"]) == 64
+    assert len(version.tags["lepton.spec_hash"]) == 64
+
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics[metric] == pytest.approx(result.metrics[metric])
+    assert "psi_max" in run.data.metrics
+    runs = client.search_runs([run.info.experiment_id])
+    baseline = [r for r in runs if r.data.tags.get("lepton.role") == "baseline"]
+    assert len(baseline) == 1 and baseline[0].data.metrics[metric] == pytest.approx(result.baseline_metrics[metric])
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert "plots/feature_importance.png" in artifacts and len(artifacts) == 2
+
+    # The registered model is a standard pyfunc, loads without pickle, and scores the holdout.
+    local = mlflow.artifacts.download_artifacts(f"models:/{spec.model_name}@champion")
+    from pathlib import Path
+
+    files = [p.name for p in Path(local).rglob("*") if p.is_file()]
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".cloudpickle"))], files
+    assert {"model.json", "model.ubj"} & set(files) and "encoder.json" in files
+    model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}@champion")
+    assert model.metadata.get_input_schema() is not None
+    from tasks.deploy import input_frame
+    from tasks.preprocess import load_domain_data, prepare
+
+    frame, holdout = load_domain_data(spec)
+    data = prepare(spec, frame, holdout)
+    out = model.predict(input_frame(spec, data.holdout.frame.head(200)))
+    assert len(out) == 200 and out["prediction"].notna().all()
+
+
+def test_second_run_compares_with_the_champion_on_the_same_holdout(lepton_home):
+    first = pipeline(domain="medical", trials=0)
+    second = pipeline(domain="medical", trials=0)
+    assert (first.version, second.version) == ("1", "2")
+    assert second.promoted  # same data and seed: equal, so not worse than the champion
+    client = _client()
+    assert str(client.get_model_version_by_alias("lepton-medical", "champion").version) == "2"
+    assert "passed every gate" in client.get_model_version("lepton-medical", "2").tags["lepton.decision"]
+
+
+def test_a_worse_challenger_leaves_the_champion_in_place(lepton_home, tmp_path):
+    """Shuffle the features of the training data: the new model must not replace the champion."""
+    spec = get_spec("medical")
+    pipeline(domain="medical", trials=0)
+    frame = pl.read_parquet(spec.data.resolve(spec.data.path))
+    rng = np.random.default_rng(0)
+    noisy = frame.with_columns(
+        pl.Series(c.name, rng.permutation(frame[c.name].to_numpy())) for c in spec.feature_columns
+    )
+    path = tmp_path / "noisy.parquet"
+    noisy.write_parquet(path)
+    result = pipeline(domain="medical", trials=0, data=str(path))
+    assert not result.promoted and result.champion_version == "1"
+    client = _client()
+    assert str(client.get_model_version_by_alias("lepton-medical", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("lepton-medical", "challenger").version) == "2"
+    assert any("gate roc_auc" in r for r in result.reasons)
+
+
+def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
+    result = CliRunner().invoke(app, ["run", "medical", "--trials", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    payload = json.loads(lines[0])
+    assert list(payload) == [
+        "domain",
+        "run_id",
+        "model_name",
+        "version",
+        "promoted",
+        "champion_version",
+        "primary_metric",
+        "metrics",
+        "baseline_metrics",
+        "stages",
+    ]
+    assert payload["model_name"] == "lepton-medical" and payload["primary_metric"] == "roc_auc"
+    assert set(payload["stages"]) == {"preprocess", "train", "optimise", "deploy", "monitor"}
+    assert all(set(v) == {"seconds", "cached"} for v in payload["stages"].values())

@@ -1,0 +1,164 @@
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domains.spec import DomainSpec
+from lepton.errors import EmptyDataError, InputPathError, SchemaError
+from tasks.preprocess import TabularEncoder, fingerprint, prepare, read_table, split_frame, validate
+
+
+def _spec(kind="stratified", task="binary"):
+    return DomainSpec.model_validate(
+        {
+            "name": "toy",
+            "data": {"path": "toy.csv"},
+            "columns": [
+                {"name": "amount", "dtype": "float"},
+                {"name": "grade", "dtype": "category"},
+                {"name": "year", "dtype": "int", "role": "time"},
+                {"name": "label", "dtype": "category", "role": "target"},
+            ],
+            "task": task,
+            "positive_class": "bad" if task == "binary" else None,
+            "split": {"kind": kind, "holdout_size": 0.25, "validation_size": 0.25},
+            "primary_metric": "roc_auc" if task == "binary" else "f1_macro",
+            "metrics": ["roc_auc"] if task == "binary" else ["f1_macro"],
+        }
+    )
+
+
+def _frame(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "amount": rng.normal(size=n),
+            "grade": rng.choice(["A", "B", "C"], size=n),
+            "year": np.repeat(np.arange(2000, 2000 + n // 4), 4)[:n],
+            "label": np.where(np.arange(n) % 4 == 0, "bad", "good"),
+        }
+    )
+
+
+def test_valid_frame_passes_and_is_cast():
+    out = validate(_frame().with_columns(pl.col("amount").cast(pl.String)), _spec())
+    assert out.schema["amount"] == pl.Float64
+    assert out.columns == ["amount", "grade", "year", "label"]
+
+
+def test_every_bad_column_is_named_at_once():
+    bad = pl.DataFrame(
+        {
+            "amount": ["1.0", "2.5", "lots"],
+            "grade": [None, None, None],
+            "year": [2000, 2001, 2002],
+            "other": [1, 2, 3],
+        }
+    )
+    with pytest.raises(SchemaError) as info:
+        validate(bad, _spec())
+    kinds = {(p.kind, p.column) for p in info.value.problems}
+    assert kinds == {("wrong_dtype", "amount"), ("all_null", "grade"), ("missing_column", "label")}
+    assert "row 2 holds 'lots'" in str(info.value)
+
+
+def test_single_class_target_is_refused():
+    frame = _frame().with_columns(pl.lit("good").alias("label"))
+    with pytest.raises(SchemaError, match="single class"):
+        validate(frame, _spec())
+
+
+def test_missing_positive_class_is_named():
+    frame = _frame().with_columns(
+        pl.when(pl.col("label") == "bad").then(pl.lit("poor")).otherwise(pl.lit("good")).alias("label")
+    )
+    with pytest.raises(SchemaError, match="positive class 'bad' never occurs"):
+        validate(frame, _spec())
+
+
+def test_null_labels_are_named_with_rows():
+    frame = _frame().with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("label")).alias("label")
+    )
+    with pytest.raises(SchemaError, match=r"rows \[3\]"):
+        validate(frame, _spec())
+
+
+def test_empty_frame_and_files(tmp_path):
+    with pytest.raises(EmptyDataError):
+        validate(_frame().head(0), _spec())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(EmptyDataError):
+        read_table(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("amount,grade,year,label\n")
+    with pytest.raises(EmptyDataError):
+        read_table(header_only)
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "dir", "table.xlsx"])
+def test_bad_paths_are_refused(tmp_path, name):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "table.xlsx").write_text("x")
+    with pytest.raises(InputPathError):
+        read_table(tmp_path / name)
+
+
+def test_time_split_never_trains_on_the_future():
+    train, valid, holdout = split_frame(validate(_frame(80), _spec("time")), _spec("time"))
+    assert train["year"].max() < valid["year"].min() <= valid["year"].max() < holdout["year"].min()
+    assert train.height + valid.height + holdout.height == 80
+
+
+def test_stratified_split_keeps_the_class_ratio_and_is_seeded():
+    frame = validate(_frame(400), _spec())
+    train, valid, holdout = split_frame(frame, _spec())
+    for part in (train, valid, holdout):
+        assert part["label"].eq("bad").mean() == pytest.approx(0.25, abs=0.02)
+    assert split_frame(frame, _spec())[2].equals(holdout)
+
+
+def test_encoder_learns_levels_from_train_only():
+    train = pl.DataFrame({"amount": [1.0, None], "grade": ["A", "B"]})
+    later = pl.DataFrame({"amount": [3.0, 4.0], "grade": ["C", "A"]})
+    enc = TabularEncoder(["amount"], ["grade"]).fit(train)
+    assert enc.state_["categorical"] == {"grade": ["A", "B"]}
+    X = enc.transform(later)
+    np.testing.assert_array_equal(X, [[3.0, 0.0, 0.0], [4.0, 1.0, 0.0]])  # unseen 'C' -> all zeros
+    assert np.isnan(enc.transform(train)[1, 0])
+
+
+def test_prepare_encodes_labels_positive_last():
+    data = prepare(_spec(), _frame(200))
+    assert data.classes == ["good", "bad"]
+    assert set(np.unique(data.train.y)) == {0, 1}
+    assert data.train.X.shape[1] == 1 + 3
+
+
+def test_fingerprint_tracks_content():
+    a = _frame()
+    assert fingerprint(a) == fingerprint(a.clone())
+    assert fingerprint(a) != fingerprint(a.with_columns(pl.col("amount") + 1e-9))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_validate_fuzz_only_raises_schema_errors(data):
+    """Whatever a file holds, validation returns a typed frame or a SchemaError naming columns."""
+    n = data.draw(st.integers(1, 12))
+    cell = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=4))
+    columns = {}
+    for name in data.draw(
+        st.lists(st.sampled_from(["amount", "grade", "year", "label", "x"]), unique=True, max_size=5)
+    ):
+        values = data.draw(st.lists(cell, min_size=n, max_size=n))
+        columns[name] = pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
+    frame = pl.DataFrame(columns) if columns else pl.DataFrame({"x": ["1"] * n})
+    try:
+        out = validate(frame, _spec())
+    except SchemaError as exc:
+        assert exc.problems and all(p.column in {"amount", "grade", "year", "label"} for p in exc.problems)
+    else:
+        assert out.columns == ["amount", "grade", "year", "label"]

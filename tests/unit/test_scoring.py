@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from lepton.scoring import LinearModel, Scorer, encode, write_bundle
+from tasks.train import fit_linear, fit_xgboost
+
+ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
+
+
+def _data(n=300, seed=0, classes=2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int) if classes == 2 else np.digitize(X[:, 0], [-0.5, 0.5])
+    return X, y
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_json_model_matches_sklearn(classes):
+    X, y = _data(classes=classes)
+    state = fit_linear(X, y, "binary" if classes == 2 else "multiclass", C=0.7)
+    model = LinearModel(json.loads(json.dumps(state)))
+    reference = LogisticRegression(C=0.7, max_iter=2000, random_state=0).fit(model.standardise(X), y)
+    expected = reference.predict_proba(model.standardise(X))
+    got = model.predict(X)
+    np.testing.assert_allclose(got, expected[:, 1] if classes == 2 else expected, atol=1e-6)
+
+
+def test_linear_model_imputes_missing_with_train_median():
+    X, y = _data()
+    state = fit_linear(X, y, "binary")
+    X_missing = X[:5].copy()
+    X_missing[:, 0] = np.nan
+    filled = X[:5].copy()
+    filled[:, 0] = state["fill"][0]
+    np.testing.assert_allclose(LinearModel(state).predict(X_missing), LinearModel(state).predict(filled))
+
+
+def test_encode_reads_pandas_and_polars_alike():
+    rows = {"a": [1.0, None], "b": [2, 3], "c": ["y", "zzz"]}
+    from_pandas = encode(ENCODER, pd.DataFrame(rows))
+    from_polars = encode(ENCODER, pl.DataFrame(rows))
+    np.testing.assert_array_equal(np.nan_to_num(from_pandas, nan=-1), np.nan_to_num(from_polars, nan=-1))
+    np.testing.assert_array_equal(from_polars[1], [np.nan, 3.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("family", ["linear", "xgboost"])
+def test_bundle_round_trip_scores_the_same(tmp_path, family):
+    X, y = _data()
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": np.where(X[:, 2] > 0, "x", "y")})
+    M = encode(ENCODER, frame)
+    if family == "linear":
+        payload = fit_linear(M, y, "binary")
+    else:
+        payload, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"n_estimators": 20})
+    meta = {"task": "binary", "classes": ["no", "yes"], "threshold": 0.5}
+    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, family=family, payload=payload, reference={})
+    assert not [p for p in (tmp_path / "b").iterdir() if p.suffix in {".pkl", ".pickle", ".joblib"}]
+    scorer = Scorer.from_dir(tmp_path / "b")
+    out = scorer.predict(frame)
+    assert set(out["prediction"]) <= {"no", "yes"}
+    assert ((out["score"] >= 0.5) == (out["prediction"] == "yes")).all()
+    assert (out.loc[y == 1, "score"].mean()) > (out.loc[y == 0, "score"].mean())
+
+
+def test_scorer_names_missing_columns(tmp_path):
+    X, y = _data()
+    write_bundle(
+        tmp_path / "b",
+        meta={"task": "binary", "classes": [0, 1], "threshold": 0.5},
+        encoder=ENCODER,
+        family="linear",
+        payload=fit_linear(encode(ENCODER, {"a": X[:, 0], "b": X[:, 1], "c": ["x"] * 300}), y, "binary"),
+        reference={},
+    )
+    with pytest.raises(KeyError, match="'c'"):
+        Scorer.from_dir(tmp_path / "b").predict(pd.DataFrame({"a": [1.0], "b": [2.0]}))
