@@ -9,6 +9,9 @@ from mlflow.pyfunc import PythonModel
 
 
 class LeptonModel(PythonModel):
+    # Inputs are checked against the logged signature, not predict's type hints.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         from scoring import Scorer  # carried in the model's code/ directory by code_paths
 

@@ -11,7 +11,6 @@ import logging
 import math
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ SCORING_CODE = Path(__file__).with_name("scoring.py")
 def configure(settings: Settings) -> str:
     settings.home.mkdir(parents=True, exist_ok=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration and validation chatter
-    # Our PythonModel validates through its signature; MLflow's type-hint nudge is noise here.
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings.tracking_uri

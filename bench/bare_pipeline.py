@@ -1,0 +1,51 @@
+"""The same stage functions as ``lepton run``, called as a bare script: no Prefect, no MLflow.
+
+    python bench/bare_pipeline.py finance [--data PATH] [--trials N]
+
+Prints one JSON line with the holdout metrics, so both sides can be checked for equal work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domains import get_spec
+from lepton.engine import choose_device
+from tasks.deploy import evaluate_holdout
+from tasks.monitor import drift_report, reference_statistics
+from tasks.optimise import optimise
+from tasks.preprocess import load_domain_data, prepare
+from tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, TrainResult, train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("domain")
+    parser.add_argument("--data")
+    parser.add_argument("--trials", type=int, default=8)
+    args = parser.parse_args()
+    spec = get_spec(args.domain)
+    device = choose_device("auto")
+    frame, holdout = load_domain_data(spec, args.data)
+    data = prepare(spec, frame, holdout)
+    trained = TrainResult(
+        baseline=train_model(spec, data, "linear", BASELINE_PARAMS),
+        default_tree=train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS, device),
+    )
+    result = optimise(spec, data, trained, args.trials, device)
+    evaluation = evaluate_holdout(spec, data, trained, result)
+    drift = drift_report(spec, reference_statistics(data.train.frame, spec), data.holdout.frame)
+    print(
+        json.dumps(
+            {"metrics": evaluation.metrics, "baseline_metrics": evaluation.baseline_metrics, "psi_max": drift.max_psi}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

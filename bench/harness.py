@@ -1,0 +1,66 @@
+"""Benchmark harness: run commands as child processes, measure wall time and peak memory,
+repeat, and write the medians and ratios to ``bench/results/<name>.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_rss_mb: float
+
+
+@dataclass
+class Measurement:
+    label: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def median_peak_mb(self) -> float:
+        return statistics.median(s.peak_rss_mb for s in self.samples)
+
+
+def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[Sample, str]:
+    """Run ``cmd``; return its wall time, its own peak RSS (wait4) and its stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}")
+    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024), out
+
+
+def machine() -> dict[str, str | int]:
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count() or 0}
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=_encode))
+    return path
+
+
+def _encode(value):
+    if isinstance(value, Measurement):
+        return {**asdict(value), "median_seconds": value.median_seconds, "median_peak_mb": value.median_peak_mb}
+    raise TypeError(type(value))
