@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,18 +32,34 @@ def main() -> None:
     args = parser.parse_args()
     spec = get_spec(args.domain)
     device = choose_device("auto")
-    frame, holdout = load_domain_data(spec, args.data)
-    data = prepare(spec, frame, holdout)
-    trained = TrainResult(
-        baseline=train_model(spec, data, "linear", BASELINE_PARAMS),
-        default_tree=train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS, device),
+    stages: dict[str, float] = {}
+
+    def timed(name, call):
+        start = time.perf_counter()
+        out = call()
+        stages[name] = round(time.perf_counter() - start, 3)
+        return out
+
+    data = timed("preprocess", lambda: prepare(spec, *load_domain_data(spec, args.data)))
+    trained = timed(
+        "train",
+        lambda: TrainResult(
+            baseline=train_model(spec, data, "linear", BASELINE_PARAMS),
+            default_tree=train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS, device),
+        ),
     )
-    result = optimise(spec, data, trained, args.trials, device)
-    evaluation = evaluate_holdout(spec, data, trained, result)
-    drift = drift_report(spec, reference_statistics(data.train.frame, spec), data.holdout.frame)
+    result = timed("optimise", lambda: optimise(spec, data, trained, args.trials, device))
+    evaluation = timed("deploy", lambda: evaluate_holdout(spec, data, trained, result))
+    reference = reference_statistics(data.train.frame, spec)
+    drift = timed("monitor", lambda: drift_report(spec, reference, data.holdout.frame))
     print(
         json.dumps(
-            {"metrics": evaluation.metrics, "baseline_metrics": evaluation.baseline_metrics, "psi_max": drift.max_psi}
+            {
+                "metrics": evaluation.metrics,
+                "baseline_metrics": evaluation.baseline_metrics,
+                "psi_max": drift.max_psi,
+                "stages": stages,
+            }
         )
     )
 

@@ -60,14 +60,22 @@ def main() -> None:
                 *data,
             ]
             lepton, bare = Measurement("lepton run finance"), Measurement("bare stage functions")
-            stages = []
+            stages, bare_stages = [], []
             for _ in range(args.repeats):
                 sample, out = run_once(lepton_cmd, env)
                 lepton.samples.append(sample)
-                stages.append(json.loads(out.strip().splitlines()[-1])["stages"])
-                bare.samples.append(run_once(bare_cmd, env)[0])
+                stages.append({k: v["seconds"] for k, v in json.loads(out.strip().splitlines()[-1])["stages"].items()})
+                sample, out = run_once(bare_cmd, env)
+                bare.samples.append(sample)
+                bare_stages.append(json.loads(out.strip().splitlines()[-1])["stages"])
             ratio = lepton.median_seconds / bare.median_seconds
-            report["sizes"][size] = {"lepton": lepton, "bare": bare, "ratio": ratio, "lepton_stages": stages}
+            report["sizes"][size] = {
+                "lepton": lepton,
+                "bare": bare,
+                "ratio": ratio,
+                "lepton_stages": stages,
+                "bare_stages": bare_stages,
+            }
             write("overhead", report)  # keep what is measured so far
             print(
                 f"{size:>10} rows: lepton {lepton.median_seconds:7.1f}s ({lepton.median_peak_mb:.0f} MB), "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +37,25 @@ def prepare_environment() -> Path:
 @app.callback()
 def _root() -> None:
     """Lepton: tabular data to a monitored, served, continuously retrained model."""
+
+
+def start_prefect_api_early() -> threading.Thread:
+    """Without a Prefect server configured, Prefect starts a temporary local API on first use,
+    which takes seconds. Start it now, alongside the heavy imports, rather than after them."""
+
+    def start() -> None:
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+
+        with contextlib.suppress(Exception):  # the flow's own start reports any real failure
+            SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -83,11 +104,13 @@ def run(
     if all_domains and (data or holdout):
         _fail("--data/--holdout apply to one domain, not --all")
     home = prepare_environment()
+    api_started = start_prefect_api_early()
 
     from flows.pipeline import STAGE_LISTENER, pipeline
     from lepton.errors import LeptonError
     from lepton.settings import load_settings
 
+    api_started.join()
     results = []
     for name in DOMAINS if all_domains else (domain,):
         listener = (

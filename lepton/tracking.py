@@ -157,6 +157,12 @@ def load_version(name: str, version: str) -> Any:
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
+def download_bundle(name: str, version: str, directory: Path) -> Path:
+    """Fetch a registered version's safe bundle (JSON + UBJ, no code) into ``directory``."""
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(directory))
+    return Path(local) / "artifacts" / "bundle"
+
+
 def version_count(name: str) -> int:
     return len(_client().search_model_versions(f"name = '{name}'"))
 

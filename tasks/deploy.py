@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import DomainSpec
 from lepton import tracking
-from lepton.scoring import write_bundle
+from lepton.scoring import Scorer, write_bundle
 from lepton.settings import Settings
 from tasks import plots
 from tasks.metrics import evaluate
@@ -111,25 +110,23 @@ def signature(spec: DomainSpec):
 
 
 def champion_primary(spec: DomainSpec, data: PreparedData) -> tuple[str | None, float | None, str | None]:
-    """Score the current champion on this run's holdout: (version, primary metric, note)."""
+    """Score the current champion on this run's holdout: (version, primary metric, note).
+
+    The champion's own bundle is scored with the same ``Scorer`` its pyfunc wraps, straight from
+    the holdout frame, so large holdouts skip the pandas round trip of pyfunc's schema checks.
+    """
     version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
     if version is None:
         return None, None, None
     try:
-        model = tracking.load_version(spec.model_name, version)
-        out = model.predict(input_frame(spec, data.holdout.frame))
-    except Exception as exc:
-        return version, None, f"champion v{version} cannot score this holdout ({exc.__class__.__name__})"
-    y = data.holdout.y
-    if spec.task == "binary":
-        scores = out["score"].to_numpy()
-    elif spec.task == "multiclass":
-        index = {str(c): i for i, c in enumerate(data.classes)}
-        pred = np.array([index.get(str(v), -1) for v in out["prediction"]])
-        scores = np.eye(len(data.classes))[np.clip(pred, 0, None)]
-    else:
-        scores = out["prediction"].to_numpy(dtype=float)
-    metrics = evaluate(spec, y, scores, holdout_context(spec, data))
+        with tracking.scratch_dir() as tmp:
+            scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, version, Path(tmp)))
+        scores = scorer.scores(data.holdout.frame)
+    except Exception as exc:  # an unloadable champion must not block a good model
+        return version, None, f"champion v{version} cannot score this holdout ({exc.__class__.__name__}: {exc})"
+    if spec.task != "regression" and scorer.meta.get("classes") != [str(c) for c in data.classes]:
+        return version, None, f"champion v{version} predicts other classes; compared on gates only"
+    metrics = evaluate(spec, data.holdout.y, scores, holdout_context(spec, data))
     return version, metrics[spec.primary_metric], None
 
 

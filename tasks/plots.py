@@ -20,7 +20,7 @@ def roc_pr_figure(y: np.ndarray, curves: dict[str, np.ndarray]):
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
     for label, scores in curves.items():
         fpr, tpr, _ = skm.roc_curve(y, scores)
-        precision, recall, _ = skm.precision_recall_curve(y, scores)
+        precision, recall, _ = skm.precision_recall_curve(y, scores, drop_intermediate=True)
         roc.plot(fpr, tpr, label=f"{label} (AUC {skm.roc_auc_score(y, scores):.3f})")
         pr.plot(recall, precision, label=f"{label} (AP {skm.average_precision_score(y, scores):.3f})")
     roc.plot([0, 1], [0, 1], "k:", lw=0.8)
