@@ -44,11 +44,3 @@ class SchemaError(DataError):
     @property
     def columns(self) -> list[str]:
         return [p.column for p in self.problems]
-
-
-class GateError(LeptonError):
-    """A quality gate failed; the message carries the numbers that failed."""
-
-
-class BudgetError(LeptonError):
-    """A configured budget (trials, latency) cannot be met."""

@@ -6,7 +6,6 @@ Every function takes explicit run ids so stages can log from any thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import subprocess
@@ -152,25 +151,10 @@ def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
         _client().set_model_version_tag(name, version, key, str(value))
 
 
-def load_version(name: str, version: str) -> Any:
-    """Load a registered version as a standard MLflow pyfunc model."""
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-
-
 def download_bundle(name: str, version: str, directory: Path) -> Path:
     """Fetch a registered version's safe bundle (JSON + UBJ, no code) into ``directory``."""
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(directory))
     return Path(local) / "artifacts" / "bundle"
-
-
-def version_count(name: str) -> int:
-    return len(_client().search_model_versions(f"name = '{name}'"))
-
-
-def write_json(directory: Path, name: str, payload: Any) -> Path:
-    path = directory / name
-    path.write_text(json.dumps(payload, indent=1, default=str))
-    return path
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:

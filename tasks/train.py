@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from domains.spec import DomainSpec
 from lepton.engine import cpu_threads
 from lepton.scoring import load_model
-from tasks.metrics import EvalContext, evaluate, primary_score
+from tasks.metrics import EvalContext, primary_score
 from tasks.preprocess import PreparedData
 
 BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
@@ -41,21 +41,12 @@ class TrainedModel:
     fit_seconds: float
     device: str = "cpu"
     best_iteration: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def predictor(self):
         return load_model(self.family, self.payload, self.task, self.n_features)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predictor().predict(X)
-
-    @property
-    def label(self) -> str:
-        return f"{self.family}({', '.join(f'{k}={_short(v)}' for k, v in sorted(self.params.items()))})"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
@@ -167,12 +158,6 @@ def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5
     groups = frame[spec.group_column].to_numpy() if spec.group_column else None
     order = frame[spec.time_column].to_numpy() if spec.time_column else None
     return EvalContext(threshold=threshold, groups=groups, order=order)
-
-
-def holdout_metrics(
-    spec: DomainSpec, data: PreparedData, model: TrainedModel, threshold: float = 0.5
-) -> dict[str, float]:
-    return evaluate(spec, data.holdout.y, model.predict(data.holdout.X), holdout_context(spec, data, threshold))
 
 
 @dataclass(frozen=True)
