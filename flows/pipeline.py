@@ -13,10 +13,10 @@ from prefect import flow
 from domains import get_spec
 from lepton import tracking
 from lepton.engine import choose_device
-from lepton.settings import load_settings
+from lepton.settings import DEFAULT_TRIALS, load_settings
 from tasks.deploy import deploy_task
 from tasks.monitor import monitor_task
-from tasks.optimise import DEFAULT_TRIALS, optimise_task
+from tasks.optimise import optimise_task
 from tasks.preprocess import preprocess_task
 from tasks.train import train_task
 

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from domains import DOMAINS
+from lepton.settings import DEFAULT_TRIALS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lepton: tabular data to a monitored model.")
 err = Console(stderr=True)
-DEFAULT_TRIALS = 8
 
 
 def prepare_environment() -> Path:

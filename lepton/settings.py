@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_TRIALS = 8  # Optuna trials per domain: small, so a first run takes minutes
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -6,6 +6,7 @@ Every function takes explicit run ids so stages can log from any thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import subprocess
@@ -51,6 +52,7 @@ def experiment_id(name: str, settings: Settings) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+@functools.cache
 def git_commit() -> str:
     try:
         out = subprocess.run(

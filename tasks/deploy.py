@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
@@ -36,6 +37,8 @@ class Evaluation:
     baseline_metrics: dict[str, float]
     threshold: float
     baseline_threshold: float
+    scores: np.ndarray = field(repr=False)
+    baseline_scores: np.ndarray = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,15 @@ def gate_failures(
 def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult) -> Evaluation:
     baseline_threshold = decision_threshold(spec, data, trained.baseline)
     y = data.holdout.y
+    scores = opt.candidate.predict(data.holdout.X)
+    baseline_scores = trained.baseline.predict(data.holdout.X)
     return Evaluation(
-        metrics=evaluate(spec, y, opt.candidate.predict(data.holdout.X), holdout_context(spec, data, opt.threshold)),
-        baseline_metrics=evaluate(
-            spec, y, trained.baseline.predict(data.holdout.X), holdout_context(spec, data, baseline_threshold)
-        ),
+        metrics=evaluate(spec, y, scores, holdout_context(spec, data, opt.threshold)),
+        baseline_metrics=evaluate(spec, y, baseline_scores, holdout_context(spec, data, baseline_threshold)),
         threshold=opt.threshold,
         baseline_threshold=baseline_threshold,
+        scores=scores,
+        baseline_scores=baseline_scores,
     )
 
 
@@ -130,12 +135,11 @@ def champion_primary(spec: DomainSpec, data: PreparedData) -> tuple[str | None, 
     return version, metrics[spec.primary_metric], None
 
 
-def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: TrainedModel, baseline: TrainedModel) -> None:
-    y = data.holdout.y
-    scores = model.predict(data.holdout.X)
+def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: TrainedModel, evaluation: Evaluation) -> None:
+    y, scores = data.holdout.y, evaluation.scores
     if spec.task == "binary":
         fig = plots.roc_pr_figure(
-            y, {f"candidate {model.family}": scores, "baseline linear": baseline.predict(data.holdout.X)}
+            y, {f"candidate {model.family}": scores, "baseline linear": evaluation.baseline_scores}
         )
         tracking.log_figure(run_id, fig, "plots/roc_pr.png")
     elif spec.task == "multiclass":
@@ -145,7 +149,7 @@ def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: Trained
         fig = plots.residual_figure(y, scores)
         tracking.log_figure(run_id, fig, "plots/predicted_vs_actual.png")
     plots.close(fig)
-    fig = plots.importance_figure(data.feature_names, model.predictor().importance())
+    fig = plots.importance_figure(data.feature_names, model.predictor.importance())
     tracking.log_figure(run_id, fig, "plots/feature_importance.png")
     plots.close(fig)
 
@@ -196,7 +200,7 @@ def record_run(
         },
     )
     tracking.log_dict(run_id, [t.__dict__ for t in opt.trials], "trials.json")
-    _log_plots(run_id, spec, data, candidate, trained.baseline)
+    _log_plots(run_id, spec, data, candidate, evaluation)
 
     base_id = tracking.start_run(
         experiment, f"{spec.name}-baseline", {**common, "lepton.role": "baseline"}, parent_run_id=run_id

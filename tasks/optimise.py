@@ -20,8 +20,6 @@ from tasks.metrics import primary_score
 from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, train_model
 
-DEFAULT_TRIALS = 8
-
 
 @dataclass(frozen=True)
 class TrialRecord:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +44,13 @@ class TrainedModel:
     device: str = "cpu"
     best_iteration: int | None = None
 
+    @functools.cached_property
     def predictor(self):
+        """The model loaded from its payload, once: the same code that serves it."""
         return load_model(self.family, self.payload, self.task, self.n_features)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predictor().predict(X)
+        return self.predictor.predict(X)
 
 
 def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
@@ -150,7 +154,7 @@ def train_model(
         best_iteration=best,
     )
     score = primary_score(spec, yv, model.predict(Xv))
-    return TrainedModel(**{**model.__dict__, "valid_score": score})
+    return dataclasses.replace(model, valid_score=score)
 
 
 def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5) -> EvalContext:
