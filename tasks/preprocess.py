@@ -285,6 +285,11 @@ def load_domain_data(
     spec: DomainSpec, data: str | None = None, holdout: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Read the domain's own sample, or the user's files standing in for it."""
+    if holdout and spec.split.kind != "given":
+        raise InputPathError(
+            f"domain {spec.name!r} holds out by a {spec.split.kind} split of its data; a separate holdout file "
+            "would be ignored, so it is refused"
+        )
     main = read_table(data) if data else read_table(spec.data.resolve(spec.data.path))
     if holdout:
         return main, read_table(holdout)

@@ -162,3 +162,15 @@ def test_validate_fuzz_only_raises_schema_errors(data):
         assert exc.problems and all(p.column in {"amount", "grade", "year", "label"} for p in exc.problems)
     else:
         assert out.columns == ["amount", "grade", "year", "label"]
+
+
+def test_a_holdout_file_is_refused_where_the_split_would_ignore_it(tmp_path):
+    from domains import get_spec
+    from tasks.preprocess import load_domain_data
+
+    path = tmp_path / "test.csv"
+    _frame().write_csv(path)
+    with pytest.raises(InputPathError, match="would be ignored"):
+        load_domain_data(get_spec("finance"), holdout=str(path))
+    with pytest.raises(InputPathError, match="pass holdout data too"):
+        load_domain_data(get_spec("manufacturing"), data=str(path))
