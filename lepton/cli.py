@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -58,6 +59,30 @@ def start_prefect_api_early() -> threading.Thread:
     return thread
 
 
+class _HideUserErrorTracebacks(logging.Filter):
+    """Bad input is reported once, as a clear message; Prefect's console need not print its
+    traceback too. The records still reach the Prefect API, so the UI keeps the detail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lepton.errors import LeptonError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, LeptonError)
+
+
+def _quiet_console_for_user_errors() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(_HideUserErrorTracebacks())
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -110,6 +135,7 @@ def run(
     from lepton.errors import LeptonError
     from lepton.settings import load_settings
 
+    _quiet_console_for_user_errors()
     api_started.join()
     results = []
     for name in DOMAINS if all_domains else (domain,):
