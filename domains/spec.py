@@ -85,6 +85,7 @@ class Dtype(StrEnum):
     INT = "int"
     CATEGORY = "category"
     BOOL = "bool"
+    DATETIME = "datetime"  # a feature as days since 1970, month and weekday
 
 
 class _Frozen(BaseModel):
@@ -98,10 +99,12 @@ class Column(_Frozen):
 
 
 class DataSource(_Frozen):
-    """Where the domain's table lives: a path relative to ``domains/data`` or absolute."""
+    """Where the domain's table lives: a path relative to ``domains/data`` (built-in domains),
+    to the spec file (YAML specs), or absolute."""
 
     path: str
     holdout_path: str | None = None  # a given test file (e.g. TEP's *_te runs)
+    encoding: str | None = None  # CSV text encoding when not UTF-8, e.g. latin-1
 
     def resolve(self, relative: str | None) -> Path | None:
         if relative is None:
@@ -127,6 +130,14 @@ class CostModel(_Frozen):
     unit: str = "cost"
 
 
+class LeakageSpec(_Frozen):
+    """The leakage sentinel: a feature that alone predicts the target on the training split with
+    ROC AUC / balanced accuracy / R² above ``threshold`` stops the run, unless listed in ``allow``."""
+
+    threshold: float = Field(default=0.99, gt=0.5, le=1.0)
+    allow: tuple[str, ...] = ()
+
+
 class DriftSpec(_Frozen):
     psi_threshold: float = Field(default=0.2, gt=0)
     bins: int = Field(default=10, ge=2, le=100)
@@ -138,7 +149,8 @@ class DomainSpec(_Frozen):
     data: DataSource
     columns: tuple[Column, ...] = Field(min_length=2)
     task: Literal["binary", "multiclass", "regression"]
-    positive_class: str | int | None = None
+    positive_class: bool | int | str | None = None
+    normal_class: bool | int | str | None = None  # multiclass: the "no fault" class for alarm metrics
     split: SplitSpec
     primary_metric: str
     metrics: tuple[str, ...]
@@ -147,6 +159,7 @@ class DomainSpec(_Frozen):
     target_specificity: Fraction = 0.9
     latency_budget_ms: float = Field(default=10.0, gt=0)
     drift: DriftSpec = DriftSpec()
+    leakage: LeakageSpec = LeakageSpec()
     schedule: str = "0 3 * * 1"
 
     @field_validator("metrics")
@@ -183,8 +196,23 @@ class DomainSpec(_Frozen):
             raise ValueError("split: kind 'time' needs a column with role 'time'")
         if self.split.kind == "given" and self.data.holdout_path is None:
             raise ValueError("split: kind 'given' needs data.holdout_path")
+        return self
+
+    @model_validator(mode="after")
+    def _classes(self) -> DomainSpec:
+        names = [c.name for c in self.columns]
         if self.task == "binary" and self.positive_class is None:
             raise ValueError("positive_class: a binary task must say which class is positive")
+        if self.task != "binary" and self.positive_class is not None:
+            raise ValueError(f"positive_class: applies to binary tasks, not {self.task}")
+        if self.normal_class is not None and self.task != "multiclass":
+            raise ValueError(f"normal_class: applies to multiclass tasks, not {self.task}")
+        alarms = {"fault_detection_rate", "false_alarm_rate", "detection_delay"} & set(self.metrics)
+        if alarms and self.normal_class is None:
+            raise ValueError(f"normal_class: metrics {sorted(alarms)} need the class that means normal operation")
+        unknown = sorted(set(self.leakage.allow) - set(names))
+        if unknown:
+            raise ValueError(f"leakage.allow: {unknown} are not columns")
         return self
 
     # ---- derived views -------------------------------------------------------------------
@@ -217,7 +245,29 @@ class DomainSpec(_Frozen):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod
-    def from_yaml(cls, path: Path) -> DomainSpec:
+    def from_yaml(cls, path: str | Path) -> DomainSpec:
+        """Load a spec file. Relative data paths are taken from the file's own directory.
+        Every problem is reported at once, each naming its field (e.g. ``columns.3.dtype``)."""
         import yaml
+        from pydantic import ValidationError
 
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+        from lepton.errors import InputPathError, SpecError
+
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise InputPathError(f"{resolved}: no such spec file")
+        try:
+            raw = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise SpecError([("(file)", f"not valid YAML: {exc}")], str(resolved)) from exc
+        if not isinstance(raw, dict):
+            raise SpecError([("(file)", "expected a mapping of fields at the top level")], str(resolved))
+        data = raw.get("data")
+        if isinstance(data, dict):
+            for key in ("path", "holdout_path"):
+                if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
+                    data[key] = str((resolved.parent / Path(data[key]).expanduser()).resolve())
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise SpecError.from_validation(exc, str(resolved)) from exc

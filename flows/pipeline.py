@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from prefect import flow
 
 from domains import get_spec
+from domains.spec import DomainSpec
 from lepton import tracking
 from lepton.engine import choose_device
 from lepton.settings import DEFAULT_TRIALS, load_settings
@@ -44,6 +45,7 @@ class PipelineResult:
     family: str = ""
     reasons: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         keys = (
@@ -72,19 +74,28 @@ def _timed(stages: dict[str, dict[str, Any]], name: str, call: Callable[[], T]) 
     return out
 
 
-@flow(name="lepton-pipeline", flow_run_name="{domain}", validate_parameters=True)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    domain = flow_run.parameters.get("domain")
+    if isinstance(domain, dict):
+        return str(domain.get("name", "spec"))
+    return str(getattr(domain, "name", domain))
+
+
+@flow(name="lepton-pipeline", flow_run_name=_run_name, validate_parameters=True)
 def pipeline(
-    domain: str, trials: int = DEFAULT_TRIALS, data: str | None = None, holdout: str | None = None
+    domain: str | DomainSpec, trials: int = DEFAULT_TRIALS, data: str | None = None, holdout: str | None = None
 ) -> PipelineResult:
     """Run one domain end to end and return its summary.
 
     Args:
-        domain: a built-in domain name.
+        domain: a built-in domain name, or a DomainSpec (a user's table, from flags or a spec file).
         trials: Optuna trial budget for the optimise stage.
-        data: optional user file replacing the domain's sample (same schema).
+        data: optional user file replacing the domain's data (same schema).
         holdout: optional user test file, for domains split on a given test file.
     """
-    spec = get_spec(domain)
+    spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
     settings = load_settings()
     device = choose_device(settings.device)
     stages: dict[str, dict[str, Any]] = {}
@@ -118,4 +129,5 @@ def pipeline(
         family=optimised.candidate.family,
         reasons=list(deployed.reasons),
         drifted=drift.drifted,
+        notes=list(prepared.notes),
     )

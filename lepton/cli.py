@@ -5,34 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from domains import DOMAINS
-from lepton.settings import DEFAULT_TRIALS
+from lepton.api import prepare_environment
+from lepton.settings import DEFAULT_TRIALS, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lepton: tabular data to a monitored model.")
 err = Console(stderr=True)
-
-
-def prepare_environment() -> Path:
-    """Embedded defaults: Prefect's home under LEPTON_HOME, telemetry off. Before Prefect loads."""
-    from lepton.settings import load_settings, quiet_telemetry
-
-    quiet_telemetry()
-    settings = load_settings()
-    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    return settings.home
 
 
 @app.callback()
@@ -112,52 +99,122 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     return summary, timing
 
 
+# Flags shared by `run` and `init`: what the user says about their table.
+Target = Annotated[str | None, typer.Option(help="The column to predict (with --data: any table).")]
+Task = Annotated[str | None, typer.Option(help="binary | multiclass | regression (default: inferred).")]
+Template = Annotated[str | None, typer.Option(help="Metrics, gates and cost model of: " + ", ".join(DOMAINS) + ".")]
+Name = Annotated[str | None, typer.Option(help="Model name: registered as lepton-NAME (default: the file name).")]
+TimeCol = Annotated[str | None, typer.Option("--time-col", help="Column ordering rows in time: hold out the latest.")]
+GroupCol = Annotated[str | None, typer.Option("--group-col", help="Column whose groups never straddle the split.")]
+IdCols = Annotated[str | None, typer.Option("--id-cols", help="Comma-separated identifier columns (not features).")]
+PiiCols = Annotated[str | None, typer.Option("--pii-cols", help="Comma-separated personal-data columns (dropped).")]
+DropCols = Annotated[str | None, typer.Option("--drop-cols", help="Comma-separated columns to ignore.")]
+Positive = Annotated[str | None, typer.Option("--positive-class", help="The class a binary model scores.")]
+Leakage = Annotated[str | None, typer.Option("--allow-leakage", help="Comma-separated columns the sentinel allows.")]
+Encoding = Annotated[str | None, typer.Option(help="CSV text encoding when not UTF-8, e.g. latin-1.")]
+
+
+def _columns(value: str | None) -> tuple[str, ...]:
+    return tuple(c.strip() for c in value.split(",") if c.strip()) if value else ()
+
+
+HINTS = ("task", "template", "name", "time_col", "group_col", "id_cols", "pii_cols", "drop_cols", "positive_class",
+         "encoding")  # fmt: skip
+
+
+def _hints(params: dict[str, Any]) -> dict[str, Any]:
+    """The table flags that were given, lists split on commas (``params``: the command's own)."""
+    lists = {"id_cols", "pii_cols", "drop_cols"}
+    return {k: (_columns(params[k]) if k in lists else params[k]) for k in HINTS if params.get(k) is not None}
+
+
+def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
+    for note in notes:
+        style = "yellow" if note.startswith("warning") else "dim"
+        err.print(f"  [cyan]{name}[/] [{style}]{note}[/]", highlight=False, soft_wrap=True)
+
+
+def _run_one(job: Any, notes: tuple[str, ...], data: str | None, trials: int, holdout: Path | None, as_json: bool):
+    """Run one pipeline with live stage lines (or JSON); a user error exits with its message."""
+    from flows.pipeline import STAGE_LISTENER, pipeline
+    from lepton.errors import LeptonError
+
+    label = getattr(job, "name", job)
+    _print_notes(label, notes)
+    listener = (
+        None
+        if as_json
+        else (lambda stage, seconds, _n=label: err.print(f"  [cyan]{_n}[/] {stage:<10} done in {seconds:6.2f}s"))
+    )
+    token = STAGE_LISTENER.set(listener)
+    try:
+        if not as_json:
+            err.print(f"[bold]{label}[/]: preprocess -> train -> optimise -> deploy -> monitor")
+        result = pipeline(domain=job, trials=trials, data=data, holdout=str(holdout) if holdout else None)
+    except LeptonError as exc:
+        _fail(f"{label}: {exc}")
+    finally:
+        STAGE_LISTENER.reset(token)
+    _print_notes(label, result.notes)
+    if as_json:
+        print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
+    return result
+
+
 @app.command()
 def run(
-    domain: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(DOMAINS)}.")] = None,
+    ctx: typer.Context,
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
     all_domains: Annotated[bool, typer.Option("--all", help="Run every built-in domain.")] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="Your CSV/Parquet file (with --target, or DOMAIN's schema).")
+    ] = None,
+    target: Target = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes.")] = None,
+    holdout: Annotated[Path | None, typer.Option(help="Your test file, for specs split on one.")] = None,
+    task: Task = None,
+    template: Template = None,
+    name: Name = None,
+    time_col: TimeCol = None,
+    group_col: GroupCol = None,
+    id_cols: IdCols = None,
+    pii_cols: PiiCols = None,
+    drop_cols: DropCols = None,
+    positive_class: Positive = None,
+    allow_leakage: Leakage = None,
+    encoding: Encoding = None,
     trials: Annotated[int, typer.Option(min=0, max=10_000, help="Optuna trial budget per domain.")] = DEFAULT_TRIALS,
-    data: Annotated[Path | None, typer.Option(help="Your CSV/Parquet file in the domain's schema.")] = None,
-    holdout: Annotated[Path | None, typer.Option(help="Your test file, for domains split on one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per domain, one per line.")] = False,
 ) -> None:
-    """Run preprocess -> train -> optimise -> deploy -> monitor for one domain or all."""
-    if all_domains == (domain is not None):
-        _fail("name one domain or pass --all")
+    """Train, gate and register a model: for your table (--data F --target C), a spec file
+    (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
+    hints = _hints(ctx.params)
+    if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage):
+        _fail("--all runs the built-in domains on their own data; it takes no other input")
     if domain is not None and domain not in DOMAINS:
-        _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
-    if all_domains and (data or holdout):
-        _fail("--data/--holdout apply to one domain, not --all")
+        _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} (or pass --data and --target)")
+    if data is not None and not (domain or spec or target):
+        _fail("--data needs --target COLUMN (or a DOMAIN whose schema the file follows)")
+    if not (all_domains or domain or spec or target):
+        _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
     home = prepare_environment()
     api_started = start_prefect_api_early()
 
-    from flows.pipeline import STAGE_LISTENER, pipeline
+    from lepton.api import resolve
     from lepton.errors import LeptonError
-    from lepton.settings import load_settings
+
+    jobs: list[tuple[Any, tuple[str, ...], str | None]] = []
+    try:
+        if all_domains:
+            jobs = [(name, (), None) for name in DOMAINS]
+        else:
+            jobs = [resolve(data, target, spec, domain, _columns(allow_leakage), hints, home)]
+    except LeptonError as exc:
+        _fail(str(exc))
 
     _quiet_console_for_user_errors()
     api_started.join()
-    results = []
-    for name in DOMAINS if all_domains else (domain,):
-        listener = (
-            None
-            if as_json
-            else (lambda stage, seconds, _n=name: err.print(f"  [cyan]{_n}[/] {stage:<10} done in {seconds:6.2f}s"))
-        )
-        token = STAGE_LISTENER.set(listener)
-        try:
-            if not as_json:
-                err.print(f"[bold]{name}[/]: preprocess -> train -> optimise -> deploy -> monitor")
-            result = pipeline(
-                domain=name, trials=trials, data=str(data) if data else None, holdout=str(holdout) if holdout else None
-            )
-        except LeptonError as exc:
-            _fail(f"{name}: {exc}")
-        finally:
-            STAGE_LISTENER.reset(token)
-        results.append(result)
-        if as_json:
-            print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
+    results = [_run_one(job, notes, data_arg, trials, holdout, as_json) for job, notes, data_arg in jobs]
     if not as_json:
         console = Console(width=max(Console().width, 100))
         for table in _summary_tables(results):
@@ -168,6 +225,50 @@ def run(
         err.print(
             f"Compare runs: [bold]mlflow ui --backend-store-uri {load_settings().tracking_uri}[/]  (state under {home})"
         )
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="Your CSV/Parquet file.")],
+    target: Annotated[str, typer.Option(help="The column to predict.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the spec (YAML).")] = Path("spec.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+    task: Task = None,
+    template: Template = None,
+    name: Name = None,
+    time_col: TimeCol = None,
+    group_col: GroupCol = None,
+    id_cols: IdCols = None,
+    pii_cols: PiiCols = None,
+    drop_cols: DropCols = None,
+    positive_class: Positive = None,
+    allow_leakage: Leakage = None,
+    encoding: Encoding = None,
+) -> None:
+    """Write a commented domain spec for your table, to review and then `lepton run --spec`."""
+    from domains.infer import make_hints, render_spec
+    from lepton.api import spec_from_file
+    from lepton.errors import InputPathError, LeptonError
+
+    try:
+        hints = make_hints(target=target, allow_leakage=_columns(allow_leakage), **_hints(ctx.params))
+        out = output.expanduser().resolve()
+        if out.is_dir():
+            raise InputPathError(f"{out}: is a directory; name the spec file to write")
+        if not out.parent.is_dir():
+            raise InputPathError(f"{out.parent}: no such directory")
+        if out.exists() and not force:
+            raise InputPathError(f"{out}: exists; pass --force to overwrite it")
+        inferred = spec_from_file(data, hints)
+        text = render_spec(inferred.spec, inferred.notes, out.parent)
+    except LeptonError as exc:
+        _fail(str(exc))
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(out)
+    _print_notes(inferred.spec.name, inferred.notes)
+    err.print(f"wrote [bold]{out}[/]; review it, then run: [bold]lepton run --spec {output}[/]")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ class EmptyDataError(DataError):
 class Problem:
     """One thing wrong with a table, tied to the column (and row, where there is one)."""
 
-    kind: str  # missing_column | wrong_dtype | all_null | single_class | null_target | unknown_class
+    kind: str  # missing_column | wrong_dtype | all_null | single_class | null_target | unknown_class | duplicate_column
     column: str
     detail: str
 
@@ -44,3 +44,35 @@ class SchemaError(DataError):
     @property
     def columns(self) -> list[str]:
         return [p.column for p in self.problems]
+
+
+class SpecError(LeptonError):
+    """A domain spec (YAML or flags) is invalid; ``problems`` lists (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "spec") -> None:
+        self.problems = problems
+        lines = "\n  ".join(f"{field}: {message}" for field, message in problems)
+        super().__init__(f"{source} is not a valid spec ({len(problems)} problem(s)):\n  {lines}")
+
+    @classmethod
+    def from_validation(cls, exc: Exception, source: str = "spec") -> SpecError:
+        """From a pydantic ``ValidationError``: one (dotted field path, message) per error."""
+        errors = exc.errors()  # type: ignore[attr-defined]
+        return cls([(".".join(str(p) for p in e["loc"]) or "(spec)", e["msg"]) for e in errors], source)
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.problems]
+
+
+class LeakageError(DataError):
+    """A feature predicts the target almost perfectly on its own: probably the answer in disguise."""
+
+    def __init__(self, suspects: dict[str, tuple[str, float]], threshold: float) -> None:
+        self.suspects = suspects
+        named = ", ".join(f"{c!r} ({metric} {value:.4f})" for c, (metric, value) in suspects.items())
+        super().__init__(
+            f"leakage sentinel: {named} alone predict(s) the target on the training split above {threshold}; "
+            "such a column usually encodes the outcome. Drop it (--drop-cols) or, if it is legitimate, "
+            f"allow it (--allow-leakage {','.join(suspects)})"
+        )

@@ -26,17 +26,35 @@ BUNDLE_FORMAT = 1
 
 
 # ---- preprocessing -----------------------------------------------------------------------------
+DATETIME_PARTS = ("days", "month", "weekday")
+
+
+def _datetime_parts(values: Any) -> np.ndarray:
+    """Days since 1970, month and weekday of each value (text or datetime); NaN when missing."""
+    stamps = pd.to_datetime(pd.Series(np.asarray(values)), errors="coerce", utc=True, format="mixed")
+    days = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+    return np.column_stack(
+        [days.to_numpy(np.float64), stamps.dt.month.to_numpy(np.float64), stamps.dt.weekday.to_numpy(np.float64)]
+    )
+
+
 def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
-    """Turn raw columns into the model matrix: numeric as float32 (NaN for missing), categorical
-    one-hot over the levels seen in training (unseen and missing values are all zeros)."""
+    """Turn raw columns into the model matrix: numeric as float32 (NaN for missing); datetimes as
+    days since 1970, month and weekday; categorical one-hot over the levels seen in training
+    (unseen and missing values are all zeros)."""
     numeric = encoder["numeric"]
+    datetimes = encoder.get("datetime", [])
     categorical = encoder["categorical"]
-    n_rows = len(columns[numeric[0]] if numeric else columns[next(iter(categorical))])
-    width = len(numeric) + sum(len(levels) for levels in categorical.values())
+    first = next(iter([*numeric, *datetimes, *categorical]))
+    n_rows = len(columns[first])
+    width = len(numeric) + len(DATETIME_PARTS) * len(datetimes) + sum(len(levels) for levels in categorical.values())
     matrix = np.zeros((n_rows, width), dtype=np.float32)
     for j, name in enumerate(numeric):
         matrix[:, j] = pd.to_numeric(pd.Series(np.asarray(columns[name])), errors="coerce").to_numpy(np.float32)
     offset = len(numeric)
+    for name in datetimes:
+        matrix[:, offset : offset + len(DATETIME_PARTS)] = _datetime_parts(columns[name])
+        offset += len(DATETIME_PARTS)
     for name, levels in categorical.items():
         raw = pd.Series(np.asarray(columns[name], dtype=object)).astype("string")
         codes = pd.Categorical(raw, categories=levels).codes
@@ -48,6 +66,7 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
 
 def feature_names(encoder: Mapping[str, Any]) -> list[str]:
     names = list(encoder["numeric"])
+    names.extend(f"{name}.{part}" for name in encoder.get("datetime", []) for part in DATETIME_PARTS)
     for name, levels in encoder["categorical"].items():
         names.extend(f"{name}={level}" for level in levels)
     return names
@@ -151,7 +170,7 @@ class Scorer:
 
     @property
     def input_columns(self) -> list[str]:
-        return list(self.encoder["numeric"]) + list(self.encoder["categorical"])
+        return [*self.encoder["numeric"], *self.encoder.get("datetime", []), *self.encoder["categorical"]]
 
     def scores(self, rows: Any) -> np.ndarray:
         missing = [c for c in self.input_columns if c not in rows]

@@ -15,7 +15,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from domains.spec import DomainSpec
+from domains.spec import DomainSpec, Dtype
 from lepton import tracking
 from lepton.scoring import Scorer, write_bundle
 from lepton.settings import Settings
@@ -27,6 +27,7 @@ from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, holdout_context
 
 REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost"]
+TEXT_INPUTS = (Dtype.CATEGORY, Dtype.DATETIME)  # passed to the model as strings
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,9 @@ def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult,
 
 
 def input_frame(spec: DomainSpec, frame: pl.DataFrame):
-    """The model's raw inputs as pandas, numbers as float64 (the signature's ``double``)."""
-    from domains.spec import Dtype
-
-    cols = [pl.col(c.name).cast(pl.String if c.dtype is Dtype.CATEGORY else pl.Float64) for c in spec.feature_columns]
+    """The model's raw inputs as pandas: numbers as float64 (the signature's ``double``),
+    categories and datetimes as text."""
+    cols = [pl.col(c.name).cast(pl.String if c.dtype in TEXT_INPUTS else pl.Float64) for c in spec.feature_columns]
     return frame.select(cols).to_pandas()
 
 
@@ -101,11 +101,9 @@ def signature(spec: DomainSpec):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from domains.spec import Dtype
-
     inputs = Schema(
         [
-            ColSpec("string" if c.dtype is Dtype.CATEGORY else "double", c.name, required=False)
+            ColSpec("string" if c.dtype in TEXT_INPUTS else "double", c.name, required=False)
             for c in spec.feature_columns
         ]
     )

@@ -18,9 +18,11 @@ from domains.spec import CostModel, DomainSpec
 @dataclass(frozen=True)
 class EvalContext:
     """What some metrics need beyond labels: the decision threshold, and for detection delay
-    the run each row belongs to and its time order."""
+    the run each row belongs to and its time order; for alarm metrics, the index of the class
+    that means normal operation."""
 
     threshold: float = 0.5
+    normal: int = 0
     groups: np.ndarray | None = None
     order: np.ndarray | None = None
 
@@ -71,26 +73,24 @@ def binary_metrics(spec: DomainSpec, y: np.ndarray, p: np.ndarray, ctx: EvalCont
     return out
 
 
-def detection_delay(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: np.ndarray) -> float:
+def detection_delay(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: np.ndarray, normal: int = 0) -> float:
     """Mean number of samples from fault onset to the first alarm, over faulty runs that raised
-    one (label 0 is normal operation). NaN when no faulty run raised an alarm."""
+    one (label ``normal`` is normal operation). NaN when no faulty run raised an alarm."""
     delays = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         idx = idx[np.argsort(order[idx], kind="stable")]
-        faulty = np.flatnonzero(y[idx] != 0)
+        faulty = np.flatnonzero(y[idx] != normal)
         if not len(faulty):
             continue
         onset = faulty[0]
-        alarms = np.flatnonzero(pred[idx][onset:] != 0)
+        alarms = np.flatnonzero(pred[idx][onset:] != normal)
         if len(alarms):
             delays.append(float(alarms[0]))
     return float(np.mean(delays)) if delays else float("nan")
 
 
-def multiclass_metrics(
-    spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext, normal_class: int = 0
-) -> dict[str, float]:
+def multiclass_metrics(spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext) -> dict[str, float]:
     pred = proba.argmax(axis=1)
     labels = np.arange(proba.shape[1])
     clipped = np.clip(proba, 1e-7, 1.0)
@@ -102,12 +102,12 @@ def multiclass_metrics(
         "log_loss": float(skm.log_loss(y, clipped, labels=labels)),
     }
     if {"fault_detection_rate", "false_alarm_rate", "detection_delay"} & set(spec.metrics):
-        faulty, normal = y != normal_class, y == normal_class
-        alarm = pred != normal_class
+        faulty, normal = y != ctx.normal, y == ctx.normal
+        alarm = pred != ctx.normal
         out["fault_detection_rate"] = float(alarm[faulty].mean()) if faulty.any() else float("nan")
         out["false_alarm_rate"] = float(alarm[normal].mean()) if normal.any() else float("nan")
         if ctx.groups is not None and ctx.order is not None:
-            out["detection_delay"] = detection_delay(y, pred, ctx.groups, ctx.order)
+            out["detection_delay"] = detection_delay(y, pred, ctx.groups, ctx.order, ctx.normal)
     return out
 
 

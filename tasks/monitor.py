@@ -24,6 +24,8 @@ def reference_statistics(frame: pl.DataFrame, spec: DomainSpec) -> dict[str, Any
     bins = spec.drift.bins
     features: dict[str, Any] = {}
     for column in spec.feature_columns:
+        if column.dtype is Dtype.DATETIME:
+            continue  # calendar time always moves on; its drift says nothing about the data
         values = frame[column.name]
         missing = float(values.null_count() / max(frame.height, 1))
         if column.dtype is Dtype.CATEGORY:

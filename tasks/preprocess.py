@@ -1,13 +1,13 @@
-"""Preprocess: read, validate against the domain schema, split without leakage, encode.
+"""Preprocess: validate against the domain schema, split without leakage, encode.
 
-Everything here is a pure function of its inputs except ``read_table`` (the file edge).
+Everything here is a pure function of its inputs except ``load_domain_data``, which reads files
+through ``tasks.ingest`` (the file edge).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,17 @@ from prefect.cache_policies import NONE as NO_CACHE
 from domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
 from lepton.scoring import encode, feature_names
+from tasks.ingest import read_table
+from tasks.leakage import check_leakage
 
 MAX_LEVELS = 50  # categorical levels kept per column; rarer levels share the all-zero code
-MAX_FILE_BYTES = 20 * 2**30
-READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_POLARS_DTYPES = {Dtype.FLOAT: pl.Float64, Dtype.INT: pl.Int64, Dtype.BOOL: pl.Boolean, Dtype.CATEGORY: pl.String}
+_POLARS_DTYPES = {
+    Dtype.FLOAT: pl.Float64,
+    Dtype.INT: pl.Int64,
+    Dtype.BOOL: pl.Boolean,
+    Dtype.CATEGORY: pl.String,
+    Dtype.DATETIME: pl.Datetime("us"),
+}
 
 
 # ---- artifacts ---------------------------------------------------------------------------------
@@ -55,52 +61,24 @@ class PreparedData:
         return feature_names(self.encoder)
 
 
-# ---- reading -----------------------------------------------------------------------------------
-def resolve_input(path: str | Path) -> Path:
-    """Resolve a user path and check it is a readable, non-empty file of a known format."""
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.exists():
-        raise InputPathError(f"{resolved}: no such file")
-    if resolved.is_dir():
-        raise InputPathError(f"{resolved}: is a directory, expected a CSV or Parquet file")
-    if resolved.suffix.lower() not in READERS:
-        raise InputPathError(f"{resolved}: unknown format {resolved.suffix!r}; use .csv or .parquet")
-    size = resolved.stat().st_size
-    if size == 0:
-        raise EmptyDataError(f"{resolved}: the file is empty")
-    if size > MAX_FILE_BYTES:
-        raise InputPathError(f"{resolved}: {size / 2**30:.1f} GiB is over the {MAX_FILE_BYTES / 2**30:.0f} GiB limit")
-    return resolved
-
-
-def read_table(path: str | Path) -> pl.DataFrame:
-    resolved = resolve_input(path)
-    try:
-        if READERS[resolved.suffix.lower()] == "csv":
-            frame = pl.read_csv(resolved, infer_schema_length=10_000, null_values=["", "NA", "NaN", "null"])
-        else:
-            frame = pl.read_parquet(resolved)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputPathError(f"{resolved}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
-    if frame.height == 0:
-        raise EmptyDataError(f"{resolved}: no data rows")
-    return frame
-
-
 # ---- validation --------------------------------------------------------------------------------
 def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.DataFrame:
-    """Check ``frame`` against the schema and cast it; raise one SchemaError naming every problem."""
+    """Check ``frame`` against the schema and cast it; raise one SchemaError naming every problem.
+
+    PII columns are dropped here, before anything else sees them, and their values are never
+    quoted in an error."""
     if frame.height == 0:
         raise EmptyDataError(f"{source}: no data rows")
     problems: list[Problem] = []
     casts = []
     for column in spec.columns:
+        if column.role is Role.PII:
+            continue
         if column.name not in frame.columns:
             problems.append(Problem("missing_column", column.name, f"required ({column.role.value}), not in {source}"))
             continue
         values = frame[column.name]
-        target = _POLARS_DTYPES[column.dtype]
-        cast = values.cast(target, strict=False)
+        cast = _cast(values, column.dtype)
         broken = cast.is_null() & values.is_not_null()
         if broken.any():
             row = int(broken.arg_max())
@@ -120,16 +98,31 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
         problems.extend(_target_problems(frame[spec.target], spec))
     if problems:
         raise SchemaError(problems, source)
-    return frame.with_columns(casts).select([c.name for c in spec.columns])
+    return frame.with_columns(casts).select([c.name for c in spec.columns if c.role is not Role.PII])
+
+
+def _cast(values: pl.Series, dtype: Dtype) -> pl.Series:
+    if dtype is Dtype.DATETIME and values.dtype == pl.String:
+        return values.str.strip_chars().str.to_datetime(strict=False, time_unit="us")
+    if dtype is Dtype.DATETIME and isinstance(values.dtype, pl.Datetime) and values.dtype.time_zone:
+        return values.dt.replace_time_zone(None).cast(pl.Datetime("us"))
+    if values.dtype == pl.String and dtype is not Dtype.CATEGORY:
+        values = values.str.strip_chars()
+    return values.cast(_POLARS_DTYPES[dtype], strict=False)
+
+
+def drop_unlabelled(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> tuple[pl.DataFrame, list[str]]:
+    """Rows without a label cannot teach or test a model: drop them, and say how many."""
+    missing = frame[spec.target].null_count()
+    if not missing:
+        return frame, []
+    rows = frame[spec.target].is_null().arg_true().head(5).to_list()
+    note = f"{source}: {missing} row(s) without a {spec.target!r} label were left out (e.g. rows {rows})"
+    return frame.filter(pl.col(spec.target).is_not_null()), [note]
 
 
 def _target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
     problems = []
-    if target.null_count():
-        rows = target.is_null().arg_true().head(5).to_list()
-        problems.append(
-            Problem("null_target", spec.target, f"{target.null_count()} missing label(s), e.g. rows {rows}")
-        )
     values = target.drop_nulls().unique()
     if spec.task != "regression" and values.len() < 2:
         problems.append(
@@ -196,7 +189,14 @@ def _tail_split(frame: pl.DataFrame, spec: DomainSpec, size: float) -> tuple[pl.
 
 
 def _random_split(frame: pl.DataFrame, spec: DomainSpec, size: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Seeded random (stratified for classes) split; with a group column, whole groups move
+    together so no group is on both sides."""
     rng = np.random.default_rng(seed)
+    if spec.group_column is not None:
+        groups = frame[spec.group_column].cast(pl.String).fill_null("").unique().sort().to_numpy()
+        chosen = rng.choice(groups, size=max(1, round(len(groups) * size)), replace=False)
+        late = frame[spec.group_column].cast(pl.String).fill_null("").is_in(chosen.tolist())
+        return frame.filter(~late), frame.filter(late)
     take = np.zeros(frame.height, dtype=bool)
     if spec.split.kind == "stratified" and spec.task != "regression":
         labels = frame[spec.target].to_numpy()
@@ -213,9 +213,12 @@ class TabularEncoder:
     """Numeric columns pass through (missing as NaN); categoricals are one-hot over the
     ``max_levels`` most frequent training levels. Fitted on train only; state is plain JSON."""
 
-    def __init__(self, numeric: list[str], categorical: list[str], max_levels: int = MAX_LEVELS) -> None:
+    def __init__(
+        self, numeric: list[str], categorical: list[str], max_levels: int = MAX_LEVELS, datetime: tuple[str, ...] = ()
+    ) -> None:
         self.numeric = numeric
         self.categorical = categorical
+        self.datetime = list(datetime)
         self.max_levels = max_levels
 
     def fit(self, frame: pl.DataFrame) -> TabularEncoder:
@@ -223,11 +226,11 @@ class TabularEncoder:
         for name in self.categorical:
             counts = frame[name].cast(pl.String).drop_nulls().value_counts(sort=True)
             levels[name] = counts[name].head(self.max_levels).sort().to_list()
-        self.state_ = {"numeric": list(self.numeric), "categorical": levels}
+        self.state_ = {"numeric": list(self.numeric), "datetime": self.datetime, "categorical": levels}
         return self
 
     def transform(self, frame: pl.DataFrame) -> np.ndarray:
-        return encode(self.state_, {c: frame[c].to_numpy() for c in self.numeric + self.categorical})
+        return encode(self.state_, {c: frame[c].to_numpy() for c in self.numeric + self.datetime + self.categorical})
 
 
 def encode_labels(target: pl.Series, spec: DomainSpec, classes: list[Any]) -> np.ndarray:
@@ -253,50 +256,59 @@ def class_labels(train_target: pl.Series, spec: DomainSpec) -> list[Any]:
 
 
 def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> PreparedData:
-    """Validate, split, fit the encoder on train, and encode every part."""
-    frame = validate(frame, spec, "data")
+    """Validate, split, check for leakage, fit the encoder on train, and encode every part."""
+    frame, notes = drop_unlabelled(validate(frame, spec, "data"), spec, "data")
     if holdout is not None:
-        holdout = validate(holdout, spec, "holdout data")
+        holdout, more = drop_unlabelled(validate(holdout, spec, "holdout data"), spec, "holdout data")
+        notes += more
     train, valid, test = split_frame(frame, spec, holdout)
+    for name, part_frame in (("training", train), ("validation", valid), ("holdout", test)):
+        if part_frame.height == 0:
+            raise EmptyDataError(f"the {name} split is empty: {frame.height} labelled row(s) are too few to split")
     single = _target_problems(train[spec.target], spec) if spec.task != "regression" else []
     if any(p.kind == "single_class" for p in single):
         raise SchemaError(single, "training split")
-    numeric = [c.name for c in spec.feature_columns if c.dtype is not Dtype.CATEGORY]
-    categorical = [c.name for c in spec.feature_columns if c.dtype is Dtype.CATEGORY]
-    encoder = TabularEncoder(numeric, categorical).fit(train)
     classes = class_labels(train[spec.target], spec)
+    check_leakage(train, spec, classes)
+    kinds = {c.name: c.dtype for c in spec.feature_columns}
+    encoder = TabularEncoder(
+        [n for n, d in kinds.items() if d in (Dtype.FLOAT, Dtype.INT, Dtype.BOOL)],
+        [n for n, d in kinds.items() if d is Dtype.CATEGORY],
+        datetime=tuple(n for n, d in kinds.items() if d is Dtype.DATETIME),
+    ).fit(train)
 
     def part(f: pl.DataFrame) -> Part:
         return Part(frame=f, X=encoder.transform(f), y=encode_labels(f[spec.target], spec, classes))
 
-    kept = [c.name for c in spec.columns if c.role is not Role.PII]
     return PreparedData(
         domain=spec.name,
-        train=part(train.select(kept)),
-        valid=part(valid.select(kept)),
-        holdout=part(test.select(kept)),
+        train=part(train),
+        valid=part(valid),
+        holdout=part(test),
         encoder=encoder.state_,
         classes=classes,
         fingerprint=fingerprint(frame, *([holdout] if holdout is not None else [])),
+        notes=tuple(notes),
     )
 
 
 def load_domain_data(
     spec: DomainSpec, data: str | None = None, holdout: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    encoding = spec.data.encoding
     """Read the domain's own sample, or the user's files standing in for it."""
     if holdout and spec.split.kind != "given":
         raise InputPathError(
             f"domain {spec.name!r} holds out by a {spec.split.kind} split of its data; a separate holdout file "
             "would be ignored, so it is refused"
         )
-    main = read_table(data) if data else read_table(spec.data.resolve(spec.data.path))
+    main = read_table(data or spec.data.resolve(spec.data.path), encoding)
     if holdout:
-        return main, read_table(holdout)
+        return main, read_table(holdout, encoding)
     if spec.split.kind == "given":
         if data:
             raise InputPathError(f"domain {spec.name!r} splits on a given test file: pass holdout data too")
-        return main, read_table(spec.data.resolve(spec.data.holdout_path))
+        return main, read_table(spec.data.resolve(spec.data.holdout_path), encoding)
     return main, None
 
 

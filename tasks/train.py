@@ -161,7 +161,9 @@ def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5
     frame = data.holdout.frame
     groups = frame[spec.group_column].to_numpy() if spec.group_column else None
     order = frame[spec.time_column].to_numpy() if spec.time_column else None
-    return EvalContext(threshold=threshold, groups=groups, order=order)
+    labels = [str(c) for c in data.classes]
+    normal = labels.index(str(spec.normal_class)) if str(spec.normal_class) in labels else 0
+    return EvalContext(threshold=threshold, groups=groups, order=order, normal=normal)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from domains.spec import DomainSpec
 from lepton.errors import EmptyDataError, InputPathError, SchemaError
-from tasks.preprocess import TabularEncoder, fingerprint, prepare, read_table, split_frame, validate
+from tasks.ingest import read_table
+from tasks.preprocess import TabularEncoder, drop_unlabelled, fingerprint, prepare, split_frame, validate
 
 
 def _spec(kind="stratified", task="binary"):
@@ -77,12 +78,16 @@ def test_missing_positive_class_is_named():
         validate(frame, _spec())
 
 
-def test_null_labels_are_named_with_rows():
-    frame = _frame().with_columns(
+def test_unlabelled_rows_are_left_out_and_named():
+    frame = _frame(80).with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("label")).alias("label")
     )
-    with pytest.raises(SchemaError, match=r"rows \[3\]"):
-        validate(frame, _spec())
+    out, notes = drop_unlabelled(validate(frame, _spec()), _spec())
+    assert out.height == 79 and out["label"].null_count() == 0
+    assert notes and "1 row(s)" in notes[0] and "rows [3]" in notes[0]
+    prepared = prepare(_spec(), frame)
+    assert prepared.notes == tuple(notes)
+    assert prepared.train.rows + prepared.valid.rows + prepared.holdout.rows == 79
 
 
 def test_empty_frame_and_files(tmp_path):

@@ -3,6 +3,7 @@ from pydantic import ValidationError
 
 from domains import DOMAINS, get_spec
 from domains.spec import DomainSpec
+from lepton.errors import InputPathError, SpecError
 
 
 def _raw(**overrides):
@@ -61,12 +62,56 @@ def test_spec_is_frozen_and_hash_is_content_based():
     assert spec.spec_hash() != DomainSpec.model_validate(_raw(metrics=["roc_auc"])).spec_hash()
 
 
-def test_yaml_spec_becomes_the_same_object(tmp_path):
+def test_yaml_spec_becomes_the_same_object_with_data_beside_it(tmp_path):
     import yaml
 
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(_raw()))
-    assert DomainSpec.from_yaml(path) == DomainSpec.model_validate(_raw())
+    expected = _raw(data={"path": str(tmp_path / "toy.csv")})
+    assert DomainSpec.from_yaml(path) == DomainSpec.model_validate(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("name: [unclosed", ["(file)"]),
+        ("- just\n- a list\n", ["(file)"]),
+        (None, ["columns.1.dtype", "split.holdout_size"]),
+    ],
+)
+def test_bad_yaml_spec_is_a_spec_error_naming_every_field(tmp_path, text, fields):
+    import yaml
+
+    if text is None:
+        raw = _raw(split={"kind": "stratified", "holdout_size": 2})
+        raw["columns"][1]["dtype"] = "timestamp"
+        text = yaml.safe_dump(raw)
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        DomainSpec.from_yaml(path)
+    assert set(fields) <= set(info.value.fields)
+    for field in fields:
+        assert field in str(info.value)
+
+
+def test_missing_spec_file_is_a_path_error(tmp_path):
+    with pytest.raises(InputPathError, match="no such spec file"):
+        DomainSpec.from_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"leakage": {"allow": ["ghost"]}}, "leakage.allow"),
+        ({"normal_class": 0}, "normal_class"),
+        ({"task": "multiclass", "positive_class": None, "primary_metric": "f1_macro",
+          "metrics": ["f1_macro", "false_alarm_rate"]}, "normal_class"),
+    ],
+)  # fmt: skip
+def test_class_and_leakage_fields_are_checked(overrides, field):
+    with pytest.raises(ValidationError, match=field):
+        DomainSpec.model_validate(_raw(**overrides))
 
 
 @pytest.mark.parametrize("name", DOMAINS)

@@ -1,0 +1,497 @@
+"""Infer a DomainSpec from a user's table: task, roles, dtypes, positive class, split and metrics.
+
+Everything inferred is said in a note, so ``lepton run --data ... --target ...`` can print it and
+``lepton init`` can write it into a commented spec file for review. What the user states (flags or
+keyword arguments) always wins over inference.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from domains.spec import (
+    Column,
+    DataSource,
+    DomainSpec,
+    Dtype,
+    LeakageSpec,
+    Role,
+    SplitSpec,
+)
+from lepton.errors import DataError, SpecError
+
+TEMPLATES = ("finance", "medical", "manufacturing")
+MAX_CLASSES = 50  # a text target with more distinct values than this is not a classification target
+MAX_INT_CLASSES = 20  # an integer target with at most this many values is taken as classes
+MIN_ROWS = 30
+HIGH_CARDINALITY = 50  # matches the encoder's one-hot level cap
+TASK_DEFAULTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "binary": (
+        "roc_auc",
+        ("roc_auc", "average_precision", "brier", "log_loss", "calibration_error", "balanced_accuracy"),
+    ),
+    "multiclass": ("f1_macro", ("f1_macro", "accuracy", "balanced_accuracy", "log_loss")),
+    "regression": ("r2", ("r2", "rmse", "mae")),
+}
+POSITIVE_WORDS = {
+    "1", "true", "yes", "y", "t", "positive", "pos", "bad", "default", "defaulted", "fault", "faulty", "fail",
+    "failed", "failure", "churn", "churned", "event", "dead", "died", "death", "deceased", "malignant",
+    "abnormal", "fraud", "disease", "sick", "case", "attrition", "reject", "rejected", "defect", "defective",
+}  # fmt: skip
+NEGATIVE_WORDS = {
+    "0", "false", "no", "n", "f", "negative", "neg", "good", "ok", "normal", "benign", "healthy", "alive",
+    "control", "none", "pass", "passed", "accept", "accepted",
+}  # fmt: skip
+_PII_EXACT = {
+    "name", "first_name", "firstname", "last_name", "lastname", "full_name", "fullname", "surname", "given_name",
+    "middle_name", "customer_name", "patient_name", "client_name", "applicant_name", "borrower_name",
+}  # fmt: skip
+_PII_TOKEN = re.compile(
+    r"(^|_)(e_?mail|email_address|phone|phone_number|telephone|mobile_number|cell_phone|ssn|social_security"
+    r"|passport|street|street_address|home_address|address_line\d?|date_of_birth|dob|birth_?date"
+    r"|ip_address|credit_card|card_number|iban|national_id)($|_)"
+)
+_ID_NAME = re.compile(r"(^|_)(id|key|uuid|guid|index|idx|row|rownames?|row_?number|record)$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_PHONE = re.compile(r"^\+?[\d\s\-().]{7,20}$")
+
+
+class Hints(BaseModel):
+    """What the user says about the table; anything left out is inferred."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str = Field(min_length=1)
+    task: Literal["binary", "multiclass", "regression"] | None = None
+    template: Literal["finance", "medical", "manufacturing"] | None = None
+    name: str | None = None
+    time_col: str | None = None
+    group_col: str | None = None
+    id_cols: tuple[str, ...] = ()
+    pii_cols: tuple[str, ...] = ()
+    drop_cols: tuple[str, ...] = ()
+    positive_class: str | int | bool | None = None
+    allow_leakage: tuple[str, ...] = ()
+    encoding: str | None = None
+
+
+def make_hints(**given: Any) -> Hints:
+    """Hints from flags or keyword arguments; a wrong one is a SpecError naming it."""
+    try:
+        return Hints(**given)
+    except ValidationError as exc:
+        raise SpecError.from_validation(exc, "options") from exc
+
+
+@dataclass(frozen=True)
+class Inferred:
+    spec: DomainSpec
+    notes: tuple[str, ...]
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def snake(name: str) -> str:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
+
+
+def slug(stem: str) -> str:
+    """A registry-safe name from a file name: ``Credit Data (2016).csv`` -> ``credit-data-2016``."""
+    text = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_")
+    if not text or not text[0].isalpha():
+        text = f"t-{text}".rstrip("-")
+    return text[:63]
+
+
+def _missing_column(flag: str, name: str, columns: list[str]) -> tuple[str, str]:
+    close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
+    lowered = [c for c in columns if c.lower() == name.lower() and c != name]
+    hint = f"; did you mean {(lowered or close)}?" if lowered or close else ""
+    return flag, f"no column {name!r} in the data{hint}"
+
+
+def pii_reason(name: str, values: pl.Series) -> str | None:
+    """Why ``name`` looks like personal data, or None. Names first, then values (text only)."""
+    key = snake(name)
+    if key in _PII_EXACT or _PII_TOKEN.search(key):
+        return "its name"
+    if values.dtype != pl.String:
+        return None
+    sample = values.drop_nulls().head(500)
+    if sample.len() < 5:
+        return None
+    if sample.str.contains(_EMAIL.pattern).mean() >= 0.5:
+        return "values that look like email addresses"
+    digits = sample.str.count_matches(r"\d")
+    phones = sample.str.contains(_PHONE.pattern) & (digits >= 7) & (digits <= 15)
+    if phones.mean() >= 0.8 and sample.str.contains(r"[\s\-().+]").mean() >= 0.5:
+        return "values that look like phone numbers"
+    return None
+
+
+def _id_like(name: str, values: pl.Series, rows: int) -> str | None:
+    if rows < MIN_ROWS or not (values.dtype == pl.String or values.dtype.is_integer()):
+        return None
+    present = values.drop_nulls()
+    unique = present.n_unique()
+    hinted = bool(_ID_NAME.search(snake(name)))
+    if values.dtype == pl.String:
+        if unique >= 0.95 * present.len():
+            return "unique per row (an identifier or free text)"
+        return None
+    if unique == present.len() == rows:
+        span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type]
+        if hinted or span == rows:
+            return "unique per row, a row number or identifier"
+    if hinted and unique >= 0.5 * present.len():
+        return "named like an identifier and nearly unique"
+    return None
+
+
+def _dtype(values: pl.Series) -> Dtype | None:
+    dtype = values.dtype
+    if dtype == pl.Boolean:
+        return Dtype.BOOL
+    if dtype.is_integer():
+        return Dtype.INT
+    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return Dtype.FLOAT
+    if isinstance(dtype, pl.Datetime | pl.Date):
+        return Dtype.DATETIME
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return Dtype.CATEGORY
+    return None
+
+
+def _integral(values: pl.Series) -> bool:
+    present = values.drop_nulls()
+    if values.dtype.is_integer():
+        return True
+    return values.dtype.is_float() and bool((present == present.round(0)).all())
+
+
+# ---- the target ----------------------------------------------------------------------------------
+def infer_task(target: pl.Series) -> tuple[str, str]:
+    """(task, why) from the target's values."""
+    present = target.drop_nulls()
+    distinct = present.n_unique()
+    if target.dtype == pl.Boolean or distinct == 2:
+        return "binary", "two distinct values"
+    if _dtype(target) is Dtype.CATEGORY:
+        if distinct <= MAX_CLASSES:
+            return "multiclass", f"{distinct} text values"
+        raise SpecError(
+            [("--task", f"{target.name!r} holds {distinct} distinct text values: too many classes; is it the target?")]
+        )
+    if _dtype(target) in (Dtype.INT, Dtype.FLOAT):
+        if _integral(target) and distinct <= MAX_INT_CLASSES:
+            return "multiclass", f"{distinct} whole-number values"
+        return "regression", f"numeric with {distinct} distinct values"
+    raise SpecError([("--target", f"{target.name!r} has type {target.dtype}, which cannot be a target")])
+
+
+def _class_key(value: Any) -> str:
+    return str(value).strip().lower()
+
+
+def infer_positive(target: pl.Series, given: Any) -> tuple[Any, str]:
+    """The positive class as it appears in the data, and why it was chosen."""
+    counts = target.drop_nulls().value_counts(sort=True)
+    values = counts[target.name].to_list()
+    if given is not None:
+        match = [v for v in values if str(v) == str(given)] or [v for v in values if _class_key(v) == _class_key(given)]
+        if not match:
+            raise SpecError([("--positive-class", f"{given!r} never occurs in {target.name!r}; values are {values}")])
+        return match[0], "as given"
+    positive = [v for v in values if _class_key(v) in POSITIVE_WORDS]
+    negative = [v for v in values if _class_key(v) in NEGATIVE_WORDS]
+    if len(positive) == 1 and positive[0] not in negative:
+        return positive[0], f"{positive[0]!r} names the event"
+    if len(negative) == 1:
+        other = next(v for v in values if v != negative[0])
+        return other, f"{negative[0]!r} names the non-event"
+    minority = values[-1]
+    return minority, "the rarer class"
+
+
+def infer_normal(target: pl.Series) -> tuple[Any, str]:
+    counts = target.drop_nulls().value_counts(sort=True)
+    values = counts[target.name].to_list()
+    named = [v for v in values if _class_key(v) in {"0", "normal", "ok", "none", "no_fault", "nofault", "good"}]
+    if len(named) == 1:
+        return named[0], f"{named[0]!r} names normal operation"
+    return values[0], "the most frequent class"
+
+
+# ---- the spec ----------------------------------------------------------------------------------
+def _check_hints(frame: pl.DataFrame, hints: Hints) -> None:
+    columns = frame.columns
+    problems = []
+    singles = {"--target": hints.target, "--time-col": hints.time_col, "--group-col": hints.group_col}
+    for flag, name in singles.items():
+        if name is not None and name not in columns:
+            problems.append(_missing_column(flag, name, columns))
+    lists = {
+        "--id-cols": hints.id_cols,
+        "--pii-cols": hints.pii_cols,
+        "--drop-cols": hints.drop_cols,
+        "--allow-leakage": hints.allow_leakage,
+    }
+    for flag, names in lists.items():
+        problems.extend(_missing_column(flag, n, columns) for n in names if n not in columns)
+    for flag, names in lists.items():
+        if hints.target in names and flag != "--allow-leakage":
+            problems.append((flag, f"{hints.target!r} is the target"))
+    if problems:
+        raise SpecError(problems, "options")
+
+
+def infer_spec(frame: pl.DataFrame, hints: Hints, data_path: str | Path) -> Inferred:
+    """Build a validated DomainSpec for ``frame`` (read from ``data_path``) from ``hints``."""
+    _check_hints(frame, hints)
+    notes: list[str] = []
+    target = frame[hints.target]
+    labelled = target.drop_nulls().len()
+    if labelled == 0:
+        raise DataError(f"target {hints.target!r}: every value is missing")
+    if labelled < MIN_ROWS:
+        raise DataError(f"target {hints.target!r}: {labelled} labelled row(s); Lepton needs at least {MIN_ROWS}")
+    if target.null_count():
+        notes.append(f"{target.null_count()} row(s) have no {hints.target!r} and will be left out")
+
+    task, why = (hints.task, "as given") if hints.task else infer_task(target)
+    _check_task(target, task)
+    notes.append(f"task: {task} ({why})")
+
+    positive = normal = None
+    if task == "binary":
+        positive, why = infer_positive(target, hints.positive_class)
+        notes.append(f"positive class: {positive!r} ({why}; --positive-class to change)")
+    elif hints.positive_class is not None:
+        raise SpecError([("--positive-class", f"applies to binary targets; this task is {task}")])
+
+    columns = [_target_column(target, task)]
+    columns += _feature_columns(frame, hints, notes)
+    template = _template_fields(task, hints.template, notes)
+    if task == "multiclass" and "normal_class" in template:
+        normal, why = infer_normal(target)
+        template["normal_class"] = normal
+        notes.append(f"normal class: {normal!r} ({why})")
+    time_col = hints.time_col
+    if time_col:
+        kind = "time"
+    elif task == "regression":
+        kind = "random"
+    else:
+        kind = "stratified"
+    split = SplitSpec(kind=kind)  # type: ignore[arg-type]
+    notes.append(
+        f"split: {kind}"
+        + (f" on {time_col!r}: the latest rows are held out" if time_col else "")
+        + (f", whole {hints.group_col!r} groups on one side" if hints.group_col else "")
+        + f" ({split.holdout_size:.0%} holdout, {split.validation_size:.0%} of the rest for validation)"
+    )
+    name = hints.name or slug(Path(data_path).stem)
+    try:
+        spec = DomainSpec(
+            name=name,
+            description=f"{task} model of {hints.target!r} from {Path(data_path).name}",
+            data=DataSource(path=str(data_path), encoding=hints.encoding),
+            columns=tuple(columns),
+            task=task,  # type: ignore[arg-type]
+            positive_class=positive,
+            split=split,
+            leakage=LeakageSpec(allow=hints.allow_leakage),
+            **template,
+        )
+    except ValidationError as exc:
+        raise SpecError.from_validation(exc, "inferred spec") from exc
+    return Inferred(spec=spec, notes=tuple(notes))
+
+
+def _check_task(target: pl.Series, task: str) -> None:
+    distinct = target.drop_nulls().n_unique()
+    if task == "binary" and distinct != 2:
+        raise SpecError([("--task", f"binary needs two classes; {target.name!r} has {distinct}")])
+    if task == "multiclass" and distinct < 3:
+        raise SpecError([("--task", f"multiclass needs three or more classes; {target.name!r} has {distinct}")])
+    if task == "regression" and _dtype(target) not in (Dtype.INT, Dtype.FLOAT):
+        raise SpecError([("--task", f"regression needs a numeric target; {target.name!r} is {target.dtype}")])
+
+
+def _target_column(target: pl.Series, task: str) -> Column:
+    kind = _dtype(target) or Dtype.CATEGORY
+    if task != "regression" and kind is Dtype.FLOAT and _integral(target):
+        kind = Dtype.INT
+    return Column(name=target.name, dtype=kind, role=Role.TARGET)
+
+
+def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str]) -> Role | None:
+    """The column's role, or None to leave it out; every exclusion is noted."""
+    stated = {hints.time_col: Role.TIME, hints.group_col: Role.GROUP, **dict.fromkeys(hints.id_cols, Role.ID)}
+    if name in stated:
+        return stated[name]
+    if values.null_count() == rows:
+        notes.append(f"column {name!r}: every value is missing; left out")
+        return None
+    if values.n_unique() <= 1:
+        notes.append(f"column {name!r}: constant ({values.drop_nulls().head(1).to_list()}); left out")
+        return None
+    why = _id_like(name, values, rows)
+    if why:
+        notes.append(f"warning: column {name!r}: {why}; kept as an id, not a feature (--id-cols to say so)")
+        return Role.ID
+    if _dtype(values) is Dtype.CATEGORY and values.n_unique() > HIGH_CARDINALITY:
+        notes.append(
+            f"column {name!r}: {values.n_unique()} levels; the {HIGH_CARDINALITY} most frequent become "
+            "indicators, the rest share one code"
+        )
+    return Role.FEATURE
+
+
+def _feature_columns(frame: pl.DataFrame, hints: Hints, notes: list[str]) -> list[Column]:
+    columns: list[Column] = []
+    for name in frame.columns:
+        if name == hints.target or name in hints.drop_cols:
+            continue
+        values = frame[name]
+        reason = "--pii-cols" if name in hints.pii_cols else pii_reason(name, values)
+        if reason:
+            columns.append(Column(name=name, dtype=Dtype.CATEGORY, role=Role.PII))
+            notes.append(f"column {name!r}: personal data ({reason}); dropped before anything is logged")
+            continue
+        kind = _dtype(values)
+        if kind is None:
+            notes.append(f"column {name!r}: type {values.dtype} is not supported; left out")
+            continue
+        role = _role(name, values, hints, frame.height, notes)
+        if role is not None:
+            columns.append(Column(name=name, dtype=kind, role=role))
+    if hints.drop_cols:
+        notes.append(f"dropped as asked: {list(hints.drop_cols)}")
+    features = [c.name for c in columns if c.role is Role.FEATURE]
+    if not features:
+        raise SpecError([("columns", "no usable feature column is left after the exclusions above")])
+    notes.append(f"{len(features)} feature(s): {features[:12]}{' ...' if len(features) > 12 else ''}")
+    return columns
+
+
+def _template_fields(task: str, template: str | None, notes: list[str]) -> dict[str, Any]:
+    primary, metrics = TASK_DEFAULTS[task]
+    fields: dict[str, Any] = {"primary_metric": primary, "metrics": metrics}
+    if template is None:
+        notes.append(f"metrics: {task} defaults, primary {primary} (no template)")
+        return fields
+    from domains import get_spec
+
+    base = get_spec(template)
+    fields |= {
+        "latency_budget_ms": base.latency_budget_ms,
+        "drift": base.drift,
+        "schedule": base.schedule,
+    }
+    if base.task != task:
+        notes.append(
+            f"template {template!r} is for {base.task} targets; its latency budget, drift and schedule are used, "
+            f"with {task} metrics (primary {primary}) and no gates"
+        )
+        return fields
+    fields |= {
+        "primary_metric": base.primary_metric,
+        "metrics": base.metrics,
+        "gates": dict(base.gates),
+        "cost": base.cost,
+        "target_specificity": base.target_specificity,
+    }
+    if base.normal_class is not None:
+        fields["normal_class"] = None  # inferred from this target's classes by the caller
+    notes.append(f"template {template!r}: primary {base.primary_metric}, gates {dict(base.gates) or 'none'}")
+    return fields
+
+
+# ---- the spec file -----------------------------------------------------------------------------
+_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("name", "Registered model: lepton-<name>. Lower-case letters, digits, '-' and '_'."),
+    ("description", ""),
+    ("data", "The table. A relative path is read from this file's directory; encoding is for non-UTF-8 CSV."),
+    (
+        "columns",
+        "One entry per column. dtype: float | int | category | bool | datetime.\n"
+        "role: feature | target | time (orders rows) | group (kept together in the split)\n"
+        "      | id (kept, never a feature) | pii (dropped before anything is logged).\n"
+        "A column missing from this list is ignored.",
+    ),
+    ("task", "binary | multiclass | regression"),
+    ("positive_class", "The class a binary model scores (the event: a bad loan, a death, a fault)."),
+    ("normal_class", "Multiclass: the class meaning normal operation, for alarm metrics."),
+    (
+        "split",
+        "How the holdout is chosen: stratified | random | time (needs a time column) | given (needs\n"
+        "data.holdout_path). The holdout is never seen by fitting, tuning or thresholding.",
+    ),
+    ("primary_metric", "Picks the model; a new model must beat the baseline and the champion on it."),
+    ("metrics", "Computed on the holdout and logged to MLflow."),
+    ("gates", "Bounds every champion must meet: a minimum for higher-is-better metrics, else a maximum."),
+    ("cost", "Cost of each kind of error; the decision threshold minimises expected cost on validation."),
+    ("target_specificity", "Specificity at which sensitivity_at_specificity is reported."),
+    ("latency_budget_ms", "Single-row scoring budget, milliseconds."),
+    ("drift", "Monitoring: a feature drifts when its PSI against training exceeds psi_threshold."),
+    (
+        "leakage",
+        "A feature that alone predicts the target above threshold (ROC AUC, balanced accuracy or R²) on\n"
+        "the training split stops the run, unless listed in allow.",
+    ),
+    ("schedule", "Cron schedule of the retraining deployment."),
+)
+
+
+def render_spec(spec: DomainSpec, notes: tuple[str, ...] | list[str], base: Path) -> str:
+    """The spec as commented YAML that ``DomainSpec.from_yaml`` reads back to the same spec.
+    The data path is written relative to ``base`` (the spec file's directory) when it can be."""
+    import os
+
+    import yaml
+
+    def dump(value: Any) -> str:
+        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=True, allow_unicode=True, width=1000)
+        return text.strip().removesuffix("...").strip()
+
+    raw = spec.model_dump(mode="json")
+    data = {k: v for k, v in raw["data"].items() if v is not None}
+    for key in ("path", "holdout_path"):
+        if key in data and Path(data[key]).is_absolute():
+            try:
+                data[key] = os.path.relpath(data[key], base)
+            except ValueError:  # another drive (Windows): keep it absolute
+                pass
+    raw["data"] = data
+    lines = [
+        f"# Lepton domain spec for {spec.name!r}, written by `lepton init`.",
+        "# Review it, then run:  lepton run --spec <this file>",
+        "#",
+        "# What was inferred from the data:",
+        *(f"#   - {note}" for note in notes),
+    ]
+    for key, comment in _SECTIONS:
+        value = raw.get(key)
+        if value is None or value in ({}, [], ""):
+            if key in {"positive_class", "normal_class", "cost", "gates", "description"}:
+                continue
+        lines.append("")
+        lines.extend(f"# {line}" for line in comment.splitlines() if comment)
+        if key == "columns":
+            lines.append("columns:")
+            lines.extend(f"  - {dump(column)}" for column in value)
+        elif isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k}: {dump(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key}: {dump(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,224 @@
+"""Lepton from Python, for notebooks and scripts: the same path as ``lepton run``.
+
+    import lepton
+    result = lepton.run(data="loans.csv", target="status", template="finance")
+    result.metrics, result.version, result.alias
+    result.predict(new_rows)          # scored by the registered model
+
+``data`` may be a path or a polars/pandas DataFrame. A DataFrame is written (without its PII
+columns) to ``$LEPTON_HOME/inputs/`` so every run keeps a file it can be traced back to.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from domains.infer import Hints, Inferred, infer_spec, make_hints, slug
+from domains.spec import DomainSpec, Dtype, LeakageSpec, Role
+from lepton.errors import SpecError
+from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_telemetry
+
+
+def prepare_environment() -> Path:
+    """Embedded defaults: Prefect's home under LEPTON_HOME, telemetry off. Before Prefect loads."""
+    quiet_telemetry()
+    settings = load_settings()
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    return settings.home
+
+
+# ---- from a table to a spec ----------------------------------------------------------------------
+def spec_from_file(path: str | Path, hints: Hints) -> Inferred:
+    """Read the user's file (sniffing its format) and infer its spec; the reader's notes first."""
+    from tasks.ingest import load
+
+    loaded = load(path, hints.encoding)
+    inferred = infer_spec(loaded.frame, hints, loaded.path)
+    return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes)
+
+
+def spec_from_frame(frame: Any, hints: Hints, home: Path) -> Inferred:
+    """Infer a spec for an in-memory table and keep a copy of it (PII columns left out) under
+    ``home/inputs`` for the flow to read; the file name carries the content hash."""
+    from tasks.ingest import coerce_types
+    from tasks.preprocess import fingerprint
+
+    if not isinstance(frame, pl.DataFrame):
+        try:
+            frame = pl.from_pandas(frame)
+        except (TypeError, ValueError) as exc:
+            kind = type(frame).__name__
+            raise SpecError([("data", f"expected a path or a polars/pandas DataFrame, not {kind}")]) from exc
+    notes: list[str] = []
+    frame = coerce_types(frame, notes)
+    name = hints.name or "dataframe"
+    inferred = infer_spec(frame, hints.model_copy(update={"name": name}), Path(f"{name}.parquet"))
+    pii = [c.name for c in inferred.spec.columns if c.role is Role.PII]
+    kept = frame.drop(pii)
+    inputs = home / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    target = inputs / f"{slug(name)}-{fingerprint(kept)[:16]}.parquet"
+    if not target.exists():
+        partial = target.with_suffix(".parquet.partial")
+        kept.write_parquet(partial)
+        partial.replace(target)  # atomic: a crash never leaves a half-written input behind
+    spec = inferred.spec.model_copy(update={"data": inferred.spec.data.model_copy(update={"path": str(target)})})
+    return Inferred(spec=spec, notes=tuple(notes) + inferred.notes)
+
+
+def allow_leakage(spec: DomainSpec, columns: tuple[str, ...]) -> DomainSpec:
+    if not columns:
+        return spec
+    unknown = sorted(set(columns) - {c.name for c in spec.columns})
+    if unknown:
+        raise SpecError([("--allow-leakage", f"{unknown} are not columns of {spec.name!r}")])
+    allowed = LeakageSpec(threshold=spec.leakage.threshold, allow=tuple(sorted({*spec.leakage.allow, *columns})))
+    return spec.model_copy(update={"leakage": allowed})
+
+
+# ---- the result ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunResult:
+    """One run: holdout metrics against the baseline, the registered version and its alias."""
+
+    spec: DomainSpec
+    notes: tuple[str, ...]
+    pipeline: Any = field(repr=False)  # flows.pipeline.PipelineResult
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.pipeline.metrics
+
+    @property
+    def baseline_metrics(self) -> dict[str, float]:
+        return self.pipeline.baseline_metrics
+
+    @property
+    def primary_metric(self) -> str:
+        return self.spec.primary_metric
+
+    @property
+    def version(self) -> str:
+        return self.pipeline.version
+
+    @property
+    def promoted(self) -> bool:
+        return self.pipeline.promoted
+
+    @property
+    def alias(self) -> str:
+        return "champion" if self.promoted else "challenger"
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.pipeline.reasons
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model_name
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    @functools.cached_property
+    def _model(self):
+        import mlflow.pyfunc
+
+        from lepton import tracking
+
+        tracking.configure(load_settings())
+        return mlflow.pyfunc.load_model(self.model_uri)
+
+    def predict(self, rows: Any):
+        """Score rows (polars or pandas) with the registered model, as MLflow serves it:
+        a pandas frame with ``prediction`` (and ``score`` for classes)."""
+        frame = rows if isinstance(rows, pl.DataFrame) else pl.from_pandas(rows)
+        features = [c for c in self.spec.feature_columns if c.name in frame.columns]
+        text = {Dtype.CATEGORY, Dtype.DATETIME}
+        inputs = frame.select(
+            pl.col(c.name).cast(pl.String if c.dtype in text else pl.Float64) for c in features
+        ).to_pandas()
+        return self._model.predict(inputs)
+
+
+def run(
+    data: Any = None,
+    target: str | None = None,
+    *,
+    spec: DomainSpec | str | Path | None = None,
+    domain: str | None = None,
+    trials: int = DEFAULT_TRIALS,
+    holdout: str | Path | None = None,
+    allow_leakage_of: tuple[str, ...] | list[str] = (),
+    **hints: Any,
+) -> RunResult:
+    """Train, gate and register a model for a table, a spec file or a built-in domain.
+
+    Args:
+        data: a CSV/Parquet path or a polars/pandas DataFrame (with ``target``), or a file in a
+            built-in ``domain``'s schema.
+        target: the column to predict (with ``data``, unless a spec or domain is given).
+        spec: a DomainSpec or the path of a spec YAML (as ``lepton init`` writes).
+        domain: a built-in domain: finance, medical or manufacturing.
+        trials: Optuna trial budget.
+        holdout: a test file, for specs that split on a given file.
+        allow_leakage_of: columns the leakage sentinel may let through.
+        **hints: anything ``lepton run`` takes as a flag: task, template, name, time_col, group_col,
+            id_cols, pii_cols, drop_cols, positive_class, encoding.
+    Returns:
+        RunResult: metrics, baseline metrics, version, alias, model URI and ``predict``.
+    """
+    home = prepare_environment()
+    resolved, notes, data_arg = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home)
+    from flows.pipeline import pipeline
+
+    result = pipeline(domain=resolved, trials=trials, data=data_arg, holdout=str(holdout) if holdout else None)
+    return RunResult(spec=resolved, notes=notes + tuple(result.notes), pipeline=result)
+
+
+def resolve(
+    data: Any,
+    target: str | None,
+    spec: DomainSpec | str | Path | None,
+    domain: str | None,
+    allowed: tuple[str, ...],
+    hints: dict[str, Any],
+    home: Path,
+) -> tuple[DomainSpec, tuple[str, ...], str | None]:
+    """Turn what the user gave into (spec, notes, data override for the flow)."""
+    from domains import DOMAINS, get_spec
+
+    given = [n for n, v in (("spec", spec), ("domain", domain), ("target", target)) if v is not None]
+    if len(given) != 1:
+        raise SpecError([("(arguments)", f"give exactly one of target (with data), spec or domain; got {given}")])
+    hints = dict(hints)
+    encoding = hints.pop("encoding", None) if domain is not None else None
+    if (spec is not None or domain is not None) and hints:
+        raise SpecError([(k, "applies when inferring from data and a target") for k in sorted(hints)])
+    if domain is not None:
+        if domain not in DOMAINS:
+            raise SpecError([("domain", f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")])
+        chosen = get_spec(domain)
+        if encoding:
+            chosen = chosen.model_copy(update={"data": chosen.data.model_copy(update={"encoding": encoding})})
+        return allow_leakage(chosen, allowed), (), str(data) if data is not None else None
+    if spec is not None:
+        if data is not None:
+            raise SpecError([("data", "a spec names its own data (data.path); edit the spec to change it")])
+        loaded = spec if isinstance(spec, DomainSpec) else DomainSpec.from_yaml(spec)
+        return allow_leakage(loaded, allowed), (), None
+    if data is None:
+        raise SpecError([("data", "a target needs data: a CSV/Parquet path or a DataFrame")])
+    full = make_hints(target=target, allow_leakage=allowed, **hints)
+    inferred = spec_from_frame(data, full, home) if not isinstance(data, str | Path) else spec_from_file(data, full)
+    return inferred.spec, inferred.notes, None

@@ -1,0 +1,263 @@
+"""Ingest: read a user's CSV or Parquet file as it really is, into a typed polars frame.
+
+Real files are messy. This module sniffs the delimiter and quoting, accepts a UTF-8 BOM, decodes
+other encodings only when asked (and says so when a file is not UTF-8), rejects duplicate column
+names, trims whitespace, reads numbers stored as text as numbers and datetimes as datetimes. Every
+decision is returned as a note so the CLI can say what it did.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
+
+MAX_FILE_BYTES = 20 * 2**30
+READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+NULL_TOKENS = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A", "?")
+SNIFF_BYTES = 64 * 1024
+DELIMITERS = ",;\t|"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A table as read, with what the reader decided along the way."""
+
+    frame: pl.DataFrame
+    path: Path
+    notes: tuple[str, ...] = field(default=())
+
+
+# ---- paths -------------------------------------------------------------------------------------
+def resolve_input(path: str | Path, max_bytes: int | None = None) -> Path:
+    """Resolve a user path; check it is a readable, non-empty regular file of a known format."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise InputPathError(f"{resolved}: no such file")
+    if resolved.is_dir():
+        raise InputPathError(f"{resolved}: is a directory, expected a CSV or Parquet file")
+    mode = resolved.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise InputPathError(f"{resolved}: not a regular file (a device, socket or pipe)")
+    if resolved.suffix.lower() not in READERS:
+        raise InputPathError(f"{resolved}: unknown format {resolved.suffix!r}; use .csv, .tsv or .parquet")
+    if not os.access(resolved, os.R_OK):
+        raise InputPathError(f"{resolved}: not readable (permission denied)")
+    size = resolved.stat().st_size
+    if size == 0:
+        raise EmptyDataError(f"{resolved}: the file is empty")
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if size > limit:
+        raise InputPathError(f"{resolved}: {size / 2**30:.2f} GiB is over the {limit / 2**30:.2f} GiB limit")
+    return resolved
+
+
+# ---- reading -----------------------------------------------------------------------------------
+def load(path: str | Path, encoding: str | None = None) -> Loaded:
+    """Read ``path`` (CSV/TSV or Parquet) into a typed frame; raise a ``DataError`` naming the
+    file, column or row when it cannot be used."""
+    resolved = resolve_input(path)
+    notes: list[str] = []
+    text_file = READERS[resolved.suffix.lower()] == "csv"
+    if text_file:
+        frame = _read_csv(resolved, encoding, notes)
+    else:
+        if encoding:
+            raise InputPathError(f"{resolved}: --encoding applies to CSV files; Parquet stores its own")
+        frame = _read_parquet(resolved)
+    if frame.width == 0:
+        raise EmptyDataError(f"{resolved}: no columns")
+    if frame.height == 0:
+        raise EmptyDataError(f"{resolved}: no data rows")
+    decimal_comma = any(n == "delimiter ';' sniffed" for n in notes)
+    return Loaded(frame=coerce_types(frame, notes, text_file, decimal_comma), path=resolved, notes=tuple(notes))
+
+
+def read_table(path: str | Path, encoding: str | None = None) -> pl.DataFrame:
+    return load(path, encoding).frame
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a bad file
+        raise InputPathError(f"{path}: not a readable Parquet file ({exc})") from exc
+    _check_header(names, str(path))
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputPathError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _decode_check(path: Path, encoding: str | None) -> str:
+    """The codec to read with. Without ``encoding``: UTF-8 (a BOM is fine); a file that is not
+    UTF-8 is an error that names the first bad byte and says how to fix it."""
+    if encoding:
+        try:
+            return codecs.lookup(encoding).name
+        except LookupError as exc:
+            raise InputPathError(f"{path}: unknown encoding {encoding!r}") from exc
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line = _line_of(path, offset + exc.start)
+                raise InputPathError(
+                    f"{path}: not UTF-8 (byte {offset + exc.start}, line {line}); "
+                    "pass the file's encoding, e.g. --encoding latin-1 or --encoding cp1252"
+                ) from exc
+            offset += len(chunk)
+    return "utf-8"
+
+
+def _line_of(path: Path, byte: int) -> int:
+    with path.open("rb") as handle:
+        return handle.read(byte).count(b"\n") + 1
+
+
+def _sniff(text: str) -> csv.Dialect | type[csv.Dialect]:
+    try:
+        return csv.Sniffer().sniff(text, delimiters=DELIMITERS)
+    except csv.Error:
+        return csv.excel
+
+
+def _read_csv(path: Path, encoding: str | None, notes: list[str]) -> pl.DataFrame:
+    codec = _decode_check(path, encoding)
+    source: bytes | Path = path
+    if codec == "utf-8":
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+        text_head = head.decode("utf-8-sig", errors="ignore")
+        if head.startswith(codecs.BOM_UTF8):
+            source = path.read_bytes()[len(codecs.BOM_UTF8) :]
+            notes.append("a UTF-8 byte-order mark was skipped")
+    else:
+        try:
+            text = path.read_text(encoding=codec)
+        except UnicodeDecodeError as exc:
+            raise InputPathError(f"{path}: not valid {codec} at byte {exc.start}") from exc
+        notes.append(f"decoded from {codec}")
+        text_head, source = text[:SNIFF_BYTES], text.encode("utf-8")
+    # The sniffer reads whole lines only, so a long last line cannot mislead it.
+    sample = text_head.rsplit("\n", 1)[0] if "\n" in text_head else text_head
+    dialect = _sniff(sample)
+    delimiter = dialect.delimiter if dialect.delimiter in DELIMITERS else ","
+    if delimiter != ",":
+        notes.append(f"delimiter {delimiter!r} sniffed")
+    header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=dialect.quotechar or '"'), [])
+    _check_header([h.strip() for h in header], str(path))
+    try:
+        frame = pl.read_csv(
+            source,
+            separator=delimiter,
+            quote_char=dialect.quotechar or '"',
+            infer_schema=False,  # every column as text; typed below, the same way for every file
+            null_values=list(NULL_TOKENS),
+            truncate_ragged_lines=False,
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputPathError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from exc
+    renamed = {c: c.strip() or f"column_{i}" for i, c in enumerate(frame.columns) if c != (c.strip() or f"column_{i}")}
+    if renamed:
+        unnamed = [new for old, new in renamed.items() if not old.strip()]
+        if unnamed:
+            notes.append(f"unnamed column(s) called {unnamed}")
+        frame = frame.rename(renamed)
+    return frame
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+
+
+def _check_header(names: list[str], source: str) -> None:
+    counts = Counter(n for n in names if n)
+    duplicated = {n: [i for i, m in enumerate(names) if m == n] for n, k in counts.items() if k > 1}
+    if duplicated:
+        raise SchemaError(
+            [
+                Problem("duplicate_column", n, f"appears {len(at)} times (positions {at})")
+                for n, at in duplicated.items()
+            ],
+            source,
+        )
+
+
+# ---- typing ------------------------------------------------------------------------------------
+def coerce_types(
+    frame: pl.DataFrame, notes: list[str] | None = None, text_file: bool = False, decimal_comma: bool = False
+) -> pl.DataFrame:
+    """Text columns: trimmed (empty means missing); all-numeric text becomes Int64/Float64 (a
+    trailing ``%`` is dropped when every value has one); all-datetime text becomes Datetime.
+    In a typed file (Parquet) a text column that holds numbers is worth a note; in CSV it is not.
+    With ``decimal_comma`` (files delimited by ';'), "1,5" is read as 1.5."""
+    notes = notes if notes is not None else []
+    out = []
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pl.Categorical | pl.Enum):
+            column = column.cast(pl.String)
+        if column.dtype != pl.String:
+            out.append(column)
+            continue
+        text = column.str.strip_chars()
+        text = pl.Series(name, text).set(text.is_in(NULL_TOKENS).fill_null(False), None)
+        typed, how = _as_number(text)
+        if typed is None and decimal_comma:
+            typed, how = _as_number(text.str.replace(",", ".", literal=True))
+            how = how or "decimal commas read as numbers"
+        if typed is not None and not how and not text_file:
+            how = "numbers stored as text, read as numbers"
+        if typed is None:
+            typed, how = _as_datetime(text)
+        if typed is None:
+            typed = text
+        elif how:
+            notes.append(f"column {name!r}: {how}")
+        out.append(typed)
+    return pl.DataFrame(out)
+
+
+def _as_number(text: pl.Series) -> tuple[pl.Series | None, str]:
+    present = text.is_not_null()
+    if not present.any():
+        return None, ""
+    body = text
+    percent = bool(text.drop_nulls().str.ends_with("%").all())
+    if percent:
+        body = text.str.strip_suffix("%").str.strip_chars()
+    for dtype in (pl.Int64, pl.Float64):
+        cast = body.cast(dtype, strict=False)
+        if cast.null_count() == text.null_count():
+            if percent:
+                return cast.cast(pl.Float64), "percentages read as numbers"
+            return cast, ""
+    return None, ""
+
+
+def _as_datetime(text: pl.Series) -> tuple[pl.Series | None, str]:
+    sample = text.drop_nulls()
+    if sample.len() == 0 or not bool(sample.head(100).str.contains(r"\d").all()):
+        return None, ""
+    try:
+        parsed = text.str.to_datetime(strict=False, time_unit="us")
+    except pl.exceptions.PolarsError:
+        return None, ""
+    if parsed.null_count() != text.null_count():
+        return None, ""
+    return parsed.dt.replace_time_zone(None) if parsed.dtype.time_zone else parsed, "datetimes parsed"  # type: ignore[union-attr]
