@@ -140,13 +140,16 @@ class RunResult:
         return mlflow.pyfunc.load_model(self.model_uri)
 
     def predict(self, rows: Any):
-        """Score rows (polars or pandas) with the registered model, as MLflow serves it:
-        a pandas frame with ``prediction`` (and ``score`` for classes)."""
-        frame = rows if isinstance(rows, pl.DataFrame) else pl.from_pandas(rows)
+        """Score rows (polars or pandas, typed as the training file was read: text numbers,
+        percentages and dates are parsed the same way) with the registered model, as MLflow
+        serves it: a pandas frame with ``prediction`` (and ``score`` for classes)."""
+        from tasks.ingest import coerce_types
+
+        frame = coerce_types(rows if isinstance(rows, pl.DataFrame) else pl.from_pandas(rows))
         features = [c for c in self.spec.feature_columns if c.name in frame.columns]
         text = {Dtype.CATEGORY, Dtype.DATETIME}
         inputs = frame.select(
-            pl.col(c.name).cast(pl.String if c.dtype in text else pl.Float64) for c in features
+            pl.col(c.name).cast(pl.String if c.dtype in text else pl.Float64, strict=False) for c in features
         ).to_pandas()
         return self._model.predict(inputs)
 

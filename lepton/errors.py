@@ -49,13 +49,13 @@ class SchemaError(DataError):
 class SpecError(LeptonError):
     """A domain spec (YAML or flags) is invalid; ``problems`` lists (field, message) pairs."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str = "spec") -> None:
+    def __init__(self, problems: list[tuple[str, str]], source: str = "options") -> None:
         self.problems = problems
         lines = "\n  ".join(f"{field}: {message}" for field, message in problems)
-        super().__init__(f"{source} is not a valid spec ({len(problems)} problem(s)):\n  {lines}")
+        super().__init__(f"{source} not valid ({len(problems)} problem(s)):\n  {lines}")
 
     @classmethod
-    def from_validation(cls, exc: Exception, source: str = "spec") -> SpecError:
+    def from_validation(cls, exc: Exception, source: str = "options") -> SpecError:
         """From a pydantic ``ValidationError``: one (dotted field path, message) per error."""
         errors = exc.errors()  # type: ignore[attr-defined]
         return cls([(".".join(str(p) for p in e["loc"]) or "(spec)", e["msg"]) for e in errors], source)

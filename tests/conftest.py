@@ -29,3 +29,23 @@ def lepton_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LEPTON_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@pytest.fixture
+def nothing_recorded(lepton_home):
+    """A check that a failed run left nothing behind: no registered model, no finished run."""
+
+    def check() -> None:
+        from mlflow import MlflowClient
+
+        from lepton import tracking
+        from lepton.settings import load_settings
+
+        tracking.configure(load_settings())
+        client = MlflowClient()
+        assert client.search_registered_models() == []
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments) if experiments else []
+        assert all(r.info.status != "FINISHED" for r in runs)
+
+    return check

@@ -3,13 +3,10 @@ registered and no run marked finished."""
 
 import polars as pl
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from domains import get_spec
-from lepton import tracking
 from lepton.cli import app
-from lepton.settings import load_settings
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("finance")
@@ -17,15 +14,6 @@ SPEC = get_spec("finance")
 
 def _sample() -> pl.DataFrame:
     return pl.read_parquet(SPEC.data.resolve(SPEC.data.path)).head(400)
-
-
-def _nothing_recorded():
-    tracking.configure(load_settings())
-    client = MlflowClient()
-    assert client.search_registered_models() == []
-    experiment = client.get_experiment_by_name(SPEC.model_name)
-    if experiment is not None:
-        assert all(r.info.status != "FINISHED" for r in client.search_runs([experiment.experiment_id]))
 
 
 BAD_INPUTS = {
@@ -43,35 +31,132 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_typed_error_and_registers_nothing(lepton_home, tmp_path, case):
+def test_bad_input_gives_typed_error_and_registers_nothing(nothing_recorded, tmp_path, case):
     mutate, expected = BAD_INPUTS[case]
     path = tmp_path / f"{case}.csv"
     mutate(_sample()).write_csv(path)
     result = CliRunner().invoke(app, ["run", "finance", "--data", str(path), "--trials", "0"])
     assert result.exit_code == 2, result.output
     assert expected in result.stderr
-    _nothing_recorded()
+    nothing_recorded()
 
 
-def test_empty_file_is_refused(lepton_home, tmp_path):
+def test_empty_file_is_refused(nothing_recorded, tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("")
     result = CliRunner().invoke(app, ["run", "finance", "--data", str(path)])
     assert result.exit_code == 2
     assert "empty" in result.stderr
-    _nothing_recorded()
+    nothing_recorded()
 
 
-def test_header_only_file_is_refused(lepton_home, tmp_path):
+def test_header_only_file_is_refused(nothing_recorded, tmp_path):
     path = tmp_path / "header.csv"
     path.write_text(",".join(_sample().columns) + "\n")
     result = CliRunner().invoke(app, ["run", "finance", "--data", str(path)])
     assert result.exit_code == 2
     assert "no data rows" in result.stderr
-    _nothing_recorded()
+    nothing_recorded()
 
 
 def test_unknown_domain_exits_2():
     result = CliRunner().invoke(app, ["run", "astrology"])
     assert result.exit_code == 2
     assert "unknown domain" in result.stderr
+
+
+# ---- bring-your-own tables: every malformed case names its cause, exits 2, records nothing ----
+def _byo_table(n: int = 300) -> pl.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n)
+    return pl.DataFrame(
+        {
+            "amount": x,
+            "grade": rng.choice(["A", "B", "C"], n),
+            "outcome": np.where(x + rng.normal(size=n) > 0.8, "bad", "good"),
+        }
+    )
+
+
+def _write_csv(frame: pl.DataFrame, path):
+    frame.write_csv(path)
+    return path
+
+
+def _put(folder, content: bytes):
+    (folder / "t.csv").write_bytes(content)
+    return folder / "t.csv"
+
+
+BYO_CASES = {
+    "leaky_feature": (
+        lambda d: _write_csv(_byo_table().with_columns(pl.col("outcome").alias("final_status")), d / "t.csv"),
+        ["--target", "outcome"],
+        "leakage sentinel: 'final_status'",
+    ),
+    "not_utf8": (
+        lambda d: _put(d, b"city,outcome\n" + "Zürich,bad\n".encode("latin-1") * 40),
+        ["--target", "outcome"],
+        "not UTF-8",
+    ),
+    "duplicate_columns": (
+        lambda d: _put(d, b"a,a,outcome\n" + b"1,2,bad\n3,4,good\n" * 30),
+        ["--target", "outcome"],
+        "column 'a': duplicate column",
+    ),
+    "target_misspelt": (
+        lambda d: _write_csv(_byo_table(), d / "t.csv"),
+        ["--target", "Outcome"],
+        "no column 'Outcome' in the data; did you mean ['outcome']?",
+    ),
+    "positive_class_absent": (
+        lambda d: _write_csv(_byo_table(), d / "t.csv"),
+        ["--target", "outcome", "--positive-class", "default"],
+        "--positive-class: 'default' never occurs",
+    ),
+    "binary_with_three_classes": (
+        lambda d: _write_csv(_byo_table().with_columns(pl.Series("outcome", ["a", "b", "c"] * 100)), d / "t.csv"),
+        ["--target", "outcome", "--task", "binary"],
+        "binary needs two classes",
+    ),
+    "no_labels": (
+        lambda d: _write_csv(_byo_table().with_columns(pl.lit(None, pl.String).alias("outcome")), d / "t.csv"),
+        ["--target", "outcome"],
+        "every value is missing",
+    ),
+    "unknown_template": (
+        lambda d: _write_csv(_byo_table(), d / "t.csv"),
+        ["--target", "outcome", "--template", "astrology"],
+        "template",
+    ),
+    "directory": (lambda d: d, ["--target", "outcome"], "is a directory"),
+    "no_target_flag": (lambda d: _write_csv(_byo_table(), d / "t.csv"), [], "--data needs --target"),
+}
+
+
+@pytest.mark.parametrize("case", list(BYO_CASES))
+def test_bad_tables_give_typed_errors_and_record_nothing(nothing_recorded, tmp_path, case):
+    make, flags, expected = BYO_CASES[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = make(folder)
+    result = CliRunner().invoke(app, ["run", "--data", str(path), *flags, "--trials", "0"])
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr, result.stderr
+    nothing_recorded()
+
+
+def test_an_invalid_spec_file_names_each_field(nothing_recorded, tmp_path):
+    (tmp_path / "t.csv").write_text("x,y\n1,a\n")
+    (tmp_path / "spec.yaml").write_text(
+        "name: Bad Name\ndata: {path: t.csv}\ncolumns:\n  - {name: x, dtype: float}\n"
+        "  - {name: y, dtype: text, role: target}\ntask: binary\npositive_class: a\n"
+        "split: {kind: stratified}\nprimary_metric: roc_auc\nmetrics: [roc_auc]\n"
+    )
+    result = CliRunner().invoke(app, ["run", "--spec", str(tmp_path / "spec.yaml")])
+    assert result.exit_code == 2
+    assert "name: String should match pattern" in result.stderr
+    assert "columns.1.dtype: Input should be" in result.stderr
+    nothing_recorded()
