@@ -253,8 +253,11 @@ def _check_hints(frame: pl.DataFrame, hints: Hints) -> None:
         raise SpecError(problems, "options")
 
 
-def infer_spec(frame: pl.DataFrame, hints: Hints, data_path: str | Path) -> Inferred:
-    """Build a validated DomainSpec for ``frame`` (read from ``data_path``) from ``hints``."""
+def infer_spec(
+    frame: pl.DataFrame, hints: Hints, data_path: str | Path, holdout_path: str | Path | None = None
+) -> Inferred:
+    """Build a validated DomainSpec for ``frame`` (read from ``data_path``) from ``hints``; with
+    ``holdout_path`` the split is "given": that file is the test set."""
     _check_hints(frame, hints)
     notes: list[str] = []
     target = frame[hints.target]
@@ -284,26 +287,17 @@ def infer_spec(frame: pl.DataFrame, hints: Hints, data_path: str | Path) -> Infe
         normal, why = infer_normal(target)
         template["normal_class"] = normal
         notes.append(f"normal class: {normal!r} ({why})")
-    time_col = hints.time_col
-    if time_col:
-        kind = "time"
-    elif task == "regression":
-        kind = "random"
-    else:
-        kind = "stratified"
-    split = SplitSpec(kind=kind)  # type: ignore[arg-type]
-    notes.append(
-        f"split: {kind}"
-        + (f" on {time_col!r}: the latest rows are held out" if time_col else "")
-        + (f", whole {hints.group_col!r} groups on one side" if hints.group_col else "")
-        + f" ({split.holdout_size:.0%} holdout, {split.validation_size:.0%} of the rest for validation)"
-    )
+    split = _split(hints, task, holdout_path, notes)
     name = hints.name or slug(Path(data_path).stem)
     try:
         spec = DomainSpec(
             name=name,
             description=f"{task} model of {hints.target!r} from {Path(data_path).name}",
-            data=DataSource(path=str(data_path), encoding=hints.encoding),
+            data=DataSource(
+                path=str(data_path),
+                holdout_path=str(holdout_path) if holdout_path else None,
+                encoding=hints.encoding,
+            ),
             columns=tuple(columns),
             task=task,  # type: ignore[arg-type]
             positive_class=positive,
@@ -314,6 +308,34 @@ def infer_spec(frame: pl.DataFrame, hints: Hints, data_path: str | Path) -> Infe
     except ValidationError as exc:
         raise SpecError.from_validation(exc, "inferred spec") from exc
     return Inferred(spec=spec, notes=tuple(notes))
+
+
+def _split(hints: Hints, task: str, holdout_path: str | Path | None, notes: list[str]) -> SplitSpec:
+    time_col = hints.time_col
+    if holdout_path is not None:
+        kind = "given"
+    elif time_col:
+        kind = "time"
+    elif task == "regression":
+        kind = "random"
+    else:
+        kind = "stratified"
+    split = SplitSpec(kind=kind)  # type: ignore[arg-type]
+    if kind == "given":
+        where = (
+            f"the latest {split.validation_size:.0%} by {time_col!r}" if time_col else f"{split.validation_size:.0%}"
+        )
+        text = f"split: the holdout is {Path(holdout_path).name}; validation is {where} of the training file"
+    else:
+        text = (
+            f"split: {kind}"
+            + (f" on {time_col!r}: the latest rows are held out" if time_col else "")
+            + f" ({split.holdout_size:.0%} holdout, {split.validation_size:.0%} of the rest for validation)"
+        )
+    if hints.group_col:
+        text += f"; whole {hints.group_col!r} groups stay on one side"
+    notes.append(text)
+    return split
 
 
 def _check_task(target: pl.Series, task: str) -> None:

@@ -46,6 +46,7 @@ class PipelineResult:
     reasons: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    choice: str = ""  # why the optimiser chose this model
 
     def as_json(self) -> dict[str, Any]:
         keys = (
@@ -130,4 +131,5 @@ def pipeline(
         reasons=list(deployed.reasons),
         drifted=drift.drifted,
         notes=list(prepared.notes),
+        choice=optimised.reason,
     )

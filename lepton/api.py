@@ -37,16 +37,23 @@ def prepare_environment() -> Path:
 
 
 # ---- from a table to a spec ----------------------------------------------------------------------
-def spec_from_file(path: str | Path, hints: Hints) -> Inferred:
-    """Read the user's file (sniffing its format) and infer its spec; the reader's notes first."""
+def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = None) -> Inferred:
+    """Read the user's file (sniffing its format) and infer its spec; the reader's notes first.
+    A ``holdout`` file makes the split "given": it is the test set, checked against the same spec."""
     from tasks.ingest import load
 
     loaded = load(path, hints.encoding)
-    inferred = infer_spec(loaded.frame, hints, loaded.path)
+    inferred = infer_spec(loaded.frame, hints, loaded.path, _holdout_path(holdout))
     return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes)
 
 
-def spec_from_frame(frame: Any, hints: Hints, home: Path) -> Inferred:
+def _holdout_path(holdout: str | Path | None) -> Path | None:
+    from tasks.ingest import resolve_input
+
+    return resolve_input(holdout) if holdout is not None else None
+
+
+def spec_from_frame(frame: Any, hints: Hints, home: Path, holdout: str | Path | None = None) -> Inferred:
     """Infer a spec for an in-memory table and keep a copy of it (PII columns left out) under
     ``home/inputs`` for the flow to read; the file name carries the content hash."""
     from tasks.ingest import coerce_types
@@ -61,7 +68,9 @@ def spec_from_frame(frame: Any, hints: Hints, home: Path) -> Inferred:
     notes: list[str] = []
     frame = coerce_types(frame, notes)
     name = hints.name or "dataframe"
-    inferred = infer_spec(frame, hints.model_copy(update={"name": name}), Path(f"{name}.parquet"))
+    inferred = infer_spec(
+        frame, hints.model_copy(update={"name": name}), Path(f"{name}.parquet"), _holdout_path(holdout)
+    )
     pii = [c.name for c in inferred.spec.columns if c.role is Role.PII]
     kept = frame.drop(pii)
     inputs = home / "inputs"
@@ -182,11 +191,21 @@ def run(
         RunResult: metrics, baseline metrics, version, alias, model URI and ``predict``.
     """
     home = prepare_environment()
-    resolved, notes, data_arg = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home)
+    job = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home, holdout)
     from flows.pipeline import pipeline
 
-    result = pipeline(domain=resolved, trials=trials, data=data_arg, holdout=str(holdout) if holdout else None)
-    return RunResult(spec=resolved, notes=notes + tuple(result.notes), pipeline=result)
+    result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout)
+    return RunResult(spec=job.spec, notes=job.notes + tuple(result.notes), pipeline=result)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run: the spec, what was inferred, and the files the flow reads instead of the spec's."""
+
+    spec: DomainSpec
+    notes: tuple[str, ...] = ()
+    data: str | None = None
+    holdout: str | None = None
 
 
 def resolve(
@@ -197,8 +216,10 @@ def resolve(
     allowed: tuple[str, ...],
     hints: dict[str, Any],
     home: Path,
-) -> tuple[DomainSpec, tuple[str, ...], str | None]:
-    """Turn what the user gave into (spec, notes, data override for the flow)."""
+    holdout: str | Path | None = None,
+) -> Job:
+    """Turn what the user gave into a Job: a built-in domain (optionally on the user's files), a
+    spec file, or a table and its target (the spec inferred, a holdout file making a given split)."""
     from domains import DOMAINS, get_spec
 
     given = [n for n, v in (("spec", spec), ("domain", domain), ("target", target)) if v is not None]
@@ -214,14 +235,21 @@ def resolve(
         chosen = get_spec(domain)
         if encoding:
             chosen = chosen.model_copy(update={"data": chosen.data.model_copy(update={"encoding": encoding})})
-        return allow_leakage(chosen, allowed), (), str(data) if data is not None else None
+        return Job(allow_leakage(chosen, allowed), (), _text(data), _text(holdout))
     if spec is not None:
         if data is not None:
             raise SpecError([("data", "a spec names its own data (data.path); edit the spec to change it")])
         loaded = spec if isinstance(spec, DomainSpec) else DomainSpec.from_yaml(spec)
-        return allow_leakage(loaded, allowed), (), None
+        return Job(allow_leakage(loaded, allowed), (), None, _text(holdout))
     if data is None:
         raise SpecError([("data", "a target needs data: a CSV/Parquet path or a DataFrame")])
     full = make_hints(target=target, allow_leakage=allowed, **hints)
-    inferred = spec_from_frame(data, full, home) if not isinstance(data, str | Path) else spec_from_file(data, full)
-    return inferred.spec, inferred.notes, None
+    if isinstance(data, str | Path):
+        inferred = spec_from_file(data, full, holdout)
+    else:
+        inferred = spec_from_frame(data, full, home, holdout)
+    return Job(inferred.spec, inferred.notes)
+
+
+def _text(path: str | Path | None) -> str | None:
+    return str(path) if path is not None else None

@@ -134,13 +134,14 @@ def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
         err.print(f"  [cyan]{name}[/] [{style}]{note}[/]", highlight=False, soft_wrap=True)
 
 
-def _run_one(job: Any, notes: tuple[str, ...], data: str | None, trials: int, holdout: Path | None, as_json: bool):
-    """Run one pipeline with live stage lines (or JSON); a user error exits with its message."""
+def _run_one(job: Any, trials: int, as_json: bool):
+    """Run one pipeline (a ``lepton.api.Job``) with live stage lines (or JSON); a user error
+    exits with its message."""
     from flows.pipeline import STAGE_LISTENER, pipeline
     from lepton.errors import LeptonError
 
-    label = getattr(job, "name", job)
-    _print_notes(label, notes)
+    label = job.spec.name
+    _print_notes(label, job.notes)
     listener = (
         None
         if as_json
@@ -150,7 +151,7 @@ def _run_one(job: Any, notes: tuple[str, ...], data: str | None, trials: int, ho
     try:
         if not as_json:
             err.print(f"[bold]{label}[/]: preprocess -> train -> optimise -> deploy -> monitor")
-        result = pipeline(domain=job, trials=trials, data=data, holdout=str(holdout) if holdout else None)
+        result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout)
     except LeptonError as exc:
         _fail(f"{label}: {exc}")
     finally:
@@ -171,7 +172,7 @@ def run(
     ] = None,
     target: Target = None,
     spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes.")] = None,
-    holdout: Annotated[Path | None, typer.Option(help="Your test file, for specs split on one.")] = None,
+    holdout: Annotated[Path | None, typer.Option(help="Your test file: with --target, the holdout.")] = None,
     task: Task = None,
     template: Template = None,
     name: Name = None,
@@ -203,23 +204,23 @@ def run(
     from lepton.api import resolve
     from lepton.errors import LeptonError
 
-    jobs: list[tuple[Any, tuple[str, ...], str | None]] = []
     try:
         if all_domains:
-            jobs = [(name, (), None) for name in DOMAINS]
+            jobs = [resolve(None, None, None, name, (), {}, home) for name in DOMAINS]
         else:
-            jobs = [resolve(data, target, spec, domain, _columns(allow_leakage), hints, home)]
+            jobs = [resolve(data, target, spec, domain, _columns(allow_leakage), hints, home, holdout)]
     except LeptonError as exc:
         _fail(str(exc))
 
     _quiet_console_for_user_errors()
     api_started.join()
-    results = [_run_one(job, notes, data_arg, trials, holdout, as_json) for job, notes, data_arg in jobs]
+    results = [_run_one(job, trials, as_json) for job in jobs]
     if not as_json:
         console = Console(width=max(Console().width, 100))
         for table in _summary_tables(results):
             console.print(table)
         for r in results:
+            err.print(f"[cyan]{r.domain}[/]: {r.family} chosen: {r.choice}", highlight=False, soft_wrap=True)
             if not r.promoted:
                 err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
         err.print(

@@ -179,7 +179,6 @@ def record_run(
             "trials": trials,
             "family": candidate.family,
             "device": candidate.device,
-            "threshold": round(evaluation.threshold, 6),
             "rows_train": data.train.rows,
             "rows_valid": data.valid.rows,
             "rows_holdout": data.holdout.rows,
@@ -188,6 +187,8 @@ def record_run(
             **{f"model.{k}": v for k, v in candidate.params.items()},
         },
     )
+    if spec.task == "binary":
+        tracking.log_params(run_id, {"threshold": round(evaluation.threshold, 6)})
     tracking.set_tags(run_id, {"lepton.choice": opt.reason, "lepton.device": candidate.device})
     tracking.log_metrics(
         run_id,
@@ -203,9 +204,8 @@ def record_run(
     base_id = tracking.start_run(
         experiment, f"{spec.name}-baseline", {**common, "lepton.role": "baseline"}, parent_run_id=run_id
     )
-    tracking.log_params(
-        base_id, {"family": "linear", **trained.baseline.params, "threshold": round(evaluation.baseline_threshold, 6)}
-    )
+    threshold = {"threshold": round(evaluation.baseline_threshold, 6)} if spec.task == "binary" else {}
+    tracking.log_params(base_id, {"family": "linear", **trained.baseline.params, **threshold})
     tracking.log_metrics(
         base_id, {**evaluation.baseline_metrics, f"valid_{spec.primary_metric}": abs(trained.baseline.valid_score)}
     )

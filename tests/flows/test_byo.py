@@ -127,3 +127,20 @@ def test_python_api_refuses_ambiguous_requests(lepton_home):
         lepton.run(data=[1, 2, 3], target="y")
     with pytest.raises(SpecError, match="task"):
         lepton.run(data=pd.DataFrame({"y": [1, 2]}), target="y", task="ranking")
+
+
+def test_a_separate_test_file_becomes_the_holdout(lepton_home, tmp_path):
+    table = frame(TABLES["credit-status"]).drop("rownames")
+    train, test = tmp_path / "train.csv", tmp_path / "test.parquet"
+    table.head(3000).write_csv(train)
+    table.tail(1000).write_parquet(test)
+
+    result = lepton.run(data=train, target="Status", holdout=test, trials=0)
+
+    assert result.spec.split.kind == "given" and result.spec.data.holdout_path == str(test)
+    assert any("the holdout is test.parquet" in n for n in result.notes)
+    from mlflow import MlflowClient
+
+    params = MlflowClient().get_run(result.pipeline.run_id).data.params
+    assert params["rows_holdout"] == "1000" and params["split"] == "given"
+    assert int(params["rows_train"]) + int(params["rows_valid"]) == 3000
