@@ -207,16 +207,22 @@ def coerce_types(
     In a typed file (Parquet) a text column that holds numbers is worth a note; in CSV it is not.
     With ``decimal_comma`` (files delimited by ';'), "1,5" is read as 1.5."""
     notes = notes if notes is not None else []
+    categorical = [n for n, d in frame.schema.items() if isinstance(d, pl.Categorical | pl.Enum)]
+    frame = frame.with_columns(pl.col(categorical).cast(pl.String))
+    strings = [n for n, d in frame.schema.items() if d == pl.String]
+    frame = frame.with_columns(  # one parallel pass: trim, and missing-value tokens become null
+        pl.when(pl.col(n).str.strip_chars().is_in(NULL_TOKENS))
+        .then(None)
+        .otherwise(pl.col(n).str.strip_chars())
+        .alias(n)
+        for n in strings
+    )
     out = []
     for name in frame.columns:
-        column = frame[name]
-        if isinstance(column.dtype, pl.Categorical | pl.Enum):
-            column = column.cast(pl.String)
-        if column.dtype != pl.String:
-            out.append(column)
+        text = frame[name]
+        if name not in strings:
+            out.append(text)
             continue
-        text = column.str.strip_chars()
-        text = pl.Series(name, text).set(text.is_in(NULL_TOKENS).fill_null(False), None)
         typed, how = _as_number(text)
         if typed is None and decimal_comma:
             typed, how = _as_number(text.str.replace(",", ".", literal=True))
@@ -233,14 +239,20 @@ def coerce_types(
     return pl.DataFrame(out)
 
 
+def _distinct_sample(text: pl.Series, size: int = 200) -> pl.Series:
+    """A few distinct values: a column that fails on them is not worth parsing in full."""
+    return text.drop_nulls().unique(maintain_order=True).head(size)
+
+
 def _as_number(text: pl.Series) -> tuple[pl.Series | None, str]:
-    present = text.is_not_null()
-    if not present.any():
+    sample = _distinct_sample(text)
+    if sample.len() == 0:
         return None, ""
-    body = text
-    percent = bool(text.drop_nulls().str.ends_with("%").all())
-    if percent:
-        body = text.str.strip_suffix("%").str.strip_chars()
+    percent = bool(sample.str.ends_with("%").all()) and bool(text.drop_nulls().str.ends_with("%").all())
+    body = text.str.strip_suffix("%").str.strip_chars() if percent else text
+    probe = sample.str.strip_suffix("%").str.strip_chars() if percent else sample
+    if probe.cast(pl.Float64, strict=False).null_count():
+        return None, ""
     for dtype in (pl.Int64, pl.Float64):
         cast = body.cast(dtype, strict=False)
         if cast.null_count() == text.null_count():
@@ -251,13 +263,16 @@ def _as_number(text: pl.Series) -> tuple[pl.Series | None, str]:
 
 
 def _as_datetime(text: pl.Series) -> tuple[pl.Series | None, str]:
-    sample = text.drop_nulls()
-    if sample.len() == 0 or not bool(sample.head(100).str.contains(r"\d").all()):
+    sample = _distinct_sample(text)  # parsing a whole column that is not dates is slow
+    if sample.len() == 0 or not bool(sample.str.contains(r"\d").all()):
         return None, ""
     try:
+        if sample.str.to_datetime(strict=False, time_unit="us").null_count():
+            return None, ""
         parsed = text.str.to_datetime(strict=False, time_unit="us")
     except pl.exceptions.PolarsError:
         return None, ""
     if parsed.null_count() != text.null_count():
         return None, ""
-    return parsed.dt.replace_time_zone(None) if parsed.dtype.time_zone else parsed, "datetimes parsed"  # type: ignore[union-attr]
+    zone = getattr(parsed.dtype, "time_zone", None)
+    return (parsed.dt.replace_time_zone(None) if zone else parsed), "datetimes parsed"
