@@ -235,6 +235,7 @@ def init(
     target: Annotated[str, typer.Option(help="The column to predict.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the spec (YAML).")] = Path("spec.yaml"),
     force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+    holdout: Annotated[Path | None, typer.Option(help="Your test file: the holdout (a 'given' split).")] = None,
     task: Task = None,
     template: Template = None,
     name: Name = None,
@@ -261,7 +262,7 @@ def init(
             raise InputPathError(f"{out.parent}: no such directory")
         if out.exists() and not force:
             raise InputPathError(f"{out}: exists; pass --force to overwrite it")
-        inferred = spec_from_file(data, hints)
+        inferred = spec_from_file(data, hints, holdout)
         text = render_spec(inferred.spec, inferred.notes, out.parent)
     except LeptonError as exc:
         _fail(str(exc))

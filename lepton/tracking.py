@@ -7,8 +7,10 @@ Every function takes explicit run ids so stages can log from any thread.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -85,11 +87,21 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
         _client().log_batch(run_id, params=items[i : i + 100])
 
 
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow accepts. Column names become metric names (``psi_<column>``), and a user's
+    columns may hold any character: those are replaced, with a short hash so keys stay distinct."""
+    clean = _UNSAFE_KEY.sub("_", name)
+    return clean if clean == name else f"{clean}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
 def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     import time
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]  # NaN: not logged
+    items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]
     for i in range(0, len(items), 1000):
         _client().log_batch(run_id, metrics=items[i : i + 1000])
 

@@ -42,6 +42,7 @@ def _stored_bytes(home) -> bytes:
 
 def test_messy_csv_with_text_target_and_pii_gets_a_champion_from_python(lepton_home, tmp_path):
     table = _with_personal_data(frame(TABLES["credit-default"]).drop("rownames").head(3000))
+    table = table.rename({"balance": "Balance (€)", "income": "annual.income"})  # names as exports have them
     path = tmp_path / "customers.csv"
     # A European spreadsheet export: semicolons, a byte-order mark.
     path.write_bytes(b"\xef\xbb\xbf" + table.write_csv(separator=";").encode())
@@ -53,6 +54,7 @@ def test_messy_csv_with_text_target_and_pii_gets_a_champion_from_python(lepton_h
     assert roles["customer_name"] == roles["contact"] == roles["mobile"] == "pii"
     assert spec.positive_class == "Yes" and spec.task == "binary" and spec.name == "customers"
     assert {c.name: c.dtype.value for c in spec.columns}["opened"] == "datetime"
+    assert {"Balance (€)", "annual.income"} <= {c.name for c in spec.feature_columns}
     notes = "\n".join(result.notes)
     assert "delimiter ';' sniffed" in notes and "'utilisation': percentages read as numbers" in notes
     assert "positive class: 'Yes'" in notes and "'contact': personal data" in notes

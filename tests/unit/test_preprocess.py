@@ -179,3 +179,22 @@ def test_a_holdout_file_is_refused_where_the_split_would_ignore_it(tmp_path):
         load_domain_data(get_spec("finance"), holdout=str(path))
     with pytest.raises(InputPathError, match="pass holdout data too"):
         load_domain_data(get_spec("manufacturing"), data=str(path))
+
+
+def test_random_split_with_a_group_column_keeps_each_group_on_one_side():
+    spec = DomainSpec.model_validate(
+        {
+            **_spec().model_dump(mode="json"),
+            "columns": [
+                {"name": "amount", "dtype": "float"},
+                {"name": "grade", "dtype": "category"},
+                {"name": "year", "dtype": "int", "role": "group"},
+                {"name": "label", "dtype": "category", "role": "target"},
+            ],
+        }
+    )
+    frame = validate(_frame(400), spec)
+    train, valid, holdout = split_frame(frame, spec)
+    sides = [set(part["year"].to_list()) for part in (train, valid, holdout)]
+    assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert train.height + valid.height + holdout.height == 400

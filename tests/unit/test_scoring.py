@@ -79,3 +79,15 @@ def test_scorer_names_missing_columns(tmp_path):
     )
     with pytest.raises(KeyError, match="'c'"):
         Scorer.from_dir(tmp_path / "b").predict(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+
+
+def test_metric_keys_from_any_column_name_are_valid_and_distinct():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from lepton.tracking import metric_key
+
+    names = ["psi_Balance (€)", "psi_Balance ($)", "psi_plain_name", "psi_größe"]
+    keys = [metric_key(n) for n in names]
+    for key in keys:
+        _validate_metric_name(key)
+    assert len(set(keys)) == len(keys) and keys[2] == "psi_plain_name"
