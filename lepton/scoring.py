@@ -39,7 +39,7 @@ def _datetime_parts(values: Any) -> np.ndarray:
 
 
 def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
-    """Turn raw columns into the model matrix: numeric as float32 (NaN for missing); datetimes as
+    """Turn raw columns into the model matrix: numeric as float32 (NaN for missing or infinite); datetimes as
     days since 1970, month and weekday; categorical one-hot over the levels seen in training
     (unseen and missing values are all zeros)."""
     numeric = encoder["numeric"]
@@ -50,7 +50,8 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     width = len(numeric) + len(DATETIME_PARTS) * len(datetimes) + sum(len(levels) for levels in categorical.values())
     matrix = np.zeros((n_rows, width), dtype=np.float32)
     for j, name in enumerate(numeric):
-        matrix[:, j] = pd.to_numeric(pd.Series(np.asarray(columns[name])), errors="coerce").to_numpy(np.float32)
+        values = pd.to_numeric(pd.Series(np.asarray(columns[name])), errors="coerce").to_numpy(np.float64)
+        matrix[:, j] = np.where(np.isfinite(values), values, np.nan)  # infinities are missing, not numbers
     offset = len(numeric)
     for name in datetimes:
         matrix[:, offset : offset + len(DATETIME_PARTS)] = _datetime_parts(columns[name])

@@ -76,6 +76,10 @@ def load(path: str | Path, encoding: str | None = None) -> Loaded:
         frame = _read_parquet(resolved)
     if frame.width == 0:
         raise EmptyDataError(f"{resolved}: no columns")
+    blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series()
+    if blank.any():
+        frame = frame.filter(~blank)
+        notes.append(f"{int(blank.sum())} blank row(s) skipped")
     if frame.height == 0:
         raise EmptyDataError(f"{resolved}: no data rows")
     decimal_comma = any(n == "delimiter ';' sniffed" for n in notes)
@@ -159,8 +163,14 @@ def _read_csv(path: Path, encoding: str | None, notes: list[str]) -> pl.DataFram
     delimiter = dialect.delimiter if dialect.delimiter in DELIMITERS else ","
     if delimiter != ",":
         notes.append(f"delimiter {delimiter!r} sniffed")
-    header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=dialect.quotechar or '"'), [])
-    _check_header([h.strip() for h in header], str(path))
+    try:
+        header = next(
+            csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter, quotechar=dialect.quotechar or '"'), []
+        )
+    except csv.Error as exc:
+        raise InputPathError(f"{path}: cannot be read as CSV (header: {exc})") from exc
+    names = [h.strip() or f"column_{i}" for i, h in enumerate(header)]
+    _check_header(names, str(path))
     try:
         frame = pl.read_csv(
             source,
@@ -172,12 +182,12 @@ def _read_csv(path: Path, encoding: str | None, notes: list[str]) -> pl.DataFram
         )
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputPathError(f"{path}: cannot be read as CSV ({_first_line(exc)})") from exc
-    renamed = {c: c.strip() or f"column_{i}" for i, c in enumerate(frame.columns) if c != (c.strip() or f"column_{i}")}
-    if renamed:
-        unnamed = [new for old, new in renamed.items() if not old.strip()]
-        if unnamed:
-            notes.append(f"unnamed column(s) called {unnamed}")
-        frame = frame.rename(renamed)
+    if frame.width != len(names):
+        raise InputPathError(f"{path}: the header has {len(names)} field(s) but the rows have {frame.width}")
+    unnamed = [n for n, h in zip(names, header, strict=True) if not h.strip()]
+    if unnamed:
+        notes.append(f"unnamed column(s) called {unnamed}")
+    frame.columns = names  # our trimmed names, not polars' renaming of blanks and duplicates
     return frame
 
 
@@ -202,13 +212,15 @@ def _check_header(names: list[str], source: str) -> None:
 def coerce_types(
     frame: pl.DataFrame, notes: list[str] | None = None, text_file: bool = False, decimal_comma: bool = False
 ) -> pl.DataFrame:
-    """Text columns: trimmed (empty means missing); all-numeric text becomes Int64/Float64 (a
+    """Float NaN becomes missing (null). Text columns: trimmed (empty means missing);
+    all-numeric text becomes Int64/Float64 (a
     trailing ``%`` is dropped when every value has one); all-datetime text becomes Datetime.
     In a typed file (Parquet) a text column that holds numbers is worth a note; in CSV it is not.
     With ``decimal_comma`` (files delimited by ';'), "1,5" is read as 1.5."""
     notes = notes if notes is not None else []
     categorical = [n for n, d in frame.schema.items() if isinstance(d, pl.Categorical | pl.Enum)]
-    frame = frame.with_columns(pl.col(categorical).cast(pl.String))
+    floats = [n for n, d in frame.schema.items() if d.is_float()]
+    frame = frame.with_columns(pl.col(categorical).cast(pl.String), pl.col(floats).fill_nan(None))  # NaN is missing
     strings = [n for n, d in frame.schema.items() if d == pl.String]
     frame = frame.with_columns(  # one parallel pass: trim, and missing-value tokens become null
         pl.when(pl.col(n).str.strip_chars().is_in(NULL_TOKENS))
@@ -224,9 +236,10 @@ def coerce_types(
             out.append(text)
             continue
         typed, how = _as_number(text)
-        if typed is None and decimal_comma:
-            typed, how = _as_number(text.str.replace(",", ".", literal=True))
-            how = how or "decimal commas read as numbers"
+        if typed is None:
+            typed, how = _as_separated_number(text, decimal_comma)
+        if typed is not None and typed.dtype.is_float():
+            typed = typed.fill_nan(None)
         if typed is not None and not how and not text_file:
             how = "numbers stored as text, read as numbers"
         if typed is None:
@@ -237,6 +250,28 @@ def coerce_types(
             notes.append(f"column {name!r}: {how}")
         out.append(typed)
     return pl.DataFrame(out)
+
+
+_GROUPED = {  # (pattern every value must match, separator to drop, decimal mark)
+    "comma": (r"^[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$", ",", "."),
+    "decimal_comma": (r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$", ".", ","),
+}
+
+
+def _as_separated_number(text: pl.Series, decimal_comma: bool) -> tuple[pl.Series | None, str]:
+    """'1,234.5' (or, in ';'-separated files, '1.234,5' and '1,5') as numbers."""
+    present = text.drop_nulls()
+    if present.len() == 0:
+        return None, ""
+    for kind in ("decimal_comma", "comma") if decimal_comma else ("comma",):
+        pattern, group, mark = _GROUPED[kind]
+        if not bool(present.str.contains(pattern).all()):
+            continue
+        plain = text.str.replace_all(group, "", literal=True).str.replace(mark, ".", literal=True)
+        typed, _ = _as_number(plain)
+        if typed is not None:
+            return typed, "decimal commas read as numbers" if kind == "decimal_comma" else "thousands separators read"
+    return None, ""
 
 
 def _distinct_sample(text: pl.Series, size: int = 200) -> pl.Series:

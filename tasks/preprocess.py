@@ -112,13 +112,16 @@ def _cast(values: pl.Series, dtype: Dtype) -> pl.Series:
 
 
 def drop_unlabelled(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> tuple[pl.DataFrame, list[str]]:
-    """Rows without a label cannot teach or test a model: drop them, and say how many."""
-    missing = frame[spec.target].null_count()
+    """Rows without a label (missing, NaN or infinite) cannot teach or test a model: drop them,
+    and say how many."""
+    label = frame[spec.target]
+    unusable = label.is_null() | (~label.is_finite() if label.dtype.is_float() else False)
+    missing = int(unusable.sum())
     if not missing:
         return frame, []
-    rows = frame[spec.target].is_null().arg_true().head(5).to_list()
+    rows = unusable.arg_true().head(5).to_list()
     note = f"{source}: {missing} row(s) without a {spec.target!r} label were left out (e.g. rows {rows})"
-    return frame.filter(pl.col(spec.target).is_not_null()), [note]
+    return frame.filter(~unusable), [note]
 
 
 def _target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
@@ -265,9 +268,11 @@ def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None 
     for name, part_frame in (("training", train), ("validation", valid), ("holdout", test)):
         if part_frame.height == 0:
             raise EmptyDataError(f"the {name} split is empty: {frame.height} labelled row(s) are too few to split")
-    single = _target_problems(train[spec.target], spec) if spec.task != "regression" else []
-    if any(p.kind == "single_class" for p in single):
-        raise SchemaError(single, "training split")
+    if spec.task != "regression":
+        for name, part_frame in (("training", train), ("validation", valid), ("holdout", test)):
+            single = [p for p in _target_problems(part_frame[spec.target], spec) if p.kind == "single_class"]
+            if single:
+                raise SchemaError(single, f"the {name} split ({part_frame.height} rows)")
     classes = class_labels(train[spec.target], spec)
     check_leakage(train, spec, classes)
     kinds = {c.name: c.dtype for c in spec.feature_columns}

@@ -207,3 +207,33 @@ def test_inference_gives_a_valid_spec_or_a_typed_error(columns, task):
     spec = inferred.spec
     assert spec.target == "c0" and spec.feature_columns
     assert DomainSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+_messy = st.one_of(
+    st.lists(st.integers(-3, 3), min_size=60, max_size=60),
+    st.lists(st.one_of(st.floats(-1e3, 1e3), st.just(float("nan")), st.just(float("inf"))), min_size=60, max_size=60),
+    st.lists(st.sampled_from(["a", "Yes", "No", "1", "2.5", "2020-01-01", "", None, " x ", "?", "inf"]), min_size=60,
+             max_size=60),
+    st.lists(st.booleans(), min_size=60, max_size=60),
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(columns=st.lists(_messy, min_size=2, max_size=4), task=st.sampled_from([None, "binary", "regression"]))
+def test_any_table_that_passes_inference_and_preparation_trains_and_scores(columns, task):
+    """NaN, infinities, text numbers and dates anywhere: a typed error, or models that score."""
+    from tasks.ingest import coerce_types
+    from tasks.metrics import evaluate
+    from tasks.preprocess import prepare
+    from tasks.train import train_model
+
+    table = coerce_types(pl.DataFrame({f"c{i}": v for i, v in enumerate(columns)}, strict=False))
+    try:
+        spec = infer_spec(table, Hints(target="c0", task=task), "fuzz.csv").spec
+        data = prepare(spec, table)
+    except LeptonError:
+        return
+    for family, params in (("linear", {"C": 1.0}), ("xgboost", {"n_estimators": 5})):
+        scores = train_model(spec, data, family, params).predict(data.holdout.X)
+        assert np.isfinite(scores).all()
+        assert evaluate(spec, data.holdout.y, scores)

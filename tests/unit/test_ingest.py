@@ -83,6 +83,16 @@ def test_parquet_text_numbers_are_read_as_numbers_and_said(tmp_path):
     assert any("'income': numbers stored as text" in n for n in loaded.notes)
 
 
+def test_thousands_separators_crlf_and_blank_lines(tmp_path):
+    text = 'a,b,c\r\n1,"multi\r\nline","1,234.5"\r\n2,y,"12"\r\n\r\n'
+    loaded = load(_write(tmp_path, "excel.csv", text))
+    assert loaded.frame["c"].to_list() == [1234.5, 12.0]
+    assert loaded.frame["b"].to_list() == ["multi\r\nline", "y"]
+    assert "1 blank row(s) skipped" in loaded.notes
+    european = load(_write(tmp_path, "eu.csv", 'n;amount\r\na;"1.234,5"\r\nb;7\r\n')).frame
+    assert european["amount"].to_list() == [1234.5, 7.0]
+
+
 def test_unnamed_columns_get_names(tmp_path):
     loaded = load(_write(tmp_path, "index.csv", ",a\n0,x\n1,y\n"))
     assert loaded.frame.columns == ["column_0", "a"]
@@ -160,7 +170,9 @@ def test_quoted_tables_round_trip_through_the_reader(tmp_path, names, data, deli
     except LeptonError:
         return  # e.g. a file the sniffer cannot tell apart: an error is fine, a wrong table is not
     assert frame.columns == names
-    expected = coerce_types(pl.DataFrame({n: [r[i] for r in rows] for i, n in enumerate(names)}))
+    raw = pl.DataFrame({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    expected = coerce_types(raw, decimal_comma=delimiter == ";")
+    expected = expected.filter(~pl.all_horizontal(pl.all().is_null()))  # blank rows are skipped
     for name in names:
         got, want = frame[name].to_list(), expected[name].to_list()
         assert got == want, (name, got, want)

@@ -198,3 +198,13 @@ def test_random_split_with_a_group_column_keeps_each_group_on_one_side():
     sides = [set(part["year"].to_list()) for part in (train, valid, holdout)]
     assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     assert train.height + valid.height + holdout.height == 400
+
+
+def test_a_holdout_with_a_single_class_is_refused_by_name():
+    # Time split: the latest years hold only 'good' loans, so the holdout cannot be scored.
+    frame = _frame(80).with_columns(
+        pl.when(pl.col("year") >= 2015).then(pl.lit("good")).otherwise(pl.col("label")).alias("label")
+    )
+    with pytest.raises(SchemaError, match=r"the holdout split \(\d+ rows\)") as info:
+        prepare(_spec("time"), frame)
+    assert info.value.problems[0].kind == "single_class"
