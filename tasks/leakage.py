@@ -25,6 +25,7 @@ from domains.spec import DomainSpec, Dtype
 from lepton.errors import LeakageError
 
 MAX_ROWS = 50_000
+MAX_CELLS = 2_000_000  # rows x features scored: wide tables get a smaller row sample
 LEAVES = 64
 
 
@@ -102,7 +103,8 @@ def feature_scores(
     train: pl.DataFrame, spec: DomainSpec, classes: list[Any], max_rows: int = MAX_ROWS
 ) -> dict[str, tuple[str, float]]:
     """How well each feature alone predicts the target, out of fold on (a sample of) train."""
-    sample = train if train.height <= max_rows else train.sample(max_rows, seed=spec.split.seed)
+    rows = max(2_000, min(max_rows, MAX_CELLS // max(len(spec.feature_columns), 1)))
+    sample = train if train.height <= rows else train.sample(rows, seed=spec.split.seed)
     y = _labels(sample[spec.target], spec, classes)
     known = y >= 0 if spec.task != "regression" else np.isfinite(y)
     sample, y = sample.filter(pl.Series(known)), y[known]
