@@ -50,7 +50,7 @@ def main() -> None:
     )
     result = timed("optimise", lambda: optimise(spec, data, trained, args.trials, device))
     evaluation = timed("deploy", lambda: evaluate_holdout(spec, data, trained, result))
-    reference = reference_statistics(data.train.frame, spec)
+    reference = reference_statistics(data.train.frame, spec.with_features())
     drift = timed("monitor", lambda: drift_report(spec, reference, data.holdout.frame))
     print(
         json.dumps(

@@ -1,6 +1,6 @@
 """Finance: credit risk on Lending Club loans (Q1 2016); predict which loans go bad."""
 
-from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, Role, SplitSpec
+from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
 
 _FLOATS = [
     "funded_amnt",
@@ -45,5 +45,6 @@ SPEC = DomainSpec(
     # A missed bad loan loses most of its principal; a refused good loan loses the margin.
     cost=CostModel(false_negative=10.0, false_positive=1.0, unit="relative loss"),
     latency_budget_ms=10.0,
+    features=FeatureRecipe(name="credit"),
     schedule="0 3 * * 1",
 )

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, Role, SplitSpec
+from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
 
 FIVE_YEARS_DAYS = 5 * 365.25
 
@@ -53,5 +53,6 @@ SPEC = DomainSpec(
     cost=CostModel(false_negative=5.0, false_positive=1.0, unit="relative harm"),
     target_specificity=0.9,
     latency_budget_ms=10.0,
+    features=FeatureRecipe(name="clinical"),
     schedule="0 4 * * 1",
 )

@@ -10,7 +10,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -138,6 +138,20 @@ class LeakageSpec(_Frozen):
     allow: tuple[str, ...] = ()
 
 
+class FeatureRecipe(_Frozen):
+    """A built-in feature recipe (``domains/recipes.py``): ``rolling`` (per group, in time order:
+    rolling mean/std over ``window`` samples and first differences), ``credit`` or ``clinical``."""
+
+    name: Literal["rolling", "credit", "clinical"]
+    window: int = Field(default=10, ge=2, le=10_000)
+
+
+RECIPE_INPUTS = {
+    "credit": ("funded_amnt", "annual_inc", "total_bal_il", "total_il_high_credit_limit", "sub_grade", "int_rate"),
+    "clinical": ("kappa", "lambda", "age", "creatinine"),
+}
+
+
 class DriftSpec(_Frozen):
     psi_threshold: float = Field(default=0.2, gt=0)
     bins: int = Field(default=10, ge=2, le=100)
@@ -160,6 +174,7 @@ class DomainSpec(_Frozen):
     latency_budget_ms: float = Field(default=10.0, gt=0)
     drift: DriftSpec = DriftSpec()
     leakage: LeakageSpec = LeakageSpec()
+    features: FeatureRecipe | None = None
     schedule: str = "0 3 * * 1"
 
     @field_validator("metrics")
@@ -213,6 +228,12 @@ class DomainSpec(_Frozen):
         unknown = sorted(set(self.leakage.allow) - set(names))
         if unknown:
             raise ValueError(f"leakage.allow: {unknown} are not columns")
+        if self.features is not None:
+            if self.features.name == "rolling" and self.time_column is None:
+                raise ValueError("features: the rolling recipe needs a column with role 'time'")
+            missing = sorted(set(RECIPE_INPUTS.get(self.features.name, ())) - {c.name for c in self.feature_columns})
+            if missing:
+                raise ValueError(f"features: recipe {self.features.name!r} needs feature column(s) {missing}")
         return self
 
     # ---- derived views -------------------------------------------------------------------
@@ -231,6 +252,39 @@ class DomainSpec(_Frozen):
     @property
     def group_column(self) -> str | None:
         return next((c.name for c in self.columns if c.role is Role.GROUP), None)
+
+    def recipe_config(self) -> dict[str, Any] | None:
+        """The feature recipe as plain data, for ``domains.recipes`` (and a logged model)."""
+        if self.features is None:
+            return None
+        config: dict[str, Any] = {"name": self.features.name, "window": self.features.window}
+        if self.features.name == "rolling":
+            numeric = [c.name for c in self.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT)]
+            config |= {"numeric": numeric, "group": self.group_column, "time": self.time_column}
+        return config
+
+    @property
+    def partition_by(self) -> str | None:
+        """The column whose groups must stay whole in one partition when features are computed."""
+        return self.group_column if self.features is not None and self.features.name == "rolling" else None
+
+    @property
+    def model_inputs(self) -> tuple[Column, ...]:
+        """What a logged model takes: the raw features, plus the group and time columns a
+        rolling recipe orders rows by."""
+        ordered = self.features is not None and self.features.name == "rolling"
+        extra = {self.group_column, self.time_column} - {None} if ordered else set()
+        return (*self.feature_columns, *(c for c in self.columns if c.name in extra and c.role is not Role.FEATURE))
+
+    def with_features(self) -> DomainSpec:
+        """The spec the model sees: the raw columns plus the recipe's derived feature columns."""
+        config = self.recipe_config()
+        if config is None:
+            return self
+        from domains.recipes import outputs
+
+        derived = tuple(Column(name=n, dtype=Dtype(d)) for n, d in outputs(config))
+        return self.model_copy(update={"columns": (*self.columns, *derived)})
 
     @property
     def model_name(self) -> str:

@@ -13,18 +13,20 @@ from prefect import flow
 from domains import get_spec
 from domains.spec import DomainSpec
 from lepton import tracking
-from lepton.engine import choose_device
+from lepton.engine import choose_device, dask_engine
 from lepton.settings import DEFAULT_TRIALS, load_settings
 from tasks.deploy import deploy_task
+from tasks.features import features_task
 from tasks.monitor import monitor_task
 from tasks.optimise import optimise_task
 from tasks.preprocess import preprocess_task
 from tasks.train import train_task
 
-STAGES = ("preprocess", "train", "optimise", "deploy", "monitor")
+STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
 T = TypeVar("T")
-# The CLI sets a listener to show each stage as it finishes; flows stay free of display code.
-STAGE_LISTENER: ContextVar[Callable[[str, float], None] | None] = ContextVar("lepton_stage_listener", default=None)
+# The CLI sets a listener to show each stage as it finishes (and the engine when it starts);
+# flows stay free of display code. Called as listener(stage, seconds, detail).
+STAGE_LISTENER: ContextVar[Callable[..., None] | None] = ContextVar("lepton_stage_listener", default=None)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class PipelineResult:
     drifted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     choice: str = ""  # why the optimiser chose this model
+    engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
 
     def as_json(self) -> dict[str, Any]:
         keys = (
@@ -60,6 +63,7 @@ class PipelineResult:
             "metrics",
             "baseline_metrics",
             "stages",
+            "engine",
         )
         return {k: v for k, v in asdict(self).items() if k in keys}
 
@@ -71,7 +75,7 @@ def _timed(stages: dict[str, dict[str, Any]], name: str, call: Callable[[], T]) 
     stages[name] = {"seconds": round(seconds, 3), "cached": False}
     listener = STAGE_LISTENER.get()
     if listener is not None:
-        listener(name, seconds)
+        listener(name, seconds, "")
     return out
 
 
@@ -100,9 +104,16 @@ def pipeline(
     settings = load_settings()
     device = choose_device(settings.device)
     stages: dict[str, dict[str, Any]] = {}
-    prepared = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout))
-    trained = _timed(stages, "train", lambda: train_task(spec, prepared, device))
-    optimised = _timed(stages, "optimise", lambda: optimise_task(spec, prepared, trained, trials, device))
+    validated = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout))
+    with dask_engine(settings.dask_address, settings.dask_threads) as engine:
+        listener = STAGE_LISTENER.get()
+        if listener is not None:
+            listener("engine", 0.0, engine.describe())
+        prepared, feature_run = _timed(stages, "features", lambda: features_task(spec, validated, engine.client))
+        trained = _timed(stages, "train", lambda: train_task(spec, prepared, device))
+        optimised = _timed(
+            stages, "optimise", lambda: optimise_task(spec, prepared, trained, trials, device, engine.client)
+        )
     deployed, evaluation = _timed(
         stages, "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
     )
@@ -111,10 +122,20 @@ def pipeline(
             stages, "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
         )
         tracking.log_metrics(deployed.run_id, {f"seconds_{k}": v["seconds"] for k, v in stages.items()})
+        tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe()})
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise
     tracking.end_run(deployed.run_id, "FINISHED")
+    engine_info = {
+        "address": engine.address,
+        "external": engine.external,
+        "workers": engine.workers,
+        "threads": engine.threads,
+        "dashboard": engine.dashboard,
+        "feature_partitions": feature_run.partitions,
+        "feature_workers": list(feature_run.workers),
+    }
     return PipelineResult(
         domain=spec.name,
         run_id=deployed.run_id,
@@ -132,4 +153,5 @@ def pipeline(
         drifted=drift.drifted,
         notes=list(prepared.notes),
         choice=optimised.reason,
+        engine=engine_info,
     )

@@ -134,6 +134,12 @@ def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
         err.print(f"  [cyan]{name}[/] [{style}]{note}[/]", highlight=False, soft_wrap=True)
 
 
+def _stage_line(name: str, stage: str, seconds: float, detail: str) -> str:
+    if detail:
+        return f"  [cyan]{name}[/] {stage:<10} {detail}"
+    return f"  [cyan]{name}[/] {stage:<10} done in {seconds:6.2f}s"
+
+
 def _run_one(job: Any, trials: int, as_json: bool):
     """Run one pipeline (a ``lepton.api.Job``) with live stage lines (or JSON); a user error
     exits with its message."""
@@ -145,12 +151,12 @@ def _run_one(job: Any, trials: int, as_json: bool):
     listener = (
         None
         if as_json
-        else (lambda stage, seconds, _n=label: err.print(f"  [cyan]{_n}[/] {stage:<10} done in {seconds:6.2f}s"))
+        else (lambda stage, seconds, detail, _n=label: err.print(_stage_line(_n, stage, seconds, detail)))
     )
     token = STAGE_LISTENER.set(listener)
     try:
         if not as_json:
-            err.print(f"[bold]{label}[/]: preprocess -> train -> optimise -> deploy -> monitor")
+            err.print(f"[bold]{label}[/]: preprocess -> features -> train -> optimise -> deploy -> monitor")
         result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout)
     except LeptonError as exc:
         _fail(f"{label}: {exc}")

@@ -1,11 +1,23 @@
-"""Compute placement: which device XGBoost trains on, and how many threads it may use."""
+"""Compute placement: the Dask cluster a run uses, the device XGBoost trains on, and how many
+threads it may use.
+
+``dask_engine`` is the one place that gives flows a Dask client: the scheduler at
+``LEPTON_DASK_ADDRESS`` when one is configured, else a ``LocalCluster`` sized to this machine
+(workers x threads = cores, so XGBoost inside a worker uses that worker's threads and no more),
+closed when the run ends.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 
 @functools.cache
@@ -33,5 +45,84 @@ def choose_device(requested: str = "auto") -> str:
     return requested
 
 
-def cpu_threads() -> int:
+def machine_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_threads() -> int:
+    """Threads XGBoost may use here: the Dask worker's own threads inside a worker (so two
+    workers on two cores do not each start two threads), else every core of this machine."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return machine_cores()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A connected Dask client and what it runs on."""
+
+    client: Any  # distributed.Client
+    address: str
+    dashboard: str | None
+    workers: int
+    threads: int  # total worker threads: how many tasks run at once
+    external: bool  # an existing cluster (left running) rather than one started for this run
+
+    def describe(self) -> str:
+        where = "existing cluster" if self.external else "LocalCluster"
+        board = f", dashboard {self.dashboard}" if self.dashboard else ""
+        return f"Dask {where} at {self.address}: {self.workers} worker(s), {self.threads} thread(s){board}"
+
+
+def _dashboard_link(client: Any) -> str | None:
+    try:
+        import bokeh  # noqa: F401  (the dashboard needs it)
+    except ImportError:
+        return None
+    with contextlib.suppress(Exception):
+        return str(client.dashboard_link)
+    return None
+
+
+@contextlib.contextmanager
+def dask_engine(
+    address: str | None = None, threads_per_worker: int = 1, workers: int | None = None
+) -> Iterator[Engine]:
+    """A Dask client for one run: connect to ``address``, or start a LocalCluster on 127.0.0.1
+    with ``workers`` x ``threads_per_worker`` = this machine's cores; close what was started."""
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # worker processes inherit it
+    cluster = None
+    if address:
+        client = Client(address, timeout="30s")
+    else:
+        count = workers or max(1, machine_cores() // threads_per_worker)
+        cluster = LocalCluster(
+            n_workers=count,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING,
+        )
+        client = Client(cluster)
+    try:
+        info = client.scheduler_info()
+        nthreads = client.nthreads()
+        yield Engine(
+            client=client,
+            address=str(info.get("address", address)),
+            dashboard=_dashboard_link(client),
+            workers=len(nthreads),
+            threads=max(1, sum(nthreads.values())),
+            external=cluster is None,
+        )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

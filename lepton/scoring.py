@@ -8,8 +8,9 @@ A bundle is a directory of safe files only — no pickle anywhere:
     model.ubj       an XGBoost booster in its own format    (family "xgboost")
     reference.json  training-time statistics for drift monitoring
 
-This module needs only numpy, pandas and (for trees) xgboost, so a model logged to MLflow
-carries it as code and loads without Lepton installed.
+This module needs only numpy, pandas and (for trees) xgboost — and polars with the feature
+recipe (``domains/recipes.py``) when the model has one — so a model logged to MLflow carries
+both files as code and loads without Lepton installed.
 """
 
 from __future__ import annotations
@@ -148,6 +149,25 @@ def write_bundle(
     return directory
 
 
+def _apply_recipe(recipe: dict, rows: Any) -> dict[str, np.ndarray]:
+    """The recipe's derived columns added to ``rows`` (pandas, polars or a mapping)."""
+    import polars as pl
+
+    try:
+        from domains import recipes
+    except ImportError:  # inside a logged MLflow model: recipes.py sits beside this file
+        import recipes  # type: ignore[no-redef]
+
+    if isinstance(rows, pd.DataFrame):
+        frame = pl.from_pandas(rows)
+    elif isinstance(rows, pl.DataFrame):
+        frame = rows
+    else:
+        frame = pl.DataFrame({k: np.asarray(v) for k, v in rows.items()})
+    out = recipes.apply(recipe, frame)
+    return {name: out[name].to_numpy() for name in out.columns}
+
+
 class Scorer:
     """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
 
@@ -173,10 +193,18 @@ class Scorer:
     def input_columns(self) -> list[str]:
         return [*self.encoder["numeric"], *self.encoder.get("datetime", []), *self.encoder["categorical"]]
 
+    @property
+    def raw_inputs(self) -> list[str]:
+        """The columns a caller must send: before the recipe's derived features."""
+        return list(self.meta.get("inputs") or self.input_columns)
+
     def scores(self, rows: Any) -> np.ndarray:
-        missing = [c for c in self.input_columns if c not in rows]
+        missing = [c for c in self.raw_inputs if c not in rows]
         if missing:
             raise KeyError(f"input lacks column(s) {missing}")
+        recipe = self.meta.get("recipe")
+        if recipe:
+            rows = _apply_recipe(recipe, rows)
         return self.model.predict(encode(self.encoder, rows))
 
     def predict(self, rows: Any) -> pd.DataFrame:

@@ -15,6 +15,8 @@ class Settings:
     tracking_uri: str
     artifact_root: Path
     device: str  # auto | cpu | cuda
+    dask_address: str | None = None  # an existing Dask scheduler; None: a LocalCluster per run
+    dask_threads: int = 1  # threads per LocalCluster worker (workers x threads = cores)
 
     @property
     def prefect_home(self) -> Path:
@@ -28,7 +30,17 @@ def load_settings() -> Settings:
     device = os.environ.get("LEPTON_DEVICE", "auto").lower()
     if device not in {"auto", "cpu", "cuda"}:
         raise ValueError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
-    return Settings(home=home, tracking_uri=tracking_uri, artifact_root=home / "artifacts", device=device)
+    threads = os.environ.get("LEPTON_DASK_THREADS", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        raise ValueError(f"LEPTON_DASK_THREADS must be a positive integer, not {threads!r}")
+    return Settings(
+        home=home,
+        tracking_uri=tracking_uri,
+        artifact_root=home / "artifacts",
+        device=device,
+        dask_address=os.environ.get("LEPTON_DASK_ADDRESS") or None,
+        dask_threads=int(threads),
+    )
 
 
 def quiet_telemetry() -> None:

@@ -25,6 +25,7 @@ from lepton.settings import Settings
 CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 SCORING_CODE = Path(__file__).with_name("scoring.py")
+RECIPES_CODE = Path(__file__).parent.parent / "domains" / "recipes.py"  # feature recipes travel as code
 
 
 def configure(settings: Settings) -> str:
@@ -125,7 +126,7 @@ def log_model(run_id: str, bundle: Path, input_example: Any, signature: Any, req
             name="model",
             python_model=str(PYFUNC_ENTRY),
             artifacts={"bundle": str(bundle)},
-            code_paths=[str(SCORING_CODE)],
+            code_paths=[str(SCORING_CODE), str(RECIPES_CODE)],
             signature=signature,
             input_example=input_example,
             pip_requirements=requirements,

@@ -26,7 +26,7 @@ from tasks.optimise import OptimiseResult, decision_threshold
 from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, holdout_context
 
-REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost"]
+REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
 TEXT_INPUTS = (Dtype.CATEGORY, Dtype.DATETIME)  # passed to the model as strings
 
 
@@ -93,7 +93,7 @@ def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult,
 def input_frame(spec: DomainSpec, frame: pl.DataFrame):
     """The model's raw inputs as pandas: numbers as float64 (the signature's ``double``),
     categories and datetimes as text."""
-    cols = [pl.col(c.name).cast(pl.String if c.dtype in TEXT_INPUTS else pl.Float64) for c in spec.feature_columns]
+    cols = [pl.col(c.name).cast(pl.String if c.dtype in TEXT_INPUTS else pl.Float64) for c in spec.model_inputs]
     return frame.select(cols).to_pandas()
 
 
@@ -102,10 +102,7 @@ def signature(spec: DomainSpec):
     from mlflow.types import ColSpec, Schema
 
     inputs = Schema(
-        [
-            ColSpec("string" if c.dtype in TEXT_INPUTS else "double", c.name, required=False)
-            for c in spec.feature_columns
-        ]
+        [ColSpec("string" if c.dtype in TEXT_INPUTS else "double", c.name, required=False) for c in spec.model_inputs]
     )
     pred_type = "double" if spec.task == "regression" else "string"
     outputs = [ColSpec(pred_type, "prediction")] + ([] if spec.task == "regression" else [ColSpec("double", "score")])
@@ -218,13 +215,15 @@ def register_and_gate(
 ) -> Deployment:
     """Log the model, register a version, and move ``champion`` only if every gate passes."""
     candidate = opt.candidate
-    reference = reference_statistics(data.train.frame, spec)
+    reference = reference_statistics(data.train.frame, spec.with_features())
     meta = {
         "domain": spec.name,
         "task": spec.task,
         "classes": [str(c) for c in data.classes],
         "threshold": evaluation.threshold,
         "primary_metric": spec.primary_metric,
+        "inputs": [c.name for c in spec.model_inputs],
+        "recipe": spec.recipe_config(),
     }
     example = input_frame(spec, data.holdout.frame.head(5))
     with tracking.scratch_dir() as tmp:

@@ -7,6 +7,7 @@ beats every tuned tree wins, and the run says so.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,25 +57,61 @@ def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _fit_trial(spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str) -> TrainedModel:
+    """One trial, on a Dask worker: the fitted model without its loaded predictor (sent back
+    as its safe payload only)."""
+    return dataclasses.replace(train_model(spec, data, family, params, device))
+
+
 def search(
-    spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu", seed: int = 0
+    spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu", seed: int = 0, client: Any = None
 ) -> list[TrainedModel]:
-    """Run ``n_trials`` Optuna (TPE) trials; return every fitted model in trial order."""
+    """Run ``n_trials`` Optuna (TPE) trials; return every fitted model in trial order.
+
+    With a Dask ``client`` the trials run on its workers, as many at once as the cluster has
+    threads: this process asks Optuna for a batch of trials, the workers fit them, this process
+    tells Optuna the scores (TPE's constant liar keeps the trials of a batch apart). Only this
+    process touches the study, so no storage is shared and nothing needs a lock; a trial whose
+    worker dies is re-run by Dask on another.
+    """
     import optuna
 
     if n_trials < 0:
         raise ValueError(f"trials must be >= 0, not {n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=client is not None)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if client is None:
+        models: list[TrainedModel] = []
+
+        def objective(trial: Any) -> float:
+            family, params = suggest(trial, spec.task)
+            model = train_model(spec, data, family, params, device)
+            models.append(model)
+            return model.valid_score
+
+        study.optimize(objective, n_trials=n_trials)
+        return models
+    return _search_on_dask(spec, data, n_trials, device, study, client)
+
+
+def _search_on_dask(
+    spec: DomainSpec, data: PreparedData, n_trials: int, device: str, study: Any, client: Any
+) -> list[TrainedModel]:
+    shared = client.scatter(data.for_training(), broadcast=True)
+    slots = max(1, sum(client.nthreads().values()))
     models: list[TrainedModel] = []
-
-    def objective(trial: Any) -> float:
-        family, params = suggest(trial, spec.task)
-        model = train_model(spec, data, family, params, device)
-        models.append(model)
-        return model.valid_score
-
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=n_trials)
+    while len(models) < n_trials:
+        # A batch as wide as the cluster; told in trial order, so a seed gives the same search
+        # whichever worker finishes first.
+        batch = [study.ask() for _ in range(min(slots, n_trials - len(models)))]
+        futures = []
+        for trial in batch:
+            family, params = suggest(trial, spec.task)
+            futures.append(client.submit(_fit_trial, spec, shared, family, params, device, pure=False))
+        for trial, model in zip(batch, client.gather(futures), strict=True):
+            study.tell(trial, model.valid_score)
+            models.append(model)
     return models
 
 
@@ -150,10 +187,10 @@ def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) ->
 
 
 def optimise(
-    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu"
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu", client: Any = None
 ) -> OptimiseResult:
     start = time.perf_counter()
-    found = search(spec, data, n_trials, device, seed=spec.split.seed)
+    found = search(spec, data, n_trials, device, seed=spec.split.seed, client=client)
     pool = [trained.baseline, trained.default_tree, *found]
     sources = ["baseline", "default"] + ["search"] * len(found)
     best = max(pool, key=lambda m: m.valid_score)
@@ -170,7 +207,7 @@ def optimise(
 
 @task(name="optimise", cache_policy=NO_CACHE)
 def optimise_task(
-    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str, client: Any = None
 ) -> OptimiseResult:
     """Search both families and pick the candidate and its decision threshold.
 
@@ -180,7 +217,8 @@ def optimise_task(
         trained: the untuned baseline and default tree model, which compete too.
         n_trials: the Optuna trial budget.
         device: ``cpu`` or ``cuda`` for XGBoost trials.
+        client: a Dask client: trials run on its workers; None runs them here, one by one.
     Returns:
         OptimiseResult: the candidate, its threshold, every trial and why it was chosen.
     """
-    return optimise(spec, data, trained, n_trials, device)
+    return optimise(spec, data, trained, n_trials, device, client)

@@ -6,6 +6,7 @@ through ``tasks.ingest`` (the file edge).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,14 @@ class PreparedData:
     @property
     def feature_names(self) -> list[str]:
         return feature_names(self.encoder)
+
+    def for_training(self) -> PreparedData:
+        """The arrays a trial needs, without the raw frames (what is sent to Dask workers)."""
+
+        def slim(part: Part, rows: int | None = None) -> Part:
+            return Part(frame=part.frame.head(0), X=part.X[:rows], y=part.y[:rows])
+
+        return dataclasses.replace(self, train=slim(self.train), valid=slim(self.valid), holdout=slim(self.holdout, 0))
 
 
 # ---- validation --------------------------------------------------------------------------------
@@ -258,12 +267,45 @@ def class_labels(train_target: pl.Series, spec: DomainSpec) -> list[Any]:
     return values
 
 
-def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> PreparedData:
-    """Validate, split, check for leakage, fit the encoder on train, and encode every part."""
+@dataclass(frozen=True)
+class Validated:
+    """The checked, typed tables (PII dropped, unlabelled rows left out) and their fingerprint."""
+
+    frame: pl.DataFrame
+    holdout: pl.DataFrame | None
+    fingerprint: str
+    notes: tuple[str, ...] = ()
+
+
+def validate_tables(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> Validated:
     frame, notes = drop_unlabelled(validate(frame, spec, "data"), spec, "data")
     if holdout is not None:
         holdout, more = drop_unlabelled(validate(holdout, spec, "holdout data"), spec, "holdout data")
         notes += more
+    digest = fingerprint(frame, *([holdout] if holdout is not None else []))
+    return Validated(frame=frame, holdout=holdout, fingerprint=digest, notes=tuple(notes))
+
+
+def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> PreparedData:
+    """Validate, add the recipe's features (in this process), split, check for leakage, fit the
+    encoder on train, and encode every part."""
+    from domains.recipes import apply
+
+    checked = validate_tables(spec, frame, holdout)
+    config = spec.recipe_config()
+    test = apply(config, checked.holdout) if checked.holdout is not None else None
+    return prepare_parts(spec, apply(config, checked.frame), test, checked.notes, checked.fingerprint)
+
+
+def prepare_parts(
+    spec: DomainSpec,
+    frame: pl.DataFrame,
+    holdout: pl.DataFrame | None,
+    notes: tuple[str, ...] = (),
+    digest: str | None = None,
+) -> PreparedData:
+    """Split tables that already carry the recipe's features, check for leakage, fit the encoder
+    on train (over raw and derived features), and encode every part."""
     train, valid, test = split_frame(frame, spec, holdout)
     for name, part_frame in (("training", train), ("validation", valid), ("holdout", test)):
         if part_frame.height == 0:
@@ -274,8 +316,9 @@ def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None 
             if single:
                 raise SchemaError(single, f"the {name} split ({part_frame.height} rows)")
     classes = class_labels(train[spec.target], spec)
-    check_leakage(train, spec, classes)
-    kinds = {c.name: c.dtype for c in spec.feature_columns}
+    model_spec = spec.with_features()
+    check_leakage(train, model_spec, classes)
+    kinds = {c.name: c.dtype for c in model_spec.feature_columns}
     encoder = TabularEncoder(
         [n for n, d in kinds.items() if d in (Dtype.FLOAT, Dtype.INT, Dtype.BOOL)],
         [n for n, d in kinds.items() if d is Dtype.CATEGORY],
@@ -292,7 +335,7 @@ def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None 
         holdout=part(test),
         encoder=encoder.state_,
         classes=classes,
-        fingerprint=fingerprint(frame, *([holdout] if holdout is not None else [])),
+        fingerprint=digest or fingerprint(frame, *([holdout] if holdout is not None else [])),
         notes=tuple(notes),
     )
 
@@ -318,15 +361,15 @@ def load_domain_data(
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess_task(spec: DomainSpec, data: str | None = None, holdout: str | None = None) -> PreparedData:
-    """Read and prepare a domain's data.
+def preprocess_task(spec: DomainSpec, data: str | None = None, holdout: str | None = None) -> Validated:
+    """Read a domain's data and check it against the schema.
 
     Args:
         spec: the domain.
-        data: a user file to use instead of the domain's sample (same schema).
+        data: a user file to use instead of the domain's data (same schema).
         holdout: a user test file, for domains that split on a given test file.
     Returns:
-        PreparedData: encoded train/valid/holdout parts, the fitted encoder and a fingerprint.
+        Validated: typed tables (PII dropped, unlabelled rows left out), fingerprint and notes.
     """
     frame, test = load_domain_data(spec, data, holdout)
-    return prepare(spec, frame, test)
+    return validate_tables(spec, frame, test)

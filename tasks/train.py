@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,9 @@ class TrainedModel:
 
 def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Fit on median-imputed, standardised features; return the model as plain numbers."""
-    fill = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
+    with warnings.catch_warnings():  # an all-missing column has no median: it is filled with 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fill = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
     fill = np.where(np.isnan(fill), 0.0, fill)
     Xf = np.where(np.isnan(X), fill, X).astype(np.float64)
     mean, scale = Xf.mean(axis=0), Xf.std(axis=0)

@@ -22,12 +22,25 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """One real Dask cluster (two worker processes, one thread each, on 127.0.0.1) for the session."""
+    from distributed import Client, LocalCluster
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        yield client
+
+
 @pytest.fixture
-def lepton_home(tmp_path, monkeypatch):
-    """A fresh LEPTON_HOME: a new SQLite MLflow store and artifact root per test."""
+def lepton_home(tmp_path, monkeypatch, dask_cluster):
+    """A fresh LEPTON_HOME (a new SQLite MLflow store and artifact root) per test; runs use the
+    session's Dask cluster, as a team's would use theirs."""
     home = tmp_path / "lepton-home"
     monkeypatch.setenv("LEPTON_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LEPTON_DASK_ADDRESS", dask_cluster.scheduler.address)
     return home
 
 

@@ -31,7 +31,11 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
 
     assert result.promoted and result.champion_version == result.version == "1"
     assert result.metrics[metric] >= result.baseline_metrics[metric]
-    assert list(result.stages) == ["preprocess", "train", "optimise", "deploy", "monitor"]
+    assert list(result.stages) == ["preprocess", "features", "train", "optimise", "deploy", "monitor"]
+    # Features and trials ran on the session's Dask cluster (LEPTON_DASK_ADDRESS).
+    assert result.engine["external"] and result.engine["workers"] == 2
+    workers = result.engine["feature_workers"]
+    assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)
 
     client = _client()
     version = client.get_model_version_by_alias(spec.model_name, "champion")
@@ -114,7 +118,9 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
         "metrics",
         "baseline_metrics",
         "stages",
+        "engine",
     ]
     assert payload["model_name"] == "lepton-medical" and payload["primary_metric"] == "roc_auc"
-    assert set(payload["stages"]) == {"preprocess", "train", "optimise", "deploy", "monitor"}
+    assert set(payload["stages"]) == {"preprocess", "features", "train", "optimise", "deploy", "monitor"}
+    assert {"address", "workers", "threads", "feature_workers", "dashboard"} <= set(payload["engine"])
     assert all(set(v) == {"seconds", "cached"} for v in payload["stages"].values())

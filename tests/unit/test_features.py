@@ -1,0 +1,102 @@
+"""Feature recipes and the Dask engine: the same features on workers as in one process, past
+rows only, trials on workers as in one process, threads matched to the worker."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from domains import DOMAINS, get_spec, recipes
+from domains.spec import Dtype
+from lepton.engine import cpu_threads, dask_engine
+from tasks.features import compute_features, partitions
+from tasks.ingest import read_table
+
+
+def _raw(name: str) -> pl.DataFrame:
+    spec = get_spec(name)
+    return read_table(spec.data.resolve(spec.data.path))
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+def test_each_recipe_adds_exactly_the_columns_it_declares(name):
+    spec = get_spec(name)
+    frame = _raw(name)
+    out = recipes.apply(spec.recipe_config(), frame)
+    derived = [c for c in out.columns if c not in frame.columns]
+    declared = spec.with_features().feature_columns[len(spec.feature_columns) :]
+    assert derived == [c.name for c in declared]
+    numeric = {Dtype.FLOAT: pl.Float64, Dtype.INT: pl.Int64, Dtype.CATEGORY: pl.String}
+    assert all(out.schema[c.name] == numeric[c.dtype] for c in declared)
+    assert out.height == frame.height and out.select(frame.columns).equals(frame)
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+def test_features_on_dask_workers_equal_a_single_process_run(dask_cluster, name):
+    spec = get_spec(name)
+    frame = _raw(name).sample(fraction=1.0, shuffle=True, seed=1)  # rows in no particular order
+    local, _ = compute_features(spec, frame)
+    distributed, run = compute_features(spec, frame, dask_cluster, parts=5)
+    assert distributed.equals(local)
+    assert run.partitions >= 2 and set(run.workers) <= set(dask_cluster.nthreads())
+
+
+def test_partitions_keep_groups_whole_and_rows_once():
+    spec = get_spec("manufacturing")
+    frame = _raw("manufacturing")
+    pieces = partitions(frame, spec, 4)
+    runs = [set(p["run"].to_list()) for p in pieces]
+    assert len(pieces) == 4 and sum(p.height for p in pieces) == frame.height
+    assert all(not (a & b) for i, a in enumerate(runs) for b in runs[i + 1 :])
+
+
+def test_rolling_features_use_only_the_past():
+    spec = get_spec("manufacturing")
+    frame = _raw("manufacturing").filter(pl.col("run") == 1).sort("sample")
+    base = recipes.apply(spec.recipe_config(), frame)
+    future = frame.with_columns(
+        pl.when(pl.col("sample") > 100).then(999.0).otherwise(pl.col("xmeas_1")).alias("xmeas_1")
+    )
+    changed = recipes.apply(spec.recipe_config(), future)
+    early = pl.col("sample") <= 100
+    assert base.filter(early).equals(changed.filter(early))
+    assert not base.filter(~early).equals(changed.filter(~early))
+    window = spec.features.window
+    expected = frame["xmeas_1"].head(window).mean()
+    assert base.filter(pl.col("sample") == frame["sample"][window - 1])[f"xmeas_1_mean{window}"][0] == pytest.approx(
+        expected
+    )
+
+
+def test_trials_on_dask_match_trials_in_one_process(dask_cluster):
+    from tasks.optimise import search
+    from tasks.preprocess import load_domain_data, prepare
+
+    spec = get_spec("medical")
+    data = prepare(spec, *load_domain_data(spec))
+    here = search(spec, data, 4)
+    there = search(spec, data, 4, client=dask_cluster)
+    assert [m.family for m in here] == [m.family for m in there]
+    assert np.allclose([m.valid_score for m in here], [m.valid_score for m in there])
+
+
+def test_xgboost_threads_follow_the_worker(dask_cluster):
+    assert set(dask_cluster.gather(dask_cluster.map(lambda _: cpu_threads(), range(4)))) == {1}
+    assert cpu_threads() >= 1
+
+
+def test_an_existing_cluster_is_used_and_left_running(dask_cluster):
+    address = dask_cluster.scheduler.address
+    with dask_engine(address) as engine:
+        assert engine.external and engine.workers == 2 and engine.threads == 2
+        assert engine.address == address
+    assert len(dask_cluster.nthreads()) == 2  # still there
+
+
+def test_a_local_cluster_is_sized_to_the_machine_and_closed_after_the_run():
+    from lepton.engine import machine_cores
+
+    with dask_engine() as engine:
+        assert not engine.external and engine.address.startswith("tcp://127.0.0.1:")
+        assert engine.workers * 1 == machine_cores() and engine.threads == machine_cores()
+        client = engine.client
+    assert client.status == "closed"
