@@ -30,10 +30,22 @@ def _ratio(numerator: str, denominator: str) -> pl.Expr:
     return pl.when(den > 0).then(pl.col(numerator).cast(pl.Float64) / den).otherwise(None)
 
 
+def in_order(frame: pl.DataFrame, group: str | None, time: str) -> bool:
+    """True when each group's rows are contiguous and in time order (as series files usually are)."""
+    if frame.height < 2:
+        return True
+    if group is None:
+        return bool(frame[time].is_sorted())
+    starts = frame.select((pl.col(group) != pl.col(group).shift()).fill_null(True).sum()).item()
+    forward = frame.select((pl.col(time).diff().over(group).fill_null(0) >= 0).all()).item()
+    return bool(starts == frame[group].n_unique() and forward)
+
+
 def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
     window, group, time = int(config["window"]), config.get("group"), config["time"]
     keys = [group] if group else []
-    ordered = frame.with_row_index("__row").sort([*keys, time, "__row"])
+    ready = in_order(frame, group, time)
+    ordered = frame if ready else frame.with_row_index("__row").sort([*keys, time, "__row"])
     exprs = []
     for name in config["numeric"]:
         x = pl.col(name).cast(pl.Float64)
@@ -43,7 +55,8 @@ def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
         if group:
             mean, std, diff = mean.over(group), std.over(group), diff.over(group)
         exprs += [mean.alias(f"{name}_mean{window}"), std.alias(f"{name}_std{window}"), diff.alias(f"{name}_diff")]
-    return ordered.with_columns(exprs).sort("__row").drop("__row")
+    out = ordered.with_columns(exprs)
+    return out if ready else out.sort("__row").drop("__row")
 
 
 def credit(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -168,6 +169,32 @@ def _run_one(job: Any, trials: int, as_json: bool):
     return result
 
 
+def _run_together(jobs: list[Any], trials: int, as_json: bool) -> list[Any]:
+    """Run several pipelines at once, one thread each, sharing one Dask cluster (the configured
+    one, or a LocalCluster started here); each writes only its own experiment and model."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lepton.engine import dask_engine
+
+    settings = load_settings()
+    previous = os.environ.get("LEPTON_DASK_ADDRESS")
+    with dask_engine(settings.dask_address, settings.dask_threads) as engine:
+        err.print(f"[bold]{len(jobs)} domains at once[/] on {engine.describe()}", highlight=False, soft_wrap=True)
+        os.environ["LEPTON_DASK_ADDRESS"] = engine.address  # each run connects to this cluster
+        try:
+            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
+                futures = [
+                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json) for job in jobs
+                ]
+                return [future.result() for future in futures]
+        finally:
+            if previous is None:
+                os.environ.pop("LEPTON_DASK_ADDRESS", None)
+            else:
+                os.environ["LEPTON_DASK_ADDRESS"] = previous
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -220,7 +247,7 @@ def run(
 
     _quiet_console_for_user_errors()
     api_started.join()
-    results = [_run_one(job, trials, as_json) for job in jobs]
+    results = [_run_one(jobs[0], trials, as_json)] if len(jobs) == 1 else _run_together(jobs, trials, as_json)
     if not as_json:
         console = Console(width=max(Console().width, 100))
         for table in _summary_tables(results):
@@ -277,6 +304,45 @@ def init(
     partial.replace(out)
     _print_notes(inferred.spec.name, inferred.notes)
     err.print(f"wrote [bold]{out}[/]; review it, then run: [bold]lepton run --spec {output}[/]")
+
+
+@app.command()
+def synth(
+    domain: Annotated[str, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")],
+    rows: Annotated[int, typer.Option(min=1, max=1_000_000_000, help="How many rows to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.parquet or .csv).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+) -> None:
+    """Write a larger dataset in a domain's schema, drawn from its real sample (rows keep their
+    real dependence between features and target; floats are jittered, ids renumbered). For a
+    domain split on a given test file, a holdout file is written beside it."""
+    import polars as pl
+
+    from domains import get_spec
+    from tasks.ingest import read_table
+    from tasks.synth import write_synthetic
+
+    if domain not in DOMAINS:
+        _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    out = output.expanduser().resolve()
+    if out.suffix.lower() not in {".parquet", ".csv"}:
+        _fail(f"{out}: write .parquet or .csv")
+    if not out.parent.is_dir():
+        _fail(f"{out.parent}: no such directory")
+    spec = get_spec(domain)
+    targets = [(spec.data.path, out, rows)]
+    if spec.data.holdout_path:
+        targets.append((spec.data.holdout_path, out.with_name(f"{out.stem}_holdout{out.suffix}"), rows))
+    for _, path, _ in targets:
+        if path.exists() and not force:
+            _fail(f"{path}: exists; pass --force to overwrite it")
+    for i, (source, path, count) in enumerate(targets):
+        table: pl.DataFrame = read_table(spec.data.resolve(source))
+        written = write_synthetic(spec, table, count, path, seed + i)
+        err.print(f"wrote {written:,} rows to [bold]{path}[/]")
+    hint = f" --holdout {targets[1][1]}" if len(targets) > 1 else ""
+    err.print(f"train on it: [bold]lepton run {domain} --data {out}{hint}[/]")
 
 
 def main() -> None:

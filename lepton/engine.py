@@ -4,7 +4,10 @@ threads it may use.
 ``dask_engine`` is the one place that gives flows a Dask client: the scheduler at
 ``LEPTON_DASK_ADDRESS`` when one is configured, else a ``LocalCluster`` sized to this machine
 (workers x threads = cores, so XGBoost inside a worker uses that worker's threads and no more),
-closed when the run ends.
+closed when the run ends. The local cluster's workers are threads of this process: polars,
+XGBoost and NumPy release the GIL, and a partition handed to a worker is shared, not copied —
+on one machine, copying tables to worker processes cost more than the features themselves
+(measured: bench/features.py). A cluster of worker processes or machines is one address away.
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ class Engine:
         return f"Dask {where} at {self.address}: {self.workers} worker(s), {self.threads} thread(s){board}"
 
 
-def _dashboard_link(client: Any) -> str | None:
+def _dashboard_link(client: Any, cluster: Any) -> str | None:
     try:
         import bokeh  # noqa: F401  (the dashboard needs it)
     except ImportError:
         return None
     with contextlib.suppress(Exception):
+        if cluster is not None:  # ours listens on loopback only; say so rather than the host name
+            return f"http://127.0.0.1:{cluster.scheduler.http_server.port}/status"
         return str(client.dashboard_link)
     return None
 
@@ -102,11 +107,11 @@ def dask_engine(
         client = Client(address, timeout="30s")
     else:
         count = workers or max(1, machine_cores() // threads_per_worker)
-        cluster = LocalCluster(
+        cluster = LocalCluster(  # worker threads in this process: tables are shared, not copied
             n_workers=count,
             threads_per_worker=threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
+            processes=False,
+            memory_limit=0,  # threads share this process's memory: a per-worker limit would misfire
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.WARNING,
         )
@@ -117,7 +122,7 @@ def dask_engine(
         yield Engine(
             client=client,
             address=str(info.get("address", address)),
-            dashboard=_dashboard_link(client),
+            dashboard=_dashboard_link(client, cluster),
             workers=len(nthreads),
             threads=max(1, sum(nthreads.values())),
             external=cluster is None,

@@ -7,6 +7,7 @@ single-process run exactly. Then the split, the leakage check and the encoder (`
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,16 +33,21 @@ class FeatureRun:
 
 
 def partitions(frame: pl.DataFrame, spec: DomainSpec, parts: int) -> list[pl.DataFrame]:
-    """Whole groups per partition (by ``spec.partition_by``), else blocks of rows; each keeps its
-    original row numbers so the pieces can be put back in order."""
-    indexed = frame.with_row_index(_ROW)
+    """Contiguous slices of ``frame`` (no copies): at group boundaries when ``spec.partition_by``
+    names a group column — the frame must then hold each group's rows together — else blocks
+    of rows."""
+    parts = max(1, parts)
     key = spec.partition_by
-    if key is not None:
-        groups = indexed[key].unique().sort().to_list()
-        buckets = np.array_split(np.asarray(groups, dtype=object), max(1, min(parts, len(groups))))
-        return [indexed.filter(pl.col(key).is_in(list(b))) for b in buckets if len(b)]
-    size = max(1, -(-frame.height // max(1, parts)))
-    return [indexed.slice(i, size) for i in range(0, frame.height, size)]
+    if key is None:
+        size = -(-frame.height // parts)
+        return [frame.slice(i, size) for i in range(0, frame.height, size)]
+    starts = (frame[key] != frame[key].shift()).fill_null(True).arg_true().to_numpy()
+    targets = np.linspace(0, frame.height, parts + 1)[1:-1]
+    cuts = sorted(
+        {int(starts[np.searchsorted(starts, t)]) for t in targets if np.searchsorted(starts, t) < len(starts)}
+    )
+    bounds = [0, *(c for c in cuts if 0 < c < frame.height), frame.height]
+    return [frame.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _compute(config: dict[str, Any], part: pl.DataFrame) -> tuple[pl.DataFrame, str]:
@@ -65,10 +71,19 @@ def compute_features(
         return recipes.apply(config, frame), FeatureRun(partitions=1, workers=("local",))
     workers = max(1, len(client.nthreads()))
     count = parts or max(workers, -(-frame.height // ROW_BLOCK))
+    restore = None
+    if spec.partition_by is not None and not recipes.in_order(frame, spec.partition_by, config["time"]):
+        # Put each group's rows together, in time order, once; the original order comes back below.
+        frame = frame.with_row_index(_ROW).sort([spec.partition_by, config["time"], _ROW])
+        restore = frame[_ROW].arg_sort()
+        frame = frame.drop(_ROW)
     pieces = partitions(frame, spec, count)
-    futures = client.map(_compute, [config] * len(pieces), pieces, pure=False)
-    results = client.gather(futures)
-    out = pl.concat([r[0] for r in results], how="vertical_relaxed").sort(_ROW).drop(_ROW)
+    # Scattered (unhashed) first: partitions go to the workers directly, not through the scheduler.
+    shared = client.scatter(pieces, hash=False)
+    results = client.gather(client.map(_compute, [config] * len(pieces), shared, pure=False))
+    out = pl.concat([r[0] for r in results], how="vertical_relaxed", rechunk=False)
+    if restore is not None:
+        out = out[restore]
     return out, FeatureRun(partitions=len(pieces), workers=tuple(sorted({r[1] for r in results})))
 
 

@@ -124,3 +124,20 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
     assert set(payload["stages"]) == {"preprocess", "features", "train", "optimise", "deploy", "monitor"}
     assert {"address", "workers", "threads", "feature_workers", "dashboard"} <= set(payload["engine"])
     assert all(set(v) == {"seconds", "cached"} for v in payload["stages"].values())
+
+
+def test_all_domains_run_at_once_each_writing_only_its_own_experiment_and_model(lepton_home):
+    result = CliRunner().invoke(app, ["run", "--all", "--trials", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "3 domains at once" in result.stderr and "database is locked" not in result.output
+    payloads = {p["domain"]: p for p in map(json.loads, (x for x in result.stdout.splitlines() if x.startswith("{")))}
+    assert set(payloads) == {"finance", "medical", "manufacturing"}
+    client = _client()
+    for domain, payload in payloads.items():
+        assert payload["model_name"] == f"lepton-{domain}" and payload["version"] == "1" and payload["promoted"]
+        experiment = client.get_experiment_by_name(f"lepton-{domain}")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 2 and {r.data.tags["lepton.domain"] for r in runs} == {domain}
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert [str(v.version) for v in client.search_model_versions(f"name='lepton-{domain}'")] == ["1"]
+    assert len(client.search_registered_models()) == 3

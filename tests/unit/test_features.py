@@ -96,7 +96,8 @@ def test_a_local_cluster_is_sized_to_the_machine_and_closed_after_the_run():
     from lepton.engine import machine_cores
 
     with dask_engine() as engine:
-        assert not engine.external and engine.address.startswith("tcp://127.0.0.1:")
+        assert not engine.external and engine.address.startswith("inproc://")  # worker threads, shared memory
+        assert engine.dashboard is None or engine.dashboard.startswith("http://127.0.0.1:")
         assert engine.workers * 1 == machine_cores() and engine.threads == machine_cores()
         client = engine.client
     assert client.status == "closed"

@@ -1,0 +1,95 @@
+"""Synthetic scale-up of a domain's real sample, for benchmarks and load tests.
+
+Rows are drawn from the real table (so the dependence between features and the target is the
+real one, not independent noise) and perturbed: each float feature gets Gaussian noise of
+``jitter`` x its standard deviation, ids are renumbered. For domains whose rows form time series
+(a group and a time column, e.g. TEP runs), whole series are drawn and renumbered, so rolling
+features stay meaningful. Written in chunks, so ten million rows need little memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from domains.spec import DomainSpec, Dtype, Role
+
+CHUNK_ROWS = 500_000
+
+
+def _jitter(chunk: pl.DataFrame, spec: DomainSpec, scale: dict[str, float], rng: np.random.Generator) -> pl.DataFrame:
+    noisy = []
+    for column in spec.feature_columns:
+        if column.dtype is Dtype.FLOAT and scale.get(column.name, 0.0) > 0:
+            noise = rng.normal(0.0, scale[column.name], chunk.height)
+            noisy.append((pl.col(column.name) + pl.Series(noise)).alias(column.name))
+    return chunk.with_columns(noisy) if noisy else chunk
+
+
+def synthesize(
+    spec: DomainSpec, source: pl.DataFrame, rows: int, seed: int = 0, jitter: float = 0.05
+) -> Iterator[pl.DataFrame]:
+    """``rows`` synthetic rows in chunks, drawn from ``source`` (the domain's real table)."""
+    rng = np.random.default_rng(seed)
+    scale = {
+        c.name: float(source[c.name].cast(pl.Float64).std() or 0.0) * jitter
+        for c in spec.feature_columns
+        if c.dtype is Dtype.FLOAT
+    }
+    ids = [c.name for c in spec.columns if c.role is Role.ID]
+    group, time = spec.group_column, spec.time_column
+    made = 0
+    if group is not None and time is not None:
+        series = source.partition_by(group, maintain_order=True)
+        next_group = 0
+        while made < rows:
+            chunk_parts = []
+            size = 0
+            while size < min(CHUNK_ROWS, rows - made):
+                part = series[int(rng.integers(len(series)))]
+                part = part.head(rows - made - size).with_columns(pl.lit(next_group, pl.Int64).alias(group))
+                chunk_parts.append(part)
+                size += part.height
+                next_group += 1
+            chunk = _jitter(pl.concat(chunk_parts), spec, scale, rng)
+            yield _renumber(chunk, ids, made)
+            made += chunk.height
+        return
+    while made < rows:
+        take = min(CHUNK_ROWS, rows - made)
+        chunk = source[rng.integers(0, source.height, take)]
+        yield _renumber(_jitter(chunk, spec, scale, rng), ids, made)
+        made += take
+
+
+def _renumber(chunk: pl.DataFrame, ids: list[str], start: int) -> pl.DataFrame:
+    return chunk.with_columns(pl.int_range(start, start + chunk.height, dtype=pl.Int64).alias(i) for i in ids)
+
+
+def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path, seed: int = 0) -> int:
+    """Write ``rows`` synthetic rows to ``out`` (.parquet or .csv) atomically; return the row count."""
+    import pyarrow.parquet as pq
+
+    partial = out.with_name(f".{out.name}.partial")
+    written = 0
+    if out.suffix.lower() == ".csv":
+        with partial.open("wb") as handle:
+            for i, chunk in enumerate(synthesize(spec, source, rows, seed)):
+                chunk.write_csv(handle, include_header=i == 0)
+                written += chunk.height
+    else:
+        writer = None
+        try:
+            for chunk in synthesize(spec, source, rows, seed):
+                table = chunk.to_arrow()
+                writer = writer or pq.ParquetWriter(partial, table.schema, compression="zstd")
+                writer.write_table(table)
+                written += chunk.height
+        finally:
+            if writer is not None:
+                writer.close()
+    partial.replace(out)
+    return written
