@@ -21,6 +21,8 @@ from tasks.metrics import primary_score
 from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, train_model
 
+STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -79,7 +81,7 @@ def search(
     if n_trials < 0:
         raise ValueError(f"trials must be >= 0, not {n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=client is not None)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=client is not None)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if client is None:
         models: list[TrainedModel] = []
@@ -102,9 +104,11 @@ def _search_on_dask(
     slots = max(1, sum(client.nthreads().values()))
     models: list[TrainedModel] = []
     while len(models) < n_trials:
-        # A batch as wide as the cluster; told in trial order, so a seed gives the same search
-        # whichever worker finishes first.
-        batch = [study.ask() for _ in range(min(slots, n_trials - len(models)))]
+        # Told in trial order, so a seed gives the same search whichever worker finishes first.
+        # The first STARTUP_TRIALS are random (TPE learns nothing from them), so they go out in
+        # one batch and keep every worker busy; then batches as wide as the cluster.
+        width = max(slots, STARTUP_TRIALS - len(models))
+        batch = [study.ask() for _ in range(min(width, n_trials - len(models)))]
         futures = []
         for trial in batch:
             family, params = suggest(trial, spec.task)
