@@ -184,9 +184,7 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool) -> list[Any]:
         os.environ["LEPTON_DASK_ADDRESS"] = engine.address  # each run connects to this cluster
         try:
             with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
-                futures = [
-                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json) for job in jobs
-                ]
+                futures = [pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json) for job in jobs]
                 return [future.result() for future in futures]
         finally:
             if previous is None:
