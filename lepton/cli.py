@@ -30,7 +30,10 @@ def _root() -> None:
 
 def start_prefect_api_early() -> threading.Thread:
     """Without a Prefect server configured, Prefect starts a temporary local API on first use,
-    which takes seconds. Start it now, alongside the heavy imports, rather than after them."""
+    which takes seconds. Start it now, alongside the heavy imports, rather than after them.
+    ``prefect`` itself is imported here first: its import-time plugin hooks race with a second
+    thread importing its submodules (Python then reports a module-lock deadlock)."""
+    import prefect  # noqa: F401
 
     def start() -> None:
         from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED

@@ -46,6 +46,10 @@ class SchemaError(DataError):
         return [p.column for p in self.problems]
 
 
+class EngineError(LeptonError):
+    """The compute cluster failed in a way a retry could not mend (e.g. every worker lost)."""
+
+
 class SpecError(LeptonError):
     """A domain spec (YAML or flags) is invalid; ``problems`` lists (field, message) pairs."""
 

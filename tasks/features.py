@@ -60,6 +60,26 @@ def _compute(config: dict[str, Any], part: pl.DataFrame) -> tuple[pl.DataFrame, 
     return recipes.apply(config, part), where
 
 
+def _on_workers(client: Any, config: dict[str, Any], pieces: list[pl.DataFrame], attempts: int = 3) -> list:
+    """Partitions are scattered (unhashed) so they go to the workers directly, not through the
+    scheduler. Scattered data has no lineage: if a worker dies holding a partition, the whole
+    stage is sent again (the pieces are still here), up to ``attempts`` times."""
+    from distributed import CancelledError
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    from lepton.errors import EngineError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            shared = client.scatter(pieces, hash=False)
+            return client.gather(client.map(_compute, [config] * len(pieces), shared, pure=False))
+        except (CancelledError, CommClosedError, KilledWorker) as exc:
+            if attempt == attempts or not client.nthreads():
+                raise EngineError(f"the Dask cluster lost its workers during the features stage ({exc!r})") from exc
+    raise AssertionError("unreachable")
+
+
 def compute_features(
     spec: DomainSpec, frame: pl.DataFrame, client: Any = None, parts: int | None = None
 ) -> tuple[pl.DataFrame, FeatureRun]:
@@ -78,9 +98,7 @@ def compute_features(
         restore = frame[_ROW].arg_sort()
         frame = frame.drop(_ROW)
     pieces = partitions(frame, spec, count)
-    # Scattered (unhashed) first: partitions go to the workers directly, not through the scheduler.
-    shared = client.scatter(pieces, hash=False)
-    results = client.gather(client.map(_compute, [config] * len(pieces), shared, pure=False))
+    results = _on_workers(client, config, pieces)
     out = pl.concat([r[0] for r in results], how="vertical_relaxed", rechunk=False)
     if restore is not None:
         out = out[restore]
