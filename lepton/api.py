@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from domains.infer import Hints, Inferred, infer_spec, make_hints, slug
-from domains.spec import DomainSpec, Dtype, LeakageSpec, Role
+from domains.spec import DomainSpec, LeakageSpec, Role
 from lepton.errors import SpecError
 from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_telemetry
 
@@ -152,14 +152,11 @@ class RunResult:
         """Score rows (polars or pandas, typed as the training file was read: text numbers,
         percentages and dates are parsed the same way) with the registered model, as MLflow
         serves it: a pandas frame with ``prediction`` (and ``score`` for classes)."""
+        from tasks.deploy import input_frame
         from tasks.ingest import coerce_types
 
         frame = coerce_types(rows if isinstance(rows, pl.DataFrame) else pl.from_pandas(rows))
-        features = [c for c in self.spec.feature_columns if c.name in frame.columns]
-        text = {Dtype.CATEGORY, Dtype.DATETIME}
-        inputs = frame.select(
-            pl.col(c.name).cast(pl.String if c.dtype in text else pl.Float64, strict=False) for c in features
-        ).to_pandas()
+        inputs = input_frame(self.spec, frame, strict=False)
         return self._model.predict(inputs)
 
 

@@ -20,12 +20,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from domains import recipes
 from lepton.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 SCORING_CODE = Path(__file__).with_name("scoring.py")
-RECIPES_CODE = Path(__file__).parent.parent / "domains" / "recipes.py"  # feature recipes travel as code
+RECIPES_CODE = Path(recipes.__file__)  # feature recipes travel with each model as code
 
 
 def configure(settings: Settings) -> str:

@@ -90,10 +90,12 @@ def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult,
     )
 
 
-def input_frame(spec: DomainSpec, frame: pl.DataFrame):
-    """The model's raw inputs as pandas: numbers as float64 (the signature's ``double``),
-    categories and datetimes as text."""
-    cols = [pl.col(c.name).cast(pl.String if c.dtype in TEXT_INPUTS else pl.Float64) for c in spec.model_inputs]
+def input_frame(spec: DomainSpec, frame: pl.DataFrame, strict: bool = True):
+    """The model's raw inputs (those ``frame`` has) as pandas: numbers as float64 (the
+    signature's ``double``), categories and datetimes as text. Not ``strict``: a value that is
+    not a number becomes missing, as a served model would treat it."""
+    kind = {c.name: pl.String if c.dtype in TEXT_INPUTS else pl.Float64 for c in spec.model_inputs}
+    cols = [pl.col(name).cast(dtype, strict=strict) for name, dtype in kind.items() if name in frame.columns]
     return frame.select(cols).to_pandas()
 
 

@@ -29,13 +29,6 @@ MAX_CELLS = 2_000_000  # rows x features scored: wide tables get a smaller row s
 LEAVES = 64
 
 
-def _labels(target: pl.Series, spec: DomainSpec, classes: list[Any]) -> np.ndarray:
-    if spec.task == "regression":
-        return target.cast(pl.Float64).to_numpy()
-    index = {str(c): i for i, c in enumerate(classes)}
-    return np.array([index.get(str(v), -1) for v in target.cast(pl.String).to_list()], dtype=np.int64)
-
-
 def _numeric(values: pl.Series) -> np.ndarray:
     if isinstance(values.dtype, pl.Datetime | pl.Date):
         values = values.dt.epoch("s")
@@ -105,9 +98,9 @@ def feature_scores(
     """How well each feature alone predicts the target, out of fold on (a sample of) train."""
     rows = max(2_000, min(max_rows, MAX_CELLS // max(len(spec.feature_columns), 1)))
     sample = train if train.height <= rows else train.sample(rows, seed=spec.split.seed)
-    y = _labels(sample[spec.target], spec, classes)
-    known = y >= 0 if spec.task != "regression" else np.isfinite(y)
-    sample, y = sample.filter(pl.Series(known)), y[known]
+    from tasks.preprocess import encode_labels  # (preprocess imports this module)
+
+    y = encode_labels(sample[spec.target], spec, classes)
     if len(y) < 20 or (spec.task != "regression" and len(np.unique(y)) < 2):
         return {}
     n_classes, seed = max(len(classes), 2), spec.split.seed

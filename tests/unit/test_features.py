@@ -101,3 +101,16 @@ def test_a_local_cluster_is_sized_to_the_machine_and_closed_after_the_run():
         assert engine.workers * 1 == machine_cores() and engine.threads == machine_cores()
         client = engine.client
     assert client.status == "closed"
+
+
+def test_model_inputs_carry_what_the_recipe_orders_rows_by():
+    from tasks.deploy import input_frame
+
+    spec = get_spec("manufacturing")
+    frame = _raw("manufacturing").head(5)
+    inputs = input_frame(spec, frame)
+    assert list(inputs.columns)[-2:] == ["run", "sample"] and len(inputs.columns) == len(spec.feature_columns) + 2
+    messy = frame.with_columns(pl.lit("n/a").alias("xmeas_1"))
+    assert input_frame(spec, messy, strict=False)["xmeas_1"].isna().all()
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        input_frame(spec, messy)
