@@ -71,25 +71,34 @@ def _renumber(chunk: pl.DataFrame, ids: list[str], start: int) -> pl.DataFrame:
 
 def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path, seed: int = 0) -> int:
     """Write ``rows`` synthetic rows to ``out`` (.parquet or .csv) atomically; return the row count."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        written = _write(spec, source, rows, partial, out.suffix.lower() == ".csv", seed)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # nothing half-written is left behind
+        raise
+    partial.replace(out)
+    return written
+
+
+def _write(spec: DomainSpec, source: pl.DataFrame, rows: int, path: Path, csv: bool, seed: int) -> int:
     import pyarrow.parquet as pq
 
-    partial = out.with_name(f".{out.name}.partial")
     written = 0
-    if out.suffix.lower() == ".csv":
-        with partial.open("wb") as handle:
+    if csv:
+        with path.open("wb") as handle:
             for i, chunk in enumerate(synthesize(spec, source, rows, seed)):
                 chunk.write_csv(handle, include_header=i == 0)
                 written += chunk.height
-    else:
-        writer = None
-        try:
-            for chunk in synthesize(spec, source, rows, seed):
-                table = chunk.to_arrow()
-                writer = writer or pq.ParquetWriter(partial, table.schema, compression="zstd")
-                writer.write_table(table)
-                written += chunk.height
-        finally:
-            if writer is not None:
-                writer.close()
-    partial.replace(out)
+        return written
+    writer = None
+    try:
+        for chunk in synthesize(spec, source, rows, seed):
+            table = chunk.to_arrow()
+            writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table)
+            written += chunk.height
+    finally:
+        if writer is not None:
+            writer.close()
     return written

@@ -52,3 +52,20 @@ def test_cli_writes_parquet_and_a_holdout_and_refuses_to_overwrite(tmp_path):
     csv = tmp_path / "fin.csv"
     spec, source = _source("finance")
     assert write_synthetic(spec, source, 1234, csv) == 1234 and read_table(csv).height == 1234
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import tasks.synth
+
+    spec, source = _source("finance")
+    real = tasks.synth.synthesize
+
+    def fails_after_one_chunk(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise OSError("disk full")  # injected after the first chunk is on disk
+
+    monkeypatch.setattr(tasks.synth, "synthesize", fails_after_one_chunk)
+    for name in ("out.parquet", "out.csv"):
+        with pytest.raises(OSError, match="disk full"):
+            write_synthetic(spec, source, 10, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
