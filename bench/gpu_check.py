@@ -47,7 +47,7 @@ def main() -> None:
     results = {}
     for device in ("cpu", "cuda") if gpu_visible() else ("cpu",):
         start = time.perf_counter()
-        raw, best = fit_xgboost(
+        raw, best, _ = fit_xgboost(
             data.train.X, data.train.y, data.valid.X, data.valid.y, "binary", 2,
             {**PARAMS, "n_estimators": args.rounds}, device=device,
         )  # fmt: skip

@@ -110,9 +110,20 @@ def pipeline(
         if listener is not None:
             listener("engine", 0.0, engine.describe())
         prepared, feature_run = _timed(stages, "features", lambda: features_task(spec, validated, engine.client))
-        trained = _timed(stages, "train", lambda: train_task(spec, prepared, device))
+        trained = _timed(stages, "train", lambda: train_task(spec, prepared, device, settings.search_rows))
         optimised = _timed(
-            stages, "optimise", lambda: optimise_task(spec, prepared, trained, trials, device, engine.client)
+            stages,
+            "optimise",
+            lambda: optimise_task(
+                spec,
+                prepared,
+                trained,
+                trials,
+                device,
+                engine.client,
+                settings.search_rows,
+                settings.distributed_rows,
+            ),
         )
     deployed, evaluation = _timed(
         stages, "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
@@ -135,6 +146,7 @@ def pipeline(
         "dashboard": engine.dashboard,
         "feature_partitions": feature_run.partitions,
         "feature_workers": list(feature_run.workers),
+        "trained_on": optimised.candidate.trained_on,
     }
     return PipelineResult(
         domain=spec.name,

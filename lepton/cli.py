@@ -220,6 +220,14 @@ def run(
     encoding: Encoding = None,
     trials: Annotated[int, typer.Option(min=0, max=10_000, help="Optuna trial budget per domain.")] = DEFAULT_TRIALS,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per domain, one per line.")] = False,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Train the chosen tree model with xgboost.dask across the Dask cluster at any size "
+            "(by default from LEPTON_DISTRIBUTED_ROWS rows, 2,000,000).",
+        ),
+    ] = False,
 ) -> None:
     """Train, gate and register a model: for your table (--data F --target C), a spec file
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
@@ -233,6 +241,8 @@ def run(
     if not (all_domains or domain or spec or target):
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
     home = prepare_environment()
+    if distributed:
+        os.environ["LEPTON_DISTRIBUTED_ROWS"] = "0"
     api_started = start_prefect_api_early()
 
     from lepton.api import resolve

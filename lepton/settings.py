@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TRIALS = 8  # Optuna trials per domain: small, so a first run takes minutes
+SEARCH_ROWS = 1_000_000  # candidates are fitted on at most this many training rows
+DISTRIBUTED_ROWS = 2_000_000  # the chosen tree model trains with xgboost.dask from this many rows
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,8 @@ class Settings:
     device: str  # auto | cpu | cuda
     dask_address: str | None = None  # an existing Dask scheduler; None: a LocalCluster per run
     dask_threads: int = 1  # threads per LocalCluster worker (workers x threads = cores)
+    search_rows: int = SEARCH_ROWS
+    distributed_rows: int = DISTRIBUTED_ROWS
 
     @property
     def prefect_home(self) -> Path:
@@ -30,17 +34,26 @@ def load_settings() -> Settings:
     device = os.environ.get("LEPTON_DEVICE", "auto").lower()
     if device not in {"auto", "cpu", "cuda"}:
         raise ValueError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
-    threads = os.environ.get("LEPTON_DASK_THREADS", "1")
-    if not threads.isdigit() or int(threads) < 1:
-        raise ValueError(f"LEPTON_DASK_THREADS must be a positive integer, not {threads!r}")
     return Settings(
         home=home,
         tracking_uri=tracking_uri,
         artifact_root=home / "artifacts",
         device=device,
         dask_address=os.environ.get("LEPTON_DASK_ADDRESS") or None,
-        dask_threads=int(threads),
+        dask_threads=_count("LEPTON_DASK_THREADS", 1, minimum=1),
+        search_rows=_count("LEPTON_SEARCH_ROWS", SEARCH_ROWS, minimum=1000),
+        distributed_rows=_count("LEPTON_DISTRIBUTED_ROWS", DISTRIBUTED_ROWS, minimum=0),
     )
+
+
+def _count(name: str, default: int, minimum: int) -> int:
+    """A whole number from the environment (``_`` separators allowed), at least ``minimum``."""
+    raw = os.environ.get(name, "").strip().replace("_", "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, not {os.environ[name]!r}")
+    return int(raw)
 
 
 def quiet_telemetry() -> None:

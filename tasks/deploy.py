@@ -178,6 +178,7 @@ def record_run(
             "trials": trials,
             "family": candidate.family,
             "device": candidate.device,
+            "trained_on": candidate.trained_on,
             "rows_train": data.train.rows,
             "rows_valid": data.valid.rows,
             "rows_holdout": data.holdout.rows,

@@ -17,9 +17,10 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import CostModel, DomainSpec
+from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from tasks.metrics import primary_score
 from tasks.preprocess import PreparedData
-from tasks.train import TrainedModel, TrainResult, train_model
+from tasks.train import TrainedModel, TrainResult, search_sample, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
 
@@ -190,16 +191,50 @@ def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) ->
     raise AssertionError("unreachable: the best model's family always qualifies")
 
 
+def final_fit(
+    spec: DomainSpec,
+    data: PreparedData,
+    candidate: TrainedModel,
+    device: str,
+    client: Any = None,
+    distributed_rows: int = DISTRIBUTED_ROWS,
+) -> TrainedModel:
+    """The chosen tree model fitted on every training row, if the search saw a sample of them or
+    the table is large enough to train across the cluster (``xgboost.dask`` from
+    ``distributed_rows`` rows; 0 always, given a client). A linear model keeps its fit: a
+    regularised linear model on a million rows has nothing left to learn from more."""
+    if candidate.family != "xgboost":
+        return candidate
+    distributed = client is not None and data.train.rows >= distributed_rows
+    if candidate.train_rows == data.train.rows and not distributed:
+        return candidate
+    return train_model(spec, data, "xgboost", candidate.params, device, client if distributed else None)
+
+
 def optimise(
-    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str = "cpu", client: Any = None
+    spec: DomainSpec,
+    data: PreparedData,
+    trained: TrainResult,
+    n_trials: int,
+    device: str = "cpu",
+    client: Any = None,
+    search_rows: int = SEARCH_ROWS,
+    distributed_rows: int = DISTRIBUTED_ROWS,
 ) -> OptimiseResult:
     start = time.perf_counter()
-    found = search(spec, data, n_trials, device, seed=spec.split.seed, client=client)
+    sample = search_sample(data, search_rows, spec.split.seed)
+    found = search(spec, sample, n_trials, device, seed=spec.split.seed, client=client)
     pool = [trained.baseline, trained.default_tree, *found]
     sources = ["baseline", "default"] + ["search"] * len(found)
     best = max(pool, key=lambda m: m.valid_score)
     error = score_standard_error(spec, data.valid.y, best.predict(data.valid.X), seed=spec.split.seed)
     candidate, reason = choose(spec, pool, error)
+    if sample is not data:
+        reason += f"; candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows"
+    final = final_fit(spec, data, candidate, device, client, distributed_rows)
+    if final is not candidate:
+        reason += f"; refitted on {final.trained_on} (validation {spec.primary_metric} {abs(final.valid_score):.4f})"
+        candidate = final
     threshold = decision_threshold(spec, data, candidate)
     records = tuple(
         TrialRecord(i, m.family, m.params, m.valid_score, m.fit_seconds, src)
@@ -211,7 +246,14 @@ def optimise(
 
 @task(name="optimise", cache_policy=NO_CACHE)
 def optimise_task(
-    spec: DomainSpec, data: PreparedData, trained: TrainResult, n_trials: int, device: str, client: Any = None
+    spec: DomainSpec,
+    data: PreparedData,
+    trained: TrainResult,
+    n_trials: int,
+    device: str,
+    client: Any = None,
+    search_rows: int = SEARCH_ROWS,
+    distributed_rows: int = DISTRIBUTED_ROWS,
 ) -> OptimiseResult:
     """Search both families and pick the candidate and its decision threshold.
 
@@ -222,7 +264,10 @@ def optimise_task(
         n_trials: the Optuna trial budget.
         device: ``cpu`` or ``cuda`` for XGBoost trials.
         client: a Dask client: trials run on its workers; None runs them here, one by one.
+        search_rows: candidates are fitted on at most this many training rows.
+        distributed_rows: from this many training rows the chosen tree model trains across the
+            cluster with ``xgboost.dask``.
     Returns:
         OptimiseResult: the candidate, its threshold, every trial and why it was chosen.
     """
-    return optimise(spec, data, trained, n_trials, device, client)
+    return optimise(spec, data, trained, n_trials, device, client, search_rows, distributed_rows)

@@ -43,7 +43,7 @@ class Part:
 
     @property
     def rows(self) -> int:
-        return self.frame.height
+        return len(self.y)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,20 @@
 - ``linear``: regularised logistic (binary/multiclass) or ridge regression on imputed,
   standardised features; exported as plain numbers.
 - ``xgboost``: gradient-boosted trees with early stopping on the validation split, on CUDA
-  when a GPU is visible, CPU ``hist`` otherwise; exported in XGBoost's own UBJ format.
+  when a GPU is visible, CPU ``hist`` otherwise; exported in XGBoost's own UBJ format. Given a
+  Dask client, the same model is trained by ``xgboost.dask`` across the cluster's workers (each
+  holds a block of rows; the quantile sketch and the gradient histograms are merged by XGBoost's
+  collective), and comes back as the same UBJ booster.
+
+Large tables: many candidates are fitted on a sample of at most ``search_rows`` training rows
+(``search_sample``); the chosen tree model is then fitted once on every row (``optimise.final_fit``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from domains.spec import DomainSpec
 from lepton.engine import cpu_threads
 from lepton.scoring import load_model
+from lepton.settings import SEARCH_ROWS
 from tasks.metrics import EvalContext, primary_score
 from tasks.preprocess import PreparedData
 
@@ -44,6 +52,13 @@ class TrainedModel:
     fit_seconds: float
     device: str = "cpu"
     best_iteration: int | None = None
+    train_rows: int = 0  # the rows it was fitted on
+    workers: int = 0  # Dask workers that trained it with xgboost.dask; 0: one process
+
+    @property
+    def trained_on(self) -> str:
+        where = f"xgboost.dask on {self.workers} worker(s)" if self.workers else "one process"
+        return f"{self.train_rows:,} rows, {where}"
 
     @functools.cached_property
     def predictor(self):
@@ -88,6 +103,60 @@ def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
     return {"objective": "reg:squarederror", "eval_metric": "rmse"}
 
 
+def _booster_params(task: str, n_classes: int, params: dict[str, Any], device: str, seed: int) -> dict[str, Any]:
+    return {
+        **xgb_objective(task, n_classes),
+        "tree_method": "hist",
+        "device": device,
+        "seed": seed,
+        "verbosity": 0,
+        **params,
+    }
+
+
+def _row_blocks(client: Any, array: np.ndarray, blocks: int) -> Any:
+    """``array`` as a Dask array whose row blocks are scattered to the workers, one each in turn
+    (the graph holds references, not the data)."""
+    import dask.array as da
+
+    bounds = np.linspace(0, len(array), blocks + 1).astype(int)
+    pieces = [array[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    futures = client.scatter(pieces, hash=False)
+    return da.concatenate(
+        [da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces, strict=True)]
+    )
+
+
+def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: int, X, y, X_valid, y_valid):
+    import xgboost as xgb
+    import xgboost.dask  # ``xgb.dask`` is only bound once imported
+
+    workers = max(1, len(client.nthreads()))
+    # xgboost.dask waits on ``distributed.wait``, which takes the process's default client: make
+    # it ours, or a second client in the process (a caller's own) deadlocks the event loop.
+    with client.as_current():
+        train = xgb.dask.DaskQuantileDMatrix(
+            client, _row_blocks(client, X, workers), _row_blocks(client, y, workers), max_bin=max_bin
+        )
+        valid = xgb.dask.DaskQuantileDMatrix(
+            client,
+            _row_blocks(client, X_valid, workers),
+            _row_blocks(client, y_valid, workers),
+            ref=train,
+            max_bin=max_bin,
+        )
+        output = xgb.dask.train(
+            client,
+            params,
+            train,
+            num_boost_round=rounds,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            verbose_eval=False,
+        )
+    return output["booster"], workers
+
+
 def fit_xgboost(
     X: np.ndarray,
     y: np.ndarray,
@@ -98,49 +167,55 @@ def fit_xgboost(
     params: dict[str, Any],
     device: str = "cpu",
     seed: int = 0,
-) -> tuple[bytes, int]:
-    """Train with early stopping on the validation split; return (UBJ bytes, best iteration)."""
+    client: Any = None,
+) -> tuple[bytes, int, int]:
+    """Train with early stopping on the validation split, in this process or, given a Dask
+    ``client``, across its workers; return (UBJ bytes, best iteration, Dask workers used)."""
     import xgboost as xgb
 
     params = dict(params)
     rounds = int(params.pop("n_estimators", 400))
-    booster_params = {
-        **xgb_objective(task, n_classes),
-        "tree_method": "hist",
-        "device": device,
-        "seed": seed,
-        "nthread": cpu_threads(),
-        "verbosity": 0,
-        **params,
-    }
+    booster_params = _booster_params(task, n_classes, params, device, seed)
     max_bin = int(booster_params.get("max_bin", 256))
-    train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
-    valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
-    booster = xgb.train(
-        booster_params,
-        train,
-        num_boost_round=rounds,
-        evals=[(valid, "valid")],
-        early_stopping_rounds=EARLY_STOPPING_ROUNDS,
-        verbose_eval=False,
-    )
+    if client is not None:
+        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, X, y, X_valid, y_valid)
+    else:
+        train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
+        valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
+        booster = xgb.train(
+            {**booster_params, "nthread": cpu_threads()},
+            train,
+            num_boost_round=rounds,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            verbose_eval=False,
+        )
+        workers = 0
     best = int(booster.best_iteration)
     booster = booster[: best + 1]  # keep only the trees that helped on validation
-    return bytes(booster.save_raw("ubj")), best
+    return bytes(booster.save_raw("ubj")), best, workers
 
 
 def train_model(
-    spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str = "cpu"
+    spec: DomainSpec,
+    data: PreparedData,
+    family: str,
+    params: dict[str, Any],
+    device: str = "cpu",
+    client: Any = None,
 ) -> TrainedModel:
-    """Fit one model of ``family`` on train and score it on validation."""
+    """Fit one model of ``family`` on train and score it on validation; with a Dask ``client``
+    an XGBoost model is trained across the cluster (``xgboost.dask``)."""
     start = time.perf_counter()
     X, y, Xv, yv = data.train.X, data.train.y, data.valid.X, data.valid.y
-    best = None
+    best, workers = None, 0
     if family == "linear":
         payload: Any = fit_linear(X, y, spec.task, C=float(params.get("C", 1.0)), seed=spec.split.seed)
         used = "cpu"
     elif family == "xgboost":
-        payload, best = fit_xgboost(X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed)
+        payload, best, workers = fit_xgboost(
+            X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed, client
+        )
         used = device
     else:
         raise ValueError(f"unknown model family {family!r}; use 'linear' or 'xgboost'")
@@ -155,9 +230,24 @@ def train_model(
         fit_seconds=seconds,
         device=used,
         best_iteration=best,
+        train_rows=len(y),
+        workers=workers,
     )
     score = primary_score(spec, yv, model.predict(Xv))
     return dataclasses.replace(model, valid_score=score)
+
+
+def search_sample(data: PreparedData, limit: int, seed: int = 0) -> PreparedData:
+    """``data`` with at most ``limit`` training rows (a uniform sample, in their original order),
+    for fitting many candidates; validation stays whole, so every candidate is scored on the same
+    rows as the final model. ``data`` itself when it is small enough."""
+    n = data.train.rows
+    if n <= limit:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    slim = data.for_training()
+    train = dataclasses.replace(slim.train, X=data.train.X[keep], y=data.train.y[keep])
+    return dataclasses.replace(slim, train=train)
 
 
 def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5) -> EvalContext:
@@ -176,17 +266,19 @@ class TrainResult:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(spec: DomainSpec, data: PreparedData, device: str) -> TrainResult:
+def train_task(spec: DomainSpec, data: PreparedData, device: str, search_rows: int = SEARCH_ROWS) -> TrainResult:
     """Fit the untuned linear baseline and an untuned XGBoost model.
 
     Args:
         spec: the domain.
         data: prepared splits.
         device: ``cpu`` or ``cuda`` for XGBoost.
+        search_rows: both are fitted on at most this many training rows (``search_sample``).
     Returns:
         TrainResult: the baseline (the bar every model must clear) and the default tree model.
     """
+    sample = search_sample(data, search_rows, spec.split.seed)
     return TrainResult(
-        baseline=train_model(spec, data, "linear", BASELINE_PARAMS),
-        default_tree=train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS, device),
+        baseline=train_model(spec, sample, "linear", BASELINE_PARAMS),
+        default_tree=train_model(spec, sample, "xgboost", DEFAULT_TREE_PARAMS, device),
     )

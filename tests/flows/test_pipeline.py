@@ -141,3 +141,31 @@ def test_all_domains_run_at_once_each_writing_only_its_own_experiment_and_model(
         assert all(r.info.status == "FINISHED" for r in runs)
         assert [str(v.version) for v in client.search_model_versions(f"name='lepton-{domain}'")] == ["1"]
     assert len(client.search_registered_models()) == 3
+
+
+def test_large_table_path_samples_candidates_and_trains_the_chosen_tree_across_the_cluster(lepton_home, monkeypatch):
+    # The finance sample stands in for a large table: candidates see 2,000 of its training rows,
+    # and --distributed trains the chosen tree model with xgboost.dask whatever its size.
+    monkeypatch.setenv("LEPTON_SEARCH_ROWS", "2_000")
+    monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "2000000")  # restored after the CLI sets it to 0
+    result = CliRunner().invoke(app, ["run", "finance", "--trials", "2", "--json", "--distributed"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    rows = payload["engine"]["trained_on"].split(" rows")[0]
+    run = _client().get_run(payload["run_id"])
+    assert run.data.params["trained_on"] == payload["engine"]["trained_on"]
+    assert rows == f"{int(run.data.params['rows_train']):,}"  # every training row, not the sample
+    assert payload["engine"]["trained_on"].endswith("xgboost.dask on 2 worker(s)")
+    choice = run.data.tags["lepton.choice"]
+    assert f"a sample of 2,000 of {rows} training rows" in choice and "refitted on" in choice
+    assert payload["metrics"]["roc_auc"] >= payload["baseline_metrics"]["roc_auc"]
+
+
+def test_scale_settings_name_the_variable_when_wrong(monkeypatch):
+    monkeypatch.setenv("LEPTON_SEARCH_ROWS", "lots")
+    with pytest.raises(ValueError, match="LEPTON_SEARCH_ROWS must be a whole number >= 1000, not 'lots'"):
+        load_settings()
+    monkeypatch.setenv("LEPTON_SEARCH_ROWS", "5_000_000")
+    monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "0")
+    settings = load_settings()
+    assert (settings.search_rows, settings.distributed_rows) == (5_000_000, 0)

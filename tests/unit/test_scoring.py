@@ -56,7 +56,7 @@ def test_bundle_round_trip_scores_the_same(tmp_path, family):
     if family == "linear":
         payload = fit_linear(M, y, "binary")
     else:
-        payload, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"n_estimators": 20})
+        payload, _, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"n_estimators": 20})
     meta = {"task": "binary", "classes": ["no", "yes"], "threshold": 0.5}
     write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, family=family, payload=payload, reference={})
     assert not [p for p in (tmp_path / "b").iterdir() if p.suffix in {".pkl", ".pickle", ".joblib"}]
