@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TRIALS ?= 8
+# The optional MLP family: torch is pinned so pip takes this machine's CPU build (a plain `torch`
+# would fetch a CUDA build of several GB); TORCH= installs without it.
+TORCH ?= torch==2.13.0
 # pytest exits 5 when it collects nothing: not a failure for these targets.
 PYTEST = status=0; $(BIN)/python -m pytest -q $(1) || status=$$?; [ $$status -eq 5 ] || exit $$status
+
+comma := ,
 
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -14,7 +19,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --editable ".[dev]"
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
+	$(BIN)/python -m pip install --quiet --editable ".[dev$(if $(TORCH),$(comma)torch)]"
 	@touch $@
 
 install: $(BIN)/lepton

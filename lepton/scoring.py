@@ -5,6 +5,7 @@ A bundle is a directory of safe files only — no pickle anywhere:
     meta.json       task, classes, threshold, input columns, model family
     encoder.json    fitted preprocessing (categorical levels), learned on train only
     model.json      a linear model's coefficients          (family "linear")
+                    or an MLP's layer weights               (family "mlp", trained with torch)
     model.ubj       an XGBoost booster in its own format    (family "xgboost")
     reference.json  training-time statistics for drift monitoring
 
@@ -74,6 +75,9 @@ def feature_names(encoder: Mapping[str, Any]) -> list[str]:
     return names
 
 
+JSON_FAMILIES = ("linear", "mlp")  # stored as plain numbers in model.json
+
+
 # ---- models ------------------------------------------------------------------------------------
 class LinearModel:
     """A (multinomial) logistic or ridge model stored as plain numbers."""
@@ -91,17 +95,45 @@ class LinearModel:
         return (X - self.mean) / self.scale
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        z = self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept
-        if self.task == "regression":
-            return z.ravel()
-        if self.task == "binary":
-            return 1.0 / (1.0 + np.exp(-z.ravel()))
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return _link(self.task, self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept)
 
     def importance(self) -> np.ndarray:
         return np.abs(self.coef).mean(axis=0)
+
+
+def _link(task: str, z: np.ndarray) -> np.ndarray:
+    """Raw outputs to predictions: identity, logistic (binary) or softmax (multiclass)."""
+    if task == "regression":
+        return z.ravel()
+    if task == "binary":
+        return np.exp(-np.logaddexp(0.0, -z.ravel()))  # the logistic function, without overflow
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class MLPModel(LinearModel):
+    """A multilayer perceptron (ReLU hidden layers) on the same standardised inputs as the linear
+    model, stored as plain numbers. Trained with torch; scored here with NumPy, so serving a
+    model needs no torch."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        super().__init__({**state, "coef": [[0.0]], "intercept": [0.0]})
+        self.layers = [
+            (np.asarray(layer["weight"], dtype=np.float64), np.asarray(layer["bias"], dtype=np.float64))
+            for layer in state["layers"]
+        ]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        h = self.standardise(np.asarray(X, dtype=np.float64))
+        for weight, bias in self.layers[:-1]:
+            h = np.maximum(h @ weight.T + bias, 0.0)
+        weight, bias = self.layers[-1]
+        return _link(self.task, h @ weight.T + bias)
+
+    def importance(self) -> np.ndarray:
+        """Mean absolute first-layer weight of each input (inputs are standardised)."""
+        return np.abs(self.layers[0][0]).mean(axis=0)
 
 
 class TreeModel:
@@ -127,8 +159,9 @@ class TreeModel:
 
 
 def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_features: int):
-    if family == "linear":
-        return LinearModel(payload if isinstance(payload, Mapping) else json.loads(payload))
+    if family in JSON_FAMILIES:
+        state = payload if isinstance(payload, Mapping) else json.loads(payload)
+        return MLPModel(state) if family == "mlp" else LinearModel(state)
     if family == "xgboost":
         return TreeModel(bytes(payload), task, n_features)
     raise ValueError(f"unknown model family {family!r}")
@@ -142,7 +175,7 @@ def write_bundle(
     (directory / "meta.json").write_text(json.dumps({**meta, "family": family, "format": BUNDLE_FORMAT}, indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
     (directory / "reference.json").write_text(json.dumps(reference))
-    if family == "linear":
+    if family in JSON_FAMILIES:
         (directory / "model.json").write_text(json.dumps(payload))
     else:
         (directory / "model.ubj").write_bytes(bytes(payload))
@@ -183,7 +216,7 @@ class Scorer:
         if meta.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"bundle format {meta.get('format')} is not {BUNDLE_FORMAT}")
         encoder = json.loads((directory / "encoder.json").read_text())
-        if meta["family"] == "linear":
+        if meta["family"] in JSON_FAMILIES:
             payload: Any = json.loads((directory / "model.json").read_text())
         else:
             payload = (directory / "model.ubj").read_bytes()

@@ -20,7 +20,7 @@ from domains.spec import CostModel, DomainSpec
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from tasks.metrics import primary_score
 from tasks.preprocess import PreparedData
-from tasks.train import TrainedModel, TrainResult, search_sample, train_model
+from tasks.train import TrainedModel, TrainResult, search_sample, torch_available, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
 
@@ -43,11 +43,25 @@ class OptimiseResult:
     reason: str
 
 
+def families() -> list[str]:
+    """The model families, simplest first: the torch MLP when torch is installed."""
+    return ["linear", "xgboost", *(["mlp"] if torch_available() else [])]
+
+
 def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
     """The search space: family first, then that family's hyper-parameters."""
-    family = trial.suggest_categorical("family", ["linear", "xgboost"])
+    family = trial.suggest_categorical("family", families())
     if family == "linear":
         return family, {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    if family == "mlp":
+        return family, {
+            "hidden": trial.suggest_int("hidden", 16, 256, log=True),
+            "layers": trial.suggest_int("layers", 1, 3),
+            "learning_rate": trial.suggest_float("mlp_learning_rate", 1e-4, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+            "epochs": 60,
+        }
     return family, {
         "max_depth": trial.suggest_int("max_depth", 2, 8),
         "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
@@ -164,14 +178,14 @@ def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) ->
     """Prefer the simpler model unless a more complex one is better by more than the noise.
 
     ``pool[0]`` is the untuned baseline. Families are tried from simplest (linear) to most
-    complex (xgboost); the first family whose best validation score is within one standard error
+    opaque (xgboost, then the MLP); the first family whose best validation score is within one standard error
     of the overall best wins (Breiman's one-standard-error rule), and within the linear family the
     baseline itself is kept unless tuning beat it by more than one standard error.
     """
     baseline = pool[0]
     best_score = max(m.valid_score for m in pool)
     name = spec.primary_metric
-    for family in ("linear", "xgboost"):
+    for family in families():
         members = [m for m in pool if m.family == family]
         if not members:
             continue

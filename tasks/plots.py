@@ -67,7 +67,10 @@ def importance_figure(names: list[str], importance: np.ndarray, top: int = 20):
     order = np.argsort(importance)[::-1][:top][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.2))
     ax.barh([names[i] for i in order], importance[order])
-    ax.set(title="Feature importance", xlabel="gain (trees) or |standardised coefficient| (linear)")
+    ax.set(
+        title="Feature importance",
+        xlabel="gain (trees), |standardised coefficient| (linear) or mean |first-layer weight| (MLP)",
+    )
     fig.tight_layout()
     return fig
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import time
 import warnings
@@ -29,7 +30,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from domains.spec import DomainSpec
 from lepton.engine import cpu_threads
-from lepton.scoring import load_model
+from lepton.scoring import LinearModel, load_model
 from lepton.settings import SEARCH_ROWS
 from tasks.metrics import EvalContext, primary_score
 from tasks.preprocess import PreparedData
@@ -37,6 +38,8 @@ from tasks.preprocess import PreparedData
 BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
 DEFAULT_TREE_PARAMS: dict[str, Any] = {"max_depth": 6, "learning_rate": 0.1, "n_estimators": 400}
 EARLY_STOPPING_ROUNDS = 30
+MLP_PATIENCE = 6  # epochs without a better validation loss before an MLP stops
+MLP_MAX_STEPS = 20_000  # optimiser steps at most: on a million rows, a few epochs
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class TrainedModel:
         return self.predictor.predict(X)
 
 
-def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """Fit on median-imputed, standardised features; return the model as plain numbers."""
+def standardisation(X: np.ndarray) -> dict[str, list[float]]:
+    """Median fill for missing values, then mean and scale: fitted on training rows only."""
     with warnings.catch_warnings():  # an all-missing column has no median: it is filled with 0
         warnings.simplefilter("ignore", RuntimeWarning)
         fill = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
@@ -78,21 +81,114 @@ def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: in
     Xf = np.where(np.isnan(X), fill, X).astype(np.float64)
     mean, scale = Xf.mean(axis=0), Xf.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    Z = (Xf - mean) / scale
+    return {"fill": fill.tolist(), "mean": mean.tolist(), "scale": scale.tolist()}
+
+
+def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Fit on median-imputed, standardised features; return the model as plain numbers."""
+    state = {"task": task, **standardisation(X)}
+    Z = LinearModel({**state, "coef": [[0.0]], "intercept": [0.0]}).standardise(X.astype(np.float64))
     if task == "regression":
         model = Ridge(alpha=1.0 / C).fit(Z, y)
         coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
     else:
         model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(Z, y)
         coef, intercept = model.coef_, model.intercept_
-    return {
-        "task": task,
-        "fill": fill.tolist(),
-        "mean": mean.tolist(),
-        "scale": scale.tolist(),
-        "coef": coef.tolist(),
-        "intercept": intercept.tolist(),
-    }
+    return {**state, "coef": coef.tolist(), "intercept": intercept.tolist()}
+
+
+def torch_available() -> bool:
+    """The MLP family is offered when torch is installed (``pip install .[torch]``)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _mlp_network(widths: list[int], rng: np.random.Generator, on: Any) -> tuple[Any, list[Any]]:
+    """ReLU layers of the given widths, He-initialised from ``rng`` (not torch's global seed)."""
+    import torch
+    from torch import nn
+
+    linears = []
+    for fan_in, fan_out in itertools.pairwise(widths):
+        layer = nn.Linear(fan_in, fan_out)
+        with torch.no_grad():
+            layer.weight.copy_(torch.as_tensor(rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_out, fan_in))))
+            layer.bias.zero_()
+        linears.append(layer)
+    net = nn.Sequential(*[m for layer in linears[:-1] for m in (layer, nn.ReLU())], linears[-1]).to(on)
+    return net, linears
+
+
+def _numbers(parameter: Any) -> np.ndarray:
+    """A copy of a torch parameter's values (``.numpy()`` alone would share, and change)."""
+    return parameter.detach().cpu().numpy().astype(np.float64)
+
+
+def fit_mlp(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_valid: np.ndarray,
+    y_valid: np.ndarray,
+    task: str,
+    n_classes: int,
+    params: dict[str, Any],
+    device: str = "cpu",
+    seed: int = 0,
+) -> tuple[dict[str, Any], int]:
+    """A ReLU MLP trained with torch (Adam, mini-batches, early stopping on validation loss);
+    return (the model as plain numbers, best epoch). Weights start from a NumPy generator seeded
+    with ``seed`` and batches are shuffled by it, so concurrent trials stay reproducible."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(cpu_threads())
+    rng = np.random.default_rng(seed)
+    state = {"task": task, **standardisation(X)}
+    scaler = LinearModel({**state, "coef": [[0.0]], "intercept": [0.0]})
+    on = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+
+    def tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=on)
+
+    outputs = n_classes if task == "multiclass" else 1
+    y_mean, y_scale = (float(np.mean(y)), float(np.std(y)) or 1.0) if task == "regression" else (0.0, 1.0)
+    widths = [X.shape[1], *[int(params.get("hidden", 64))] * int(params.get("layers", 2)), outputs]
+    net, linears = _mlp_network(widths, rng, on)
+    if task == "multiclass":
+        loss_fn: nn.Module = nn.CrossEntropyLoss()
+        target, target_valid = tensor(y, torch.long), tensor(y_valid, torch.long)
+    else:
+        loss_fn = nn.BCEWithLogitsLoss() if task == "binary" else nn.MSELoss()
+        target = tensor((np.asarray(y, float) - y_mean) / y_scale).unsqueeze(1)
+        target_valid = tensor((np.asarray(y_valid, float) - y_mean) / y_scale).unsqueeze(1)
+    inputs, inputs_valid = tensor(scaler.standardise(X)), tensor(scaler.standardise(X_valid))
+    rate, decay = float(params.get("learning_rate", 1e-3)), float(params.get("weight_decay", 1e-4))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=rate, weight_decay=decay)
+    batch = int(params.get("batch_size", 256))
+    best_loss, best_epoch, best_state, waited = np.inf, 0, None, 0
+    epochs = min(int(params.get("epochs", 60)), max(1, MLP_MAX_STEPS // -(-len(y) // batch)))
+    for epoch in range(epochs):
+        net.train()
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), batch):
+            rows = torch.as_tensor(order[start : start + batch], device=on)
+            optimiser.zero_grad()
+            loss_fn(net(inputs[rows]), target[rows]).backward()
+            optimiser.step()
+        net.eval()
+        with torch.no_grad():
+            loss = float(loss_fn(net(inputs_valid), target_valid))
+        if loss < best_loss - 1e-6:
+            best_loss, best_epoch, waited = loss, epoch, 0
+            best_state = [(_numbers(m.weight), _numbers(m.bias)) for m in linears]
+        else:
+            waited += 1
+            if waited >= MLP_PATIENCE:
+                break
+    assert best_state is not None  # the first epoch always improves on infinity
+    weight, bias = best_state[-1]
+    best_state[-1] = (weight * y_scale, bias * y_scale + y_mean)  # undo the target's scaling
+    layers = [{"weight": w.astype(np.float64).tolist(), "bias": b.astype(np.float64).tolist()} for w, b in best_state]
+    return {**state, "layers": layers}, best_epoch
 
 
 def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
@@ -212,13 +308,16 @@ def train_model(
     if family == "linear":
         payload: Any = fit_linear(X, y, spec.task, C=float(params.get("C", 1.0)), seed=spec.split.seed)
         used = "cpu"
+    elif family == "mlp":
+        payload, best = fit_mlp(X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed)
+        used = device
     elif family == "xgboost":
         payload, best, workers = fit_xgboost(
             X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed, client
         )
         used = device
     else:
-        raise ValueError(f"unknown model family {family!r}; use 'linear' or 'xgboost'")
+        raise ValueError(f"unknown model family {family!r}; use 'linear', 'xgboost' or 'mlp'")
     seconds = time.perf_counter() - start
     model = TrainedModel(
         family=family,

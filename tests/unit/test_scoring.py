@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from lepton.scoring import LinearModel, Scorer, encode, write_bundle
-from tasks.train import fit_linear, fit_xgboost
+from tasks.train import fit_linear, fit_mlp, fit_xgboost
 
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
 
@@ -48,13 +48,15 @@ def test_encode_reads_pandas_and_polars_alike():
     np.testing.assert_array_equal(from_polars[1], [np.nan, 3.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("family", ["linear", "xgboost"])
+@pytest.mark.parametrize("family", ["linear", "xgboost", "mlp"])
 def test_bundle_round_trip_scores_the_same(tmp_path, family):
     X, y = _data()
     frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": np.where(X[:, 2] > 0, "x", "y")})
     M = encode(ENCODER, frame)
     if family == "linear":
         payload = fit_linear(M, y, "binary")
+    elif family == "mlp":
+        payload, _ = fit_mlp(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"hidden": 8, "epochs": 30})
     else:
         payload, _, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"n_estimators": 20})
     meta = {"task": "binary", "classes": ["no", "yes"], "threshold": 0.5}

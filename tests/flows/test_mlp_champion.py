@@ -1,0 +1,41 @@
+"""An MLP champion goes through the same deploy stage: registered, served as a standard pyfunc
+with no torch in its requirements, scored with NumPy."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from domains import get_spec
+from lepton import tracking
+from lepton.settings import load_settings
+from tasks.deploy import deploy_task, input_frame
+from tasks.optimise import OptimiseResult, decision_threshold
+from tasks.preprocess import load_domain_data, prepare
+from tasks.train import train_model, train_task
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def test_an_mlp_candidate_is_registered_and_served_without_torch(lepton_home):
+    spec = get_spec("medical")
+    data = prepare(spec, *load_domain_data(spec))
+    trained = train_task.fn(spec, data, "cpu")
+    mlp = train_model(spec, data, "mlp", {"hidden": 32, "layers": 2, "learning_rate": 3e-3})
+    optimised = OptimiseResult(mlp, decision_threshold(spec, data, mlp), (), "test: an MLP candidate")
+    settings = load_settings()
+    deployed, evaluation = deploy_task.fn(spec, data, trained, optimised, settings, 0)
+    tracking.end_run(deployed.run_id, "FINISHED")
+
+    assert evaluation.metrics["roc_auc"] > 0.75
+    run = MlflowClient().get_run(deployed.run_id)
+    assert run.data.params["family"] == "mlp"
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{spec.model_name}/{deployed.version}"))
+    files = {p.name for p in local.rglob("*") if p.is_file()}
+    assert "model.json" in files and not any(f.endswith((".pkl", ".pt", ".pth")) for f in files)
+    assert "torch" not in (local / "requirements.txt").read_text()
+    model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}/{deployed.version}")
+    out = model.predict(input_frame(spec, data.holdout.frame.head(50)))
+    expected = mlp.predict(data.holdout.X[:50])
+    assert out["score"].to_numpy() == pytest.approx(expected, rel=1e-6)
