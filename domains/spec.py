@@ -120,6 +120,10 @@ class SplitSpec(_Frozen):
     holdout_size: Fraction = 0.2
     validation_size: Fraction = 0.2
     seed: int = 0
+    # After the choice (and its threshold) is made on validation, fit the chosen model again on
+    # train + validation with the same settings: worth it when the validation rows carry
+    # behaviour training lacks (the later part of each process run, the newest loans).
+    refit: bool = False
 
 
 class CostModel(_Frozen):

@@ -225,6 +225,25 @@ def final_fit(
     return train_model(spec, data, "xgboost", candidate.params, device, client if distributed else None)
 
 
+def refit_with_validation(spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str) -> TrainedModel:
+    """``model`` fitted again on train + validation with the same settings (a tree model with the
+    rounds early stopping chose); its validation score stays the one measured before, as the
+    refitted model has seen those rows. An MLP keeps its fit (its epochs count is not comparable
+    on more rows)."""
+    if model.family == "mlp":
+        return model
+    params = dict(model.params)
+    if model.family == "xgboost":
+        params["n_estimators"] = int(model.best_iteration or 0) + 1
+    train = dataclasses.replace(
+        data.train, X=np.concatenate([data.train.X, data.valid.X]), y=np.concatenate([data.train.y, data.valid.y])
+    )
+    # Early stopping watches the validation rows, now in the training rows too: the loss keeps
+    # falling, so the rounds run to the number chosen before.
+    refitted = train_model(spec, dataclasses.replace(data, train=train), model.family, params, device)
+    return dataclasses.replace(refitted, valid_score=model.valid_score)
+
+
 def optimise(
     spec: DomainSpec,
     data: PreparedData,
@@ -250,6 +269,11 @@ def optimise(
         reason += f"; refitted on {final.trained_on} (validation {spec.primary_metric} {abs(final.valid_score):.4f})"
         candidate = final
     threshold = decision_threshold(spec, data, candidate)
+    if spec.split.refit:
+        refitted = refit_with_validation(spec, data, candidate, device)
+        if refitted is not candidate:
+            reason += f"; refitted on train + validation ({refitted.train_rows:,} rows)"
+            candidate = refitted
     records = tuple(
         TrialRecord(i, m.family, m.params, m.valid_score, m.fit_seconds, src)
         for i, (m, src) in enumerate(zip(pool, sources, strict=True))

@@ -9,7 +9,7 @@ import pytest
 
 from domains import get_spec
 from tasks.metrics import primary_score
-from tasks.optimise import final_fit
+from tasks.optimise import final_fit, refit_with_validation
 from tasks.preprocess import load_domain_data, prepare
 from tasks.synth import synthesize
 from tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, search_sample, train_model
@@ -75,3 +75,17 @@ def test_final_fit_refits_the_chosen_tree_on_every_row_across_the_cluster(dask_c
     assert spread.trained_on == f"{data.train.rows:,} rows, xgboost.dask on 2 worker(s)"
     # Already fitted on every row and below the distributed size: kept as it is.
     assert final_fit(spec, data, local, "cpu", None, distributed_rows=0) is local
+
+
+def test_refit_with_validation_fits_the_chosen_model_on_train_and_validation():
+    spec, data = _prepared("finance")
+    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"refit": True})})
+    tree = train_model(spec, data, "xgboost", DEFAULT_TREE_PARAMS)
+    refitted = refit_with_validation(spec, data, tree, "cpu")
+    assert refitted.train_rows == data.train.rows + data.valid.rows
+    assert refitted.params["n_estimators"] == tree.best_iteration + 1
+    assert refitted.best_iteration == tree.best_iteration  # the same number of trees, not stopped early
+    assert refitted.valid_score == tree.valid_score  # measured before it saw the validation rows
+    assert not np.allclose(refitted.predict(data.holdout.X), tree.predict(data.holdout.X))
+    linear = refit_with_validation(spec, data, train_model(spec, data, "linear", BASELINE_PARAMS), "cpu")
+    assert linear.train_rows == data.train.rows + data.valid.rows
