@@ -102,6 +102,13 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def torch_device(device: str) -> str:
+    """``cuda`` when asked for and torch sees a GPU; else ``cpu``."""
+    import torch
+
+    return "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+
+
 def _mlp_network(widths: list[int], rng: np.random.Generator, on: Any) -> tuple[Any, list[Any]]:
     """ReLU layers of the given widths, He-initialised from ``rng`` (not torch's global seed)."""
     import torch
@@ -144,7 +151,7 @@ def fit_mlp(
     rng = np.random.default_rng(seed)
     state = {"task": task, **standardisation(X)}
     scaler = LinearModel({**state, "coef": [[0.0]], "intercept": [0.0]})
-    on = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    on = torch.device(torch_device(device))
 
     def tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=on)
@@ -310,7 +317,7 @@ def train_model(
         used = "cpu"
     elif family == "mlp":
         payload, best = fit_mlp(X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed)
-        used = device
+        used = torch_device(device)
     elif family == "xgboost":
         payload, best, workers = fit_xgboost(
             X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed, client

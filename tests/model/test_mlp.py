@@ -10,7 +10,7 @@ from domains import get_spec
 from lepton.scoring import MLPModel, load_model
 from tasks.optimise import choose, families, search
 from tasks.preprocess import load_domain_data, prepare
-from tasks.train import TrainedModel, fit_linear, fit_mlp
+from tasks.train import TrainedModel, fit_linear, fit_mlp, torch_device
 
 
 def _rings(n=3000, seed=0):
@@ -74,10 +74,12 @@ def test_the_optimiser_searches_the_mlp_family_when_torch_is_installed():
     assert {"hidden", "layers", "learning_rate", "weight_decay", "batch_size"} <= set(mlps[0].params)
 
 
-def test_mlp_asked_for_cuda_trains_wherever_torch_can():
+def test_mlp_asked_for_cuda_trains_wherever_torch_can_and_records_where():
     X, y = _rings(600)
     payload, _ = fit_mlp(X[:400], y[:400], X[400:], y[400:], "binary", 2, {"epochs": 2}, device="cuda")
-    assert len(payload["layers"]) == 3  # two hidden layers and the output (on the CPU without a GPU)
+    assert len(payload["layers"]) == 3  # two hidden layers and the output
+    assert torch_device("cuda") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_device("cpu") == "cpu"
 
 
 def _scored(family, score):
