@@ -26,5 +26,9 @@ SPEC = DomainSpec(
     gates={"f1_macro": 0.55, "false_alarm_rate": 0.8},
     latency_budget_ms=20.0,
     features=FeatureRecipe(name="rolling", window=10),
+    # An alarm filter of 3 hours (60 samples of 3 minutes): a decision is the mean of the class
+    # probabilities over the run's last 60 samples. Faults persist, so this trades detection
+    # delay (reported) for far fewer flickering decisions between similar faults.
+    smoothing=60,
     schedule="0 5 * * 1",
 )

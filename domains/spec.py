@@ -179,6 +179,10 @@ class DomainSpec(_Frozen):
     drift: DriftSpec = DriftSpec()
     leakage: LeakageSpec = LeakageSpec()
     features: FeatureRecipe | None = None
+    # An alarm filter for series (a group and a time column): each decision uses the class
+    # probabilities averaged over the last ``smoothing`` samples of its group, past rows only.
+    # Fewer flickering decisions, at the cost of detection delay (which the alarm metrics report).
+    smoothing: int | None = Field(default=None, ge=2)
     schedule: str = "0 3 * * 1"
 
     @field_validator("metrics")
@@ -232,6 +236,8 @@ class DomainSpec(_Frozen):
         unknown = sorted(set(self.leakage.allow) - set(names))
         if unknown:
             raise ValueError(f"leakage.allow: {unknown} are not columns")
+        if self.smoothing is not None and (self.task == "regression" or not (self.group_column and self.time_column)):
+            raise ValueError("smoothing: needs a classification task with a 'group' and a 'time' column")
         if self.features is not None:
             if self.features.name == "rolling" and self.time_column is None:
                 raise ValueError("features: the rolling recipe needs a column with role 'time'")
@@ -275,10 +281,16 @@ class DomainSpec(_Frozen):
     @property
     def model_inputs(self) -> tuple[Column, ...]:
         """What a logged model takes: the raw features, plus the group and time columns a
-        rolling recipe orders rows by."""
-        ordered = self.features is not None and self.features.name == "rolling"
+        rolling recipe or decision smoothing orders rows by."""
+        ordered = self.smoothing is not None or (self.features is not None and self.features.name == "rolling")
         extra = {self.group_column, self.time_column} - {None} if ordered else set()
         return (*self.feature_columns, *(c for c in self.columns if c.name in extra and c.role is not Role.FEATURE))
+
+    def smoothing_config(self) -> dict[str, Any] | None:
+        """Decision smoothing as the scoring code reads it (None without it)."""
+        if self.smoothing is None:
+            return None
+        return {"window": self.smoothing, "group": self.group_column, "time": self.time_column}
 
     def with_features(self) -> DomainSpec:
         """The spec the model sees: the raw columns plus the recipe's derived feature columns."""

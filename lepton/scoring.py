@@ -201,6 +201,24 @@ def _apply_recipe(recipe: dict, rows: Any) -> dict[str, np.ndarray]:
     return {name: out[name].to_numpy() for name in out.columns}
 
 
+def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, window: int) -> np.ndarray:
+    """Each row's scores averaged with those of the ``window - 1`` rows before it in its group
+    (by ``order``): past rows only, in whatever order the rows come."""
+    import polars as pl
+
+    matrix = scores.reshape(len(scores), -1)
+    names = [f"s{i}" for i in range(matrix.shape[1])]
+    frame = pl.DataFrame(matrix, schema=names).with_columns(
+        pl.Series("__group", groups), pl.Series("__order", order), pl.int_range(pl.len()).alias("__row")
+    )
+    smoothed = (
+        frame.sort(["__group", "__order", "__row"])
+        .with_columns(pl.col(names).rolling_mean(window, min_samples=1).over("__group"))
+        .sort("__row")
+    )
+    return smoothed.select(names).to_numpy().reshape(scores.shape)
+
+
 class Scorer:
     """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
 
@@ -238,7 +256,13 @@ class Scorer:
         recipe = self.meta.get("recipe")
         if recipe:
             rows = _apply_recipe(recipe, rows)
-        return self.model.predict(encode(self.encoder, rows))
+        out = self.model.predict(encode(self.encoder, rows))
+        smoothing = self.meta.get("smoothing")
+        if smoothing:
+            out = smooth_scores(
+                out, np.asarray(rows[smoothing["group"]]), np.asarray(rows[smoothing["time"]]), smoothing["window"]
+            )
+        return out
 
     def predict(self, rows: Any) -> pd.DataFrame:
         """``prediction`` (class label or value); ``score`` (binary: probability of the positive

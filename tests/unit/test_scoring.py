@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from lepton.scoring import LinearModel, Scorer, encode, write_bundle
+from lepton.scoring import LinearModel, Scorer, encode, smooth_scores, write_bundle
 from tasks.train import fit_linear, fit_mlp, fit_xgboost
 
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
@@ -93,3 +93,21 @@ def test_metric_keys_from_any_column_name_are_valid_and_distinct():
     for key in keys:
         _validate_metric_name(key)
     assert len(set(keys)) == len(keys) and keys[2] == "psi_plain_name"
+
+
+def test_smoothing_averages_past_rows_of_the_same_group_only():
+    rng = np.random.default_rng(0)
+    scores = rng.dirichlet(np.ones(3), size=12)
+    groups = np.array([1] * 6 + [2] * 6)
+    order = np.tile(np.arange(6), 2)
+    out = smooth_scores(scores, groups, order, window=3)
+    np.testing.assert_allclose(out[0], scores[0])
+    np.testing.assert_allclose(out[4], scores[2:5].mean(axis=0))
+    np.testing.assert_allclose(out[6], scores[6])  # a new group starts afresh
+    changed = scores.copy()
+    changed[5] = [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(smooth_scores(changed, groups, order, 3)[:5], out[:5])  # the future is unseen
+    shuffled = rng.permutation(12)
+    np.testing.assert_allclose(smooth_scores(scores[shuffled], groups[shuffled], order[shuffled], 3), out[shuffled])
+    binary = smooth_scores(scores[:, 0], groups, order, 2)
+    assert binary.shape == (12,) and binary[1] == pytest.approx(scores[:2, 0].mean())

@@ -107,6 +107,8 @@ def test_missing_spec_file_is_a_path_error(tmp_path):
         ({"normal_class": 0}, "normal_class"),
         ({"task": "multiclass", "positive_class": None, "primary_metric": "f1_macro",
           "metrics": ["f1_macro", "false_alarm_rate"]}, "normal_class"),
+        ({"smoothing": 5}, "smoothing: needs .* a 'group' and a 'time' column"),  # no group column
+        ({"smoothing": 1}, "smoothing"),
     ],
 )  # fmt: skip
 def test_class_and_leakage_fields_are_checked(overrides, field):
@@ -123,3 +125,11 @@ def test_builtin_domains_round_trip_through_json(name):
 def test_unknown_domain_is_refused():
     with pytest.raises(KeyError, match="unknown domain"):
         get_spec("os.system")
+
+
+def test_smoothing_adds_the_group_and_time_columns_to_the_model_inputs():
+    columns = [*_raw()["columns"], {"name": "g", "dtype": "int", "role": "group"}]
+    spec = DomainSpec.model_validate(_raw(columns=columns, smoothing=4))
+    assert [c.name for c in spec.model_inputs] == ["x", "t", "g"]
+    assert spec.smoothing_config() == {"window": 4, "group": "g", "time": "t"}
+    assert DomainSpec.model_validate(_raw(columns=columns)).smoothing_config() is None
