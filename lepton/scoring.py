@@ -79,20 +79,28 @@ JSON_FAMILIES = ("linear", "mlp")  # stored as plain numbers in model.json
 
 
 # ---- models ------------------------------------------------------------------------------------
-class LinearModel:
-    """A (multinomial) logistic or ridge model stored as plain numbers."""
+class Standardiser:
+    """Median fill for missing values, then centring and scaling, fitted on training rows; the
+    inputs of the linear and MLP families."""
 
     def __init__(self, state: Mapping[str, Any]) -> None:
         self.task = state["task"]
         self.fill = np.asarray(state["fill"], dtype=np.float64)
         self.mean = np.asarray(state["mean"], dtype=np.float64)
         self.scale = np.asarray(state["scale"], dtype=np.float64)
-        self.coef = np.asarray(state["coef"], dtype=np.float64)
-        self.intercept = np.asarray(state["intercept"], dtype=np.float64)
 
     def standardise(self, X: np.ndarray) -> np.ndarray:
         X = np.where(np.isnan(X), self.fill, X)
         return (X - self.mean) / self.scale
+
+
+class LinearModel(Standardiser):
+    """A (multinomial) logistic or ridge model stored as plain numbers."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        super().__init__(state)
+        self.coef = np.asarray(state["coef"], dtype=np.float64)
+        self.intercept = np.asarray(state["intercept"], dtype=np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return _link(self.task, self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept)
@@ -112,13 +120,13 @@ def _link(task: str, z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class MLPModel(LinearModel):
+class MLPModel(Standardiser):
     """A multilayer perceptron (ReLU hidden layers) on the same standardised inputs as the linear
     model, stored as plain numbers. Trained with torch; scored here with NumPy, so serving a
     model needs no torch."""
 
     def __init__(self, state: Mapping[str, Any]) -> None:
-        super().__init__({**state, "coef": [[0.0]], "intercept": [0.0]})
+        super().__init__(state)
         self.layers = [
             (np.asarray(layer["weight"], dtype=np.float64), np.asarray(layer["bias"], dtype=np.float64))
             for layer in state["layers"]
@@ -219,6 +227,15 @@ def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, win
     return smoothed.select(names).to_numpy().reshape(scores.shape)
 
 
+def smoothed(config: Mapping[str, Any] | None, scores: np.ndarray, rows: Any) -> np.ndarray:
+    """``scores`` through a decision-smoothing config (``DomainSpec.smoothing_config``), reading
+    the group and time columns from ``rows``; unchanged without one."""
+    if not config:
+        return scores
+    groups, order = np.asarray(rows[config["group"]]), np.asarray(rows[config["time"]])
+    return smooth_scores(scores, groups, order, config["window"])
+
+
 class Scorer:
     """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
 
@@ -256,13 +273,7 @@ class Scorer:
         recipe = self.meta.get("recipe")
         if recipe:
             rows = _apply_recipe(recipe, rows)
-        out = self.model.predict(encode(self.encoder, rows))
-        smoothing = self.meta.get("smoothing")
-        if smoothing:
-            out = smooth_scores(
-                out, np.asarray(rows[smoothing["group"]]), np.asarray(rows[smoothing["time"]]), smoothing["window"]
-            )
-        return out
+        return smoothed(self.meta.get("smoothing"), self.model.predict(encode(self.encoder, rows)), rows)
 
     def predict(self, rows: Any) -> pd.DataFrame:
         """``prediction`` (class label or value); ``score`` (binary: probability of the positive

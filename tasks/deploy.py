@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
-from lepton.scoring import Scorer, smooth_scores, write_bundle
+from lepton.scoring import Scorer, smoothed, write_bundle
 from lepton.settings import Settings
 from tasks import plots
 from tasks.metrics import evaluate
@@ -75,19 +75,12 @@ def gate_failures(
     return failures
 
 
-def smoothed(spec: DomainSpec, frame: pl.DataFrame, scores: np.ndarray) -> np.ndarray:
-    """Scores through the spec's decision smoothing (unchanged without it), as the served model does."""
-    config = spec.smoothing_config()
-    if config is None:
-        return scores
-    return smooth_scores(scores, frame[config["group"]].to_numpy(), frame[config["time"]].to_numpy(), config["window"])
-
-
 def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult) -> Evaluation:
     baseline_threshold = decision_threshold(spec, data, trained.baseline)
     y = data.holdout.y
-    scores = smoothed(spec, data.holdout.frame, opt.candidate.predict(data.holdout.X))
-    baseline_scores = smoothed(spec, data.holdout.frame, trained.baseline.predict(data.holdout.X))
+    smoothing, frame = spec.smoothing_config(), data.holdout.frame  # as the served model scores
+    scores = smoothed(smoothing, opt.candidate.predict(data.holdout.X), frame)
+    baseline_scores = smoothed(smoothing, trained.baseline.predict(data.holdout.X), frame)
     return Evaluation(
         metrics=evaluate(spec, y, scores, holdout_context(spec, data, opt.threshold)),
         baseline_metrics=evaluate(spec, y, baseline_scores, holdout_context(spec, data, baseline_threshold)),

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from domains.spec import DomainSpec
 from lepton.engine import cpu_threads
-from lepton.scoring import LinearModel, load_model
+from lepton.scoring import Standardiser, load_model
 from lepton.settings import SEARCH_ROWS
 from tasks.metrics import EvalContext, primary_score
 from tasks.preprocess import PreparedData
@@ -87,7 +87,7 @@ def standardisation(X: np.ndarray) -> dict[str, list[float]]:
 def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Fit on median-imputed, standardised features; return the model as plain numbers."""
     state = {"task": task, **standardisation(X)}
-    Z = LinearModel({**state, "coef": [[0.0]], "intercept": [0.0]}).standardise(X.astype(np.float64))
+    Z = Standardiser(state).standardise(X.astype(np.float64))
     if task == "regression":
         model = Ridge(alpha=1.0 / C).fit(Z, y)
         coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
@@ -141,7 +141,7 @@ def fit_mlp(
     device: str = "cpu",
     seed: int = 0,
 ) -> tuple[dict[str, Any], int]:
-    """A ReLU MLP trained with torch (Adam, mini-batches, early stopping on validation loss);
+    """A ReLU MLP trained with torch (AdamW, mini-batches, early stopping on validation loss);
     return (the model as plain numbers, best epoch). Weights start from a NumPy generator seeded
     with ``seed`` and batches are shuffled by it, so concurrent trials stay reproducible."""
     import torch
@@ -150,7 +150,7 @@ def fit_mlp(
     torch.set_num_threads(cpu_threads())
     rng = np.random.default_rng(seed)
     state = {"task": task, **standardisation(X)}
-    scaler = LinearModel({**state, "coef": [[0.0]], "intercept": [0.0]})
+    scaler = Standardiser(state)
     on = torch.device(torch_device(device))
 
     def tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -171,7 +171,9 @@ def fit_mlp(
     rate, decay = float(params.get("learning_rate", 1e-3)), float(params.get("weight_decay", 1e-4))
     optimiser = torch.optim.AdamW(net.parameters(), lr=rate, weight_decay=decay)
     batch = int(params.get("batch_size", 256))
-    best_loss, best_epoch, best_state, waited = np.inf, 0, None, 0
+    # Until an epoch improves on it (a diverging run never does), the model is its start.
+    best_loss, best_epoch, waited = np.inf, 0, 0
+    best_state = [(_numbers(m.weight), _numbers(m.bias)) for m in linears]
     epochs = min(int(params.get("epochs", 60)), max(1, MLP_MAX_STEPS // -(-len(y) // batch)))
     for epoch in range(epochs):
         net.train()
@@ -191,10 +193,9 @@ def fit_mlp(
             waited += 1
             if waited >= MLP_PATIENCE:
                 break
-    assert best_state is not None  # the first epoch always improves on infinity
     weight, bias = best_state[-1]
     best_state[-1] = (weight * y_scale, bias * y_scale + y_mean)  # undo the target's scaling
-    layers = [{"weight": w.astype(np.float64).tolist(), "bias": b.astype(np.float64).tolist()} for w, b in best_state]
+    layers = [{"weight": w.tolist(), "bias": b.tolist()} for w, b in best_state]
     return {**state, "layers": layers}, best_epoch
 
 

@@ -93,3 +93,11 @@ def test_the_optimiser_chooses_an_mlp_only_when_it_is_better_by_more_than_the_no
     assert chosen.family == "mlp"
     chosen, _ = choose(spec, pool, standard_error=0.03)  # within the noise: the simpler tree model
     assert chosen.family == "xgboost"
+
+
+def test_a_diverging_mlp_still_returns_a_usable_model():
+    X, y = _rings(600)
+    X[0, 0] = np.nan
+    payload, _ = fit_mlp(X[:400], y[:400], X[400:], y[400:], "binary", 2, {"learning_rate": 1e6, "epochs": 3})
+    scores = MLPModel(payload).predict(X[400:])
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
