@@ -144,6 +144,19 @@ def _stage_line(name: str, stage: str, seconds: float, detail: str) -> str:
     return f"  [cyan]{name}[/] {stage:<10} done in {seconds:6.2f}s"
 
 
+def _environment(distributed: bool) -> Path:
+    """Lepton's home and settings, checked before anything runs (a bad LEPTON_* value exits 2)."""
+    from lepton.errors import LeptonError
+
+    try:
+        home = prepare_environment()
+    except LeptonError as exc:
+        _fail(str(exc))
+    if distributed:
+        os.environ["LEPTON_DISTRIBUTED_ROWS"] = "0"
+    return home
+
+
 def _run_one(job: Any, trials: int, as_json: bool):
     """Run one pipeline (a ``lepton.api.Job``) with live stage lines (or JSON); a user error
     exits with its message."""
@@ -240,9 +253,7 @@ def run(
         _fail("--data needs --target COLUMN (or a DOMAIN whose schema the file follows)")
     if not (all_domains or domain or spec or target):
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
-    home = prepare_environment()
-    if distributed:
-        os.environ["LEPTON_DISTRIBUTED_ROWS"] = "0"
+    home = _environment(distributed)
     api_started = start_prefect_api_early()
 
     from lepton.api import resolve

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton.errors import SettingsError
+
 DEFAULT_TRIALS = 8  # Optuna trials per domain: small, so a first run takes minutes
 SEARCH_ROWS = 1_000_000  # candidates are fitted on at most this many training rows
 DISTRIBUTED_ROWS = 2_000_000  # the chosen tree model trains with xgboost.dask from this many rows
@@ -33,7 +35,7 @@ def load_settings() -> Settings:
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
     device = os.environ.get("LEPTON_DEVICE", "auto").lower()
     if device not in {"auto", "cpu", "cuda"}:
-        raise ValueError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
+        raise SettingsError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
     return Settings(
         home=home,
         tracking_uri=tracking_uri,
@@ -52,7 +54,7 @@ def _count(name: str, default: int, minimum: int) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, not {os.environ[name]!r}")
+        raise SettingsError(f"{name} must be a whole number >= {minimum}, not {os.environ[name]!r}")
     return int(raw)
 
 

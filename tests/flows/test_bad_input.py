@@ -160,3 +160,17 @@ def test_an_invalid_spec_file_names_each_field(nothing_recorded, tmp_path):
     assert "name: String should match pattern" in result.stderr
     assert "columns.1.dtype: Input should be" in result.stderr
     nothing_recorded()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("LEPTON_SEARCH_ROWS", "lots"), ("LEPTON_SEARCH_ROWS", "10"), ("LEPTON_DISTRIBUTED_ROWS", "-1"),
+     ("LEPTON_DEVICE", "tpu")],
+)  # fmt: skip
+def test_an_unusable_setting_exits_2_naming_it_before_anything_runs(nothing_recorded, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(app, ["run", "finance", "--trials", "0"])
+    assert result.exit_code == 2, result.output
+    assert variable in result.output and "Traceback" not in result.output
+    monkeypatch.delenv(variable)
+    nothing_recorded()
