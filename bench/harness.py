@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ RESULTS = Path(__file__).parent / "results"
 @dataclass
 class Sample:
     seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the largest single process (wait4)
+    tree_peak_mb: float | None = None  # the process and all its children together, sampled
 
 
 @dataclass
@@ -36,17 +38,49 @@ class Measurement:
         return statistics.median(s.peak_rss_mb for s in self.samples)
 
 
-def run_once(cmd: list[str], env: dict[str, str] | None = None) -> tuple[Sample, str]:
-    """Run ``cmd``; return its wall time, its own peak RSS (wait4) and its stdout."""
+def run_once(cmd: list[str], env: dict[str, str] | None = None, tree: bool = False) -> tuple[Sample, str]:
+    """Run ``cmd``; return its wall time, its own peak RSS (wait4) and its stdout.
+
+    With ``tree``, the summed RSS of the process and its descendants (Dask workers included) is
+    also sampled every 0.2 s and its peak kept: wait4 only sees the largest single process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True)
+    peak = [0.0]
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample_tree, args=(proc.pid, peak, done), daemon=True)
+    if tree:
+        sampler.start()
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    done.set()
+    if tree:
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} exited {proc.returncode}")
-    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024), out
+    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024, tree_peak_mb=peak[0] if tree else None), out
+
+
+def _sample_tree(pid: int, peak: list[float], done: threading.Event) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    while not done.wait(0.2):
+        total = 0
+        try:
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        peak[0] = max(peak[0], total / 2**20)
 
 
 def machine() -> dict[str, str | int]:

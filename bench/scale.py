@@ -44,11 +44,12 @@ def main() -> None:
             run_once([str(BIN / "lepton"), "synth", "finance", "--rows", str(rows), "-o", str(data)], env)
             synth_seconds = time.perf_counter() - start
             cmd = [str(BIN / "lepton"), "run", "finance", "--data", str(data), "--json", "--trials", str(args.trials)]
-            sample, out = run_once(cmd, env)
+            sample, out = run_once(cmd, env, tree=True)
             result = json.loads(out.strip().splitlines()[-1])
             report["sizes"][str(rows)] = {
                 "seconds": sample.seconds,
                 "peak_rss_mb": sample.peak_rss_mb,
+                "tree_peak_mb": sample.tree_peak_mb,
                 "synth_seconds": synth_seconds,
                 "file_mb": data.stat().st_size / 2**20,
                 "stages": {k: v["seconds"] for k, v in result["stages"].items()},
@@ -59,7 +60,8 @@ def main() -> None:
             write("scale", report)
             data.unlink()
             print(
-                f"{rows:>10,} rows: {sample.seconds:7.1f}s, peak {sample.peak_rss_mb:,.0f} MB, "
+                f"{rows:>10,} rows: {sample.seconds:7.1f}s, peak {sample.peak_rss_mb:,.0f} MB "
+                f"(all processes {sample.tree_peak_mb:,.0f} MB), "
                 f"ROC AUC {result['metrics']['roc_auc']:.4f} (baseline {result['baseline_metrics']['roc_auc']:.4f}), "
                 f"stages {report['sizes'][str(rows)]['stages']}, trained on {result['engine']['trained_on']}",
                 flush=True,

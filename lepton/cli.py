@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -367,7 +368,59 @@ def synth(
     err.print(f"train on it: [bold]lepton run {domain} --data {out}{hint}[/]")
 
 
+@app.command()
+def serve(
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between checks of the champion alias.")] = 5.0,
+    max_body: Annotated[int, typer.Option(min=1024, help="Largest request body, in bytes.")] = 1 << 20,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most rows in one batch request.")] = 5_000,
+    no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Leave out the top reasons.")] = False,
+) -> None:
+    """Serve the domain's champion over HTTP (FastAPI): /predict, /predict/batch, /docs, /health,
+    /ready, /metrics. A moved champion alias is picked up without a restart. With LEPTON_API_KEY
+    set, scoring requests need it in the X-API-Key header."""
+    import uvicorn
+
+    from domains import get_spec
+    from domains.spec import DomainSpec
+    from lepton.errors import LeptonError
+    from lepton.serve import ServeConfig, create_app
+
+    home = _environment(False)
+    try:
+        if (domain is None) == (spec is None):
+            raise LeptonError("name a built-in domain or give --spec FILE (one of them)")
+        if spec is not None:
+            chosen = DomainSpec.from_yaml(spec.expanduser().resolve())
+        elif domain in DOMAINS:
+            chosen = get_spec(domain)
+        else:
+            raise LeptonError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} or give --spec")
+    except LeptonError as exc:
+        _fail(str(exc))
+    config = ServeConfig(
+        poll_seconds=poll,
+        api_key=os.environ.get("LEPTON_API_KEY") or None,
+        max_body_bytes=max_body,
+        max_batch_rows=max_batch,
+        explain=not no_reasons,
+    )
+    application = create_app(chosen, load_settings(), config)
+    err.print(
+        f"serving [bold]{chosen.model_name}[/] (champion) on http://{host}:{port}  docs: /docs"
+        f"{'  API key required' if config.api_key else ''}  predictions logged under {home / 'predictions'}"
+    )
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
+    # SIGTERM (a scheduler stopping the job, `kill PID`) unwinds like Ctrl-C: context managers
+    # close the Dask cluster and the run is marked failed, and Prefect's temporary API server,
+    # a child process, is stopped at exit instead of outliving its parent.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         app()
     except KeyboardInterrupt:

@@ -52,19 +52,35 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     width = len(numeric) + len(DATETIME_PARTS) * len(datetimes) + sum(len(levels) for levels in categorical.values())
     matrix = np.zeros((n_rows, width), dtype=np.float32)
     for j, name in enumerate(numeric):
-        values = pd.to_numeric(pd.Series(np.asarray(columns[name])), errors="coerce").to_numpy(np.float64)
+        values = np.asarray(columns[name])
+        if values.dtype.kind not in "fiu":  # text, objects, None: what is not a number is missing
+            values = pd.to_numeric(pd.Series(values), errors="coerce")
+        values = np.asarray(values, dtype=np.float64)
         matrix[:, j] = np.where(np.isfinite(values), values, np.nan)  # infinities are missing, not numbers
     offset = len(numeric)
     for name in datetimes:
         matrix[:, offset : offset + len(DATETIME_PARTS)] = _datetime_parts(columns[name])
         offset += len(DATETIME_PARTS)
     for name, levels in categorical.items():
-        raw = pd.Series(np.asarray(columns[name], dtype=object)).astype("string")
-        codes = pd.Categorical(raw, categories=levels).codes
+        codes = _level_codes(columns[name], levels)
         seen = codes >= 0
         matrix[np.flatnonzero(seen), offset + codes[seen]] = 1.0
         offset += len(levels)
     return matrix
+
+
+def _level_codes(values: Any, levels: list[str]) -> np.ndarray:
+    """Each value's index in ``levels`` as text (-1: unseen or missing). A few rows (a served
+    request) are looked up directly; pandas is faster from a few hundred."""
+    values = np.asarray(values, dtype=object)
+    if len(values) > 64:
+        return pd.Categorical(pd.Series(values).astype("string"), categories=levels).codes
+    index = {level: i for i, level in enumerate(levels)}
+    return np.array([-1 if _missing(v) else index.get(str(v), -1) for v in values], dtype=np.int64)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def feature_names(encoder: Mapping[str, Any]) -> list[str]:
@@ -107,6 +123,12 @@ class LinearModel(Standardiser):
 
     def importance(self) -> np.ndarray:
         return np.abs(self.coef).mean(axis=0)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Each input's share of the raw output, (rows, outputs, inputs): coefficient times
+        standardised value."""
+        z = self.standardise(np.asarray(X, dtype=np.float64))
+        return z[:, None, :] * self.coef[None, :, :]
 
 
 def _link(task: str, z: np.ndarray) -> np.ndarray:
@@ -157,6 +179,15 @@ class TreeModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.inplace_predict(np.asarray(X, dtype=np.float32)))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """XGBoost's per-feature contributions (SHAP values) to the raw output, (rows, outputs,
+        inputs), the bias left out."""
+        import xgboost as xgb
+
+        raw = self.booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32)), pred_contribs=True)
+        raw = raw.reshape(len(X), -1, raw.shape[-1])
+        return raw[:, :, :-1]
 
     def importance(self) -> np.ndarray:
         gains = self.booster.get_score(importance_type="gain")
@@ -266,14 +297,31 @@ class Scorer:
         """The columns a caller must send: before the recipe's derived features."""
         return list(self.meta.get("inputs") or self.input_columns)
 
-    def scores(self, rows: Any) -> np.ndarray:
+    def matrix(self, rows: Any) -> tuple[Any, np.ndarray]:
+        """The rows with the recipe's derived columns, and their model matrix."""
         missing = [c for c in self.raw_inputs if c not in rows]
         if missing:
             raise KeyError(f"input lacks column(s) {missing}")
         recipe = self.meta.get("recipe")
         if recipe:
             rows = _apply_recipe(recipe, rows)
-        return smoothed(self.meta.get("smoothing"), self.model.predict(encode(self.encoder, rows)), rows)
+        return rows, encode(self.encoder, rows)
+
+    def scores(self, rows: Any) -> np.ndarray:
+        rows, X = self.matrix(rows)
+        return smoothed(self.meta.get("smoothing"), self.model.predict(X), rows)
+
+    def reasons(self, X: np.ndarray, outputs: np.ndarray, top: int = 3) -> list[list[tuple[str, float]]] | None:
+        """The ``top`` features that moved each row's raw output most (name, contribution), for
+        output ``outputs[i]`` of row i (the predicted class; 0 for binary and regression).
+        None for a family without contributions (the MLP)."""
+        if not hasattr(self.model, "contributions"):
+            return None
+        names = feature_names(self.encoder)
+        contributions = self.model.contributions(X)
+        picked = contributions[np.arange(len(X)), np.minimum(outputs, contributions.shape[1] - 1)]
+        order = np.argsort(-np.abs(picked), axis=1)[:, :top]
+        return [[(names[j], float(row[j])) for j in ranks] for row, ranks in zip(picked, order, strict=True)]
 
     def predict(self, rows: Any) -> pd.DataFrame:
         """``prediction`` (class label or value); ``score`` (binary: probability of the positive

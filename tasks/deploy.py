@@ -100,6 +100,13 @@ def input_frame(spec: DomainSpec, frame: pl.DataFrame, strict: bool = True):
     return frame.select(cols).to_pandas()
 
 
+def input_records(spec: DomainSpec, frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """The model's raw inputs as JSON-ready rows, missing values as None: what a client sends
+    to ``lepton serve``."""
+    rows = input_frame(spec, frame).to_dict("records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+
+
 def signature(spec: DomainSpec):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema

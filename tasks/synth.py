@@ -1,15 +1,19 @@
 """Synthetic scale-up of a domain's real sample, for benchmarks and load tests.
 
-Rows are drawn from the real table (so the dependence between features and the target is the
-real one, not independent noise) and perturbed: each float feature gets Gaussian noise of
-``jitter`` x its standard deviation, ids are renumbered. For domains whose rows form time series
-(a group and a time column, e.g. TEP runs), whole series are drawn and renumbered, so rolling
+Features are drawn from the real table, so their joint distribution is the real one, and
+perturbed: each float feature gets Gaussian noise of ``jitter`` x its standard deviation, ids
+are renumbered. The target is not copied: a small XGBoost model fitted on the real table gives
+P(target | features) for each synthetic row and the label is drawn from it (regression: the
+model's value plus a real residual). Copied labels would let a model memorise jittered
+duplicates of training rows and score a perfect, meaningless holdout; drawn labels keep the
+real dependence and the real noise. For domains whose rows form time series (a group and a
+time column, e.g. TEP runs), whole series are drawn and renumbered with their labels, so rolling
 features stay meaningful. Written in chunks, so ten million rows need little memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +62,49 @@ def synthesize(
             yield _renumber(chunk, ids, made)
             made += chunk.height
         return
+    draw = _label_model(spec, source)
     while made < rows:
         take = min(CHUNK_ROWS, rows - made)
-        chunk = source[rng.integers(0, source.height, take)]
-        yield _renumber(_jitter(chunk, spec, scale, rng), ids, made)
+        chunk = _jitter(source[rng.integers(0, source.height, take)], spec, scale, rng)
+        yield _renumber(chunk.with_columns(draw(chunk, rng)), ids, made)
         made += take
+
+
+def _label_model(spec: DomainSpec, source: pl.DataFrame) -> Callable[[pl.DataFrame, np.random.Generator], pl.Series]:
+    """Fit P(target | features) on the real table; return a function drawing a chunk's labels."""
+    import xgboost as xgb
+
+    from tasks.preprocess import TabularEncoder
+
+    by_dtype = {d: [c.name for c in spec.feature_columns if c.dtype is d] for d in Dtype}
+    numeric = by_dtype[Dtype.FLOAT] + by_dtype[Dtype.INT] + by_dtype[Dtype.BOOL]
+    encoder = TabularEncoder(numeric, by_dtype[Dtype.CATEGORY], datetime=tuple(by_dtype[Dtype.DATETIME]))
+    labelled = source.filter(pl.col(spec.target).is_not_null())
+    X = encoder.fit(labelled).transform(labelled)
+    target = labelled[spec.target]
+    params = {"max_depth": 4, "learning_rate": 0.1, "subsample": 0.8, "verbosity": 0, "nthread": 2, "seed": 0}
+    if spec.task == "regression":
+        y = target.cast(pl.Float64).to_numpy()
+        booster = xgb.train({**params, "objective": "reg:squarederror"}, xgb.DMatrix(X, y), 150)
+        residuals = y - booster.inplace_predict(X)
+
+        def draw_value(chunk: pl.DataFrame, rng: np.random.Generator) -> pl.Series:
+            value = booster.inplace_predict(encoder.transform(chunk)) + rng.choice(residuals, chunk.height)
+            return pl.Series(spec.target, value).cast(target.dtype, strict=False)
+
+        return draw_value
+    classes = target.unique(maintain_order=True).sort()
+    index = {v: i for i, v in enumerate(classes.to_list())}
+    y = np.array([index[v] for v in target.to_list()])
+    objective = {"objective": "multi:softprob", "num_class": len(classes)}
+    booster = xgb.train({**params, **objective}, xgb.DMatrix(X, y), 150)
+
+    def draw_class(chunk: pl.DataFrame, rng: np.random.Generator) -> pl.Series:
+        proba = booster.inplace_predict(encoder.transform(chunk)).reshape(chunk.height, len(classes))
+        picked = (proba.cumsum(axis=1) < rng.random((chunk.height, 1))).sum(axis=1)
+        return classes.gather(np.minimum(picked, len(classes) - 1)).alias(spec.target)
+
+    return draw_class
 
 
 def _renumber(chunk: pl.DataFrame, ids: list[str], start: int) -> pl.DataFrame:

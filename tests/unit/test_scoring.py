@@ -111,3 +111,42 @@ def test_smoothing_averages_past_rows_of_the_same_group_only():
     np.testing.assert_allclose(smooth_scores(scores[shuffled], groups[shuffled], order[shuffled], 3), out[shuffled])
     binary = smooth_scores(scores[:, 0], groups, order, 2)
     assert binary.shape == (12,) and binary[1] == pytest.approx(scores[:2, 0].mean())
+
+
+def test_level_lookup_for_a_few_rows_equals_the_pandas_path():
+    from lepton.scoring import _level_codes
+
+    values = ["x", None, "y", float("nan"), "zzz", 1, 1.5, True, "1"] * 8  # 72 rows: the pandas path
+    levels = ["x", "y", "1", "1.5", "True"]
+    np.testing.assert_array_equal(_level_codes(values[:9], levels), _level_codes(values, levels)[:9])
+    assert _level_codes(values[:9], levels).tolist() == [0, -1, 1, -1, -1, 2, 3, 4, 2]
+
+
+@pytest.mark.parametrize("family", ["linear", "xgboost"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_reasons_are_the_largest_contributions_that_add_up_to_the_raw_output(tmp_path, family, classes):
+    X, y = _data(classes=classes)
+    task = "binary" if classes == 2 else "multiclass"
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": np.where(X[:, 2] > 0, "x", "y")})
+    M = encode(ENCODER, frame)
+    if family == "linear":
+        payload = fit_linear(M, y, task)
+    else:
+        payload, _, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], task, classes, {"n_estimators": 20})
+    meta = {"task": task, "classes": [str(c) for c in range(classes)], "threshold": 0.5}
+    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, family=family, payload=payload, reference={})
+    scorer = Scorer.from_dir(tmp_path / "b")
+    contributions = scorer.model.contributions(M)
+    assert contributions.shape == (len(M), 1 if classes == 2 else classes, M.shape[1])
+    # Contributions (plus a constant per output) give the raw output: the model's margin.
+    margin = np.log(scorer.scores(frame) / (1 - scorer.scores(frame))) if classes == 2 else None
+    if margin is not None:
+        offset = margin - contributions[:, 0, :].sum(axis=1)
+        np.testing.assert_allclose(offset, offset[0], atol=1e-3)
+    predicted = np.zeros(len(M), dtype=int) if classes == 2 else scorer.scores(frame).argmax(axis=1)
+    reasons = scorer.reasons(M, predicted, top=2)
+    names = ["a", "b", "c=x", "c=y"]
+    for row, (chosen, k) in enumerate(zip(reasons, predicted, strict=True)):
+        assert len(chosen) == 2 and {n for n, _ in chosen} <= set(names)
+        size = np.sort(np.abs(contributions[row, min(k, contributions.shape[1] - 1)]))[::-1]
+        assert [abs(c) for _, c in chosen] == pytest.approx(size[:2], rel=1e-5)

@@ -1,0 +1,110 @@
+"""The prediction log: every served prediction, kept under ``LEPTON_HOME/predictions/DOMAIN/``.
+
+Each record holds the request id, the row's place in its request, the time (UTC), the model
+version, the prediction and its score, and the row's model inputs — which never include a PII
+column (the spec keeps those out of the model, and the service refuses unknown fields).
+
+Request threads only put records on a queue; one writer thread turns them into Parquet parts
+(at most every ``flush_seconds`` or ``flush_rows``), each written under a temporary name and
+renamed, so concurrent requests never share a file handle and a reader never sees half a part.
+Several service processes may share one directory: part names are unique.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+log = logging.getLogger("lepton.predlog")
+_STOP = object()
+
+
+class PredictionLog:
+    def __init__(self, directory: Path, flush_rows: int = 5_000, flush_seconds: float = 1.0) -> None:
+        self.directory = directory
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.written = 0  # rows on disk
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._drain, name="lepton-predlog", daemon=True)
+        self._thread.start()
+
+    def append(self, request: str | list[str], version: str, rows: list[dict], predictions: list[dict]) -> None:
+        """Queue one batch request's rows (``request``: its id; rows numbered from 0), or single-row
+        requests scored together (``request``: one id per row)."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        ids = request if isinstance(request, list) else [request] * len(rows)
+        for i, (row, answer, request_id) in enumerate(zip(rows, predictions, ids, strict=True)):
+            self._queue.put(
+                {
+                    "request_id": request_id,
+                    "row": 0 if isinstance(request, list) else i,
+                    "time": now,
+                    "model_version": version,
+                    "prediction": str(answer["prediction"]),
+                    "score": answer["score"],
+                    **{f"input.{k}": v for k, v in row.items()},
+                }
+            )
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        self._thread = None
+
+    def _drain(self) -> None:
+        pending: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.flush_seconds
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._write(pending)
+                return
+            if item is not None:
+                pending.append(item)
+            if len(pending) >= self.flush_rows or time.monotonic() >= deadline:
+                self._write(pending)
+                pending = []
+                deadline = time.monotonic() + self.flush_seconds
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        partial = self.directory / f".{name}.partial"
+        try:
+            pl.DataFrame(records, infer_schema_length=None).write_parquet(partial)
+            partial.replace(self.directory / name)
+            self.written += len(records)
+        except Exception:  # a full disk must not take the service down; the loss is logged
+            log.exception("could not write %d prediction(s) to %s", len(records), self.directory)
+            partial.unlink(missing_ok=True)
+
+
+def read_log(directory: Path, since: datetime | None = None) -> pl.DataFrame:
+    """Every logged prediction in ``directory`` (optionally from ``since``, UTC), oldest first."""
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        return pl.DataFrame()
+    frame = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    if since is not None:
+        frame = frame.filter(pl.col("time") >= since.replace(tzinfo=None))
+    return frame.sort("time", maintain_order=True)
