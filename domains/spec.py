@@ -161,6 +161,15 @@ class DriftSpec(_Frozen):
     bins: int = Field(default=10, ge=2, le=100)
 
 
+class PromotionSpec(_Frozen):
+    """When a challenger replaces the champion: better on the primary metric, on the same holdout,
+    by a paired bootstrap test at ``level`` (one-sided; rows resampled together, whole groups
+    when the spec has a group column) with ``resamples`` draws."""
+
+    level: float = Field(default=0.05, gt=0, lt=0.5)
+    resamples: int = Field(default=1000, ge=100, le=100_000)
+
+
 class DomainSpec(_Frozen):
     name: Name
     description: str = ""
@@ -177,6 +186,7 @@ class DomainSpec(_Frozen):
     target_specificity: Fraction = 0.9
     latency_budget_ms: float = Field(default=10.0, gt=0)
     drift: DriftSpec = DriftSpec()
+    promotion: PromotionSpec = PromotionSpec()
     leakage: LeakageSpec = LeakageSpec()
     features: FeatureRecipe | None = None
     # An alarm filter for series (a group and a time column): each decision uses the class

@@ -368,6 +368,74 @@ def synth(
     err.print(f"train on it: [bold]lepton run {domain} --data {out}{hint}[/]")
 
 
+def _chosen_spec(domain: str | None, spec: Path | None):
+    """The built-in domain or the spec file the user named (exactly one); exits 2 otherwise."""
+    from domains import get_spec
+    from domains.spec import DomainSpec
+    from lepton.errors import LeptonError
+
+    try:
+        if (domain is None) == (spec is None):
+            raise LeptonError("name a built-in domain or give --spec FILE (one of them)")
+        if spec is not None:
+            return DomainSpec.from_yaml(spec.expanduser().resolve())
+        if domain not in DOMAINS:
+            raise LeptonError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} or give --spec")
+        return get_spec(domain)
+    except LeptonError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def score(
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
+    input_file: Annotated[Path | None, typer.Argument(metavar="INPUT", help="CSV/Parquet file to score.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (.parquet or .csv).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
+    version: Annotated[str | None, typer.Option(help="A registered version (default: the champion).")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1000, help="Rows scored at a time.")] = 100_000,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+) -> None:
+    """Score a file with the domain's champion, in chunks, as a Prefect flow: the file's id,
+    group and time columns with `prediction` and `score`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from flows.score import score as score_flow
+    from lepton.errors import LeptonError
+
+    _environment(False)
+    if spec is not None and input_file is None and domain is not None:  # `lepton score --spec S INPUT`
+        domain, input_file = None, Path(domain)
+    if input_file is None or output is None:
+        _fail("give the INPUT file and --output/-o")
+    chosen = _chosen_spec(domain, spec)
+    if output.expanduser().resolve().exists() and not force:
+        _fail(f"{output.expanduser().resolve()}: exists; pass --force to overwrite it")
+    total = _row_count(input_file)
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(f"scoring with {chosen.model_name}", total=total)
+        try:
+            result = score_flow(
+                chosen, str(input_file), str(output), version, chunk_rows, lambda n: bar.advance(task, n)
+            )
+        except LeptonError as exc:
+            _fail(str(exc))
+    err.print(f"scored {result.rows:,} rows with {result.model_name} v{result.version} -> [bold]{result.output}[/]")
+
+
+def _row_count(path: Path) -> int | None:
+    """Rows in the file, for the progress bar (None when it cannot be told cheaply)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # the flow reports unreadable files properly
+        return None
+    return None
+
+
 @app.command()
 def serve(
     domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
@@ -384,23 +452,10 @@ def serve(
     set, scoring requests need it in the X-API-Key header."""
     import uvicorn
 
-    from domains import get_spec
-    from domains.spec import DomainSpec
-    from lepton.errors import LeptonError
     from lepton.serve import ServeConfig, create_app
 
     home = _environment(False)
-    try:
-        if (domain is None) == (spec is None):
-            raise LeptonError("name a built-in domain or give --spec FILE (one of them)")
-        if spec is not None:
-            chosen = DomainSpec.from_yaml(spec.expanduser().resolve())
-        elif domain in DOMAINS:
-            chosen = get_spec(domain)
-        else:
-            raise LeptonError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} or give --spec")
-    except LeptonError as exc:
-        _fail(str(exc))
+    chosen = _chosen_spec(domain, spec)
     config = ServeConfig(
         poll_seconds=poll,
         api_key=os.environ.get("LEPTON_API_KEY") or None,

@@ -50,6 +50,10 @@ class EngineError(LeptonError):
     """The compute cluster failed in a way a retry could not mend (e.g. every worker lost)."""
 
 
+class PromotionConflictError(LeptonError):
+    """The champion alias kept moving while a candidate was compared with it."""
+
+
 class SettingsError(LeptonError, ValueError):
     """An environment variable Lepton reads (``LEPTON_*``) has a value it cannot use."""
 

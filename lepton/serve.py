@@ -19,12 +19,14 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -134,11 +136,16 @@ class Champion:
 
 
 # ---- scoring ----------------------------------------------------------------------------------
-def score_rows(loaded: Loaded, rows: list[dict[str, Any]], explain: bool) -> list[dict[str, Any]]:
-    """Predictions for validated rows (column name -> value), with reasons when ``explain``."""
+def score_rows(
+    loaded: Loaded, rows: list[dict[str, Any]], explain: bool, context: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Predictions for validated rows (column name -> value), with reasons when ``explain``.
+    ``context``: earlier rows of the same series, scored with them but not answered."""
     scorer = loaded.scorer
-    frame, X = scorer.matrix({name: _column([row.get(name) for row in rows]) for name in scorer.raw_inputs})
-    scores = smoothed(scorer.meta.get("smoothing"), scorer.model.predict(X), frame)
+    every = [*context, *rows]
+    frame, X = scorer.matrix({name: _column([row.get(name) for row in every]) for name in scorer.raw_inputs})
+    scores = smoothed(scorer.meta.get("smoothing"), scorer.model.predict(X), frame)[len(context) :]
+    X = X[len(context) :]
     task, classes = scorer.meta["task"], scorer.meta.get("classes") or []
     if task == "regression":
         predictions: list[Any] = [float(v) for v in scores]
@@ -161,6 +168,32 @@ def score_rows(loaded: Loaded, rows: list[dict[str, Any]], explain: bool) -> lis
         }
         for i in range(len(rows))
     ]
+
+
+class History:
+    """The latest rows of each series (e.g. a process run) for a model whose features or
+    decisions look back in time (a rolling recipe, decision smoothing): a single-row request is
+    scored after the rows its series sent before, so it gets the answer the whole series would.
+    Bounded: ``depth`` rows per series, the ``max_series`` most recently seen series."""
+
+    def __init__(self, meta: dict[str, Any], max_series: int = 10_000) -> None:
+        recipe, smoothing = meta.get("recipe") or {}, meta.get("smoothing") or {}
+        window = int(recipe.get("window", 0)) if recipe.get("name") == "rolling" else 0
+        self.depth = window + int(smoothing.get("window", 0))  # 0: rows stand alone
+        self.group = smoothing.get("group") or recipe.get("group")
+        self.max_series = max_series
+        self.series: OrderedDict[Any, deque[dict[str, Any]]] = OrderedDict()
+
+    def context(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self.series.get(row.get(self.group), ()))
+
+    def add(self, row: dict[str, Any]) -> None:
+        key = row.get(self.group)
+        rows = self.series.pop(key, None) or deque(maxlen=self.depth)
+        rows.append(row)
+        self.series[key] = rows
+        while len(self.series) > self.max_series:
+            self.series.popitem(last=False)
 
 
 def _column(values: list[Any]) -> np.ndarray:
@@ -322,6 +355,7 @@ class Service:
         self.predlog = PredictionLog(settings.home / "predictions" / spec.name)
         self.metrics = ServiceMetrics()
         self.batcher = Batcher(self.answer, limit=config.max_batch_rows)
+        self.history = History({})  # sized from the first champion's bundle
 
     def loaded(self) -> Loaded:
         loaded = self.champion.current
@@ -333,10 +367,17 @@ class Service:
         return {"name": self.spec.model_name, "version": loaded.version}
 
     def answer(self, rows: list[dict[str, Any]], ids: list[str] | None = None) -> tuple[Loaded, str, list[dict]]:
-        """Score rows of one batch request (one id), or of several single-row requests (``ids``)."""
+        """Score rows of one batch request (one id), or of several single-row requests (``ids``;
+        for a model that looks back in time, each after its series' earlier rows)."""
         loaded = self.loaded()
         request_id = uuid.uuid4().hex
-        predictions = score_rows(loaded, rows, self.config.explain)
+        if ids is not None and self.history.depth:
+            predictions = []
+            for row in rows:
+                predictions += score_rows(loaded, [row], self.config.explain, self.history.context(row))
+                self.history.add(row)
+        else:
+            predictions = score_rows(loaded, rows, self.config.explain)
         self.predlog.append(ids or request_id, loaded.version, rows, predictions)
         self.metrics.rows.inc(len(rows))
         return loaded, request_id, predictions
@@ -348,7 +389,11 @@ class Service:
 
     async def refresh(self) -> None:
         if await asyncio.to_thread(self.champion.refresh):
-            self.metrics.version.set(float(self.champion.current.version))
+            current = self.champion.current
+            self.metrics.version.set(float(current.version))
+            sized = History(current.scorer.meta)
+            if (sized.depth, sized.group) != (self.history.depth, self.history.group):
+                self.history = sized
 
     async def watch(self) -> None:
         while True:
@@ -375,6 +420,10 @@ class Service:
             self.predlog.close()
 
 
+def _json(payload: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
 def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None = None) -> FastAPI:
     service = Service(spec, settings, config or ServeConfig())
     app = FastAPI(
@@ -388,20 +437,22 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
     )
     guarded = [Depends(service.authorised)]
 
+    # Answers are built here and written with orjson; the response models document them (/docs).
     @app.post("/predict", response_model=SingleAnswer, dependencies=guarded)
-    async def predict(row: Row) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def predict(row: Row) -> Response:  # type: ignore[valid-type]
         with service.metrics.measured("predict"):
             service.loaded()
             request_id = uuid.uuid4().hex
             loaded, prediction = await service.batcher.submit(row.model_dump(by_alias=True), request_id)
-        return {"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold, **prediction}
+        return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
+                      **prediction})  # fmt: skip
 
     @app.post("/predict/batch", response_model=BatchAnswer, dependencies=guarded)
-    def predict_batch(batch: Batch) -> dict[str, Any]:  # type: ignore[valid-type]
+    def predict_batch(batch: Batch) -> Response:  # type: ignore[valid-type]
         with service.metrics.measured("batch"):
             loaded, request_id, answers = service.answer([row.model_dump(by_alias=True) for row in batch.rows])
-        return {"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
-                "predictions": answers}  # fmt: skip
+        return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
+                      "predictions": answers})  # fmt: skip
 
     @app.get("/health")
     def health() -> dict[str, str]:

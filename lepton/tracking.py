@@ -151,6 +151,16 @@ def register(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> st
     return str(version.version)
 
 
+def find_version(name: str, tag: str, value: str) -> str | None:
+    """The newest version of ``name`` whose tag ``tag`` equals ``value``, if any."""
+    try:
+        versions = _client().search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    found = [int(v.version) for v in versions if v.tags.get(tag) == value]
+    return str(max(found)) if found else None
+
+
 def alias_version(name: str, alias: str) -> str | None:
     try:
         return str(_client().get_model_version_by_alias(name, alias).version)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
+from lepton.errors import PromotionConflictError
 from lepton.scoring import Scorer, smoothed, write_bundle
 from lepton.settings import Settings
 from tasks import plots
@@ -24,8 +25,10 @@ from tasks.metrics import evaluate
 from tasks.monitor import reference_statistics
 from tasks.optimise import OptimiseResult, decision_threshold
 from tasks.preprocess import PreparedData
+from tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
 from tasks.train import TrainedModel, TrainResult, holdout_context
 
+RUN_KEY = "lepton.run_key"  # tags the version a run's inputs registered (tasks.promotion.run_key)
 REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
 TEXT_INPUTS = (Dtype.CATEGORY, Dtype.DATETIME)  # passed to the model as strings
 
@@ -57,10 +60,8 @@ def _within(spec: DomainSpec, metric: str, value: float, bound: float) -> bool:
     return value >= bound if spec.higher_is_better(metric) else value <= bound
 
 
-def gate_failures(
-    spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float], champion: float | None
-) -> list[str]:
-    """Every reason the candidate may not become champion, with the numbers (empty: promote)."""
+def gate_failures(spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """Every gate the candidate fails and whether it is worse than the baseline, with the numbers."""
     failures = []
     for metric, bound in spec.gates.items():
         value = metrics.get(metric, float("nan"))
@@ -70,8 +71,6 @@ def gate_failures(
     primary = spec.primary_metric
     if not _within(spec, primary, metrics[primary], baseline[primary]):
         failures.append(f"worse than the baseline on {primary}: {metrics[primary]:.4f} vs {baseline[primary]:.4f}")
-    if champion is not None and not _within(spec, primary, metrics[primary], champion):
-        failures.append(f"worse than the champion on {primary}: {metrics[primary]:.4f} vs {champion:.4f}")
     return failures
 
 
@@ -119,25 +118,44 @@ def signature(spec: DomainSpec):
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
-def champion_primary(spec: DomainSpec, data: PreparedData) -> tuple[str | None, float | None, str | None]:
-    """Score the current champion on this run's holdout: (version, primary metric, note).
+@dataclass(frozen=True)
+class ChampionScores:
+    """The current champion scored on this run's holdout (``scores`` None: compared on gates only)."""
 
-    The champion's own bundle is scored with the same ``Scorer`` its pyfunc wraps, straight from
-    the holdout frame, so large holdouts skip the pandas round trip of pyfunc's schema checks.
-    """
+    version: str | None
+    scores: np.ndarray | None = None
+    threshold: float = 0.5
+    note: str | None = None
+
+
+def champion_scores(spec: DomainSpec, data: PreparedData) -> ChampionScores:
+    """Score the current champion on this run's holdout, from its own bundle with the same
+    ``Scorer`` its pyfunc wraps, straight from the holdout frame (large holdouts skip the pandas
+    round trip of pyfunc's schema checks)."""
     version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
     if version is None:
-        return None, None, None
+        return ChampionScores(None)
     try:
         with tracking.scratch_dir() as tmp:
             scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, version, Path(tmp)))
         scores = scorer.scores(data.holdout.frame)
     except Exception as exc:  # an unloadable champion must not block a good model
-        return version, None, f"champion v{version} cannot score this holdout ({exc.__class__.__name__}: {exc})"
+        note = f"champion v{version} cannot score this holdout ({exc.__class__.__name__}: {exc})"
+        return ChampionScores(version, note=note)
     if spec.task != "regression" and scorer.meta.get("classes") != [str(c) for c in data.classes]:
-        return version, None, f"champion v{version} predicts other classes; compared on gates only"
-    metrics = evaluate(spec, data.holdout.y, scores, holdout_context(spec, data))
-    return version, metrics[spec.primary_metric], None
+        return ChampionScores(version, note=f"champion v{version} predicts other classes; compared on gates only")
+    return ChampionScores(version, scores, float(scorer.meta.get("threshold", 0.5)))
+
+
+def compare_with_champion(
+    spec: DomainSpec, data: PreparedData, evaluation: Evaluation, champion: ChampionScores
+) -> Comparison | None:
+    if champion.scores is None:
+        return None
+    groups = data.holdout.frame[spec.group_column].to_numpy() if spec.group_column else None
+    return paired_bootstrap(
+        spec, data.holdout.y, evaluation.scores, champion.scores, groups, evaluation.threshold, champion.threshold
+    )
 
 
 def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: TrainedModel, evaluation: Evaluation) -> None:
@@ -222,11 +240,78 @@ def record_run(
 
 
 def register_and_gate(
-    spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evaluation: Evaluation, run_id: str
+    spec: DomainSpec,
+    data: PreparedData,
+    opt: OptimiseResult,
+    evaluation: Evaluation,
+    run_id: str,
+    settings: Settings,
+    key: str,
 ) -> Deployment:
-    """Log the model, register a version, and move ``champion`` only if every gate passes."""
-    candidate = opt.candidate
+    """Register the model (or find the version this run's inputs already registered) and move
+    ``champion`` only if every gate passes and it beats the champion by the paired test.
+
+    Under the model's promotion lock: the champion is scored, and its alias read again right
+    before the move; if it moved meanwhile, the comparison is done again."""
     reference = reference_statistics(data.train.frame, spec.with_features())
+    with promotion_lock(settings.home, spec.model_name):
+        version = tracking.find_version(spec.model_name, RUN_KEY, key)
+        resumed = version is not None
+        if version is None:
+            version = _register(spec, data, opt, evaluation, run_id, reference, key)
+        failures = gate_failures(spec, evaluation.metrics, evaluation.baseline_metrics)
+        for _ in range(3):
+            champion = champion_scores(spec, data)
+            comparison = (
+                None if champion.version == version else compare_with_champion(spec, data, evaluation, champion)
+            )
+            if tracking.alias_version(spec.model_name, tracking.CHAMPION) == champion.version:
+                break
+        else:
+            raise PromotionConflictError(
+                f"the champion alias of {spec.model_name} kept moving while v{version} was compared"
+            )
+        reasons, promoted = list(failures), not failures
+        if comparison is not None:
+            reasons.append(comparison.describe(spec.primary_metric, spec.promotion.level))
+            promoted = promoted and comparison.p_value < spec.promotion.level
+        if champion.version == version:
+            promoted, reasons = True, [f"v{version} is already the champion (a re-run with the same inputs)"]
+        elif promoted:
+            reasons.insert(0, "passed every gate")
+        if champion.note:
+            reasons.append(champion.note)
+        decision = "; ".join(reasons)
+        tracking.set_alias(spec.model_name, tracking.CHAMPION if promoted else tracking.CHALLENGER, version)
+        tracking.set_version_tags(spec.model_name, version, {"lepton.decision": decision})  # the decision is done
+    tags = {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": decision}
+    if resumed:
+        tags["lepton.resumed_version"] = version  # registered by an earlier run with the same inputs
+    tracking.set_tags(run_id, tags)
+    if comparison is not None:
+        tracking.log_metrics(run_id, {"champion_delta": comparison.delta, "champion_p_value": comparison.p_value})
+    return Deployment(
+        run_id=run_id,
+        model_name=spec.model_name,
+        version=version,
+        promoted=promoted,
+        champion_version=version if promoted else champion.version,
+        reasons=tuple(reasons),
+        reference=reference,
+    )
+
+
+def _register(
+    spec: DomainSpec,
+    data: PreparedData,
+    opt: OptimiseResult,
+    evaluation: Evaluation,
+    run_id: str,
+    reference: dict[str, Any],
+    key: str,
+) -> str:
+    """Log the model bundle to the run and register it as a new version tagged with the run key."""
+    candidate = opt.candidate
     meta = {
         "domain": spec.name,
         "task": spec.task,
@@ -249,35 +334,15 @@ def register_and_gate(
         )
         tracking.log_dict(run_id, reference, "reference_statistics.json")
         model_uri = tracking.log_model(run_id, bundle, example, signature(spec), REQUIREMENTS)
-
-    champion_version, champion_value, note = champion_primary(spec, data)
-    failures = gate_failures(spec, evaluation.metrics, evaluation.baseline_metrics, champion_value)
     tags = {
         "lepton.run_id": run_id,
+        RUN_KEY: key,
         "lepton.data_fingerprint": data.fingerprint,
         "lepton.spec_hash": spec.spec_hash(),
         "lepton.git_commit": tracking.git_commit(),
         spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
     }
-    version = tracking.register(model_uri, spec.model_name, run_id, tags)
-    promoted = not failures
-    reasons = tuple(failures) or ("passed every gate",)
-    if note:
-        reasons += (note,)
-    tracking.set_version_tags(spec.model_name, version, {"lepton.decision": "; ".join(reasons)})
-    tracking.set_alias(spec.model_name, tracking.CHAMPION if promoted else tracking.CHALLENGER, version)
-    tracking.set_tags(
-        run_id, {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": "; ".join(reasons)}
-    )
-    return Deployment(
-        run_id=run_id,
-        model_name=spec.model_name,
-        version=version,
-        promoted=promoted,
-        champion_version=version if promoted else champion_version,
-        reasons=reasons,
-        reference=reference,
-    )
+    return tracking.register(model_uri, spec.model_name, run_id, tags)
 
 
 @task(name="deploy", cache_policy=NO_CACHE)
@@ -298,9 +363,15 @@ def deploy_task(
     """
     tracking.configure(settings)
     evaluation = evaluate_holdout(spec, data, trained, opt)
+    search = {
+        "search_rows": settings.search_rows,
+        "distributed_rows": settings.distributed_rows,
+        "device": settings.device,
+    }
+    key = run_key(spec, data.fingerprint, tracking.git_commit(), trials, search)
     run_id = record_run(spec, data, trained, opt, evaluation, settings, trials)
     try:
-        return register_and_gate(spec, data, opt, evaluation, run_id), evaluation
+        return register_and_gate(spec, data, opt, evaluation, run_id, settings, key), evaluation
     except BaseException:
         tracking.end_run(run_id, "FAILED")
         raise

@@ -86,18 +86,9 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
         if column.name not in frame.columns:
             problems.append(Problem("missing_column", column.name, f"required ({column.role.value}), not in {source}"))
             continue
-        values = frame[column.name]
-        cast = _cast(values, column.dtype)
-        broken = cast.is_null() & values.is_not_null()
-        if broken.any():
-            row = int(broken.arg_max())
-            problems.append(
-                Problem(
-                    "wrong_dtype",
-                    column.name,
-                    f"expected {column.dtype.value}, row {row} holds {values[row]!r} ({int(broken.sum())} such row(s))",
-                )
-            )
+        cast, problem = cast_column(frame[column.name], column.dtype)
+        if problem is not None:
+            problems.append(problem)
             continue
         if cast.null_count() == frame.height:
             problems.append(Problem("all_null", column.name, "every value is missing"))
@@ -108,6 +99,18 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
     if problems:
         raise SchemaError(problems, source)
     return frame.with_columns(casts).select([c.name for c in spec.columns if c.role is not Role.PII])
+
+
+def cast_column(values: pl.Series, dtype: Dtype, offset: int = 0) -> tuple[pl.Series, Problem | None]:
+    """``values`` cast to ``dtype``, or the problem naming the first value that is not one
+    (its row counted from ``offset``, for files read in chunks)."""
+    cast = _cast(values, dtype)
+    broken = cast.is_null() & values.is_not_null()
+    if not broken.any():
+        return cast, None
+    row = int(broken.arg_max())
+    detail = f"expected {dtype.value}, row {offset + row} holds {values[row]!r} ({int(broken.sum())} such row(s))"
+    return cast, Problem("wrong_dtype", str(values.name), detail)
 
 
 def _cast(values: pl.Series, dtype: Dtype) -> pl.Series:

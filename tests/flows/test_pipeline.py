@@ -72,14 +72,73 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
     assert len(out) == 200 and out["prediction"].notna().all()
 
 
-def test_second_run_compares_with_the_champion_on_the_same_holdout(lepton_home):
+def test_a_rerun_with_the_same_inputs_finds_its_version_instead_of_registering_another(lepton_home):
     first = pipeline(domain="medical", trials=0)
     second = pipeline(domain="medical", trials=0)
-    assert (first.version, second.version) == ("1", "2")
-    assert second.promoted  # same data and seed: equal, so not worse than the champion
+    assert (first.version, second.version) == ("1", "1") and first.promoted and second.promoted
     client = _client()
-    assert str(client.get_model_version_by_alias("lepton-medical", "champion").version) == "2"
-    assert "passed every gate" in client.get_model_version("lepton-medical", "2").tags["lepton.decision"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'lepton-medical'")] == ["1"]
+    assert "already the champion" in " ".join(second.reasons)
+    assert client.get_run(second.run_id).data.tags["lepton.resumed_version"] == "1"
+
+
+def test_an_equal_challenger_does_not_replace_the_champion(lepton_home, tmp_path):
+    """The same rows in another order: another run key, an equally good model; the champion
+    stays unless the challenger is better by the paired test."""
+    spec = get_spec("medical")
+    pipeline(domain="medical", trials=0)
+    frame = pl.read_parquet(spec.data.resolve(spec.data.path))
+    path = tmp_path / "reordered.parquet"
+    frame.reverse().write_parquet(path)
+    result = pipeline(domain="medical", trials=0, data=str(path))
+    assert result.version == "2" and not result.promoted and result.champion_version == "1"
+    assert any("paired bootstrap" in r for r in result.reasons)
+    run = _client().get_run(result.run_id)
+    assert 0 <= run.data.metrics["champion_p_value"] <= 1
+
+
+def test_a_crash_between_registering_and_moving_the_alias_is_completed_by_the_next_run(
+    lepton_home, monkeypatch, tmp_path
+):
+    real = tracking.set_alias
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("injected crash between registering and moving the alias")
+
+    def versions() -> list[str]:
+        return sorted(str(v.version) for v in _client().search_model_versions("name = 'lepton-medical'"))
+
+    # No champion yet: the crash leaves version 1 registered and nobody promoted ...
+    monkeypatch.setattr(tracking, "set_alias", crash)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pipeline(domain="medical", trials=0)
+    client = _client()
+    assert versions() == ["1"] and not client.get_registered_model("lepton-medical").aliases
+    experiment = client.get_experiment_by_name("lepton-medical").experiment_id
+    runs = client.search_runs([experiment])
+    assert {r.info.status for r in runs if r.data.tags.get("lepton.role") == "candidate"} == {"FAILED"}
+    # ... and the next run with the same inputs finds version 1 and completes its promotion.
+    monkeypatch.setattr(tracking, "set_alias", real)
+    result = pipeline(domain="medical", trials=0)
+    assert (result.version, result.promoted) == ("1", True) and versions() == ["1"]
+    assert str(client.get_model_version_by_alias("lepton-medical", "champion").version) == "1"
+
+    # With a champion: a crash on another run's version leaves the champion untouched.
+    spec = get_spec("medical")
+    path = tmp_path / "reordered.parquet"
+    pl.read_parquet(spec.data.resolve(spec.data.path)).reverse().write_parquet(path)
+    monkeypatch.setattr(tracking, "set_alias", crash)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pipeline(domain="medical", trials=0, data=str(path))
+    assert versions() == ["1", "2"]
+    assert str(client.get_model_version_by_alias("lepton-medical", "champion").version) == "1"
+    assert "lepton.decision" not in client.get_model_version("lepton-medical", "2").tags
+    monkeypatch.setattr(tracking, "set_alias", real)
+    again = pipeline(domain="medical", trials=0, data=str(path))
+    assert again.version == "2" and versions() == ["1", "2"]  # its decision is made, on the same version
+    assert "lepton.decision" in client.get_model_version("lepton-medical", "2").tags
+    alias = "champion" if again.promoted else "challenger"
+    assert str(client.get_model_version_by_alias("lepton-medical", alias).version) == "2"
 
 
 def test_a_worse_challenger_leaves_the_champion_in_place(lepton_home, tmp_path):

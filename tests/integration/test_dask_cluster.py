@@ -122,4 +122,5 @@ def test_killing_a_worker_mid_features_still_gives_the_same_result(lepton_home, 
     monkeypatch.setenv("LEPTON_DASK_ADDRESS", dask_cluster.scheduler.address)
     reference = pipeline(domain="medical", trials=2)
     assert survived.metrics == pytest.approx(reference.metrics)
-    assert survived.version == "1" and reference.version == "2"
+    # The same inputs on another cluster: the same run key, so the version is found, not repeated.
+    assert survived.version == reference.version == "1"

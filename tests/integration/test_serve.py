@@ -51,7 +51,7 @@ def registry(tmp_path_factory, dask_cluster, prefect_harness) -> Iterator[Path]:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("LEPTON_DASK_ADDRESS", dask_cluster.scheduler.address)
         pipeline(domain="finance", trials=0)
-        pipeline(domain="finance", trials=0)
+        pipeline(domain="finance", trials=1)  # another trial budget: another run key, a second version
         tracking.configure(load_settings())
         tracking.set_alias(SPEC.model_name, tracking.CHAMPION, "1")
         yield home

@@ -1,0 +1,104 @@
+"""The paired test a challenger must pass, the promotion lock, and the run key."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from domains import get_spec
+from tasks.promotion import paired_bootstrap, promotion_lock, run_key
+
+SPEC = get_spec("finance")  # primary metric: ROC AUC
+
+
+def _scores(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    signal = y + rng.normal(0, 1.2, n)
+    return y, signal, rng
+
+
+def test_an_identical_challenger_is_not_significantly_better():
+    y, champion, _ = _scores()
+    result = paired_bootstrap(SPEC, y, champion.copy(), champion)
+    assert result.delta == 0 and result.p_value == 1.0
+    assert "not significantly better" in result.describe("roc_auc", 0.05)
+
+
+def test_a_clearly_better_challenger_passes_and_a_noisy_one_does_not():
+    y, champion, rng = _scores()
+    better = y + rng.normal(0, 0.6, len(y))  # far less noise: a much higher AUC
+    clear = paired_bootstrap(SPEC, y, better, champion)
+    assert clear.delta > 0.05 and clear.p_value < 0.01 and clear.low > 0
+    # The same model with a little jitter: differences of a few 1e-4 are noise, not progress.
+    jittered = champion + rng.normal(0, 0.05, len(y))
+    noisy = paired_bootstrap(SPEC, y, jittered, champion)
+    assert abs(noisy.delta) < 0.01 and noisy.p_value > 0.05
+
+
+def test_series_are_resampled_as_whole_groups():
+    spec = get_spec("manufacturing")  # macro-F1 over classes, runs as groups
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(12), 50)
+    y = np.repeat(rng.integers(0, 3, 12), 50)
+    good = np.eye(3)[y] * 0.8 + 0.1
+    worse = good.copy()
+    worse[:100] = np.eye(3)[(y[:100] + 1) % 3] * 0.8 + 0.1  # two whole runs wrong
+    result = paired_bootstrap(spec, y, good, worse, groups=groups)
+    assert result.delta > 0 and result.resamples <= spec.promotion.resamples
+    by_rows = paired_bootstrap(spec, y, good, worse)
+    # Rows of a run are not independent: resampling whole runs gives the wider (honest) spread.
+    assert result.low < by_rows.low
+
+
+def test_the_promotion_lock_lets_one_holder_in_at_a_time(tmp_path):
+    order = []
+
+    def hold(name: str, seconds: float) -> None:
+        with promotion_lock(tmp_path, "lepton-finance"):
+            order.append(f"{name} in")
+            time.sleep(seconds)
+            order.append(f"{name} out")
+
+    first = threading.Thread(target=hold, args=("a", 0.5))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=hold, args=("b", 0))
+    second.start()
+    first.join()
+    second.join()
+    assert order == ["a in", "a out", "b in", "b out"]
+
+
+@pytest.mark.parametrize("change", ["data", "code", "trials", "settings"])
+def test_the_run_key_changes_with_any_input(change):
+    base = {"fingerprint": "f", "code": "c", "trials": 8, "settings": {"search_rows": 1}}
+    changed = dict(base)
+    changed.update(
+        {
+            "data": {"fingerprint": "g"},
+            "code": {"code": "d"},
+            "trials": {"trials": 9},
+            "settings": {"settings": {"search_rows": 2}},
+        }[change]
+    )
+    assert run_key(SPEC, **base) == run_key(SPEC, **base)
+    assert run_key(SPEC, **base) != run_key(SPEC, **changed)
+
+
+def test_weighted_metrics_equal_sklearn_on_the_drawn_rows():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from tasks.promotion import _Scorer
+
+    y, scores, rng = _scores(500)
+    scores = np.round(scores, 1)  # ties
+    weights = np.bincount(rng.integers(0, 500, 500), minlength=500)
+    rows = np.repeat(np.arange(500), weights)
+    assert _Scorer(SPEC, y, scores, 0.5)(weights) == pytest.approx(roc_auc_score(y[rows], scores[rows]), abs=1e-12)
+    spec = get_spec("manufacturing")
+    labels = rng.integers(0, 4, 500)
+    proba = rng.dirichlet(np.ones(4), 500) + np.eye(4)[labels] * 0.3
+    expected = f1_score(labels[rows], proba[rows].argmax(axis=1), average="macro", labels=range(4), zero_division=0)
+    assert _Scorer(spec, labels, proba, 0.5)(weights) == pytest.approx(expected, abs=1e-12)
