@@ -43,21 +43,9 @@ class PredictionLog:
 
     def append(self, request: str | list[str], version: str, rows: list[dict], predictions: list[dict]) -> None:
         """Queue one batch request's rows (``request``: its id; rows numbered from 0), or single-row
-        requests scored together (``request``: one id per row)."""
-        now = datetime.now(UTC).replace(tzinfo=None)
-        ids = request if isinstance(request, list) else [request] * len(rows)
-        for i, (row, answer, request_id) in enumerate(zip(rows, predictions, ids, strict=True)):
-            self._queue.put(
-                {
-                    "request_id": request_id,
-                    "row": 0 if isinstance(request, list) else i,
-                    "time": now,
-                    "model_version": version,
-                    "prediction": str(answer["prediction"]),
-                    "score": answer["score"],
-                    **{f"input.{k}": v for k, v in row.items()},
-                }
-            )
+        requests scored together (``request``: one id per row). The request thread only queues:
+        the writer thread turns the rows into columns."""
+        self._queue.put((request, version, datetime.now(UTC).replace(tzinfo=None), rows, predictions))
 
     def close(self) -> None:
         """Write what is queued and stop the writer."""
@@ -68,7 +56,8 @@ class PredictionLog:
         self._thread = None
 
     def _drain(self) -> None:
-        pending: list[dict[str, Any]] = []
+        pending: list[tuple] = []
+        size = 0
         deadline = time.monotonic() + self.flush_seconds
         while True:
             try:
@@ -80,23 +69,48 @@ class PredictionLog:
                 return
             if item is not None:
                 pending.append(item)
-            if len(pending) >= self.flush_rows or time.monotonic() >= deadline:
+                size += len(item[3])
+            if size >= self.flush_rows or time.monotonic() >= deadline:
                 self._write(pending)
-                pending = []
+                pending, size = [], 0
                 deadline = time.monotonic() + self.flush_seconds
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        if not records:
+    def _write(self, items: list[tuple]) -> None:
+        if not items:
             return
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         partial = self.directory / f".{name}.partial"
         try:
-            pl.DataFrame(records, infer_schema_length=None).write_parquet(partial)
+            frame = _frame(items)
+            frame.write_parquet(partial)
             partial.replace(self.directory / name)
-            self.written += len(records)
+            self.written += frame.height
         except Exception:  # a full disk must not take the service down; the loss is logged
-            log.exception("could not write %d prediction(s) to %s", len(records), self.directory)
+            log.exception("could not write %d request(s) to %s", len(items), self.directory)
             partial.unlink(missing_ok=True)
+
+
+def _frame(items: list[tuple]) -> pl.DataFrame:
+    """One frame of every queued request's rows (built column by column: a frame per request
+    costs more than the requests when they are single rows)."""
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("request_id", "row", "time", "model_version", "prediction", "score")
+    }
+    inputs: dict[str, list[Any]] = {}
+    for request, version, now, rows, predictions in items:
+        n, single = len(rows), isinstance(request, list)
+        start = len(columns["row"])
+        columns["request_id"] += request if single else [request] * n
+        columns["row"] += [0] * n if single else list(range(n))
+        columns["time"] += [now] * n
+        columns["model_version"] += [version] * n
+        columns["prediction"] += [str(p["prediction"]) for p in predictions]
+        columns["score"] += [p["score"] for p in predictions]
+        for key in dict.fromkeys(k for row in rows for k in row):
+            inputs.setdefault(key, [None] * start).extend(row.get(key) for row in rows)
+        for values in inputs.values():  # a key this request lacked
+            values.extend([None] * (start + n - len(values)))
+    return pl.DataFrame({**columns, **{f"input.{k}": v for k, v in inputs.items()}}, strict=False)
 
 
 def read_log(directory: Path, since: datetime | None = None) -> pl.DataFrame:

@@ -70,11 +70,11 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
 
 
 def _level_codes(values: Any, levels: list[str]) -> np.ndarray:
-    """Each value's index in ``levels`` as text (-1: unseen or missing). A few rows (a served
-    request) are looked up directly; pandas is faster from a few hundred."""
+    """Each value's index in ``levels`` as text (-1: unseen or missing): looked up in a dict,
+    or through pandas for large arrays (faster from about 20,000 rows)."""
     values = np.asarray(values, dtype=object)
-    if len(values) > 64:
-        return pd.Categorical(pd.Series(values).astype("string"), categories=levels).codes
+    if len(values) > 20_000:
+        return pd.Index(levels).get_indexer(pd.Series(values).astype("string").astype(object))
     index = {level: i for i, level in enumerate(levels)}
     return np.array([-1 if _missing(v) else index.get(str(v), -1) for v in values], dtype=np.int64)
 
@@ -237,7 +237,8 @@ def _apply_recipe(recipe: dict, rows: Any) -> dict[str, np.ndarray]:
     else:
         frame = pl.DataFrame({k: np.asarray(v) for k, v in rows.items()})
     out = recipes.apply(recipe, frame)
-    return {name: out[name].to_numpy() for name in out.columns}
+    given = {name: frame[name].to_numpy() for name in frame.columns} if not isinstance(rows, dict) else rows
+    return {**given, **{name: out[name].to_numpy() for name in out.columns if name not in frame.columns}}
 
 
 def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, window: int) -> np.ndarray:

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
@@ -236,7 +237,10 @@ class Batcher:
                 group.append(self.queue.get_nowait())
             rows, ids = [row for (row, _), _ in group], [rid for (_, rid), _ in group]
             try:
-                loaded, _, answers = await asyncio.to_thread(self.score, rows, ids)
+                if len(rows) == 1:  # alone: a thread hop would cost more than it frees the loop
+                    loaded, _, answers = self.score(rows, ids)
+                else:
+                    loaded, _, answers = await asyncio.to_thread(self.score, rows, ids)
             except Exception as exc:  # every waiting request gets the error, the loop goes on
                 for _, future in group:
                     if not future.done():
@@ -382,7 +386,7 @@ class Service:
         self.metrics.rows.inc(len(rows))
         return loaded, request_id, predictions
 
-    def authorised(self, request: Request) -> None:
+    async def authorised(self, request: Request) -> None:  # async: no thread hop per request
         key = self.config.api_key
         if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), key.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
@@ -447,10 +451,26 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
         return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
                       **prediction})  # fmt: skip
 
-    @app.post("/predict/batch", response_model=BatchAnswer, dependencies=guarded)
-    def predict_batch(batch: Batch) -> Response:  # type: ignore[valid-type]
+    # The batch body is parsed and validated by pydantic straight from the JSON bytes (about
+    # three times faster than FastAPI's json.loads then validation); /docs shows the same schema.
+    batch_body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{Batch.__name__}"}}},
+    }
+
+    @app.post(
+        "/predict/batch", response_model=BatchAnswer, dependencies=guarded, openapi_extra={"requestBody": batch_body}
+    )
+    async def predict_batch(request: Request) -> Response:
         with service.metrics.measured("batch"):
-            loaded, request_id, answers = service.answer([row.model_dump(by_alias=True) for row in batch.rows])
+            try:
+                batch = Batch.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise RequestValidationError(
+                    [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+                ) from None
+            rows = [row.model_dump(by_alias=True) for row in batch.rows]
+            loaded, request_id, answers = await asyncio.to_thread(service.answer, rows)
         return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
                       "predictions": answers})  # fmt: skip
 
@@ -469,6 +489,19 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
     def prometheus() -> Response:
         return service.metrics.exposition()
 
+    standard_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # the batch body's schema, next to the row's
+        if app.openapi_schema is None:
+            schema = standard_openapi()
+            batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in batch.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[Batch.__name__] = batch
+        return app.openapi_schema or schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
     app.state.service = service
     return app

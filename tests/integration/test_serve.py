@@ -135,6 +135,9 @@ def test_malformed_payloads_get_422_naming_the_field(service):
     assert wrong.status_code == 422 and "annual_inc" in wrong.text
     empty = httpx.post(f"{service}/predict/batch", json={"rows": []}, timeout=10)
     assert empty.status_code == 422 and "rows" in empty.text
+    deep = httpx.post(f"{service}/predict/batch", json={"rows": [row, {**row, "int_rate": "high"}]}, timeout=10)
+    assert deep.status_code == 422
+    assert deep.json()["detail"][0]["loc"] == ["body", "rows", 1, "int_rate"]
     not_json = httpx.post(f"{service}/predict", content=b"{oops", headers={"content-type": "application/json"})
     assert not_json.status_code == 422
 
@@ -159,6 +162,10 @@ def test_openapi_schema_comes_from_the_domain_spec(service):
     row = schema["components"]["schemas"]["FinanceRow"]
     assert set(row["properties"]) == {c.name for c in SPEC.model_inputs}
     assert row["additionalProperties"] is False
+    batch = schema["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert batch == {"$ref": "#/components/schemas/FinanceRowBatch"}
+    rows = schema["components"]["schemas"]["FinanceRowBatch"]["properties"]["rows"]
+    assert rows["items"] == {"$ref": "#/components/schemas/FinanceRow"} and rows["maxItems"] == 5_000
     assert httpx.get(f"{service}/docs", timeout=10).status_code == 200
     assert httpx.get(f"{service}/health", timeout=10).json() == {"status": "ok"}
 

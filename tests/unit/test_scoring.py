@@ -116,7 +116,7 @@ def test_smoothing_averages_past_rows_of_the_same_group_only():
 def test_level_lookup_for_a_few_rows_equals_the_pandas_path():
     from lepton.scoring import _level_codes
 
-    values = ["x", None, "y", float("nan"), "zzz", 1, 1.5, True, "1"] * 8  # 72 rows: the pandas path
+    values = ["x", None, "y", float("nan"), "zzz", 1, 1.5, True, "1"] * 2500  # 22,500 rows: the pandas path
     levels = ["x", "y", "1", "1.5", "True"]
     np.testing.assert_array_equal(_level_codes(values[:9], levels), _level_codes(values, levels)[:9])
     assert _level_codes(values[:9], levels).tolist() == [0, -1, 1, -1, -1, 2, 3, 4, 2]

@@ -50,3 +50,20 @@ def test_history_is_bounded_per_series_and_in_series():
     history.add({"run": "c", "t": 0})
     assert history.context({"run": "a"}) == [] and len(history.series) == 2
     assert History({"recipe": {"name": "credit", "window": 10}}).depth == 0
+
+
+def test_the_prediction_log_keeps_every_row_of_mixed_requests(tmp_path):
+    from lepton.predlog import PredictionLog, read_log
+
+    log = PredictionLog(tmp_path, flush_seconds=0.05)
+    log.start()
+    log.append("batch-1", "3", [{"a": 1.0, "b": "x"}, {"a": None, "b": "y"}], [{"prediction": "1", "score": 0.9}] * 2)
+    log.append(["s-1", "s-2"], "3", [{"a": 2.0}, {"a": 3.0, "c": True}], [{"prediction": "0", "score": 0.1}] * 2)
+    log.close()
+    frame = read_log(tmp_path)
+    assert frame["request_id"].to_list() == ["batch-1", "batch-1", "s-1", "s-2"]
+    assert frame["row"].to_list() == [0, 1, 0, 0]
+    assert frame["input.a"].to_list() == [1.0, None, 2.0, 3.0]
+    assert frame["input.b"].to_list() == ["x", "y", None, None]
+    assert frame["input.c"].to_list() == [None, None, None, True]
+    assert not list(tmp_path.glob(".*partial")) and log.written == 4
