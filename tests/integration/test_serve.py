@@ -219,6 +219,29 @@ def test_concurrent_requests_and_a_moved_alias_without_a_failed_request(service,
     assert not any(c.role.value == "pii" for c in SPEC.columns if c.name in inputs)
 
 
+def test_the_monitor_drift_check_reads_the_prediction_log(service, registry):
+    """The log holds what was served; drift is computed against the reference stored with the version."""
+    rows = _rows(8)
+    for row in rows * 5:
+        assert httpx.post(f"{service}/predict", json=row, timeout=10).status_code == 200
+    time.sleep(1.5)  # the log's writer flushes every second
+    from lepton.predlog import served_inputs
+    from tasks.monitor import drift_report
+
+    with pytest.MonkeyPatch.context() as mp, tracking.scratch_dir() as tmp:
+        mp.setenv("LEPTON_HOME", str(registry))
+        tracking.configure(load_settings())
+        version = tracking.alias_version(SPEC.model_name, tracking.CHAMPION)
+        bundle = tracking.download_bundle(SPEC.model_name, version, Path(tmp))
+        reference = json.loads((bundle / "reference.json").read_text())
+    from domains import recipes
+
+    served = recipes.apply(SPEC.recipe_config(), served_inputs(registry / "predictions" / "finance"))
+    report = drift_report(SPEC, reference, served)  # the reference includes the recipe's features
+    assert set(report.psi) == set(reference["features"])
+    assert report.drifted  # eight rows sent over and over are nothing like the training mix
+
+
 def test_api_key_is_required_when_set(registry):
     proc, url = _start(registry, env={"LEPTON_API_KEY": "s3cret-key"})
     try:
