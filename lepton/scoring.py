@@ -324,16 +324,21 @@ class Scorer:
         order = np.argsort(-np.abs(picked), axis=1)[:, :top]
         return [[(names[j], float(row[j])) for j in ranks] for row, ranks in zip(picked, order, strict=True)]
 
+    def decide(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(prediction, score, output) per row: the class label or value; the binary positive
+        probability or the predicted class's probability (None for regression); and the index
+        of the model output behind the decision (the predicted class; 0 otherwise)."""
+        task, classes = self.meta["task"], self.meta.get("classes")
+        first = np.zeros(len(scores), dtype=np.int64)
+        if task == "regression":
+            return scores, None, first
+        if task == "binary":
+            return np.where(scores >= self.meta["threshold"], classes[1], classes[0]), scores, first
+        best = scores.argmax(axis=1)
+        return np.asarray(classes, dtype=object)[best], scores.max(axis=1), best
+
     def predict(self, rows: Any) -> pd.DataFrame:
         """``prediction`` (class label or value); ``score`` (binary: probability of the positive
         class; multiclass: probability of the predicted class)."""
-        raw = self.scores(rows)
-        task, classes = self.meta["task"], self.meta.get("classes")
-        if task == "regression":
-            return pd.DataFrame({"prediction": raw})
-        if task == "binary":
-            positive = raw >= self.meta["threshold"]
-            labels = np.where(positive, classes[1], classes[0])
-            return pd.DataFrame({"prediction": labels, "score": raw})
-        best = raw.argmax(axis=1)
-        return pd.DataFrame({"prediction": np.asarray(classes, dtype=object)[best], "score": raw.max(axis=1)})
+        predictions, values, _ = self.decide(self.scores(rows))
+        return pd.DataFrame({"prediction": predictions, **({} if values is None else {"score": values})})

@@ -120,7 +120,6 @@ class Champion:
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
         self.current: Loaded | None = None
-        self.loads = 0
 
     def refresh(self) -> bool:
         """Load the version the ``champion`` alias names if it is not the one served; True when
@@ -131,7 +130,6 @@ class Champion:
         with tracking.scratch_dir() as tmp:
             scorer = Scorer.from_dir(tracking.download_bundle(self.model_name, version, Path(tmp)))
         self.current = Loaded(version=version, scorer=scorer)
-        self.loads += 1
         log.warning("serving %s version %s", self.model_name, version)
         return True
 
@@ -147,23 +145,12 @@ def score_rows(
     frame, X = scorer.matrix({name: _column([row.get(name) for row in every]) for name in scorer.raw_inputs})
     scores = smoothed(scorer.meta.get("smoothing"), scorer.model.predict(X), frame)[len(context) :]
     X = X[len(context) :]
-    task, classes = scorer.meta["task"], scorer.meta.get("classes") or []
-    if task == "regression":
-        predictions: list[Any] = [float(v) for v in scores]
-        values = scores
-        outputs = np.zeros(len(rows), dtype=np.int64)
-    elif task == "binary":
-        values = scores
-        predictions = [classes[1] if v >= scorer.meta["threshold"] else classes[0] for v in scores]
-        outputs = np.zeros(len(rows), dtype=np.int64)
-    else:
-        outputs = scores.argmax(axis=1)
-        values = scores.max(axis=1)
-        predictions = [classes[i] for i in outputs]
+    predictions, values, outputs = scorer.decide(scores)
+    values = scores if values is None else values  # regression: the score is the value
     reasons = scorer.reasons(X, outputs) if explain else None
     return [
         {
-            "prediction": predictions[i],
+            "prediction": predictions[i].item() if isinstance(predictions[i], np.generic) else predictions[i],
             "score": float(values[i]),
             "reasons": None if reasons is None else [{"feature": f, "contribution": c} for f, c in reasons[i]],
         }

@@ -129,10 +129,11 @@ def evaluate(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, ctx: EvalConte
     return regression_metrics(y, scores)
 
 
-def primary_score(spec: DomainSpec, y: np.ndarray, scores: np.ndarray) -> float:
-    """The primary metric oriented so that higher is better (for model selection)."""
+def primary_score(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
+    """The primary metric oriented so that higher is better (for model selection and the
+    champion comparison); ``threshold`` for binary metrics that need a decision."""
     if spec.primary_metric == "roc_auc":
         value = float(skm.roc_auc_score(y, scores))
     else:
-        value = evaluate(spec, y, scores)[spec.primary_metric]
+        value = evaluate(spec, y, scores, EvalContext(threshold=threshold))[spec.primary_metric]
     return value if spec.higher_is_better(spec.primary_metric) else -value

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import sklearn.metrics as skm
 
 from domains.spec import DomainSpec
-from tasks.metrics import EvalContext, evaluate
+from tasks.metrics import primary_score
 
 
 @dataclass(frozen=True)
@@ -45,18 +44,6 @@ class Comparison:
             f"lower {1 - level:.0%} bound {self.low:+.4f}, p={self.p_value:.3f} "
             f"(paired bootstrap, {self.resamples} draws)"
         )
-
-
-def primary_value(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    """The primary metric, oriented so that higher is better; fast paths for the common ones."""
-    metric = spec.primary_metric
-    if metric == "roc_auc":
-        value = float(skm.roc_auc_score(y, scores))
-    elif metric == "f1_macro" and spec.task == "multiclass":
-        value = float(skm.f1_score(y, scores.argmax(axis=1), average="macro", labels=np.arange(scores.shape[1])))
-    else:
-        value = evaluate(spec, y, scores, EvalContext(threshold=threshold))[metric]
-    return value if spec.higher_is_better(metric) else -value
 
 
 def paired_bootstrap(
@@ -133,7 +120,7 @@ class _Scorer:
         rows = np.repeat(np.arange(len(self.y)), weights)
         if self.spec.task != "regression" and len(np.unique(self.y[rows])) < 2:
             return None
-        return primary_value(self.spec, self.y[rows], self.scores[rows], self.threshold)
+        return primary_score(self.spec, self.y[rows], self.scores[rows], self.threshold)
 
 
 @contextlib.contextmanager
