@@ -412,6 +412,7 @@ def score(
     if output.expanduser().resolve().exists() and not force:
         _fail(f"{output.expanduser().resolve()}: exists; pass --force to overwrite it")
     total = _row_count(input_file)
+    _quiet_console_for_user_errors()  # a bad file is one clear message, not a traceback too
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(f"scoring with {chosen.model_name}", total=total)
