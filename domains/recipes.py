@@ -1,16 +1,22 @@
-"""Feature recipes: derived columns computed from a domain's raw inputs, in polars.
+"""Feature recipes: derived columns computed from a domain's raw inputs.
 
 A recipe is named in the DomainSpec (``features: {name: ..., window: ...}``) and described to this
 module by a plain dict (``DomainSpec.recipe_config()``), so the same file computes features in
 training (per partition, on Dask workers) and inside a logged model (it travels with the model as
-code). It imports nothing but polars.
+code). It imports nothing but NumPy and polars.
 
-- ``rolling``: per group (e.g. a process run), in time order: each numeric input's rolling mean and
-  standard deviation over the last ``window`` samples and its first difference. Past rows only, so
-  a row's features never see the future.
-- ``credit``: loan-to-income, instalment-loan utilisation, recent inquiries, the letter grade and
-  interest-rate bands.
-- ``clinical``: total free light chain, kappa/lambda ratio, decade of age, raised creatinine.
+- ``rolling`` (polars): per group (e.g. a process run), in time order: each numeric input's rolling
+  mean and standard deviation over the last ``window`` samples and its first difference. Past rows
+  only, so a row's features never see the future.
+- ``credit`` (NumPy): loan-to-income, instalment-loan utilisation, recent inquiries, the letter
+  grade and interest-rate bands.
+- ``clinical`` (NumPy): total free light chain, kappa/lambda ratio, decade of age, raised creatinine.
+
+The row-wise recipes are written over NumPy columns because a scoring service calls them on one
+row at a time, where a polars query costs about 0.3 ms in planning alone; on a whole table they
+take the same time as the polars expressions did. ``apply`` takes a polars frame (training),
+``derive`` a mapping of columns (scoring); both run the same functions. Missing values are NaN
+(numbers) or None (text) in NumPy and null in polars.
 
 Every recipe is partition-local: ``rolling`` needs whole groups in one partition (``partition_by``
 says which column); the others work on any block of rows.
@@ -18,16 +24,60 @@ says which column); the others work on any block of rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-RATE_BANDS = [7.0, 10.0, 13.0, 16.0, 20.0]
+RATE_BANDS = np.array([7.0, 10.0, 13.0, 16.0, 20.0])  # right-closed: (-inf, 7], (7, 10], ... (20, inf)
+INQUIRIES = ("inq_last_6mths", "inq_last_12m", "inq_fi")  # summed where present
+
+# The columns a recipe reads (beyond these, ``credit`` sums whichever of INQUIRIES are given).
+INPUTS = {
+    "credit": ("funded_amnt", "annual_inc", "total_bal_il", "total_il_high_credit_limit", "sub_grade", "int_rate"),
+    "clinical": ("kappa", "lambda", "age", "creatinine"),
+}
+Columns = Mapping[str, Any]
 
 
-def _ratio(numerator: str, denominator: str) -> pl.Expr:
-    den = pl.col(denominator).cast(pl.Float64)
-    return pl.when(den > 0).then(pl.col(numerator).cast(pl.Float64) / den).otherwise(None)
+def _number(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _ratio(numerator: Any, denominator: Any) -> np.ndarray:
+    num, den = _number(numerator), _number(denominator)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _known(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` where ``values`` is known, NaN where it is missing."""
+    return np.where(np.isnan(values), np.nan, out)
+
+
+def credit(columns: Columns, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    rate = _number(columns["int_rate"])
+    inquiries = [_number(columns[c]) for c in INQUIRIES if c in columns]
+    grades = columns["sub_grade"]
+    return {
+        "loan_to_income": _ratio(columns["funded_amnt"], columns["annual_inc"]),
+        "il_utilisation": _ratio(columns["total_bal_il"], columns["total_il_high_credit_limit"]),
+        "inquiries_total": np.nansum(inquiries, axis=0) if inquiries else np.zeros(len(rate)),
+        "grade": np.array([g[:1] if isinstance(g, str) else None for g in grades], dtype=object),
+        "rate_band": _known(rate, np.searchsorted(RATE_BANDS, rate, side="left").astype(np.float64)),
+    }
+
+
+def clinical(columns: Columns, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    kappa, lam = _number(columns["kappa"]), _number(columns["lambda"])
+    age, creatinine = _number(columns["age"]), _number(columns["creatinine"])
+    return {
+        "flc_total": kappa + lam,
+        "kappa_lambda_ratio": _ratio(kappa, lam),
+        "age_decade": np.floor_divide(age, 10),
+        "creatinine_raised": _known(creatinine, (creatinine > 1.2).astype(np.float64)),
+    }
 
 
 def in_order(frame: pl.DataFrame, group: str | None, time: str) -> bool:
@@ -59,27 +109,8 @@ def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
     return out if ready else out.sort("__row").drop("__row")
 
 
-def credit(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
-    inquiries = [c for c in ("inq_last_6mths", "inq_last_12m", "inq_fi") if c in frame.columns]
-    return frame.with_columns(
-        _ratio("funded_amnt", "annual_inc").alias("loan_to_income"),
-        _ratio("total_bal_il", "total_il_high_credit_limit").alias("il_utilisation"),
-        pl.sum_horizontal(inquiries).cast(pl.Float64).alias("inquiries_total"),
-        pl.col("sub_grade").cast(pl.String).str.slice(0, 1).alias("grade"),
-        pl.col("int_rate").cast(pl.Float64).cut(RATE_BANDS).to_physical().cast(pl.Int64).alias("rate_band"),
-    )
-
-
-def clinical(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
-    return frame.with_columns(
-        (pl.col("kappa") + pl.col("lambda")).cast(pl.Float64).alias("flc_total"),
-        _ratio("kappa", "lambda").alias("kappa_lambda_ratio"),
-        (pl.col("age") // 10).cast(pl.Int64).alias("age_decade"),
-        (pl.col("creatinine").cast(pl.Float64) > 1.2).cast(pl.Int64).alias("creatinine_raised"),
-    )
-
-
-RECIPES = {"rolling": rolling, "credit": credit, "clinical": clinical}
+RowWise = Callable[[Columns, dict[str, Any]], dict[str, np.ndarray]]
+ROW_WISE: dict[str, RowWise] = {"credit": credit, "clinical": clinical}
 
 # The columns each recipe adds: (name, dtype) where dtype is a DomainSpec dtype.
 OUTPUTS = {
@@ -106,8 +137,28 @@ def outputs(config: dict[str, Any]) -> list[tuple[str, str]]:
     return list(OUTPUTS[config["name"]])
 
 
+_POLARS = {"float": pl.Float64, "int": pl.Int64, "category": pl.String}
+
+
 def apply(config: dict[str, Any] | None, frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the recipe's columns added (unchanged without a recipe)."""
     if not config:
         return frame
-    return RECIPES[config["name"]](frame, config)
+    if config["name"] == "rolling":
+        return rolling(frame, config)
+    names = [*INPUTS[config["name"]], *(c for c in INQUIRIES if c in frame.columns)]
+    columns = {name: frame[name].to_numpy() for name in dict.fromkeys(names) if name in frame.columns}
+    derived = ROW_WISE[config["name"]](columns, config)
+    return frame.with_columns(
+        pl.Series(name, derived[name], nan_to_null=dtype != "category").cast(_POLARS[dtype])
+        for name, dtype in outputs(config)
+    )
+
+
+def derive(config: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
+    """The recipe's columns for a mapping of raw columns (name -> array): what a scoring call
+    needs, without building a frame for row-wise recipes."""
+    if config["name"] in ROW_WISE:
+        return ROW_WISE[config["name"]](columns, config)
+    out = rolling(pl.DataFrame({name: np.asarray(values) for name, values in columns.items()}), config)
+    return {name: out[name].to_numpy() for name, _ in outputs(config)}

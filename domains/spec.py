@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domains import recipes
+
 DATA_DIR = Path(__file__).parent / "data"
 
 # Metrics a spec may name (allowlist: configuration never names arbitrary code).
@@ -150,12 +152,6 @@ class FeatureRecipe(_Frozen):
     window: int = Field(default=10, ge=2, le=10_000)
 
 
-RECIPE_INPUTS = {
-    "credit": ("funded_amnt", "annual_inc", "total_bal_il", "total_il_high_credit_limit", "sub_grade", "int_rate"),
-    "clinical": ("kappa", "lambda", "age", "creatinine"),
-}
-
-
 class DriftSpec(_Frozen):
     psi_threshold: float = Field(default=0.2, gt=0)
     bins: int = Field(default=10, ge=2, le=100)
@@ -251,7 +247,7 @@ class DomainSpec(_Frozen):
         if self.features is not None:
             if self.features.name == "rolling" and self.time_column is None:
                 raise ValueError("features: the rolling recipe needs a column with role 'time'")
-            missing = sorted(set(RECIPE_INPUTS.get(self.features.name, ())) - {c.name for c in self.feature_columns})
+            missing = sorted(set(recipes.INPUTS.get(self.features.name, ())) - {c.name for c in self.feature_columns})
             if missing:
                 raise ValueError(f"features: recipe {self.features.name!r} needs feature column(s) {missing}")
         return self

