@@ -14,7 +14,7 @@ comma := ,
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-slow test-all lint bench bench-tables samples clean
+.PHONY: install browser demo test test-slow test-all lint bench bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ install: $(BIN)/lepton
 demo: install
 	$(BIN)/lepton run --all --trials $(TRIALS)
 
+## Chromium for the drift report's browser test: Debian's package (Playwright drives it; it never
+## downloads a browser of its own).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 ## The default suite (unit, data, model, flows): real Prefect, real MLflow (SQLite in a temp dir).
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(call PYTEST,-m "not slow")
 

@@ -153,8 +153,18 @@ class FeatureRecipe(_Frozen):
 
 
 class DriftSpec(_Frozen):
+    """When a feature (or the prediction) counts as drifted. ``method`` ``psi``: its population
+    stability index over ``bins`` quantile bins of the training data is above ``psi_threshold``;
+    ``test``: a two-sample test rejects "same distribution" at ``p_value`` (Kolmogorov-Smirnov for
+    numbers, chi-squared for categories). Both are always computed and logged. A monitor run
+    reports drift (and emits ``lepton.drift.detected``) when at least ``min_features`` features
+    drifted or the prediction did."""
+
+    method: Literal["psi", "test"] = "psi"
     psi_threshold: float = Field(default=0.2, gt=0)
+    p_value: float = Field(default=0.01, gt=0, lt=0.5)
     bins: int = Field(default=10, ge=2, le=100)
+    min_features: int = Field(default=1, ge=1)
 
 
 class PromotionSpec(_Frozen):

@@ -90,7 +90,11 @@ def _run_name() -> str:
 
 @flow(name="lepton-pipeline", flow_run_name=_run_name, validate_parameters=True)
 def pipeline(
-    domain: str | DomainSpec, trials: int = DEFAULT_TRIALS, data: str | None = None, holdout: str | None = None
+    domain: str | DomainSpec,
+    trials: int = DEFAULT_TRIALS,
+    data: str | None = None,
+    holdout: str | None = None,
+    append: str | None = None,
 ) -> PipelineResult:
     """Run one domain end to end and return its summary.
 
@@ -99,12 +103,14 @@ def pipeline(
         trials: Optuna trial budget for the optimise stage.
         data: optional user file replacing the domain's data (same schema).
         holdout: optional user test file, for domains split on a given test file.
+        append: optional labelled batch added to the training data (same schema); the drift
+            automation passes the batch the monitor flagged.
     """
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
     settings = load_settings()
     device = choose_device(settings.device)
     stages: dict[str, dict[str, Any]] = {}
-    validated = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout))
+    validated = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout, append))
     with dask_engine(settings.dask_address, settings.dask_threads) as engine:
         listener = STAGE_LISTENER.get()
         if listener is not None:

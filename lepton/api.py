@@ -203,6 +203,7 @@ class Job:
     notes: tuple[str, ...] = ()
     data: str | None = None
     holdout: str | None = None
+    append: str | None = None  # a labelled batch added to the training data
 
 
 def resolve(

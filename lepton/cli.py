@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -175,7 +177,7 @@ def _run_one(job: Any, trials: int, as_json: bool):
     try:
         if not as_json:
             err.print(f"[bold]{label}[/]: preprocess -> features -> train -> optimise -> deploy -> monitor")
-        result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout)
+        result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append)
     except LeptonError as exc:
         _fail(f"{label}: {exc}")
     finally:
@@ -221,6 +223,9 @@ def run(
     target: Target = None,
     spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes.")] = None,
     holdout: Annotated[Path | None, typer.Option(help="Your test file: with --target, the holdout.")] = None,
+    append: Annotated[
+        Path | None, typer.Option(help="A labelled batch in the same schema, added to the training data.")
+    ] = None,
     task: Task = None,
     template: Template = None,
     name: Name = None,
@@ -246,7 +251,7 @@ def run(
     """Train, gate and register a model: for your table (--data F --target C), a spec file
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
     hints = _hints(ctx.params)
-    if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage):
+    if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage or append):
         _fail("--all runs the built-in domains on their own data; it takes no other input")
     if domain is not None and domain not in DOMAINS:
         _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} (or pass --data and --target)")
@@ -259,12 +264,15 @@ def run(
 
     from lepton.api import resolve
     from lepton.errors import LeptonError
+    from tasks.ingest import resolve_input
 
     try:
         if all_domains:
             jobs = [resolve(None, None, None, name, (), {}, home) for name in DOMAINS]
         else:
             jobs = [resolve(data, target, spec, domain, _columns(allow_leakage), hints, home, holdout)]
+            if append is not None:
+                jobs = [dataclasses.replace(jobs[0], append=str(resolve_input(append)))]
     except LeptonError as exc:
         _fail(str(exc))
 
@@ -279,9 +287,7 @@ def run(
             err.print(f"[cyan]{r.domain}[/]: {r.family} chosen: {r.choice}", highlight=False, soft_wrap=True)
             if not r.promoted:
                 err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
-        err.print(
-            f"Compare runs: [bold]mlflow ui --backend-store-uri {load_settings().tracking_uri}[/]  (state under {home})"
-        )
+        err.print(f"Compare runs: [bold]{_mlflow_ui(load_settings().tracking_uri)}[/]  (state under {home})")
 
 
 @app.command()
@@ -366,6 +372,155 @@ def synth(
         err.print(f"wrote {written:,} rows to [bold]{path}[/]")
     hint = f" --holdout {targets[1][1]}" if len(targets) > 1 else ""
     err.print(f"train on it: [bold]lepton run {domain} --data {out}{hint}[/]")
+
+
+@app.command()
+def monitor(
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="A CSV/Parquet batch in the domain's schema (default: the prediction log).")
+    ] = None,
+    since: Annotated[float | None, typer.Option(min=0.001, help="With the prediction log: its last HOURS.")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="With the prediction log: a file of request_id, row and the target.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Drift of a new batch, or of what the service logged, against the champion's training
+    data: PSI and KS / chi-squared per feature, drift of the model's output, metrics when labels
+    come with the rows; an HTML report, an MLflow run, and a Prefect event when it drifted."""
+    from flows.monitor import monitor as monitor_flow
+    from lepton.errors import LeptonError
+
+    _environment(False)
+    chosen = _chosen_spec(domain, spec)
+    if data is not None and (since is not None or labels is not None):
+        _fail("--since and --labels read the prediction log; with --data, the file's target column is the labels")
+    _quiet_console_for_user_errors()
+    try:
+        result = monitor_flow(chosen, str(data) if data else None, since, str(labels) if labels else None)
+    except LeptonError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
+        return
+    verdict = "[bold red]drift detected[/]" if result.detected else "[green]no drift[/]"
+    drifted = f": {', '.join(result.drifted[:10])}" if result.drifted else ""
+    output = " and the model's output" if result.prediction_drifted else ""
+    err.print(f"{result.model_name} v{result.version}, {result.rows:,} rows from {result.source}: ", end="")
+    err.print(f"{verdict}{drifted}{output}")
+    for name, value in result.performance.items():
+        err.print(f"  {name} {value:.4f}")
+    err.print(f"report: [bold]{result.report}[/]" + (f"  event {result.event}" if result.event else ""))
+
+
+@app.command("simulate-drift")
+def simulate_drift(
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write (.parquet or .csv).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
+    rows: Annotated[int, typer.Option(min=100, max=10_000_000, help="How many rows to write.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+) -> None:
+    """Write a realistically drifted, labelled batch in the domain's schema (a riskier applicant
+    mix, an older cohort, a plant where some faults became common), to watch the loop:
+    `lepton monitor DOMAIN --data PATH`."""
+    from tasks.drift_demo import write_drifted
+
+    chosen = _chosen_spec(domain, spec)
+    if output is None:
+        _fail("give --output/-o PATH")
+    out = output.expanduser().resolve()
+    if out.suffix.lower() not in {".parquet", ".csv"}:
+        _fail(f"{out}: write .parquet or .csv")
+    if not out.parent.is_dir():
+        _fail(f"{out.parent}: no such directory")
+    if out.exists() and not force:
+        _fail(f"{out}: exists; pass --force to overwrite it")
+    written, shift = write_drifted(chosen, rows, out, seed)
+    err.print(f"wrote {written:,} drifted rows to [bold]{out}[/] ({shift.description})")
+    err.print(f"check it: [bold]lepton monitor {chosen.name} --data {out}[/]")
+
+
+@app.command()
+def ui(
+    prefect_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the Prefect server.")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the MLflow server.")] = 5000,
+) -> None:
+    """Start a Prefect server (schedules, runs, automations) and an MLflow server (runs, models)
+    on 127.0.0.1 with lean settings, over Lepton's state (LEPTON_HOME, or PostgreSQL from
+    LEPTON_PREFECT_DATABASE_URL and LEPTON_MLFLOW_BACKEND_URI); stop both with Ctrl-C."""
+    from lepton import stack
+    from lepton.errors import LeptonError
+
+    home = _environment(False)
+    settings = load_settings()
+    env = stack.lean_environment(settings)
+    children: list = []
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started in the background
+    try:
+        with stack.running(children):
+            err.print("starting the Prefect and MLflow servers ...")
+            children.append(
+                stack.prefect_server(settings, prefect_port, env, os.environ.get("LEPTON_PREFECT_DATABASE_URL"))
+            )
+            children.append(
+                stack.mlflow_server(settings, mlflow_port, env, os.environ.get("LEPTON_MLFLOW_BACKEND_URI"))
+            )
+            prefect_url, mlflow_url = children[0].url, children[1].url
+            err.print(f"Prefect UI  [bold]{prefect_url}[/]   (runs, schedules, automations)")
+            err.print(f"MLflow UI   [bold]{mlflow_url}[/]   (runs, models)")
+            err.print(f"state under {home}; logs under {home / 'logs'}. Point Lepton at these servers with:")
+            err.print(f"  export PREFECT_API_URL={prefect_url}/api MLFLOW_TRACKING_URI={mlflow_url}")
+            err.print("then `lepton deploy` and `lepton worker`. Ctrl-C stops both servers.")
+            while all(child.process.poll() is None for child in children):
+                time.sleep(0.5)
+            gone = next(child for child in children if child.process.poll() is not None)
+            _fail(f"{gone.name} stopped (exit {gone.process.returncode}); its log: {gone.log}")
+    except KeyboardInterrupt:
+        err.print("stopped both servers")
+    except LeptonError as exc:
+        _fail(str(exc))
+
+
+@app.command("deploy")
+def deploy_command() -> None:
+    """Create the `lepton-process` work pool and apply prefect.yaml on the Prefect server at
+    PREFECT_API_URL: per domain a pipeline deployment (weekly, and on a drift event) and a
+    monitor deployment (daily)."""
+    from lepton import stack
+    from lepton.errors import LeptonError
+
+    _environment(False)
+    try:
+        names = stack.deploy(stack.lean_environment(load_settings()))
+    except LeptonError as exc:
+        _fail(str(exc))
+    err.print(f"deployed {len(names)} deployments on pool {stack.POOL}: {', '.join(names)}")
+    err.print("start a worker with `lepton worker`")
+
+
+@app.command()
+def worker() -> None:
+    """Run the `lepton-process` pool's worker (Prefect), which starts the deployments' flow runs
+    with this environment (LEPTON_HOME, MLFLOW_TRACKING_URI, PREFECT_API_URL)."""
+    from lepton import stack
+
+    _environment(False)
+    env = stack.lean_environment(load_settings())
+    if not env.get("PREFECT_API_URL"):
+        _fail("no Prefect server: start one with `lepton ui`, or set PREFECT_API_URL")
+    command = stack.worker_command()
+    os.execvpe(command[0], command, env)
+
+
+def _mlflow_ui(tracking_uri: str) -> str:
+    """Where to compare runs: the tracking server itself, or the command that opens a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 def _chosen_spec(domain: str | None, spec: Path | None):

@@ -116,6 +116,10 @@ def log_dict(run_id: str, payload: Any, path: str) -> None:
     _client().log_dict(run_id, payload, path)
 
 
+def log_artifact(run_id: str, path: Path, directory: str | None = None) -> None:
+    _client().log_artifact(run_id, str(path), directory)
+
+
 def log_figure(run_id: str, figure: Any, path: str) -> None:
     _client().log_figure(run_id, figure, path)
 
@@ -147,7 +151,9 @@ def register(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> st
             client.create_registered_model(name, tags={"lepton": "true"})
         except mlflow.exceptions.MlflowException:
             pass  # created meanwhile
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    # An MLflow 3 logged model ("models:/m-<id>"): a tracking server checks the source against its id.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
     return str(version.version)
 
 

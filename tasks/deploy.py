@@ -22,7 +22,7 @@ from lepton.scoring import Scorer, smoothed, write_bundle
 from lepton.settings import Settings
 from tasks import plots
 from tasks.metrics import evaluate
-from tasks.monitor import reference_statistics
+from tasks.monitor import PREDICTION, prediction_reference, reference_statistics
 from tasks.optimise import OptimiseResult, decision_threshold
 from tasks.preprocess import PreparedData
 from tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
@@ -254,6 +254,7 @@ def register_and_gate(
     Under the model's promotion lock: the champion is scored, and its alias read again right
     before the move; if it moved meanwhile, the comparison is done again."""
     reference = reference_statistics(data.train.frame, spec.with_features())
+    reference[PREDICTION] = prediction_reference(spec, evaluation.scores, [str(c) for c in data.classes])
     with promotion_lock(settings.home, spec.model_name):
         version = tracking.find_version(spec.model_name, RUN_KEY, key)
         resumed = version is not None

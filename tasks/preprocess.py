@@ -344,10 +344,23 @@ def prepare_parts(
 
 
 def load_domain_data(
-    spec: DomainSpec, data: str | None = None, holdout: str | None = None
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Read the domain's own sample, or the user's files standing in for it; ``append``: a
+    labelled batch in the same schema added to the training data (e.g. the batch a drift
+    event came from)."""
+    main, test = _domain_tables(spec, data, holdout)
+    if append:
+        extra = read_table(append, spec.data.encoding)
+        unknown = sorted(set(extra.columns) - set(main.columns))
+        if unknown:
+            raise SchemaError([Problem("unknown_column", c, f"in {append}, not in the training data") for c in unknown])
+        main = pl.concat([main, extra], how="diagonal_relaxed")
+    return main, test
+
+
+def _domain_tables(spec: DomainSpec, data: str | None, holdout: str | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     encoding = spec.data.encoding
-    """Read the domain's own sample, or the user's files standing in for it."""
     if holdout and spec.split.kind != "given":
         raise InputPathError(
             f"domain {spec.name!r} holds out by a {spec.split.kind} split of its data; a separate holdout file "
@@ -364,15 +377,18 @@ def load_domain_data(
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess_task(spec: DomainSpec, data: str | None = None, holdout: str | None = None) -> Validated:
+def preprocess_task(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
+) -> Validated:
     """Read a domain's data and check it against the schema.
 
     Args:
         spec: the domain.
         data: a user file to use instead of the domain's data (same schema).
         holdout: a user test file, for domains that split on a given test file.
+        append: a labelled batch (same schema) added to the training data.
     Returns:
         Validated: typed tables (PII dropped, unlabelled rows left out), fingerprint and notes.
     """
-    frame, test = load_domain_data(spec, data, holdout)
+    frame, test = load_domain_data(spec, data, holdout, append)
     return validate_tables(spec, frame, test)

@@ -1,0 +1,166 @@
+"""Drift of a wide batch: Lepton's monitor against Evidently's data drift report, same data.
+
+    pip install -e '.[bench]'       # Evidently, a benchmark-only extra
+    python bench/drift.py [--rows 1000000] [--columns 50] [--repeat 3]
+
+Data: the TEP process table (the manufacturing domain), ``--columns`` of its numeric process
+variables. The reference is ``--rows`` synthetic rows of the training runs (``tasks.synth``), the
+batch ``--rows`` rows of ``lepton simulate-drift manufacturing`` (runs of faults 1, 2, 6 and 7).
+Each measurement runs in its own process (wall time of the drift computation itself, peak RSS
+of the process, both tables loaded alike):
+
+- Lepton: ``tasks.monitor.drift_report`` against the reference statistics stored with a model
+  (computed once at training: timed apart, as ``reference``); PSI over 10 quantile bins and a
+  KS test per column in one pass, flags by PSI (``psi``, threshold 0.1 as Evidently's) or by the
+  test (``ks``, p < 0.05 as Evidently's);
+- Evidently: ``Report([DataDriftPreset(method=...)]).run(current, reference)`` with its default
+  tests, ``psi`` and ``ks``.
+
+Reports seconds, peak memory, the ratios and whether the same columns were flagged; writes
+``bench/results/drift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import run_once, write
+
+THRESHOLDS = {"psi": 0.1, "ks": 0.05}  # Evidently's defaults for these tests
+
+
+def make_data(rows: int, columns: int, directory: Path) -> tuple[Path, Path, list[str]]:
+    import polars as pl
+
+    from domains import get_spec
+    from domains.spec import Dtype
+    from tasks.drift_demo import drifted_batch
+    from tasks.ingest import read_table
+    from tasks.synth import synthesize
+
+    spec = get_spec("manufacturing")
+    names = [c.name for c in spec.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT)][:columns]
+    train = read_table(spec.data.resolve(spec.data.path))
+    reference = pl.concat(synthesize(spec, train, rows, seed=11)).select(names)
+    current = drifted_batch(spec, rows, seed=12)[0].select(names)
+    paths = directory / "reference.parquet", directory / "current.parquet"
+    reference.write_parquet(paths[0])
+    current.write_parquet(paths[1])
+    return *paths, names
+
+
+# ---- one measurement, in a child process --------------------------------------------------------
+def lepton(reference_path: str, current_path: str, method: str) -> dict:
+    import polars as pl
+
+    from domains.spec import DomainSpec, DriftSpec
+    from tasks.monitor import drift_report, reference_statistics
+
+    reference, current = pl.read_parquet(reference_path), pl.read_parquet(current_path)
+    test = "test" if method == "ks" else "psi"
+    rule = DriftSpec(psi_threshold=THRESHOLDS["psi"], p_value=THRESHOLDS["ks"], method=test)
+    spec = DomainSpec.model_validate({
+        "name": "bench", "data": {"path": "x.parquet"}, "task": "regression", "split": {"kind": "random"},
+        "primary_metric": "r2", "metrics": ["r2"], "drift": rule.model_dump(),
+        "columns": [*({"name": n, "dtype": "float"} for n in reference.columns), {"name": "y", "dtype": "float",
+                    "role": "target"}],
+    })  # fmt: skip
+    start = time.perf_counter()
+    stats = reference_statistics(reference, spec)
+    built = time.perf_counter() - start
+    del reference
+    start = time.perf_counter()
+    report = drift_report(spec, stats, current)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "reference_seconds": built, "flagged": report.drifted}
+
+
+def evidently(reference_path: str, current_path: str, method: str) -> dict:
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    reference, current = pd.read_parquet(reference_path), pd.read_parquet(current_path)
+    preset = DataDriftPreset() if method == "default" else DataDriftPreset(method=method)
+    start = time.perf_counter()
+    snapshot = Report([preset]).run(current, reference)
+    result = snapshot.dict()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "flagged": sorted(_evidently_flagged(result, list(reference.columns), method))}
+
+
+def _evidently_flagged(result: dict, columns: list[str], method: str) -> set[str]:
+    """Columns whose drift score crosses the method's threshold, from the snapshot's metrics."""
+    flagged = set()
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        column = config.get("column")
+        if column not in columns or "ValueDrift" not in str(config.get("type", "")):
+            continue
+        threshold = config.get("threshold")
+        value = metric["value"]
+        # p-value tests drift when below the threshold; distances (PSI, Wasserstein) when above
+        pvalue_test = str(config.get("method", "")).lower().find("p_value") >= 0 or method == "ks"
+        if (value < threshold) if pvalue_test else (value >= threshold):
+            flagged.add(column)
+    return flagged
+
+
+# ---- the comparison ------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--columns", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="Lepton runs per method (Evidently runs once)")
+    parser.add_argument("--child", nargs=4, metavar=("TOOL", "METHOD", "REF", "CUR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        tool, method, ref, cur = args.child
+        print(json.dumps((lepton if tool == "lepton" else evidently)(ref, cur, method)))
+        return
+    env = {"DO_NOT_TRACK": "true", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
+    report: dict = {"benchmark": "drift", "rows": args.rows, "columns": args.columns, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="lepton-drift-") as tmp:
+        ref, cur, names = make_data(args.rows, args.columns, Path(tmp))
+        print(f"{args.rows:,} rows x {len(names)} columns, reference and a drifted batch", flush=True)
+        for method in ("psi", "ks", "default"):
+            runs = {}
+            for tool, repeat in (("lepton", args.repeat), ("evidently", 1)):
+                samples = []
+                for _ in range(repeat):
+                    command = [sys.executable, __file__, "--child", tool, method, str(ref), str(cur)]
+                    sample, out = run_once(command, env)
+                    samples.append({**json.loads(out.strip().splitlines()[-1]), "peak_mb": sample.peak_rss_mb})
+                runs[tool] = {
+                    "seconds": statistics.median(s["seconds"] for s in samples),
+                    "peak_mb": statistics.median(s["peak_mb"] for s in samples),
+                    "flagged": samples[0]["flagged"],
+                    **({"reference_seconds": samples[0]["reference_seconds"]} if tool == "lepton" else {}),
+                }
+                line = f"{runs[tool]['seconds']:8.2f} s, peak {runs[tool]['peak_mb']:,.0f} MB"
+                print(f"{method:>8} {tool:>9}: {line}, {len(runs[tool]['flagged'])} columns flagged", flush=True)
+            lep, ev = runs["lepton"], runs["evidently"]
+            runs["speedup"] = ev["seconds"] / lep["seconds"]
+            runs["memory_ratio"] = lep["peak_mb"] / ev["peak_mb"]
+            runs["same_flags"] = lep["flagged"] == ev["flagged"]
+            runs["only_lepton"] = sorted(set(lep["flagged"]) - set(ev["flagged"]))
+            runs["only_evidently"] = sorted(set(ev["flagged"]) - set(lep["flagged"]))
+            print(f"{method:>8}: {runs['speedup']:.0f}x faster, memory {runs['memory_ratio']:.2f}x, same columns "
+                  f"flagged: {runs['same_flags']} (only Lepton {runs['only_lepton']}, only Evidently "
+                  f"{runs['only_evidently']})", flush=True)  # fmt: skip
+            report["runs"][method] = runs
+    print(f"written to {write('drift', report)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    main()

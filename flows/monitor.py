@@ -1,0 +1,286 @@
+"""Monitoring: ``lepton monitor DOMAIN [--data PATH | --since HOURS]`` as a Prefect flow.
+
+Reads a new batch (a CSV/Parquet file in the domain's schema) or a window of the prediction log,
+and compares it with the reference statistics stored with the champion version: per-feature
+drift (PSI and a KS / chi-squared test), drift of the model's output, and the model's metrics
+when the rows carry labels (a batch with the target column, or ``--labels`` joined to the log
+by request id and row). Everything goes to an MLflow run in the ``<model>-monitor`` experiment
+(metrics, the drift table, the HTML report), the summary to a Prefect markdown artifact, and when
+the batch drifted a Prefect event ``lepton.drift.detected``, which the deployments' automation
+answers by running the domain's pipeline (``prefect.yaml``).
+
+A file that is not in the domain's schema stops the run before anything is logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from prefect import flow, get_run_logger
+
+from domains import get_spec, recipes
+from domains.spec import DomainSpec
+from lepton import tracking
+from lepton.errors import InputPathError, Problem, SchemaError
+from lepton.predlog import read_log
+from lepton.scoring import Scorer
+from lepton.settings import Settings, load_settings
+from tasks.ingest import read_table, resolve_input
+from tasks.metrics import EvalContext, evaluate
+from tasks.monitor import PREDICTION, DriftReport, drift_report
+from tasks.preprocess import encode_labels
+from tasks.report import markdown_summary, render
+
+EVENT = "lepton.drift.detected"
+
+
+@dataclass
+class MonitorResult:
+    domain: str
+    model_name: str
+    version: str
+    source: str
+    rows: int
+    detected: bool
+    drifted: list[str]
+    prediction_drifted: bool
+    psi_max: float
+    run_id: str
+    report: str
+    performance: dict[str, float] = field(default_factory=dict)
+    event: str | None = None  # the id of the emitted drift event
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resource(spec: DomainSpec) -> dict[str, str]:
+    """The Prefect event resource of a domain (what the automation's trigger matches)."""
+    return {"prefect.resource.id": f"lepton.domain.{spec.name}", "prefect.resource.name": spec.name}
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    domain = flow_run.parameters.get("domain")
+    name = domain.get("name") if isinstance(domain, dict) else getattr(domain, "name", domain)
+    return f"{name}-monitor"
+
+
+# ---- what is monitored --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Batch:
+    inputs: pl.DataFrame  # the model inputs, typed
+    source: str
+    labels: pl.Series | None = None  # the target, where the rows have one
+
+
+def batch_from_file(spec: DomainSpec, path: str) -> Batch:
+    from flows.score import check_inputs
+
+    source = resolve_input(path)
+    frame = read_table(source)
+    if frame.is_empty():
+        raise SchemaError([Problem("empty", "(file)", "no data rows")], str(source))
+    inputs = check_inputs(frame, spec, 0, str(source))
+    labels = frame[spec.target] if spec.target in frame.columns else None
+    return Batch(inputs, source.name, labels)
+
+
+def batch_from_log(spec: DomainSpec, settings: Settings, since_hours: float | None, labels: str | None) -> Batch:
+    """The logged requests (of the last ``since_hours``), their inputs under their own names;
+    with ``labels`` (a file of request_id, optional row, and the target) joined by request."""
+    since = datetime.now(UTC) - timedelta(hours=since_hours) if since_hours else None
+    directory = settings.home / "predictions" / spec.name
+    log = read_log(directory, since)
+    window = f"the prediction log ({f'last {since_hours:g} h' if since_hours else 'all of it'})"
+    if log.is_empty():
+        raise InputPathError(f"{spec.name}: no predictions logged in {window} under {directory}")
+    inputs = {c: c.removeprefix("input.") for c in log.columns if c.startswith("input.")}
+    frame = log.rename(inputs)
+    target = None
+    if labels is not None:
+        truth = read_table(resolve_input(labels))
+        keys = ["request_id", "row"] if "row" in truth.columns else ["request_id"]
+        missing = [c for c in (*keys, spec.target) if c not in truth.columns]
+        if missing:
+            raise SchemaError([Problem("missing_column", c, "needed to join labels to the log") for c in missing])
+        frame = frame.join(truth.select(*keys, spec.target).unique(keys), on=keys, how="left")
+        target = frame[spec.target]
+    from flows.score import check_inputs
+
+    return Batch(check_inputs(frame, spec, 0, window), window, target)
+
+
+# ---- the flow -----------------------------------------------------------------------------------
+def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: pl.Series) -> dict[str, float]:
+    known = labels.is_not_null().to_numpy()
+    if known.sum() < 2:
+        return {}
+    y = encode_labels(labels.filter(labels.is_not_null()), spec, scorer.meta.get("classes") or [])
+    context = EvalContext(threshold=float(scorer.meta.get("threshold", 0.5)))
+    return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
+
+
+def _history(model_name: str, settings: Settings, limit: int = 30) -> list[dict[str, Any]]:
+    """Earlier monitor runs of this model: time and PSI per feature, oldest first."""
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient().get_experiment_by_name(f"{model_name}-monitor")
+    if experiment is None:
+        return []
+    runs = MlflowClient().search_runs(
+        [experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=limit, order_by=["start_time DESC"]
+    )
+    return [
+        {
+            "time": datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+            "psi": {k.removeprefix("psi_"): v for k, v in run.data.metrics.items() if k.startswith("psi_")},
+        }
+        for run in reversed(runs)
+    ]
+
+
+@flow(name="lepton-monitor", flow_run_name=_run_name, validate_parameters=True)
+def monitor(
+    domain: str | DomainSpec, data: str | None = None, since_hours: float | None = None, labels: str | None = None
+) -> MonitorResult:
+    """Drift (and performance, with labels) of a batch or of the prediction log against the
+    champion's training reference; an event when it drifted.
+
+    Args:
+        domain: a built-in domain name, or a DomainSpec.
+        data: a CSV/Parquet file in the domain's schema (the target column, if present, is used
+            as labels); without it, the prediction log.
+        since_hours: with the prediction log, only its last hours.
+        labels: with the prediction log, a file of request_id (and row) and the target.
+    """
+    spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
+    settings = load_settings()
+    tracking.configure(settings)
+    version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
+    if version is None:
+        raise InputPathError(f"{spec.model_name} has no champion to monitor; run `lepton run {spec.name}` first")
+    batch = batch_from_file(spec, data) if data else batch_from_log(spec, settings, since_hours, labels)
+    with tracking.scratch_dir() as tmp:
+        bundle = tracking.download_bundle(spec.model_name, version, Path(tmp))
+        scorer = Scorer.from_dir(bundle)
+        reference = json.loads((bundle / "reference.json").read_text())
+
+    scores = scorer.scores(batch.inputs)
+    predictions = _monitored_output(spec, scorer, scores)
+    frame = recipes.apply(spec.recipe_config(), batch.inputs)
+    if settings.dask_address:  # a cluster is configured: the columns go to its workers
+        from lepton.engine import dask_engine
+
+        with dask_engine(settings.dask_address) as engine:
+            report = drift_report(spec, reference, frame, predictions, engine.client)
+    else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
+        report = drift_report(spec, reference, frame, predictions)
+    performance = _performance(spec, scorer, scores, batch.labels) if batch.labels is not None else {}
+    history = _history(spec.model_name, settings)
+    created = datetime.now(UTC)
+
+    experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings)
+    tags = {"lepton.domain": spec.name, "lepton.model_version": version, "lepton.role": "monitor"}
+    run_id = tracking.start_run(experiment, f"{spec.name}-monitor", tags)
+    try:
+        tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
+        tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
+        page = render(
+            domain=spec.name,
+            model=spec.model_name,
+            version=version,
+            source=batch.source,
+            created=created,
+            report=report,
+            history=[*history, {"time": created, "psi": {**report.psi, **_prediction_psi(report)}}],
+            performance=performance,
+        )
+        tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
+        local = _keep_report(settings, spec, created, page)
+        tracking.log_artifact(run_id, local, "monitor")
+        tracking.set_tags(run_id, {"lepton.drift": "detected" if report.detected else "none",
+                                   "lepton.drifted_features": ",".join(report.drifted)[:5000]})  # fmt: skip
+        _artifact(spec, version, report, str(local))
+        event = _emit(spec, version, report, run_id, data) if report.detected else None
+        tracking.end_run(run_id)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    get_run_logger().info(
+        "%s v%s: %s (%d of %d features drifted, PSI max %.3f); report %s",
+        spec.model_name, version, "drift detected" if report.detected else "no drift", len(report.drifted),
+        len(report.features), report.max_psi, local,
+    )  # fmt: skip
+    return MonitorResult(
+        domain=spec.name,
+        model_name=spec.model_name,
+        version=version,
+        source=batch.source,
+        rows=report.rows,
+        detected=report.detected,
+        drifted=report.drifted,
+        prediction_drifted=bool(report.prediction and report.prediction.drifted),
+        psi_max=report.max_psi,
+        run_id=run_id,
+        report=str(local),
+        performance=performance,
+        event=event,
+    )
+
+
+def _monitored_output(spec: DomainSpec, scorer: Scorer, scores: np.ndarray) -> Any:
+    """The model's output as the reference has it (see ``tasks.monitor.prediction_reference``)."""
+    if spec.task == "multiclass":
+        return np.asarray(scorer.meta["classes"], dtype=object)[scores.argmax(axis=1)]
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _prediction_psi(report: DriftReport) -> dict[str, float]:
+    return {PREDICTION: report.prediction.psi} if report.prediction else {}
+
+
+def _keep_report(settings: Settings, spec: DomainSpec, created: datetime, page: str) -> Path:
+    """The report under LEPTON_HOME/reports/DOMAIN/, written whole (temporary name, rename)."""
+    directory = settings.home / "reports" / spec.name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"drift-{created:%Y%m%dT%H%M%S%f}.html"
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def _artifact(spec: DomainSpec, version: str, report: DriftReport, location: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(
+        key=f"{spec.name}-drift", markdown=markdown_summary(spec.name, version, report, location),
+        description=f"Drift of {spec.name} against version {version}'s training data",
+    )  # fmt: skip
+
+
+def _emit(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data: str | None) -> str | None:
+    """``lepton.drift.detected`` on the domain's resource, with the drifted features and scores."""
+    from prefect.events import emit_event
+
+    scores = {name: round(report.features[name].psi, 4) for name in report.drifted}
+    payload = {
+        "domain": spec.name,
+        "model_version": version,
+        "features": report.drifted,
+        "psi": scores,
+        "prediction_drifted": bool(report.prediction and report.prediction.drifted),
+        "rows": report.rows,
+        "mlflow_run_id": run_id,
+        "data": str(resolve_input(data)) if data else None,
+    }
+    event = emit_event(EVENT, resource=resource(spec), payload=payload)
+    return str(event.id) if event is not None else None

@@ -1,0 +1,161 @@
+"""The long-running parts, started as real processes on this machine: a Prefect server, an MLflow
+server, a Prefect worker on the process pool, and the deployments of ``prefect.yaml``.
+
+``lepton ui`` starts both servers with lean settings (SQLite under LEPTON_HOME by default, or
+PostgreSQL from ``LEPTON_PREFECT_DATABASE_URL`` / ``LEPTON_MLFLOW_BACKEND_URI``); ``lepton deploy``
+creates the work pool and applies ``prefect.yaml``; ``lepton worker`` runs the pool's worker.
+Each child is started in its own process group and stopped by its PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lepton.errors import LeptonError
+from lepton.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[1]  # where prefect.yaml and the flows live
+POOL = "lepton-process"
+BIN = Path(sys.executable).parent
+
+
+class StackError(LeptonError):
+    """A server or worker would not start, or a deployment could not be applied."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    url: str | None = None
+    log: Path | None = None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to the child's process group, SIGKILL after ``timeout`` seconds."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _executable(name: str) -> str:
+    local = BIN / name
+    return str(local) if local.exists() else name
+
+
+def start(name: str, command: list[str], env: Mapping[str, str], log: Path, url: str | None = None) -> Child:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=PROJECT,
+        )  # fmt: skip
+    return Child(name, process, url, log)
+
+
+def wait_ready(child: Child, path: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise StackError(f"{child.name} exited with {child.process.returncode}; its log: {child.log}")
+        try:
+            with urllib.request.urlopen(f"{child.url}{path}", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    child.stop()
+    raise StackError(f"{child.name} not ready at {child.url} after {timeout:.0f} s; its log: {child.log}")
+
+
+def lean_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every Lepton process shares: telemetry off, Prefect's home under
+    LEPTON_HOME, Prefect's services that a local stack does not need turned off."""
+    env = dict(base if base is not None else os.environ)
+    env.update({"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "LEPTON_HOME": str(settings.home)})
+    env.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    env.setdefault("PREFECT_API_SERVICES_FOREMAN_ENABLED", "false")  # no work-pool health pings
+    env.setdefault("PREFECT_SERVER_SERVICES_FOREMAN_ENABLED", "false")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts its server by name
+    return env
+
+
+def prefect_server(settings: Settings, port: int, env: Mapping[str, str], database_url: str | None = None) -> Child:
+    env = dict(env)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    command = [_executable("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    child = start("prefect server", command, env, settings.home / "logs" / "prefect-server.log", url)
+    wait_ready(child, "/api/health")
+    return child
+
+
+def mlflow_server(settings: Settings, port: int, env: Mapping[str, str], backend_uri: str | None = None) -> Child:
+    backend = backend_uri or f"sqlite:///{settings.home / 'mlflow.db'}"
+    command = [
+        _executable("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", backend, "--artifacts-destination", str(settings.artifact_root),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    child = start("mlflow server", command, env, settings.home / "logs" / "mlflow-server.log", url)
+    wait_ready(child, "/health")
+    return child
+
+
+def deploy(env: Mapping[str, str]) -> list[str]:
+    """Create the process work pool (if missing) and apply every deployment in prefect.yaml,
+    with their schedules and drift triggers; return the deployment names."""
+    if not env.get("PREFECT_API_URL"):
+        raise StackError("no Prefect server: start one with `lepton ui`, or set PREFECT_API_URL")
+    prefect = _executable("prefect")
+    pool = subprocess.run(
+        [prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+        env=dict(env), cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if pool.returncode != 0:
+        raise StackError(f"could not create the work pool {POOL}: {pool.stdout[-2000:]}{pool.stderr[-2000:]}")
+    applied = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"], env=dict(env), cwd=PROJECT, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    if applied.returncode != 0:
+        raise StackError(f"`prefect deploy --all` failed: {applied.stdout[-3000:]}{applied.stderr[-3000:]}")
+    import yaml
+
+    return [d["name"] for d in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]]
+
+
+def worker_command() -> list[str]:
+    return [_executable("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+
+
+@contextlib.contextmanager
+def running(children: list[Child]) -> Iterator[list[Child]]:
+    try:
+        yield children
+    finally:
+        for child in reversed(children):
+            child.stop()

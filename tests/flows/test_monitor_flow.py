@@ -1,0 +1,131 @@
+"""`lepton monitor`: drift of a batch or of the prediction log against the champion's training
+reference, through the real flow, MLflow store and Prefect API; the report rendered in Chromium."""
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from domains import get_spec
+from flows.pipeline import pipeline
+from lepton.cli import app
+from tasks.drift_demo import drifted_batch
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+SPEC = get_spec("medical")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def champion(lepton_home):
+    pipeline(domain="medical", trials=0)
+    return lepton_home
+
+
+def _monitor(*args: str) -> dict:
+    result = CliRunner().invoke(app, ["monitor", "medical", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _steady(tmp_path: Path) -> Path:
+    """Held-out-like rows of the domain's own data: the same population as training."""
+    from tasks.ingest import read_table
+
+    path = tmp_path / "steady.parquet"
+    read_table(SPEC.data.resolve(SPEC.data.path)).sample(3_000, seed=5).write_parquet(path)
+    return path
+
+
+def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(champion, tmp_path):
+    from mlflow import MlflowClient
+
+    drifted = tmp_path / "drifted.parquet"
+    result = CliRunner().invoke(app, ["simulate-drift", "medical", "-o", str(drifted), "--rows", "3000"])
+    assert result.exit_code == 0, result.output
+    batch = pl.read_parquet(drifted)
+    assert batch.height == 3000 and SPEC.target in batch.columns  # labels come with the rows
+
+    steady = _monitor("--data", str(_steady(tmp_path)))
+    assert not steady["detected"] and steady["drifted"] == [] and steady["event"] is None
+    moved = _monitor("--data", str(drifted))
+    assert moved["detected"] and {"age", "creatinine"} <= set(moved["drifted"])
+    assert moved["event"] and moved["performance"]["labelled_rows"] == 3000
+    assert 0.5 < moved["performance"]["roc_auc"] <= 1.0
+
+    client = MlflowClient()
+    run = client.get_run(moved["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["lepton.drift"] == "detected"
+    assert run.data.metrics["psi_age"] > SPEC.drift.psi_threshold and "ks_p_age" in run.data.metrics
+    assert run.data.tags["lepton.model_version"] == moved["version"] == "1"
+    artifacts = {a.path for a in client.list_artifacts(moved["run_id"], "monitor")}
+    assert {"monitor/drift.json", f"monitor/{Path(moved['report']).name}"} <= artifacts
+    assert Path(moved["report"]).is_file() and not list(Path(moved["report"]).parent.glob(".*.partial"))
+
+
+def test_the_prediction_log_is_monitored_with_labels_joined_by_request(champion, tmp_path):
+    from lepton.predlog import PredictionLog
+    from lepton.settings import load_settings
+    from tasks.deploy import input_records
+
+    batch, _ = drifted_batch(SPEC, 400, seed=2)
+    rows = input_records(SPEC, batch)
+    log = PredictionLog(load_settings().home / "predictions" / "medical", flush_seconds=0.05)
+    log.start()
+    ids = [f"r{i}" for i in range(len(rows))]
+    log.append(ids, "1", rows, [{"prediction": 0, "score": 0.5}] * len(rows))
+    log.close()
+    labels = tmp_path / "labels.csv"
+    pl.DataFrame({"request_id": ids, SPEC.target: batch[SPEC.target]}).write_csv(labels)
+
+    result = _monitor("--since", "1", "--labels", str(labels))
+    assert result["rows"] == 400 and result["detected"] and "age" in result["drifted"]
+    assert result["performance"]["labelled_rows"] == 400
+    assert result["source"].startswith("the prediction log")
+
+
+def test_bad_input_stops_before_anything_is_logged(champion, tmp_path):
+    from mlflow import MlflowClient
+
+    broken = tmp_path / "broken.csv"
+    frame = pl.read_parquet(_steady(tmp_path)).with_columns(pl.lit("old").alias("age"))
+    frame.write_csv(broken)
+    result = CliRunner().invoke(app, ["monitor", "medical", "--data", str(broken)])
+    assert result.exit_code != 0 and "age" in result.output
+    empty = CliRunner().invoke(app, ["monitor", "medical"])  # nothing served yet
+    assert empty.exit_code != 0 and "no predictions logged" in empty.output
+    assert MlflowClient().get_experiment_by_name("lepton-medical-monitor") is None
+
+
+def test_the_report_renders_its_plots_in_headless_chromium(champion, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    drifted = tmp_path / "drifted.parquet"
+    drifted_batch(SPEC, 2000, seed=3)[0].write_parquet(drifted)
+    _monitor("--data", str(_steady(tmp_path)))  # an earlier run: the report draws drift over time
+    report = Path(_monitor("--data", str(drifted))["report"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.goto(report.as_uri())
+        images = page.eval_on_selector_all(
+            "img.plot", "els => els.map(e => [e.alt, e.complete, e.naturalWidth, e.naturalHeight])"
+        )
+        assert {alt for alt, *_ in images} == {"drift scores", "distributions", "drift over time"}
+        assert all(complete and width > 200 and height > 100 for _, complete, width, height in images), images
+        # the plot has ink: a screenshot of it is not one flat colour
+        import io
+
+        from matplotlib import image
+
+        pixels = image.imread(io.BytesIO(page.locator("img.plot").first.screenshot()), format="png")
+        assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.05
+        assert "Drift detected" in page.inner_text("p.verdict")
+        assert page.locator("tr.drifted").count() >= 2
+        browser.close()

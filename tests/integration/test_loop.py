@@ -1,0 +1,178 @@
+"""The closed loop on real servers: `lepton ui` (a Prefect server and an MLflow server on
+127.0.0.1), `lepton deploy`, `lepton worker`; a drifted batch through the monitor deployment; the
+automation declared in prefect.yaml starts the pipeline deployment, which completes and registers
+a new version. Once on SQLite state, once on PostgreSQL (the production configuration, where
+LEPTON_TEST_POSTGRES_URL names a server; CI sets it). Every process is stopped by its PID."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lepton.stack import free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+POSTGRES = os.environ.get("LEPTON_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Extra environment for `lepton ui`: nothing (SQLite under LEPTON_HOME), or two fresh
+    PostgreSQL databases, dropped afterwards."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    if not POSTGRES:
+        pytest.skip("LEPTON_TEST_POSTGRES_URL is not set: the PostgreSQL configuration is NOT tested here")
+    import psycopg
+
+    names = [f"lepton_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("prefect", "mlflow")]
+    admin = psycopg.connect(POSTGRES, autocommit=True)
+    with admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES.rsplit("/", 1)[0]
+    try:
+        yield {
+            "LEPTON_PREFECT_DATABASE_URL": f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{names[0]}",
+            "LEPTON_MLFLOW_BACKEND_URI": f"{base}/{names[1]}",
+        }
+    finally:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def _until(check, timeout: float, what: str, logs: list[Path]):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists())
+    raise AssertionError(f"{what} within {timeout:.0f} s\n{tails}")
+
+
+def _lepton(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [str(BIN / "lepton"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"lepton {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _flow_runs(api: str) -> list[dict]:
+    response = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _finished(api: str, flow_name: str) -> dict | None:
+    """A finished run of ``flow_name`` started from a deployment (not the local `lepton run`)."""
+    names = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}, timeout=30).json()}
+    for run in _flow_runs(api):
+        ended = run["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+        if names.get(run["flow_id"]) == flow_name and run["deployment_id"] and ended:
+            return run
+    return None
+
+
+def _check_registry_and_events(api: str, tracking: str, batch: Path) -> None:
+    """The retrain registered version 2 with a finished decision; the monitor run is in MLflow;
+    the drift event carries the batch and the drifted features."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking, tracking)
+    versions = {str(v.version) for v in client.search_model_versions("name = 'lepton-medical'")}
+    assert versions == {"1", "2"}
+    assert "lepton.decision" in client.get_model_version("lepton-medical", "2").tags
+    monitors = client.search_runs([client.get_experiment_by_name("lepton-medical-monitor").experiment_id])
+    assert [r.data.tags["lepton.drift"] for r in monitors] == ["detected"]
+    query = {"filter": {"event": {"name": ["lepton.drift.detected"]}}}
+    events = httpx.post(f"{api}/events/filter", json=query, timeout=30).json()["events"]
+    assert events[0]["payload"]["data"] == str(batch) and "age" in events[0]["payload"]["features"]
+
+
+def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_path, backend):
+    prefect_port, mlflow_port = free_port(), free_port()
+    api, tracking = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
+    env = {
+        **os.environ,
+        **backend,
+        "LEPTON_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(tmp_path / "home" / "prefect"),
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "LEPTON_DASK_ADDRESS"):
+        env.pop(key, None)
+    logs = [tmp_path / "ui.log", tmp_path / "worker.log"]
+    command = [str(BIN / "lepton"), "ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
+    ui = _start(command, env, logs[0])
+    worker = None
+    try:
+        _until(lambda: "Ctrl-C stops both" in logs[0].read_text() or ui.poll() is not None, 240, "no ui", logs)
+        assert ui.poll() is None, logs[0].read_text()
+        env |= {"PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": tracking, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        _lepton("run", "medical", "--trials", "0", env=env)  # version 1, the champion
+        deployed = _lepton("deploy", env=env)
+        assert "medical-monitor" in deployed.stderr and "medical-pipeline" in deployed.stderr
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
+        assert any("medical-pipeline" in a["name"] for a in automations), [a["name"] for a in automations]
+        worker = _start([str(BIN / "lepton"), "worker"], env, logs[1])
+
+        batch = tmp_path / "drifted.parquet"
+        _lepton("simulate-drift", "medical", "-o", str(batch), "--rows", "3000", env=env)
+        started = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "lepton-monitor/medical-monitor", "--param", f"data={batch}"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+
+        monitor_run = _until(lambda: _finished(api, "lepton-monitor"), 300, "no monitor run finished", logs)
+        assert monitor_run["state_type"] == "COMPLETED", monitor_run["state"]
+        pipeline_run = _until(lambda: _finished(api, "lepton-pipeline"), 600, "the automation ran no pipeline", logs)
+        assert pipeline_run["state_type"] == "COMPLETED", pipeline_run["state"]
+        assert pipeline_run["parameters"]["append"] == str(batch)  # the flagged batch joined the training data
+        assert pipeline_run["parameters"]["domain"] == "medical"
+
+        _check_registry_and_events(api, tracking, batch)
+        if backend:  # the production configuration: three domains at once against the same servers
+            together = _lepton("run", "--all", "--trials", "0", "--json", env=env, timeout=900)
+            results = [json.loads(line) for line in together.stdout.splitlines() if line.startswith("{")]
+            assert sorted(r["domain"] for r in results) == ["finance", "manufacturing", "medical"]
+            assert all(r["version"] for r in results)
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(ui)  # SIGTERM: `lepton ui` stops both servers before it exits
+    assert ui.returncode is not None and worker is not None and worker.returncode is not None
+    for port in (prefect_port, mlflow_port):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
