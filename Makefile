@@ -14,7 +14,7 @@ comma := ,
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-all lint bench bench-tables samples clean
+.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ lint: install
 ## Orchestration overhead: `lepton run finance` vs the same stage functions as a bare script.
 bench: install
 	$(BIN)/python bench/overhead.py --rows sample 1000000
+
+## Drift of 1M rows x 50 columns against Evidently (in its own venv: it needs pandas < 3).
+bench-drift: install
+	test -x .venv-evidently/bin/python || { $(PYTHON) -m venv .venv-evidently && .venv-evidently/bin/python -m pip install --quiet "evidently>=0.7,<0.8" "pandas<3" pyarrow; }
+	$(BIN)/python bench/drift.py
 
 ## Bring-your-own-data check: `lepton run --data F --target T` on public tables Lepton does not ship.
 bench-tables: install

@@ -23,6 +23,7 @@ class Settings:
     dask_threads: int = 1  # threads per LocalCluster worker (workers x threads = cores)
     search_rows: int = SEARCH_ROWS
     distributed_rows: int = DISTRIBUTED_ROWS
+    lock_url: str | None = None  # PostgreSQL for promotion locks across machines; None: a file lock
 
     @property
     def prefect_home(self) -> Path:
@@ -45,6 +46,7 @@ def load_settings() -> Settings:
         dask_threads=_count("LEPTON_DASK_THREADS", 1, minimum=1),
         search_rows=_count("LEPTON_SEARCH_ROWS", SEARCH_ROWS, minimum=1000),
         distributed_rows=_count("LEPTON_DISTRIBUTED_ROWS", DISTRIBUTED_ROWS, minimum=0),
+        lock_url=os.environ.get("LEPTON_LOCK_URL") or None,
     )
 
 

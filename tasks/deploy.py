@@ -255,7 +255,7 @@ def register_and_gate(
     before the move; if it moved meanwhile, the comparison is done again."""
     reference = reference_statistics(data.train.frame, spec.with_features())
     reference[PREDICTION] = prediction_reference(spec, evaluation.scores, [str(c) for c in data.classes])
-    with promotion_lock(settings.home, spec.model_name):
+    with promotion_lock(settings.home, spec.model_name, settings.lock_url):
         version = tracking.find_version(spec.model_name, RUN_KEY, key)
         resumed = version is not None
         if version is None:

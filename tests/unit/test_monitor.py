@@ -113,3 +113,26 @@ def test_columns_on_dask_workers_equal_columns_on_local_threads(dask_cluster):
     local = drift_report(SPEC, reference, batch)
     spread = drift_report(SPEC, reference, batch, client=dask_cluster)
     assert spread.features == local.features and spread.drifted == local.drifted
+
+
+@pytest.mark.parametrize("kind", ["normal", "heavy", "ties", "spikes", "outside"])
+def test_grid_rank_equals_searchsorted_and_psi_bins_equal_a_direct_count(kind):
+    from domains.spec import DriftSpec
+    from tasks.monitor import _bin_proportions, grid_rank, numeric_drift, numeric_reference
+
+    rng = np.random.default_rng(7)
+    draws = {
+        "normal": lambda n: rng.normal(0, 1, n),
+        "heavy": rng.standard_cauchy,
+        "ties": lambda n: rng.integers(0, 7, n).astype(float),
+        "spikes": lambda n: np.where(rng.random(n) < 0.4, 0.0, rng.lognormal(0, 2, n)),
+        "outside": lambda n: rng.normal(0, 1, n) * (1 + 5 * (rng.random(n) < 0.1)),
+    }
+    training = draws[kind](50_000)
+    reference = numeric_reference(training, 10, len(training))
+    grid = np.asarray(reference["quantiles"])
+    batch = np.r_[draws[kind](60_000), grid, np.nextafter(grid, np.inf), np.nextafter(grid, -np.inf), -np.inf, np.inf]
+    assert np.array_equal(grid_rank(batch, grid), np.searchsorted(grid, batch, side="right"))
+    drift = numeric_drift("x", reference, batch, DriftSpec())
+    expected = _bin_proportions(batch, np.asarray(reference["edges"]), len(batch))
+    assert np.allclose(drift.current[:-1], expected, atol=1e-12)

@@ -1,5 +1,6 @@
 """The paired test a challenger must pass, the promotion lock, and the run key."""
 
+import os
 import threading
 import time
 
@@ -52,23 +53,42 @@ def test_series_are_resampled_as_whole_groups():
     assert result.low < by_rows.low
 
 
-def test_the_promotion_lock_lets_one_holder_in_at_a_time(tmp_path):
+POSTGRES = os.environ.get("LEPTON_TEST_POSTGRES_URL")
+LOCKS = [
+    "file",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not POSTGRES, reason="LEPTON_TEST_POSTGRES_URL is not set: the PostgreSQL lock is NOT tested"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", LOCKS)
+def test_the_promotion_lock_lets_one_holder_in_at_a_time(tmp_path, kind):
+    """Two holders of the same model's lock take turns: a file lock (one LEPTON_HOME), or a
+    PostgreSQL advisory lock (runs on several machines); another model's lock is free."""
+    url = POSTGRES if kind == "postgresql" else None
     order = []
 
-    def hold(name: str, seconds: float) -> None:
-        with promotion_lock(tmp_path, "lepton-finance"):
+    def hold(name: str, seconds: float, model: str = "lepton-finance") -> None:
+        with promotion_lock(tmp_path, model, url):
             order.append(f"{name} in")
             time.sleep(seconds)
             order.append(f"{name} out")
 
-    first = threading.Thread(target=hold, args=("a", 0.5))
+    first = threading.Thread(target=hold, args=("a", 0.6))
     first.start()
-    time.sleep(0.1)
+    time.sleep(0.15)
+    other = threading.Thread(target=hold, args=("c", 0, "lepton-medical"))
+    other.start()
+    other.join()
     second = threading.Thread(target=hold, args=("b", 0))
     second.start()
     first.join()
     second.join()
-    assert order == ["a in", "a out", "b in", "b out"]
+    assert order == ["a in", "c in", "c out", "a out", "b in", "b out"]
 
 
 @pytest.mark.parametrize("change", ["data", "code", "trials", "settings"])
