@@ -42,7 +42,10 @@ from bench.harness import run_once, write  # noqa: E402 (after the path above)
 THRESHOLDS = {"psi": 0.1, "ks": 0.05}  # Evidently's defaults for these tests
 
 
-def make_data(rows: int, columns: int, directory: Path) -> tuple[Path, Path, list[str]]:
+SHIFTED = 10  # the "partial" scenario: how many columns move, by 0.03 standard deviations
+
+
+def make_data(rows: int, columns: int, directory: Path, scenario: str = "faults") -> tuple[Path, Path, list[str]]:
     import polars as pl
 
     from domains import get_spec
@@ -55,7 +58,12 @@ def make_data(rows: int, columns: int, directory: Path) -> tuple[Path, Path, lis
     names = [c.name for c in spec.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT)][:columns]
     train = read_table(spec.data.resolve(spec.data.path))
     reference = pl.concat(synthesize(spec, train, rows, seed=11)).select(names)
-    current = drifted_batch(spec, rows, seed=12)[0].select(names)
+    if scenario == "faults":
+        current = drifted_batch(spec, rows, seed=12)[0].select(names)
+    else:  # another draw of the same population, with a few columns moved a little
+        current = pl.concat(synthesize(spec, train, rows, seed=13)).select(names)
+        moved = names[::5][:SHIFTED]
+        current = current.with_columns((pl.col(n) + 0.03 * reference[n].std()).alias(n) for n in moved)
     paths = directory / "reference.parquet", directory / "current.parquet"
     reference.write_parquet(paths[0])
     current.write_parquet(paths[1])
@@ -125,6 +133,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="Lepton runs per method (Evidently runs once)")
+    parser.add_argument(
+        "--scenario",
+        choices=["faults", "partial"],
+        default="faults",
+        help="faults: simulate-drift's fault runs; partial: the same population, 10 columns moved",
+    )
+    parser.add_argument("--methods", nargs="+", default=["psi", "ks", "default"])
     parser.add_argument("--evidently-python", default=str(ROOT / ".venv-evidently" / "bin" / "python"))
     parser.add_argument("--child", nargs=4, metavar=("TOOL", "METHOD", "REF", "CUR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,9 +150,10 @@ def main() -> None:
     env = {"DO_NOT_TRACK": "true", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
     report: dict = {"benchmark": "drift", "rows": args.rows, "columns": args.columns, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="lepton-drift-") as tmp:
-        ref, cur, names = make_data(args.rows, args.columns, Path(tmp))
-        print(f"{args.rows:,} rows x {len(names)} columns, reference and a drifted batch", flush=True)
-        for method in ("psi", "ks", "default"):
+        ref, cur, names = make_data(args.rows, args.columns, Path(tmp), args.scenario)
+        print(f"{args.rows:,} rows x {len(names)} columns, reference and a batch ({args.scenario})", flush=True)
+        report["scenario"] = args.scenario
+        for method in args.methods:
             runs = {}
             for tool, repeat in (("lepton", args.repeat), ("evidently", 1)):
                 samples = []
@@ -164,7 +180,7 @@ def main() -> None:
                   f"flagged: {runs['same_flags']} (only Lepton {runs['only_lepton']}, only Evidently "
                   f"{runs['only_evidently']})", flush=True)  # fmt: skip
             report["runs"][method] = runs
-    print(f"written to {write('drift', report)}")
+    print(f"written to {write(f'drift-{args.scenario}', report)}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_missing_values_count_as_drift():
 
 
 def test_ks_from_the_stored_sketch_matches_scipy_on_the_raw_training_values():
-    """Continuous, discrete (ties everywhere) and mixed columns: the statistic within 1/100 of
+    """Continuous, discrete (ties everywhere) and mixed columns: the statistic within 0.002 of
     ks_2samp on the raw data (exact for discrete), and the same verdict at p = 0.01."""
     from scipy import stats
 
@@ -70,7 +70,7 @@ def test_ks_from_the_stored_sketch_matches_scipy_on_the_raw_training_values():
             batch = draw(15_000, shift)
             ours = numeric_drift("x", reference, batch, DriftSpec(method="test"))
             theirs = stats.ks_2samp(training, batch, method="asymp")
-            tolerance = 1e-9 if kind == "counts" else 0.01
+            tolerance = 1e-9 if kind == "counts" else 0.002
             assert abs(ours.statistic - theirs.statistic) <= tolerance, (kind, shift)
             assert ours.drifted == (theirs.pvalue < 0.01), (kind, shift, ours.p_value, theirs.pvalue)
 
