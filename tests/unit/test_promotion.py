@@ -71,20 +71,25 @@ def test_the_promotion_lock_lets_one_holder_in_at_a_time(tmp_path, kind):
     PostgreSQL advisory lock (runs on several machines); another model's lock is free."""
     url = POSTGRES if kind == "postgresql" else None
     order = []
+    entered, other_done = threading.Event(), threading.Event()
 
-    def hold(name: str, seconds: float, model: str = "lepton-finance") -> None:
+    def hold(name: str, model: str = "lepton-finance", until: threading.Event | None = None) -> None:
         with promotion_lock(tmp_path, model, url):
             order.append(f"{name} in")
-            time.sleep(seconds)
+            entered.set()
+            if until is not None:  # "a" holds on until the other model's holder has been and gone
+                assert until.wait(30)
+                time.sleep(0.5)  # meanwhile "b" asks for the same model's lock
             order.append(f"{name} out")
 
-    first = threading.Thread(target=hold, args=("a", 0.6))
+    first = threading.Thread(target=hold, args=("a", "lepton-finance", other_done))
     first.start()
-    time.sleep(0.15)
-    other = threading.Thread(target=hold, args=("c", 0, "lepton-medical"))
+    assert entered.wait(30)  # a database connection can take a while on a busy machine
+    other = threading.Thread(target=hold, args=("c", "lepton-medical"))
     other.start()
     other.join()
-    second = threading.Thread(target=hold, args=("b", 0))
+    other_done.set()
+    second = threading.Thread(target=hold, args=("b",))
     second.start()
     first.join()
     second.join()
