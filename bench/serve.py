@@ -22,7 +22,6 @@ import asyncio
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import run_once, write
+from lepton.stack import free_port
 
 BIN = Path(sys.executable).parent
 BATCH_ROWS = 1_000
@@ -44,12 +44,6 @@ MLFLOW_SERVE = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/lepton-fi
 
 def _records(rows: list[dict]) -> bytes:
     return json.dumps({"dataframe_records": rows}).encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(port: int, path: str, body: bytes) -> bytes:
@@ -165,7 +159,7 @@ def main() -> None:
             ),
         }
         for name, (command, ready, singles, batches) in servers.items():
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen(
                 command(port), env={**env, "MLFLOW_TRACKING_URI": tracking_uri}, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

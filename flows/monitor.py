@@ -28,7 +28,7 @@ from domains import get_spec, recipes
 from domains.spec import DomainSpec
 from lepton import tracking
 from lepton.errors import InputPathError, Problem, SchemaError
-from lepton.predlog import read_log
+from lepton.predlog import served_inputs
 from lepton.scoring import Scorer
 from lepton.settings import Settings, load_settings
 from tasks.ingest import read_table, resolve_input
@@ -98,12 +98,10 @@ def batch_from_log(spec: DomainSpec, settings: Settings, since_hours: float | No
     with ``labels`` (a file of request_id, optional row, and the target) joined by request."""
     since = datetime.now(UTC) - timedelta(hours=since_hours) if since_hours else None
     directory = settings.home / "predictions" / spec.name
-    log = read_log(directory, since)
+    frame = served_inputs(directory, since)
     window = f"the prediction log ({f'last {since_hours:g} h' if since_hours else 'all of it'})"
-    if log.is_empty():
+    if frame.is_empty():
         raise InputPathError(f"{spec.name}: no predictions logged in {window} under {directory}")
-    inputs = {c: c.removeprefix("input.") for c in log.columns if c.startswith("input.")}
-    frame = log.rename(inputs)
     target = None
     if labels is not None:
         truth = read_table(resolve_input(labels))
@@ -128,22 +126,11 @@ def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: p
     return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
 
 
-def _history(model_name: str, settings: Settings, limit: int = 30) -> list[dict[str, Any]]:
+def _history(model_name: str, limit: int = 30) -> list[dict[str, Any]]:
     """Earlier monitor runs of this model: time and PSI per feature, oldest first."""
-    from mlflow import MlflowClient
-
-    experiment = MlflowClient().get_experiment_by_name(f"{model_name}-monitor")
-    if experiment is None:
-        return []
-    runs = MlflowClient().search_runs(
-        [experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=limit, order_by=["start_time DESC"]
-    )
     return [
-        {
-            "time": datetime.fromtimestamp(run.info.start_time / 1000, UTC),
-            "psi": {k.removeprefix("psi_"): v for k, v in run.data.metrics.items() if k.startswith("psi_")},
-        }
-        for run in reversed(runs)
+        {"time": started, "psi": {k.removeprefix("psi_"): v for k, v in metrics.items() if k.startswith("psi_")}}
+        for started, metrics in tracking.finished_runs(f"{model_name}-monitor", limit)
     ]
 
 
@@ -184,7 +171,7 @@ def monitor(
     else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
         report = drift_report(spec, reference, frame, predictions)
     performance = _performance(spec, scorer, scores, batch.labels) if batch.labels is not None else {}
-    history = _history(spec.model_name, settings)
+    history = _history(spec.model_name)
     created = datetime.now(UTC)
 
     experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings)

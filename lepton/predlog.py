@@ -126,9 +126,9 @@ def read_log(directory: Path, since: datetime | None = None) -> pl.DataFrame:
 
 def served_inputs(directory: Path, since: datetime | None = None) -> pl.DataFrame:
     """The logged requests' model inputs under their own column names (what the monitor's drift
-    check reads), with ``time`` and ``model_version``."""
+    check reads), with ``request_id`` and ``row`` (to join labels to), ``time`` and ``model_version``."""
     frame = read_log(directory, since)
     if frame.is_empty():
         return frame
     inputs = {c: c.removeprefix("input.") for c in frame.columns if c.startswith("input.")}
-    return frame.select("time", "model_version", *inputs).rename(inputs)
+    return frame.select("request_id", "row", "time", "model_version", *inputs).rename(inputs)

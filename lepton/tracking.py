@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,18 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
 
 def log_dict(run_id: str, payload: Any, path: str) -> None:
     _client().log_dict(run_id, payload, path)
+
+
+def finished_runs(experiment: str, limit: int) -> list[tuple[datetime, dict[str, float]]]:
+    """The latest ``limit`` finished runs of ``experiment`` (start time, metrics), oldest first."""
+    client = _client()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", max_results=limit, order_by=["start_time DESC"]
+    )
+    return [(datetime.fromtimestamp(run.info.start_time / 1000, UTC), run.data.metrics) for run in reversed(runs)]
 
 
 def log_artifact(run_id: str, path: Path, directory: str | None = None) -> None:
