@@ -13,9 +13,10 @@ Each measurement runs in its own process (wall time of the drift computation its
 of the process, both tables loaded alike):
 
 - Lepton: ``tasks.monitor.drift_report`` against the reference statistics stored with a model
-  (computed once at training: timed apart, as ``reference``); PSI over 10 quantile bins and a
-  KS test per column in one pass, flags by PSI (``psi``, threshold 0.1 as Evidently's) or by the
-  test (``ks``, p < 0.05 as Evidently's);
+  (computed once at training: timed apart, as ``reference``); PSI and a KS test per column in
+  one pass, flags by PSI (``psi``: Evidently's binning, ``drift.psi_bins: sturges``, the training
+  side from the stored sketch; ``psi-deciles``: Lepton's default, 10 training deciles; threshold
+  0.1 as Evidently's) or by the test (``ks``, p < 0.05 as Evidently's);
 - Evidently: ``Report([DataDriftPreset(method=...)]).run(current, reference)`` with its default
   tests, ``psi`` and ``ks``.
 
@@ -79,7 +80,9 @@ def lepton(reference_path: str, current_path: str, method: str) -> dict:
 
     reference, current = pl.read_parquet(reference_path), pl.read_parquet(current_path)
     test = "test" if method == "ks" else "psi"
-    rule = DriftSpec(psi_threshold=THRESHOLDS["psi"], p_value=THRESHOLDS["ks"], method=test)
+    # PSI as Evidently bins it (the comparison), and over training deciles (Lepton's default)
+    binning = "quantile" if method == "psi-deciles" else "sturges"
+    rule = DriftSpec(psi_threshold=THRESHOLDS["psi"], p_value=THRESHOLDS["ks"], method=test, psi_bins=binning)
     spec = DomainSpec.model_validate({
         "name": "bench", "data": {"path": "x.parquet"}, "task": "regression", "split": {"kind": "random"},
         "primary_metric": "r2", "metrics": ["r2"], "drift": rule.model_dump(),
@@ -93,7 +96,8 @@ def lepton(reference_path: str, current_path: str, method: str) -> dict:
     start = time.perf_counter()
     report = drift_report(spec, stats, current)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "reference_seconds": built, "flagged": report.drifted}
+    values = {name: d.psi if test == "psi" else d.p_value for name, d in report.features.items()}
+    return {"seconds": seconds, "reference_seconds": built, "flagged": report.drifted, "values": values}
 
 
 def evidently(reference_path: str, current_path: str, method: str) -> dict:
@@ -102,25 +106,38 @@ def evidently(reference_path: str, current_path: str, method: str) -> dict:
     from evidently.presets import DataDriftPreset
 
     reference, current = pd.read_parquet(reference_path), pd.read_parquet(current_path)
-    preset = DataDriftPreset() if method == "default" else DataDriftPreset(method=method)
+    preset = DataDriftPreset() if method == "default" else DataDriftPreset(method=method.removesuffix("-deciles"))
     start = time.perf_counter()
     snapshot = Report([preset]).run(current, reference)
     result = snapshot.dict()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "flagged": sorted(_evidently_flagged(result, list(reference.columns)))}
+    columns = list(reference.columns)
+    flagged, values = sorted(_evidently_flagged(result, columns)), _evidently_values(result, columns)
+    return {"seconds": seconds, "flagged": flagged, "values": values}
 
 
 P_VALUE_TESTS = {"ks", "chisquare", "z", "t_test", "mannw", "anderson", "cramer_von_mises", "fisher_exact", "g_test"}
+
+
+def _drift_metrics(result: dict, columns: list[str]) -> list[dict]:
+    return [
+        metric
+        for metric in result["metrics"]
+        if metric.get("config", {}).get("column") in columns
+        and str(metric["config"].get("type", "")).endswith("ValueDrift")
+    ]
+
+
+def _evidently_values(result: dict, columns: list[str]) -> dict[str, float]:
+    return {metric["config"]["column"]: float(metric["value"]) for metric in _drift_metrics(result, columns)}
 
 
 def _evidently_flagged(result: dict, columns: list[str]) -> set[str]:
     """Columns whose drift value crosses its test's threshold: below it for a p-value test,
     at or above it for a distance (PSI, Wasserstein, Jensen-Shannon)."""
     flagged = set()
-    for metric in result["metrics"]:
-        config = metric.get("config", {})
-        if config.get("column") not in columns or not str(config.get("type", "")).endswith("ValueDrift"):
-            continue
+    for metric in _drift_metrics(result, columns):
+        config = metric["config"]
         value, threshold = metric["value"], config["threshold"]
         if (value < threshold) if config.get("method") in P_VALUE_TESTS else (value >= threshold):
             flagged.add(config["column"])
@@ -139,7 +156,12 @@ def main() -> None:
         default="faults",
         help="faults: simulate-drift's fault runs; partial: the same population, 10 columns moved",
     )
-    parser.add_argument("--methods", nargs="+", default=["psi", "ks", "default"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["psi", "ks", "default", "psi-deciles"],
+        help="psi: Evidently's binning on both sides; psi-deciles: Lepton's default decile PSI against Evidently's",
+    )
     parser.add_argument("--evidently-python", default=str(ROOT / ".venv-evidently" / "bin" / "python"))
     parser.add_argument("--child", nargs=4, metavar=("TOOL", "METHOD", "REF", "CUR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,9 +175,13 @@ def main() -> None:
         ref, cur, names = make_data(args.rows, args.columns, Path(tmp), args.scenario)
         print(f"{args.rows:,} rows x {len(names)} columns, reference and a batch ({args.scenario})", flush=True)
         report["scenario"] = args.scenario
+        evidently_runs: dict[str, dict] = {}  # by Evidently's method: psi-deciles reuses psi's run
         for method in args.methods:
             runs = {}
             for tool, repeat in (("lepton", args.repeat), ("evidently", 1)):
+                if tool == "evidently" and method.removesuffix("-deciles") in evidently_runs:
+                    runs[tool] = evidently_runs[method.removesuffix("-deciles")]
+                    continue
                 samples = []
                 for _ in range(repeat):
                     python = sys.executable if tool == "lepton" else args.evidently_python
@@ -166,17 +192,23 @@ def main() -> None:
                     "seconds": statistics.median(s["seconds"] for s in samples),
                     "peak_mb": statistics.median(s["peak_mb"] for s in samples),
                     "flagged": samples[0]["flagged"],
+                    "values": samples[0]["values"],
                     **({"reference_seconds": samples[0]["reference_seconds"]} if tool == "lepton" else {}),
                 }
                 line = f"{runs[tool]['seconds']:8.2f} s, peak {runs[tool]['peak_mb']:,.0f} MB"
-                print(f"{method:>8} {tool:>9}: {line}, {len(runs[tool]['flagged'])} columns flagged", flush=True)
+                print(f"{method:>11} {tool:>9}: {line}, {len(runs[tool]['flagged'])} columns flagged", flush=True)
+                if tool == "evidently":
+                    evidently_runs[method.removesuffix("-deciles")] = runs[tool]
             lep, ev = runs["lepton"], runs["evidently"]
             runs["speedup"] = ev["seconds"] / lep["seconds"]
             runs["memory_ratio"] = lep["peak_mb"] / ev["peak_mb"]
             runs["same_flags"] = lep["flagged"] == ev["flagged"] if method != "default" else None
             runs["only_lepton"] = sorted(set(lep["flagged"]) - set(ev["flagged"]))
             runs["only_evidently"] = sorted(set(ev["flagged"]) - set(lep["flagged"]))
-            print(f"{method:>8}: {runs['speedup']:.0f}x faster, memory {runs['memory_ratio']:.2f}x, same columns "
+            if method in ("psi", "ks"):  # the same statistic on both sides: how far apart
+                gaps = {n: abs(lep["values"][n] - ev["values"][n]) for n in ev["values"] if n in lep["values"]}
+                runs["largest_gap"] = max(gaps.items(), key=lambda item: item[1], default=None)
+            print(f"{method:>11}: {runs['speedup']:.0f}x faster, memory {runs['memory_ratio']:.2f}x, same columns "
                   f"flagged: {runs['same_flags']} (only Lepton {runs['only_lepton']}, only Evidently "
                   f"{runs['only_evidently']})", flush=True)  # fmt: skip
             report["runs"][method] = runs

@@ -154,7 +154,10 @@ class FeatureRecipe(_Frozen):
 
 class DriftSpec(_Frozen):
     """When a feature (or the prediction) counts as drifted. ``method`` ``psi``: its population
-    stability index over ``bins`` quantile bins of the training data is above ``psi_threshold``;
+    stability index is above ``psi_threshold``; over ``bins`` quantile bins of the training data
+    (``psi_bins: quantile``, the credit-scoring PSI), or Evidently's binning (``sturges``: equal-width
+    bins over training and batch together, Sturges' count, its floor for empty bins; the training
+    side read from the stored CDF sketch), so thresholds carried over from Evidently flag alike;
     ``test``: a two-sample test rejects "same distribution" at ``p_value`` (Kolmogorov-Smirnov for
     numbers, chi-squared for categories). Both are always computed and logged. A monitor run
     reports drift (and emits ``lepton.drift.detected``) when at least ``min_features`` features
@@ -164,6 +167,7 @@ class DriftSpec(_Frozen):
     psi_threshold: float = Field(default=0.2, gt=0)
     p_value: float = Field(default=0.01, gt=0, lt=0.5)
     bins: int = Field(default=10, ge=2, le=100)
+    psi_bins: Literal["quantile", "sturges"] = "quantile"
     min_features: int = Field(default=1, ge=1)
 
 

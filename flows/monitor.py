@@ -14,7 +14,6 @@ A file that is not in the domain's schema stops the run before anything is logge
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from domains.spec import DomainSpec
 from lepton import tracking
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.predlog import served_inputs
-from lepton.scoring import Scorer
+from lepton.scoring import Scorer, read_reference
 from lepton.settings import Settings, load_settings
 from tasks.ingest import read_table, resolve_input
 from tasks.metrics import EvalContext, evaluate
@@ -158,7 +157,7 @@ def monitor(
     with tracking.scratch_dir() as tmp:
         bundle = tracking.download_bundle(spec.model_name, version, Path(tmp))
         scorer = Scorer.from_dir(bundle)
-        reference = json.loads((bundle / "reference.json").read_text())
+        reference = read_reference(bundle)
 
     scores = scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, scorer, scores)

@@ -7,7 +7,8 @@ A bundle is a directory of safe files only — no pickle anywhere:
     model.json      a linear model's coefficients          (family "linear")
                     or an MLP's layer weights               (family "mlp", trained with torch)
     model.ubj       an XGBoost booster in its own format    (family "xgboost")
-    reference.json  training-time statistics for drift monitoring
+    reference.json.gz  training-time statistics for drift monitoring (gzip: a wide table's
+                    quantile sketches are megabytes of JSON)
 
 This module needs only numpy, pandas and (for trees) xgboost — and polars with the feature
 recipe (``domains/recipes.py``) when the model has one — so a model logged to MLflow carries
@@ -16,6 +17,7 @@ both files as code and loads without Lepton installed.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 BUNDLE_FORMAT = 1
+REFERENCE = "reference.json.gz"
 
 
 # ---- preprocessing -----------------------------------------------------------------------------
@@ -211,6 +214,42 @@ def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_fea
     raise ValueError(f"unknown model family {family!r}")
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p))
+
+
+def apply_calibration(state: Mapping[str, Any], p: np.ndarray) -> np.ndarray:
+    """A fitted calibration map (``tasks.calibrate``) applied to probabilities ``p``: sigmoid
+    of ``a * logit(p) + b``, or isotonic (linear between its breakpoints, clipped at the ends)."""
+    if state["method"] == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-(state["a"] * logit(p) + state["b"])))
+    if state["method"] == "isotonic":
+        return np.interp(p, state["x"], state["y"])
+    raise ValueError(f"unknown calibration method {state['method']!r}")
+
+
+class Calibrated:
+    """A binary model whose probabilities go through a calibration map; its explanations
+    (contributions, importance) are the underlying model's."""
+
+    def __init__(self, model: Any, state: Mapping[str, Any]) -> None:
+        self.model = model
+        self.state = state
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return apply_calibration(self.state, self.model.predict(X))
+
+    def __getattr__(self, name: str) -> Any:  # only for what the instance itself lacks
+        if name in ("model", "state"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+def calibrated(model: Any, state: Mapping[str, Any] | None) -> Any:
+    return Calibrated(model, state) if state else model
+
+
 # ---- bundle ------------------------------------------------------------------------------------
 def write_bundle(
     directory: Path, *, meta: dict, encoder: dict, family: str, payload: bytes | Mapping[str, Any], reference: dict
@@ -218,12 +257,20 @@ def write_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").write_text(json.dumps({**meta, "family": family, "format": BUNDLE_FORMAT}, indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
-    (directory / "reference.json").write_text(json.dumps(reference))
+    (directory / REFERENCE).write_bytes(gzip.compress(json.dumps(reference).encode(), mtime=0))
     if family in JSON_FAMILIES:
         (directory / "model.json").write_text(json.dumps(payload))
     else:
         (directory / "model.ubj").write_bytes(bytes(payload))
     return directory
+
+
+def read_reference(directory: Path) -> dict[str, Any]:
+    """A bundle's reference statistics (``reference.json`` in bundles from before gzip)."""
+    packed = directory / REFERENCE
+    if packed.exists():
+        return json.loads(gzip.decompress(packed.read_bytes()))
+    return json.loads((directory / "reference.json").read_text())
 
 
 def _apply_recipe(recipe: dict, rows: Any) -> dict[str, Any]:
@@ -290,7 +337,8 @@ class Scorer:
             payload: Any = json.loads((directory / "model.json").read_text())
         else:
             payload = (directory / "model.ubj").read_bytes()
-        return cls(meta, encoder, load_model(meta["family"], payload, meta["task"], len(feature_names(encoder))))
+        model = load_model(meta["family"], payload, meta["task"], len(feature_names(encoder)))
+        return cls(meta, encoder, calibrated(model, meta.get("calibration")))
 
     @property
     def input_columns(self) -> list[str]:

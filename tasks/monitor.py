@@ -2,7 +2,7 @@
 
 The reference is stored with the model version, so monitoring never re-reads training data. Per
 numeric feature it keeps quantile-bin edges and proportions (for the population stability index)
-and ``QUANTILES + 1`` quantiles (for a Kolmogorov-Smirnov test against the training
+and a sketch of ``LEVELS`` quantiles (for a Kolmogorov-Smirnov test against the training
 distribution); per categorical feature the level proportions (PSI and a chi-squared test); and
 the same for the model's output on the holdout (prediction drift).
 
@@ -32,6 +32,10 @@ from domains.spec import DomainSpec, DriftSpec, Dtype
 
 EPSILON = 1e-4  # floor for empty bins, so PSI stays finite
 QUANTILES = 1000  # the KS sketch: quantiles at 0, 1/1000, ..., 1 of the training values (error <= 0.001)
+# and finer in the tails, where a histogram's outer bins are small: steps of 1e-5 in the outer
+# 0.1% and of 1e-4 up to 1% (Evidently's equal-width PSI reads outer-bin shares from the sketch)
+_TAIL = np.r_[np.arange(1, 100) / 100_000, np.arange(11, 100) / 10_000]
+LEVELS = np.unique(np.r_[np.arange(QUANTILES + 1) / QUANTILES, _TAIL, 1 - _TAIL])
 MAX_LEVELS = 50  # categorical levels kept by name; the rest are "other"
 PREDICTION = "prediction"  # the model's output, monitored like a feature
 
@@ -42,14 +46,11 @@ def numeric_reference(values: np.ndarray, bins: int, rows: int) -> dict[str, Any
     values = values[~np.isnan(values)]
     if len(values):
         ordered = np.sort(values)
-        if QUANTILES % bins == 0:  # bin edges from the same quantiles: one pass serves PSI and KS
-            full = np.quantile(ordered, np.arange(QUANTILES + 1) / QUANTILES)
-            edges = np.unique(full[QUANTILES // bins : QUANTILES : QUANTILES // bins])
-        else:
-            edges = np.unique(np.quantile(ordered, np.linspace(0, 1, bins + 1)[1:-1]))
-            full = np.quantile(ordered, np.arange(QUANTILES + 1) / QUANTILES)
-        grid = np.unique(full)
-        # shares rounded to 1e-9 (a smaller reference.json; far below any KS threshold)
+        edges = np.unique(np.quantile(ordered, np.linspace(0, 1, bins + 1)[1:-1]))
+        # the sketch's values at 8 significant digits (a smaller reference), the shares computed
+        # at those very values (so exact there), rounded to 1e-9 (far below any KS threshold);
+        # the decile edges join the grid, so one ranking pass serves PSI and KS
+        grid = np.unique(np.r_[_significant(np.quantile(ordered, LEVELS)), edges])
         below = np.round(np.searchsorted(ordered, grid, side="left") / len(values), 9)
         at = np.round(np.searchsorted(ordered, grid, side="right") / len(values), 9)
     else:
@@ -66,6 +67,10 @@ def numeric_reference(values: np.ndarray, bins: int, rows: int) -> dict[str, Any
         "count": len(values),
         "missing": 1 - len(values) / max(rows, 1),
     }
+
+
+def _significant(values: np.ndarray, digits: int = 8) -> np.ndarray:
+    return np.array([float(f"{v:.{digits}g}") for v in values.tolist()])
 
 
 def categorical_reference(values: pl.Series) -> dict[str, Any]:
@@ -144,34 +149,43 @@ def grid_rank(numbers: np.ndarray, grid: np.ndarray) -> np.ndarray:
     for a sorted, unique ``grid``, about four times faster on large arrays: each number's uniform
     cell is looked up in a table, and only numbers in the few cells holding a grid value are
     searched."""
+    return _ranked(numbers, grid)[0]
+
+
+def _ranked(numbers: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ranks, and which numbers were searched (``None``: all): only those can equal a grid
+    value, as every grid value lies in a searched cell."""
     if len(grid) < 2 or len(numbers) < 10_000:
-        return np.searchsorted(grid, numbers, side="right")
+        return np.searchsorted(grid, numbers, side="right"), None
     low, high = grid[0], grid[-1]
     scale = CELLS / (high - low)
     starts = low + np.arange(CELLS) / scale  # each cell's lower bound
     table = np.searchsorted(grid, starts, side="right").astype(np.int32)
-    # a cell is ambiguous when a grid value lies inside it (the rank changes within the cell)
-    ambiguous = np.zeros(CELLS + 1, dtype=bool)
+    # a cell is ambiguous when a grid value lies inside it (the rank changes within the cell);
+    # the first and last cells hold the grid's ends, so numbers clipped into them (out of range,
+    # infinite) are searched too
+    ambiguous = np.zeros(CELLS, dtype=bool)
     inside = np.minimum(((grid - low) * scale).astype(np.int64), CELLS - 1)
     ambiguous[inside] = True
     ambiguous[np.minimum(inside + 1, CELLS - 1)] = True  # rounding at cell borders
-    with np.errstate(invalid="ignore"):  # infinities and far-out numbers: searched below
+    with np.errstate(invalid="ignore"):  # infinities and far-out numbers: clipped, then searched
         cell = ((numbers - low) * scale).astype(np.int32)
     np.clip(cell, 0, CELLS - 1, out=cell)
     rank = table[cell]
-    unsure = ambiguous[cell] | (numbers < low) | (numbers >= high)
+    unsure = np.flatnonzero(ambiguous[cell])
     rank[unsure] = np.searchsorted(grid, numbers[unsure], side="right")
-    return rank
+    return rank, unsure
 
 
 def _counts(numbers: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per grid value: how many numbers are below it, at most it; and how many numbers have each
     rank (0 .. len(grid))."""
-    rank = grid_rank(numbers, grid)
+    rank, searched = _ranked(numbers, grid)
     per_rank = np.bincount(rank, minlength=len(grid) + 1)
     below = np.cumsum(per_rank)[: len(grid)]  # rank <= k: x < grid[k]
-    equal = (rank > 0) & (grid[np.maximum(rank - 1, 0)] == numbers)
-    at_most = below + np.bincount(rank[equal] - 1, minlength=len(grid))
+    ranks, values = (rank, numbers) if searched is None else (rank[searched], numbers[searched])
+    equal = (ranks > 0) & (grid[np.maximum(ranks - 1, 0)] == values)
+    at_most = below + np.bincount(ranks[equal] - 1, minlength=len(grid))
     return below, at_most, per_rank
 
 
@@ -202,7 +216,27 @@ def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, r
     numbers = values[~missing] if missing.any() else values
     edges = np.asarray(reference["edges"], dtype=np.float64)
     grid = np.asarray(reference.get("quantiles") or [], dtype=np.float64)
-    if "cdf_at" in reference and len(grid):
+    sketched = "cdf_at" in reference and len(grid) > 0 and len(numbers) > 0
+    if not sketched:  # a reference from before the KS sketch, or nothing but missing values
+        statistic, p_value = math.nan, math.nan
+        proportions = _bin_proportions(numbers, edges, rows)
+    elif rule.psi_bins == "sturges":
+        # the equal-width edges join the sketch's grid: one ranking pass counts both
+        low, high = float(numbers.min()), float(numbers.max())
+        finite = math.isfinite(low) and math.isfinite(high)
+        bounds = sturges_edges(reference, low, high, len(numbers)) if finite else np.array([])
+        ranked = np.union1d(grid, bounds)
+        below, at_most, _ = _counts(numbers, ranked)
+        at_grid = np.searchsorted(ranked, grid)
+        statistic, p_value = _ks_statistic(reference, below[at_grid], at_most[at_grid], len(numbers))
+        if finite:  # np.histogram's bins: [a, b), the last [a, b]
+            counts = np.diff(np.r_[below[np.searchsorted(ranked, bounds[:-1])], len(numbers)])
+            expected, actual, labels = sturges_bins(reference, bounds, counts, rows)
+        else:  # infinities: Evidently drops them; so does the slower path
+            expected, actual, labels = sturges_bins(reference, None, numbers, rows)
+        psi = float(np.sum((actual - expected) * np.log(actual / expected)))
+        return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, labels, psi)
+    else:
         below, at_most, per_rank = _counts(numbers, grid)
         statistic, p_value = _ks_statistic(reference, below, at_most, len(numbers))
         if np.isin(edges, grid).all():  # bin j holds the numbers with j edges <= them
@@ -211,15 +245,73 @@ def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, r
             proportions = (counts / rows).tolist()
         else:
             proportions = _bin_proportions(numbers, edges, rows)
-    else:  # a reference from before the KS sketch
-        statistic, p_value = math.nan, math.nan
-        proportions = _bin_proportions(numbers, edges, rows)
     actual = np.array([*proportions, 1 - len(numbers) / rows])
     expected = np.array([*reference["proportions"], reference["missing"]])
     labels = [f"≤ {edges[0]:.4g}" if len(edges) else "all"]
     labels += [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
     labels += [f"> {edges[-1]:.4g}"] if len(edges) else []
     return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, [*labels, "missing"])
+
+
+def reference_cdf(reference: Mapping[str, Any], points: np.ndarray) -> np.ndarray:
+    """The share of training values below each point, from the stored sketch: exact at the
+    stored quantiles, linear between two neighbours (off by at most 1/QUANTILES for a
+    continuous column); 0 below the training minimum, 1 above its maximum."""
+    grid = np.asarray(reference["quantiles"], dtype=np.float64)
+    below = np.asarray(reference["cdf_below"], dtype=np.float64)
+    at = np.asarray(reference["cdf_at"], dtype=np.float64)
+    k = np.searchsorted(grid, points, side="left")  # grid[k - 1] < point <= grid[k]
+    last = len(grid) - 1
+    upper = np.minimum(k, last)
+    lower = np.maximum(k - 1, 0)
+    span = grid[upper] - grid[lower]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = np.where(span > 0, (points - grid[lower]) / span, 0.0)
+    shares = at[lower] + (below[upper] - at[lower]) * step
+    shares = np.where(grid[upper] == points, below[upper], shares)
+    return np.clip(np.where(k == 0, 0.0, np.where(k > last, 1.0, shares)), 0.0, 1.0)
+
+
+def sturges_edges(reference: Mapping[str, Any], low: float, high: float, count: int) -> np.ndarray:
+    """``np.histogram_bin_edges(training and new values, "sturges")`` from the training sketch's
+    ends and count and the new values' ``low``, ``high`` and ``count``."""
+    grid = reference["quantiles"]
+    low, high = min(grid[0], low), max(grid[-1], high)
+    width = (high - low) / (math.log2(int(reference["count"]) + count) + 1.0)
+    if width > 0:
+        return np.linspace(low, high, math.ceil((high - low) / width) + 1)
+    return np.array([low - 0.5, high + 0.5])  # one value on both sides: numpy's one bin around it
+
+
+def sturges_bins(
+    reference: Mapping[str, Any], edges: np.ndarray | None, counts: np.ndarray, rows: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Evidently's PSI bins (``get_binned_data``): equal-width Sturges bins over the training and
+    the new values together (finite ones), the batch's ``counts`` in them (or, without
+    ``edges``, its values, binned here), the training shares read from the sketch (its
+    minimum, maximum and CDF), and an empty bin on either side floored as Evidently does. A
+    missing-value bin is added when either side has missing values (Evidently drops them)."""
+    if edges is None:
+        finite = counts[np.isfinite(counts)]
+        edges = sturges_edges(reference, float(finite.min()), float(finite.max()), len(finite))
+        counts = np.histogram(finite, edges)[0]
+    present = int(counts.sum())
+    actual = counts / max(present, 1)
+    expected = np.diff(np.r_[reference_cdf(reference, edges[:-1]), 1.0])
+    labels = [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
+    missing_now, missing_then = 1 - present / rows, float(reference.get("missing", 0.0))
+    if missing_now > 0 or missing_then > 0:
+        actual = np.r_[actual * (1 - missing_now), missing_now]
+        expected = np.r_[expected * (1 - missing_then), missing_then]
+        labels.append("missing")
+    return _evidently_floor(expected), _evidently_floor(actual), labels
+
+
+def _evidently_floor(shares: np.ndarray) -> np.ndarray:
+    """Empty bins get 1e-4, or a millionth of the smallest share when that is at most 1e-4."""
+    shares = np.clip(shares, 0.0, 1.0)
+    smallest = shares[shares > 0].min()
+    return np.where(shares > 0, shares, smallest / 1e6 if smallest <= 1e-4 else 1e-4)
 
 
 def categorical_drift(
@@ -256,8 +348,9 @@ def _decided(
     p_value: float,
     rule: DriftSpec,
     labels: list[str],
+    psi: float | None = None,
 ) -> FeatureDrift:
-    psi = _psi(expected, actual)
+    psi = _psi(expected, actual) if psi is None else psi
     drifted = psi > rule.psi_threshold if rule.method == "psi" else bool(p_value < rule.p_value)
     return FeatureDrift(name, kind, psi, test, statistic, p_value, drifted, labels, expected.tolist(), actual.tolist())
 

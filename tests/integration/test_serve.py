@@ -226,6 +226,7 @@ def test_the_monitor_drift_check_reads_the_prediction_log(service, registry):
         assert httpx.post(f"{service}/predict", json=row, timeout=10).status_code == 200
     time.sleep(1.5)  # the log's writer flushes every second
     from lepton.predlog import served_inputs
+    from lepton.scoring import read_reference
     from tasks.monitor import drift_report
 
     with pytest.MonkeyPatch.context() as mp, tracking.scratch_dir() as tmp:
@@ -233,7 +234,7 @@ def test_the_monitor_drift_check_reads_the_prediction_log(service, registry):
         tracking.configure(load_settings())
         version = tracking.alias_version(SPEC.model_name, tracking.CHAMPION)
         bundle = tracking.download_bundle(SPEC.model_name, version, Path(tmp))
-        reference = json.loads((bundle / "reference.json").read_text())
+        reference = read_reference(bundle)
     from domains import recipes
 
     served = recipes.apply(SPEC.recipe_config(), served_inputs(registry / "predictions" / "finance"))
