@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -12,7 +12,7 @@ from prefect import flow
 
 from domains import get_spec
 from domains.spec import DomainSpec
-from lepton import tracking
+from lepton import cost, tracking
 from lepton.engine import choose_device, dask_engine
 from lepton.settings import DEFAULT_TRIALS, load_settings
 from tasks.deploy import deploy_task
@@ -23,6 +23,7 @@ from tasks.preprocess import preprocess_task
 from tasks.train import train_task
 
 STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
+GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
 T = TypeVar("T")
 # The CLI sets a listener to show each stage as it finishes (and the engine when it starts);
 # flows stay free of display code. Called as listener(stage, seconds, detail).
@@ -50,6 +51,7 @@ class PipelineResult:
     notes: list[str] = field(default_factory=list)
     choice: str = ""  # why the optimiser chose this model
     engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
+    cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.cost)
 
     def as_json(self) -> dict[str, Any]:
         keys = (
@@ -64,19 +66,61 @@ class PipelineResult:
             "baseline_metrics",
             "stages",
             "engine",
+            "cost",
         )
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        out = {k: v for k, v in asdict(self).items() if k in keys}
+        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0)}
 
 
-def _timed(stages: dict[str, dict[str, Any]], name: str, call: Callable[[], T]) -> T:
-    start = time.perf_counter()
-    out = call()
-    seconds = time.perf_counter() - start
-    stages[name] = {"seconds": round(seconds, 3), "cached": False}
-    listener = STAGE_LISTENER.get()
-    if listener is not None:
-        listener(name, seconds, "")
-    return out
+@dataclass
+class Stages:
+    """Each stage's measured usage and cost (``lepton.cost``), in the order they ran."""
+
+    prices: cost.Prices
+    device: str = "cpu"
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def run(self, name: str, call: Callable[[], T], client: Any = None) -> T:
+        """Run one stage, measured: ``client`` is an external Dask cluster the stage uses."""
+        with cost.measure(gpu=self.device == "cuda" and name in GPU_STAGES, client=client) as meter:
+            out = call()
+        assert meter.usage is not None
+        self.usage[name] = {**meter.usage.priced(self.prices), "cached": False}
+        listener = STAGE_LISTENER.get()
+        if listener is not None:
+            listener(name, meter.usage.wall_seconds, "")
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Per stage and in total: seconds, CPU-seconds, peak MB, GPU-seconds, USD and Wh."""
+        keys = ("seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
+        out = {f"{key}_{name}": float(stage[key]) for name, stage in self.usage.items() for key in keys}
+        return {**out, **{f"{key}_total": float(value) for key, value in cost.total(self.usage).items()}}
+
+    def table(self) -> dict[str, list[Any]]:
+        """The cost table, one row per stage and a total (logged to MLflow and to Prefect)."""
+        rows = [{"stage": name, **stage} for name, stage in self.usage.items()]
+        rows.append({"stage": "total", **cost.total(self.usage)})
+        columns = ("stage", "seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
+        return {column: [row.get(column, 0.0) for row in rows] for column in columns}
+
+
+def _cost_artifact(spec: DomainSpec, version: str, stages: Stages) -> None:
+    """The cost table on the flow run's Artifacts tab (only inside a flow run)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    table = stages.table()
+    rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
+    total = cost.total(stages.usage)
+    description = (
+        f"**{spec.name}** version {version}: ${total['cost_usd']:.6f}, {total['cpu_seconds']:.1f} CPU-s, "
+        f"{total['energy_wh']:.3f} Wh (prices: {stages.prices.model_dump()})"
+    )
+    key = re.sub(r"[^a-z0-9-]+", "-", f"cost-{spec.name}".lower())
+    create_table_artifact(rows, key=key, description=description)
 
 
 def _run_name() -> str:
@@ -109,16 +153,16 @@ def pipeline(
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
     settings = load_settings()
     device = choose_device(settings.device)
-    stages: dict[str, dict[str, Any]] = {}
-    validated = _timed(stages, "preprocess", lambda: preprocess_task(spec, data, holdout, append))
+    stages = Stages(cost.load_prices(), device)
+    validated = stages.run("preprocess", lambda: preprocess_task(spec, data, holdout, append))
     with dask_engine(settings.dask_address, settings.dask_threads) as engine:
         listener = STAGE_LISTENER.get()
         if listener is not None:
             listener("engine", 0.0, engine.describe())
-        prepared, feature_run = _timed(stages, "features", lambda: features_task(spec, validated, engine.client))
-        trained = _timed(stages, "train", lambda: train_task(spec, prepared, device, settings.search_rows))
-        optimised = _timed(
-            stages,
+        workers = engine.client if engine.external else None  # a LocalCluster's are threads here
+        prepared, feature_run = stages.run("features", lambda: features_task(spec, validated, engine.client), workers)
+        trained = stages.run("train", lambda: train_task(spec, prepared, device, settings.search_rows))
+        optimised = stages.run(
             "optimise",
             lambda: optimise_task(
                 spec,
@@ -130,16 +174,20 @@ def pipeline(
                 settings.search_rows,
                 settings.distributed_rows,
             ),
+            workers,
         )
-    deployed, evaluation = _timed(
-        stages, "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
+    deployed, evaluation = stages.run(
+        "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
     )
     try:
-        drift = _timed(
-            stages, "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
+        drift = stages.run(
+            "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
         )
-        tracking.log_metrics(deployed.run_id, {f"seconds_{k}": v["seconds"] for k, v in stages.items()})
+        tracking.log_metrics(deployed.run_id, stages.metrics())
+        tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
+        tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
         tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe()})
+        _cost_artifact(spec, deployed.version, stages)
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise
@@ -164,7 +212,8 @@ def pipeline(
         primary_metric=spec.primary_metric,
         metrics=evaluation.metrics,
         baseline_metrics=evaluation.baseline_metrics,
-        stages=stages,
+        stages=stages.usage,
+        cost=cost.total(stages.usage),
         device=optimised.candidate.device,
         family=optimised.candidate.family,
         reasons=list(deployed.reasons),

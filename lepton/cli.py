@@ -86,10 +86,12 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     summary = Table(title="Holdout: candidate vs baseline", title_justify="left")
     for column in ("domain", "model", "metric", "candidate", "baseline", "version", "alias"):
         summary.add_column(column, no_wrap=True)
-    timing = Table(title="Seconds per stage", title_justify="left")
+    timing = Table(title="Seconds per stage, and the run's cost", title_justify="left")
     timing.add_column("domain", no_wrap=True)
     for stage in results[0].stages:
         timing.add_column(stage, justify="right")
+    for column in ("CPU s", "Wh", "USD"):
+        timing.add_column(column, justify="right")
     for r in results:
         metric = r.primary_metric
         alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] (champion v{r.champion_version})"
@@ -102,7 +104,14 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
             f"v{r.version}",
             alias,
         )
-        timing.add_row(r.domain, *(f"{v['seconds']:.2f}" for v in r.stages.values()))
+        total = r.cost
+        timing.add_row(
+            r.domain,
+            *(f"{v['seconds']:.2f}" for v in r.stages.values()),
+            f"{total.get('cpu_seconds', 0):.1f}",
+            f"{total.get('energy_wh', 0):.3f}",
+            f"{total.get('cost_usd', 0):.6f}",
+        )
     return summary, timing
 
 
@@ -413,6 +422,63 @@ def monitor(
     for name, value in result.performance.items():
         err.print(f"  {name} {value:.4f}")
     err.print(f"report: [bold]{result.report}[/]" + (f"  event {result.event}" if result.event else ""))
+
+
+COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format)
+    "seconds": ("wall s", "seconds_total", "{:.1f}"),
+    "cpu_seconds": ("CPU s", "cpu_seconds_total", "{:.1f}"),
+    "peak_mb": ("peak MB", "peak_mb_total", "{:,.0f}"),
+    "energy_wh": ("Wh", "energy_wh_total", "{:.3f}"),
+    "cost_usd": ("USD", "cost_usd_total", "{:.6f}"),
+    "latency_p50_ms": ("p50 ms", "latency_p50_ms", "{:.2f}"),
+    "latency_p99_ms": ("p99 ms", "latency_p99_ms", "{:.2f}"),
+}
+
+
+@app.command()
+def cost(
+    domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the latest runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the history as one JSON object.")] = False,
+) -> None:
+    """The domain's pipeline runs, oldest first: cost (USD, CPU-seconds, memory, energy), holdout
+    quality and single-row scoring latency side by side, from MLflow."""
+    from lepton import tracking
+
+    _environment(False)
+    chosen = _chosen_spec(domain, spec)
+    tracking.configure(load_settings())
+    runs = tracking.run_history(chosen.model_name, limit, role="candidate")
+    metric = chosen.primary_metric
+    rows = [
+        {
+            "started": run["start"].isoformat(timespec="seconds"),
+            "run_id": run["run_id"],
+            "version": run["tags"].get("lepton.version"),
+            "promoted": run["tags"].get("lepton.promoted") == "True",
+            "family": run["params"].get("family"),
+            "device": run["params"].get("device"),
+            metric: run["metrics"].get(metric),
+            **{key: run["metrics"].get(name) for key, (_, name, _) in COST_COLUMNS.items()},
+        }
+        for run in runs
+    ]
+    if as_json:
+        print(json.dumps({"domain": chosen.name, "primary_metric": metric, "runs": rows}, separators=(",", ":")))
+        return
+    if not rows:
+        _fail(f"{chosen.model_name} has no finished pipeline runs; run `lepton run {chosen.name}` first", code=1)
+    table = Table(title=f"{chosen.model_name}: cost, quality and latency per run", title_justify="left")
+    for header in ("started", "version", "model", metric, *(h for h, _, _ in COST_COLUMNS.values())):
+        table.add_column(header, no_wrap=True, justify="left" if header in ("started", "model") else "right")
+    for row in rows:
+        cells = [fmt.format(row[key]) if row[key] is not None else "-" for key, (_, _, fmt) in COST_COLUMNS.items()]
+        version = f"v{row['version']}" + (" *" if row["promoted"] else "") if row["version"] else "-"
+        quality = f"{row[metric]:.4f}" if row[metric] is not None else "-"
+        table.add_row(row["started"], version, f"{row['family']}/{row['device']}", quality, *cells)
+    Console().print(table)
+    err.print("* promoted to champion. Prices: LEPTON_PRICE_CORE_HOUR, _GB_HOUR, _GPU_HOUR; power: LEPTON_WATTS_*.")
 
 
 @app.command("simulate-drift")

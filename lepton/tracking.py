@@ -117,16 +117,35 @@ def log_dict(run_id: str, payload: Any, path: str) -> None:
     _client().log_dict(run_id, payload, path)
 
 
+def log_table(run_id: str, columns: dict[str, list[Any]], path: str) -> None:
+    """A table (column -> values) as a run artifact MLflow's UI shows as a table."""
+    _client().log_table(run_id, columns, path)
+
+
 def finished_runs(experiment: str, limit: int) -> list[tuple[datetime, dict[str, float]]]:
     """The latest ``limit`` finished runs of ``experiment`` (start time, metrics), oldest first."""
+    return [(run["start"], run["metrics"]) for run in run_history(experiment, limit)]
+
+
+def run_history(experiment: str, limit: int, role: str | None = None) -> list[dict[str, Any]]:
+    """The latest ``limit`` finished runs of ``experiment`` (with the tag ``lepton.role`` =
+    ``role`` when given), oldest first: start time, run id, metrics, params and tags."""
     client = _client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    runs = client.search_runs(
-        [found.experiment_id], "attributes.status = 'FINISHED'", max_results=limit, order_by=["start_time DESC"]
-    )
-    return [(datetime.fromtimestamp(run.info.start_time / 1000, UTC), run.data.metrics) for run in reversed(runs)]
+    query = "attributes.status = 'FINISHED'" + (f" and tags.`lepton.role` = '{role}'" if role else "")
+    runs = client.search_runs([found.experiment_id], query, max_results=limit, order_by=["start_time DESC"])
+    return [
+        {
+            "start": datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+            "run_id": run.info.run_id,
+            "metrics": run.data.metrics,
+            "params": run.data.params,
+            "tags": run.data.tags,
+        }
+        for run in reversed(runs)
+    ]
 
 
 def log_artifact(run_id: str, path: Path, directory: str | None = None) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,52 @@ def input_frame(spec: DomainSpec, frame: pl.DataFrame, strict: bool = True):
     kind = {c.name: pl.String if c.dtype in TEXT_INPUTS else pl.Float64 for c in spec.model_inputs}
     cols = [pl.col(name).cast(dtype, strict=strict) for name, dtype in kind.items() if name in frame.columns]
     return frame.select(cols).to_pandas()
+
+
+LATENCY_ROWS = 1000  # holdout rows timed: each alone, then as one batch
+
+
+def scoring_latency(scorer: Scorer, records: list[dict[str, Any]], repeats: int = 5) -> dict[str, float]:
+    """The bundle's scoring time, as the service calls it (``Scorer.scores``, recipe and encoding
+    included, no HTTP): single rows one at a time (median and 99th percentile, ms) and the rows as
+    one batch (rows per second, best of ``repeats``)."""
+    columns = list(records[0]) if records else []
+    singles = []
+    for record in [*records[:20], *records]:  # the first 20: warm-up, not counted
+        row = {name: [record[name]] for name in columns}
+        start = time.perf_counter()
+        scorer.scores(row)
+        singles.append(time.perf_counter() - start)
+    batch = {name: [record[name] for record in records] for name in columns}
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scorer.scores(batch)
+        best = min(best, time.perf_counter() - start)
+    timed = np.array(singles[20:]) * 1000
+    return {
+        "latency_p50_ms": float(np.median(timed)),
+        "latency_p99_ms": float(np.quantile(timed, 0.99)),
+        "batch_rows_per_s": len(records) / best,
+    }
+
+
+def calibration_metrics(spec: DomainSpec, data: PreparedData, opt: OptimiseResult) -> dict[str, float]:
+    """Before and after calibration: out of fold on validation (every method tried), and on
+    the holdout the raw scores' Brier and calibration error (the calibrated ones are the
+    run's ``brier`` and ``calibration_error``)."""
+    if opt.calibration is None:
+        return {}
+    out = opt.calibration.metrics()
+    if opt.candidate.calibration is not None:
+        from sklearn.metrics import brier_score_loss
+
+        from tasks.metrics import calibration_error
+
+        raw = opt.candidate.raw_predict(data.holdout.X)
+        out["brier_uncalibrated"] = float(brier_score_loss(data.holdout.y, raw))
+        out["calibration_error_uncalibrated"] = calibration_error(data.holdout.y, raw)
+    return out
 
 
 def input_records(spec: DomainSpec, frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -224,6 +271,8 @@ def record_run(
             **{f"baseline_{k}": v for k, v in evaluation.baseline_metrics.items()},
         },
     )
+    tracking.log_metrics(run_id, calibration_metrics(spec, data, opt))
+    tracking.log_params(run_id, {"calibration": opt.calibration.method if opt.calibration else "none"})
     tracking.log_dict(run_id, [t.__dict__ for t in opt.trials], "trials.json")
     _log_plots(run_id, spec, data, candidate, evaluation)
 
@@ -322,6 +371,7 @@ def _register(
         "inputs": [c.name for c in spec.model_inputs],
         "recipe": spec.recipe_config(),
         "smoothing": spec.smoothing_config(),
+        "calibration": candidate.calibration,
     }
     example = input_frame(spec, data.holdout.frame.head(5))
     with tracking.scratch_dir() as tmp:
@@ -333,7 +383,8 @@ def _register(
             payload=candidate.payload,
             reference=reference,
         )
-        tracking.log_dict(run_id, reference, "reference_statistics.json")
+        latency = scoring_latency(Scorer.from_dir(bundle), input_records(spec, data.holdout.frame.head(LATENCY_ROWS)))
+        tracking.log_metrics(run_id, latency)
         model_uri = tracking.log_model(run_id, bundle, example, signature(spec), REQUIREMENTS)
     tags = {
         "lepton.run_id": run_id,

@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import CostModel, DomainSpec
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
+from tasks.calibrate import Calibration, fit_calibration
 from tasks.metrics import primary_score
 from tasks.preprocess import PreparedData
 from tasks.train import TrainedModel, TrainResult, search_sample, torch_available, train_model
@@ -41,6 +42,7 @@ class OptimiseResult:
     threshold: float
     trials: tuple[TrialRecord, ...]
     reason: str
+    calibration: Calibration | None = None  # binary tasks: what was fitted on validation, and why
 
 
 def families() -> list[str]:
@@ -244,6 +246,14 @@ def refit_with_validation(spec: DomainSpec, data: PreparedData, model: TrainedMo
     return dataclasses.replace(refitted, valid_score=model.valid_score)
 
 
+def calibrate_candidate(spec: DomainSpec, data: PreparedData, candidate: TrainedModel) -> Calibration:
+    """The candidate's calibration, fitted on the validation split (never the holdout); none
+    when the model will be refitted on those rows (they would no longer be unseen)."""
+    if spec.split.refit:
+        return Calibration("none", None, reason="not calibrated: the model is refitted on the validation rows")
+    return fit_calibration(data.valid.y, candidate.raw_predict(data.valid.X), spec.split.seed)
+
+
 def optimise(
     spec: DomainSpec,
     data: PreparedData,
@@ -268,6 +278,12 @@ def optimise(
     if final is not candidate:
         reason += f"; refitted on {final.trained_on} (validation {spec.primary_metric} {abs(final.valid_score):.4f})"
         candidate = final
+    calibration = None
+    if spec.task == "binary":
+        calibration = calibrate_candidate(spec, data, candidate)
+        reason += f"; {calibration.reason}"
+        if calibration.state is not None:
+            candidate = dataclasses.replace(candidate, calibration=calibration.state)
     threshold = decision_threshold(spec, data, candidate)
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device)
@@ -279,7 +295,9 @@ def optimise(
         for i, (m, src) in enumerate(zip(pool, sources, strict=True))
     )
     reason += f"; search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s"
-    return OptimiseResult(candidate=candidate, threshold=threshold, trials=records, reason=reason)
+    return OptimiseResult(
+        candidate=candidate, threshold=threshold, trials=records, reason=reason, calibration=calibration
+    )
 
 
 @task(name="optimise", cache_policy=NO_CACHE)

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from domains.spec import DomainSpec
 from lepton.engine import cpu_threads
-from lepton.scoring import Standardiser, load_model
+from lepton.scoring import Calibrated, Standardiser, calibrated, load_model
 from lepton.settings import SEARCH_ROWS
 from tasks.metrics import EvalContext, primary_score
 from tasks.preprocess import PreparedData
@@ -57,6 +57,7 @@ class TrainedModel:
     best_iteration: int | None = None
     train_rows: int = 0  # the rows it was fitted on
     workers: int = 0  # Dask workers that trained it with xgboost.dask; 0: one process
+    calibration: dict[str, Any] | None = None  # binary: a map fitted on validation (tasks.calibrate)
 
     @property
     def trained_on(self) -> str:
@@ -65,8 +66,14 @@ class TrainedModel:
 
     @functools.cached_property
     def predictor(self):
-        """The model loaded from its payload, once: the same code that serves it."""
-        return load_model(self.family, self.payload, self.task, self.n_features)
+        """The model loaded from its payload, once: the same code that serves it (with its
+        calibration map, when it has one)."""
+        return calibrated(load_model(self.family, self.payload, self.task, self.n_features), self.calibration)
+
+    def raw_predict(self, X: np.ndarray) -> np.ndarray:
+        """The scores before calibration."""
+        predictor = self.predictor
+        return predictor.model.predict(X) if isinstance(predictor, Calibrated) else predictor.predict(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predictor.predict(X)

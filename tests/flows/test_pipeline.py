@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from domains import get_spec
 from flows.pipeline import pipeline
-from lepton import tracking
+from lepton import cost, tracking
 from lepton.cli import app
 from lepton.settings import load_settings
 
@@ -48,6 +48,21 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
     assert run.info.status == "FINISHED"
     assert run.data.metrics[metric] == pytest.approx(result.metrics[metric])
     assert "psi_max" in run.data.metrics
+    # Cost: every stage measured and priced; the totals, the table and the latency on the run.
+    for stage in result.stages.values():
+        assert stage["cost_usd"] > 0 and stage["cpu_seconds"] > 0 and stage["peak_mb"] > 100
+    assert result.as_json()["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in result.stages.values()))
+    assert run.data.metrics["cost_usd_total"] == pytest.approx(result.cost["cost_usd"])
+    assert run.data.metrics["cpu_seconds_optimise"] == pytest.approx(result.stages["optimise"]["cpu_seconds"])
+    assert 0 < run.data.metrics["latency_p50_ms"] <= run.data.metrics["latency_p99_ms"] < 1000
+    assert run.data.metrics["batch_rows_per_s"] > 1000
+    assert run.data.params["price_core_hour"] == str(cost.Prices().core_hour)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="cost/stages.json", dst_path=str(lepton_home / "cost")
+    )
+    with open(local) as handle:
+        table = json.load(handle)
+    assert table["columns"][0] == "stage" and [row[0] for row in table["data"]] == [*result.stages, "total"]
     runs = client.search_runs([run.info.experiment_id])
     baseline = [r for r in runs if r.data.tags.get("lepton.role") == "baseline"]
     assert len(baseline) == 1 and baseline[0].data.metrics[metric] == pytest.approx(result.baseline_metrics[metric])
@@ -178,11 +193,26 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
         "baseline_metrics",
         "stages",
         "engine",
+        "cost",
+        "cost_usd",
     ]
     assert payload["model_name"] == "lepton-medical" and payload["primary_metric"] == "roc_auc"
     assert set(payload["stages"]) == {"preprocess", "features", "train", "optimise", "deploy", "monitor"}
     assert {"address", "workers", "threads", "feature_workers", "dashboard"} <= set(payload["engine"])
-    assert all(set(v) == {"seconds", "cached"} for v in payload["stages"].values())
+    priced = {"seconds", "cached", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh"}
+    assert all(set(v) == priced for v in payload["stages"].values())
+    assert payload["cost_usd"] == pytest.approx(sum(v["cost_usd"] for v in payload["stages"].values()), abs=1e-7)
+
+    # `lepton cost` shows the run: its cost, quality and latency, as logged
+    history = CliRunner().invoke(app, ["cost", "medical", "--json"])
+    assert history.exit_code == 0, history.output
+    runs = json.loads(history.stdout)["runs"]
+    assert len(runs) == 1 and runs[0]["run_id"] == payload["run_id"] and runs[0]["version"] == payload["version"]
+    assert runs[0]["cost_usd"] == pytest.approx(payload["cost_usd"]) and runs[0]["roc_auc"] > 0.5
+    assert runs[0]["latency_p50_ms"] > 0
+    shown = CliRunner().invoke(app, ["cost", "medical"])
+    assert shown.exit_code == 0 and "lepton-medical" in shown.output and "v1" in shown.output
+    assert CliRunner().invoke(app, ["cost", "finance"]).exit_code == 1  # no runs yet: says so
 
 
 def test_all_domains_run_at_once_each_writing_only_its_own_experiment_and_model(lepton_home):
@@ -228,3 +258,49 @@ def test_scale_settings_name_the_variable_when_wrong(monkeypatch):
     monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "0")
     settings = load_settings()
     assert (settings.search_rows, settings.distributed_rows) == (5_000_000, 0)
+
+
+def test_calibration_is_fitted_on_validation_only_and_logged_before_and_after(lepton_home, tmp_path):
+    """The bundle's calibration map is the one fitted on the validation split (recomputed here
+    from those rows alone), and scrambling the holdout's labels leaves it exactly as it was."""
+    from pathlib import Path
+
+    from lepton.scoring import Calibrated, Scorer
+    from tasks.calibrate import fit_calibration
+    from tasks.preprocess import load_domain_data, prepare
+
+    spec = get_spec("medical")
+    first = pipeline(domain="medical", trials=0)
+    frame, _ = load_domain_data(spec)
+    data = prepare(spec, frame)
+    ids = data.holdout.frame["rownames"]
+    scrambled = frame.with_columns(
+        pl.when(pl.col("rownames").is_in(ids.implode()))
+        .then(pl.col("death_5y").shuffle(seed=1))
+        .otherwise(pl.col("death_5y"))
+        .alias("death_5y")
+    )
+    assert (scrambled["death_5y"] != frame["death_5y"]).sum() > 50  # the holdout's labels moved
+    scrambled.write_parquet(tmp_path / "scrambled.parquet")
+    second = pipeline(domain="medical", trials=0, data=str(tmp_path / "scrambled.parquet"))
+    assert second.version == "2"
+
+    client = _client()
+    run = client.get_run(first.run_id)
+    method = run.data.params["calibration"]
+    for name in ("raw", "sigmoid", "isotonic"):
+        assert 0 < run.data.metrics[f"valid_brier_{name}"] < 0.25
+    scorers = []
+    for version in ("1", "2"):
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{spec.model_name}/{version}"))
+        scorers.append(Scorer.from_dir(next(local.rglob("meta.json")).parent))
+    meta = scorers[0].meta["calibration"]
+    assert (meta or {"method": "none"})["method"] == method
+    raw_model = scorers[0].model.model if isinstance(scorers[0].model, Calibrated) else scorers[0].model
+    expected = fit_calibration(data.valid.y, raw_model.predict(data.valid.X), spec.split.seed)
+    assert meta == expected.state
+    assert scorers[1].meta["calibration"] == meta  # the holdout had no say
+    if meta is not None:  # chosen because it helped out of fold; before and after on the holdout logged
+        assert run.data.metrics[f"valid_brier_{method}"] < run.data.metrics["valid_brier_raw"]
+        assert {"brier_uncalibrated", "calibration_error_uncalibrated"} <= set(run.data.metrics)
+        assert run.data.metrics["brier"] == pytest.approx(first.metrics["brier"])

@@ -1,0 +1,82 @@
+"""Calibration of a binary model's probabilities: sigmoid (Platt) or isotonic, or none.
+
+Fitted on the validation split only: the holdout stays the deploy gate's. Which method (if any)
+is used is decided out of fold: each method is fitted on four fifths of the validation rows
+and scored (Brier) on the fifth it did not see, five times; a method is used only when its
+out-of-fold Brier score beats the raw scores', and then fitted on every validation row. The
+raw and calibrated Brier score and calibration error are kept for the run's record.
+
+The fitted map travels in the bundle's ``meta.json`` (``lepton.scoring.calibrated`` applies it):
+sigmoid as two numbers, isotonic as its breakpoints, no pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+from sklearn.model_selection import StratifiedKFold
+
+from lepton.scoring import apply_calibration, logit
+from tasks.metrics import calibration_error
+
+METHODS = ("sigmoid", "isotonic")
+FOLDS = 5
+MIN_ROWS = 200  # fewer validation rows than this: too few to fit a calibration map and check it
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The chosen map (``state`` None: the raw scores are kept) and the evidence for it."""
+
+    method: str  # "none" | "sigmoid" | "isotonic"
+    state: dict[str, Any] | None
+    brier: dict[str, float] = field(default_factory=dict)  # out of fold, per method and "raw"
+    calibration_error: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def metrics(self) -> dict[str, float]:
+        """For the MLflow run: validation Brier and calibration error, raw and per method."""
+        out = {f"valid_brier_{name}": value for name, value in self.brier.items()}
+        return {**out, **{f"valid_calibration_error_{name}": v for name, v in self.calibration_error.items()}}
+
+
+def fit_map(method: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """Fit one calibration map of scores ``p`` to outcomes ``y`` (0/1)."""
+    if method == "sigmoid":  # Platt: a logistic regression on the score's log-odds
+        model = LogisticRegression(C=1e6).fit(logit(p).reshape(-1, 1), y)
+        return {"method": "sigmoid", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+    if method == "isotonic":
+        model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+        return {"method": "isotonic", "x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def fit_calibration(y: np.ndarray, p: np.ndarray, seed: int = 0) -> Calibration:
+    """Choose and fit the calibration of validation scores ``p`` for outcomes ``y``."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=np.float64)
+    counts = np.bincount(y, minlength=2)
+    if len(y) < MIN_ROWS or counts.min() < FOLDS:
+        return Calibration("none", None, reason=f"not calibrated: {len(y)} validation rows are too few to check it")
+    brier = {"raw": float(brier_score_loss(y, p))}
+    error = {"raw": calibration_error(y, p)}
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    for method in METHODS:
+        out_of_fold = np.empty_like(p)
+        for fit_rows, check_rows in folds.split(p.reshape(-1, 1), y):
+            state = fit_map(method, y[fit_rows], p[fit_rows])
+            out_of_fold[check_rows] = apply_calibration(state, p[check_rows])
+        brier[method] = float(brier_score_loss(y, out_of_fold))
+        error[method] = calibration_error(y, out_of_fold)
+    best = min(METHODS, key=lambda m: brier[m])
+    summary = ", ".join(f"{name} {value:.5f}" for name, value in brier.items())
+    if brier[best] >= brier["raw"]:
+        return Calibration("none", None, brier, error, f"not calibrated: out-of-fold Brier {summary}")
+    return Calibration(
+        best, fit_map(best, y, p), brier, error, f"{best} calibration (validation, out-of-fold Brier {summary})"
+    )
