@@ -431,6 +431,7 @@ def _template_fields(task: str, template: str | None, notes: list[str]) -> dict[
         "gates": dict(base.gates),
         "cost": base.cost,
         "target_specificity": base.target_specificity,
+        "target_sensitivity": base.target_sensitivity,
     }
     if base.normal_class is not None:
         fields["normal_class"] = None  # inferred from this target's classes by the caller
@@ -463,6 +464,11 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
     ("gates", "Bounds every champion must meet: a minimum for higher-is-better metrics, else a maximum."),
     ("cost", "Cost of each kind of error; the decision threshold minimises expected cost on validation."),
     ("target_specificity", "Specificity at which sensitivity_at_specificity is reported."),
+    (
+        "target_sensitivity",
+        "Binary: the decision threshold keeps this sensitivity on new rows (a 90% bound on validation);\n"
+        "set, it replaces the cost model's threshold.",
+    ),
     ("latency_budget_ms", "Single-row scoring budget, milliseconds."),
     ("drift", "Monitoring: a feature drifts when its PSI against training exceeds psi_threshold."),
     (

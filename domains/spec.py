@@ -29,6 +29,8 @@ HIGHER_IS_BETTER = {
     "balanced_accuracy",
     "r2",
     "sensitivity_at_specificity",
+    "sensitivity",
+    "specificity",
     "fault_detection_rate",
 }
 LOWER_IS_BETTER = {
@@ -56,6 +58,8 @@ TASK_METRICS = {
         "expected_cost",
         "calibration_error",
         "sensitivity_at_specificity",
+        "sensitivity",
+        "specificity",
     },
     "multiclass": {
         "accuracy",
@@ -194,6 +198,10 @@ class DomainSpec(_Frozen):
     gates: dict[str, float] = Field(default_factory=dict)
     cost: CostModel | None = None
     target_specificity: Fraction = 0.9
+    # Binary: the decision threshold keeps this sensitivity (the share of positives flagged) on new
+    # rows, at the best specificity: its Clopper-Pearson lower bound (90%) on validation meets it.
+    # Set, it replaces the cost model's threshold (the cost is still reported).
+    target_sensitivity: Fraction | None = None
     latency_budget_ms: float = Field(default=10.0, gt=0)
     drift: DriftSpec = DriftSpec()
     promotion: PromotionSpec = PromotionSpec()

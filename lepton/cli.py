@@ -91,7 +91,7 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     for stage in results[0].stages:
         timing.add_column(stage, justify="right")
     for column in ("CPU s", "Wh", "USD"):
-        timing.add_column(column, justify="right")
+        timing.add_column(column, justify="right", no_wrap=True, min_width=8)
     for r in results:
         metric = r.primary_metric
         alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] (champion v{r.champion_version})"

@@ -2,8 +2,9 @@
 
 A stage is measured from this process and its child processes (psutil), plus the worker
 processes of an external Dask cluster when the stage used one (asked through ``client.run``;
-a ``LocalCluster``'s workers are threads of this process, already counted). Peak memory is
-sampled every ``SAMPLE_SECONDS`` (resident set of the same processes). GPU-seconds are the wall
+a ``LocalCluster``'s workers are threads of this process, already counted). CPU and resident
+memory are sampled every ``SAMPLE_SECONDS``; when several stages run in this process at once
+(``lepton run --all``), each sample is split evenly among them. GPU-seconds are the wall
 seconds of a stage that ran on the GPU: the device is held for the stage, whatever it computes.
 
 Money and energy come from a price table (``Prices``), read from the environment so a team can
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
@@ -105,17 +106,6 @@ def _processes() -> list[psutil.Process]:
         return [me]
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
-    seconds = {}
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            seconds[process.pid] = times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:  # it ended between the listing and the reading
-            continue
-    return seconds
-
-
 def _rss_mb() -> float:
     total = 0
     for process in _processes():
@@ -139,40 +129,98 @@ class Meter:
     gpu: bool = False
     client: Any = None
     usage: Usage | None = None
-    _peak: float = field(default=0.0, repr=False)
+    cpu: float = 0.0  # this stage's share of the processes' CPU-seconds so far
+    peak: float = 0.0  # the largest share of resident memory seen, MB
+    sharing: float = 0.0  # sum over samples of the stages running at once (for the mean)
+    samples: int = 0
+
+
+class _Sampler:
+    """One sampler for every stage measured in this process: every ``SAMPLE_SECONDS`` (and
+    whenever a stage starts or ends) the CPU-seconds this process tree used since the last
+    sample, and its resident memory, are split evenly among the stages running at that moment
+    (pipelines of several domains at once share one process). CPU-seconds are counted per
+    process, children included; a child's time is not counted again when its parent reaps it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.meters: list[Meter] = []
+        self.seen: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cumulative CPU-seconds)
+        self.thread: threading.Thread | None = None
+
+    def _cumulative(self) -> dict[int, tuple[int, float]]:
+        out = {}
+        for process in _processes():
+            try:
+                t = process.cpu_times()
+                out[process.pid] = (process.ppid(), t.user + t.system + t.children_user + t.children_system)
+            except psutil.Error:  # it ended between the listing and the reading
+                continue
+        return out
+
+    def tick(self) -> None:
+        """Attribute the CPU and memory since the last sample (the lock held)."""
+        now = self._cumulative()
+        used = sum(cpu - self.seen.get(pid, (0, 0.0))[1] for pid, (_, cpu) in now.items())
+        # a child that ended: its parent's children_* times took in what was already counted
+        used -= sum(cpu for pid, (parent, cpu) in self.seen.items() if pid not in now and parent in now)
+        self.seen = now
+        if not self.meters:
+            return
+        share, rss = max(used, 0.0) / len(self.meters), _rss_mb() / len(self.meters)
+        for meter in self.meters:
+            meter.cpu += share
+            meter.peak = max(meter.peak, rss)
+            meter.sharing += len(self.meters)
+            meter.samples += 1
+
+    def add(self, meter: Meter) -> None:
+        with self.lock:
+            if not self.meters:
+                self.seen = self._cumulative()  # the baseline: nothing before now is counted
+            else:
+                self.tick()
+            self.meters.append(meter)
+            meter.peak = _rss_mb() / len(self.meters)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="lepton-cost-sampler", daemon=True)
+                self.thread.start()
+
+    def remove(self, meter: Meter) -> None:
+        with self.lock:
+            self.tick()
+            self.meters.remove(meter)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(SAMPLE_SECONDS)
+            with self.lock:
+                if not self.meters:
+                    self.thread = None
+                    return
+                self.tick()
+
+
+_SAMPLER = _Sampler()
 
 
 @contextmanager
 def measure(gpu: bool = False, client: Any = None) -> Iterator[Meter]:
-    """Measure the enclosed stage: wall, CPU (this process, its children, and the workers of
-    ``client``, an external cluster's: pass none for a cluster of threads in this process),
-    sampled peak memory, GPU-seconds when ``gpu``."""
+    """Measure the enclosed stage: wall, its share of the CPU-seconds of this process and its
+    children (and of the workers of ``client``, an external cluster's: pass none for a cluster
+    of threads in this process), its share of the sampled peak memory, GPU-seconds when ``gpu``."""
     meter = Meter(gpu=gpu, client=client)
-    before = _cpu_seconds(_processes())
     workers_before = _worker_seconds(client)
-    meter._peak = _rss_mb()
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(SAMPLE_SECONDS):
-            meter._peak = max(meter._peak, _rss_mb())
-
-    sampler = threading.Thread(target=sample, name="lepton-cost-sampler", daemon=True)
-    sampler.start()
+    _SAMPLER.add(meter)
     start = time.perf_counter()
     try:
         yield meter
     finally:
         wall = time.perf_counter() - start
-        done.set()
-        sampler.join()
-        after = _cpu_seconds(_processes())
-        # a process that started during the stage counts from zero; one that ended is lost
-        # (its CPU is in its parent's children_* times once the parent waited for it)
-        cpu = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-        cpu += max(0.0, _worker_seconds(client) - workers_before)
-        peak = max(meter._peak, _rss_mb())
-        meter.usage = Usage(wall, max(cpu, 0.0), peak, wall if gpu else 0.0)
+        _SAMPLER.remove(meter)
+        sharing = meter.sharing / meter.samples if meter.samples else 1.0
+        cpu = meter.cpu + max(0.0, _worker_seconds(client) - workers_before) / sharing
+        meter.usage = Usage(wall, cpu, meter.peak, wall if gpu else 0.0)
 
 
 def _worker_seconds(client: Any) -> float:

@@ -65,6 +65,9 @@ def binary_metrics(spec: DomainSpec, y: np.ndarray, p: np.ndarray, ctx: EvalCont
         "calibration_error": calibration_error(y, p),
         "sensitivity_at_specificity": sensitivity_at_specificity(y, p, spec.target_specificity),
         "accuracy": float(skm.accuracy_score(y, decided)),
+        # at the decision threshold: the share of positives flagged, and of negatives left alone
+        "sensitivity": float(decided[y == 1].mean()) if (y == 1).any() else float("nan"),
+        "specificity": float(1 - decided[y == 0].mean()) if (y == 0).any() else float("nan"),
         "f1_macro": float(skm.f1_score(y, decided, average="macro")),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y, decided)),
     }

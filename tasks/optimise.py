@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
+from scipy import stats
 
 from domains.spec import CostModel, DomainSpec
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
@@ -169,8 +170,31 @@ def score_standard_error(
     return float(np.std(values, ddof=1) * np.sqrt(m / n)) if len(values) > 1 else 0.0
 
 
+SENSITIVITY_CONFIDENCE = 0.9
+
+
+def sensitivity_threshold(
+    y: np.ndarray, p: np.ndarray, target: float, confidence: float = SENSITIVITY_CONFIDENCE
+) -> float:
+    """The highest threshold (the best specificity) whose sensitivity on (y, p) is at least
+    ``target`` with ``confidence``: the Clopper-Pearson lower bound of the share of positives
+    flagged, so that the target holds on new rows of the same population, not only on these.
+    Flag when p >= threshold; every positive is flagged when no threshold is sure enough."""
+    positives = np.sort(np.asarray(p)[np.asarray(y) == 1])[::-1]
+    n = len(positives)
+    if n == 0:
+        return 0.5
+    flagged = np.arange(1, n + 1)
+    lower = stats.beta.ppf(1 - confidence, flagged, n - flagged + 1)
+    enough = np.flatnonzero(lower >= target)
+    return float(positives[enough[0] if len(enough) else n - 1])
+
+
 def decision_threshold(spec: DomainSpec, data: PreparedData, model: TrainedModel) -> float:
-    """Binary tasks with a cost model: the cost-minimising threshold on validation; else 0.5."""
+    """Binary tasks: on validation, the threshold that keeps the spec's target sensitivity (when
+    it has one), else the one that minimises its cost model; otherwise 0.5."""
+    if spec.task == "binary" and spec.target_sensitivity is not None:
+        return sensitivity_threshold(data.valid.y, model.predict(data.valid.X), spec.target_sensitivity)
     if spec.task == "binary" and spec.cost is not None:
         return cost_threshold(data.valid.y, model.predict(data.valid.X), spec.cost)
     return 0.5

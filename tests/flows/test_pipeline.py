@@ -31,6 +31,8 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
 
     assert result.promoted and result.champion_version == result.version == "1"
     assert result.metrics[metric] >= result.baseline_metrics[metric]
+    if spec.target_sensitivity is not None:  # the threshold chosen on validation keeps it on the holdout
+        assert result.metrics["sensitivity"] >= spec.target_sensitivity
     assert list(result.stages) == ["preprocess", "features", "train", "optimise", "deploy", "monitor"]
     # Features and trials ran on the session's Dask cluster (LEPTON_DASK_ADDRESS).
     assert result.engine["external"] and result.engine["workers"] == 2

@@ -2,9 +2,11 @@
 
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from lepton import cost
@@ -12,10 +14,10 @@ from lepton.errors import SettingsError
 
 
 def _burn(seconds: float) -> float:
-    """Keep one core busy for ``seconds`` of CPU time."""
-    end = time.process_time() + seconds
+    """Keep this thread busy for ``seconds`` of its own CPU time."""
+    end = time.thread_time() + seconds
     x = 0.0
-    while time.process_time() < end:
+    while time.thread_time() < end:
         x += 1.0
     return x
 
@@ -56,6 +58,36 @@ def test_a_stage_is_measured_in_this_process_and_its_children():
     assert usage.wall_seconds >= 1.0  # both burns, one after the other, and the pause
     assert usage.peak_mb >= 300
     del held
+
+
+def test_stages_running_at_once_share_the_process():
+    """Two stages in two threads of one process (as `lepton run --all` runs domains): each is
+    charged its share of the process's CPU, not the whole of it."""
+    usages = {}
+    together = threading.Barrier(2)
+
+    def stage(name: str) -> None:
+        with cost.measure() as meter:
+            together.wait()  # both stages are being measured before either works
+            _burn(0.6)
+        usages[name] = meter.usage
+
+    def tree_cpu() -> float:  # this process and its children (the session's Dask workers too)
+        me = psutil.Process()
+        return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
+
+    threads = [threading.Thread(target=stage, args=(name,)) for name in "ab"]
+    before = tree_cpu()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    used = tree_cpu() - before
+    cpu = [usages[name].cpu_seconds for name in "ab"]
+    assert used >= 1.15  # both burns, 0.6 each
+    assert sum(cpu) == pytest.approx(used, rel=0.15)  # charged once in all, not once per stage
+    # each its share of the time they ran together, and the whole of the time it ran alone
+    assert all(c == pytest.approx(used / 2, rel=0.35) for c in cpu), (cpu, used)
 
 
 def test_gpu_seconds_are_the_stage_wall_time_on_the_device():

@@ -58,11 +58,12 @@ def test_manufacturing_metrics_separate_false_alarms_from_detection():
 
 
 def test_gates_name_each_failure_with_numbers():
-    spec = get_spec("medical")  # gates: roc_auc >= 0.75, calibration_error <= 0.1
-    good = {"roc_auc": 0.84, "calibration_error": 0.02}
+    spec = get_spec("medical")  # gates: roc_auc >= 0.75, calibration_error <= 0.1, sensitivity >= 0.75
+    good = {"roc_auc": 0.84, "calibration_error": 0.02, "sensitivity": 0.8}
     assert gate_failures(spec, good, {"roc_auc": 0.84}) == []
-    bad = {"roc_auc": 0.70, "calibration_error": 0.3}
+    bad = {"roc_auc": 0.70, "calibration_error": 0.3, "sensitivity": 0.6}
     failures = gate_failures(spec, bad, {"roc_auc": 0.72})
     assert any("roc_auc >= 0.75: got 0.7000" in f for f in failures)
     assert any("calibration_error <= 0.1" in f for f in failures)
+    assert any("sensitivity >= 0.75: got 0.6000" in f for f in failures)
     assert any("worse than the baseline" in f for f in failures)
