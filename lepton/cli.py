@@ -424,7 +424,7 @@ def monitor(
     err.print(f"report: [bold]{result.report}[/]" + (f"  event {result.event}" if result.event else ""))
 
 
-COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format)
+COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format); --json has them all
     "seconds": ("wall s", "seconds_total", "{:.1f}"),
     "cpu_seconds": ("CPU s", "cpu_seconds_total", "{:.1f}"),
     "peak_mb": ("peak MB", "peak_mb_total", "{:,.0f}"),
@@ -433,6 +433,7 @@ COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format)
     "latency_p50_ms": ("p50 ms", "latency_p50_ms", "{:.2f}"),
     "latency_p99_ms": ("p99 ms", "latency_p99_ms", "{:.2f}"),
 }
+COST_SHOWN = ("seconds", "cpu_seconds", "energy_wh", "cost_usd", "latency_p50_ms", "latency_p99_ms")
 
 
 @app.command()
@@ -469,16 +470,25 @@ def cost(
         return
     if not rows:
         _fail(f"{chosen.model_name} has no finished pipeline runs; run `lepton run {chosen.name}` first", code=1)
-    table = Table(title=f"{chosen.model_name}: cost, quality and latency per run", title_justify="left")
-    for header in ("started", "version", "model", metric, *(h for h, _, _ in COST_COLUMNS.values())):
+    table = Table(
+        title=f"{chosen.model_name}: cost, quality and latency per run",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    headers = ("started", "version", "model", metric, *(COST_COLUMNS[key][0] for key in COST_SHOWN))
+    for header in headers:
         table.add_column(header, no_wrap=True, justify="left" if header in ("started", "model") else "right")
     for row in rows:
-        cells = [fmt.format(row[key]) if row[key] is not None else "-" for key, (_, _, fmt) in COST_COLUMNS.items()]
-        version = f"v{row['version']}" + (" *" if row["promoted"] else "") if row["version"] else "-"
+        cells = [COST_COLUMNS[key][2].format(row[key]) if row[key] is not None else "-" for key in COST_SHOWN]
+        version = f"v{row['version']}" + ("*" if row["promoted"] else "") if row["version"] else "-"
         quality = f"{row[metric]:.4f}" if row[metric] is not None else "-"
-        table.add_row(row["started"], version, f"{row['family']}/{row['device']}", quality, *cells)
+        started = row["started"][5:16].replace("T", " ")  # MM-DD HH:MM (UTC)
+        table.add_row(started, version, str(row["family"]), quality, *cells)
     Console().print(table)
-    err.print("* promoted to champion. Prices: LEPTON_PRICE_CORE_HOUR, _GB_HOUR, _GPU_HOUR; power: LEPTON_WATTS_*.")
+    err.print("* promoted to champion; times in UTC; peak memory and more with --json. Prices: ", end="")
+    err.print("LEPTON_PRICE_CORE_HOUR, _GB_HOUR, _GPU_HOUR; power: LEPTON_WATTS_CORE, _GPU.")
 
 
 @app.command("simulate-drift")

@@ -307,9 +307,14 @@ def register_and_gate(
     with promotion_lock(settings.home, spec.model_name, settings.lock_url):
         version = tracking.find_version(spec.model_name, RUN_KEY, key)
         resumed = version is not None
+        latency = None  # measured on the bundle as it is registered (a resumed version was measured then)
         if version is None:
-            version = _register(spec, data, opt, evaluation, run_id, reference, key)
+            version, latency = _register(spec, data, opt, evaluation, run_id, reference, key)
         failures = gate_failures(spec, evaluation.metrics, evaluation.baseline_metrics)
+        if latency is not None and latency["latency_p50_ms"] > spec.latency_budget_ms:
+            failures.append(
+                f"latency budget {spec.latency_budget_ms:g} ms: single-row p50 {latency['latency_p50_ms']:.2f} ms"
+            )
         for _ in range(3):
             champion = champion_scores(spec, data)
             comparison = (
@@ -359,8 +364,9 @@ def _register(
     run_id: str,
     reference: dict[str, Any],
     key: str,
-) -> str:
-    """Log the model bundle to the run and register it as a new version tagged with the run key."""
+) -> tuple[str, dict[str, float]]:
+    """Log the model bundle to the run and register it as a new version tagged with the run key;
+    the version and the bundle's measured scoring latency."""
     candidate = opt.candidate
     meta = {
         "domain": spec.name,
@@ -394,7 +400,7 @@ def _register(
         "lepton.git_commit": tracking.git_commit(),
         spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
     }
-    return tracking.register(model_uri, spec.model_name, run_id, tags)
+    return tracking.register(model_uri, spec.model_name, run_id, tags), latency
 
 
 @task(name="deploy", cache_policy=NO_CACHE)

@@ -306,3 +306,12 @@ def test_calibration_is_fitted_on_validation_only_and_logged_before_and_after(le
         assert run.data.metrics[f"valid_brier_{method}"] < run.data.metrics["valid_brier_raw"]
         assert {"brier_uncalibrated", "calibration_error_uncalibrated"} <= set(run.data.metrics)
         assert run.data.metrics["brier"] == pytest.approx(first.metrics["brier"])
+
+
+def test_a_model_over_the_latency_budget_is_registered_but_not_promoted(lepton_home):
+    spec = get_spec("medical").model_copy(update={"latency_budget_ms": 0.001})
+    result = pipeline(domain=spec, trials=0)
+    assert result.version == "1" and not result.promoted and result.champion_version is None
+    assert any(r.startswith("latency budget 0.001 ms: single-row p50") for r in result.reasons), result.reasons
+    run = _client().get_run(result.run_id)
+    assert run.data.metrics["latency_p50_ms"] > 0.001
