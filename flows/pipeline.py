@@ -97,12 +97,16 @@ class Stages:
         out = {f"{key}_{name}": float(stage[key]) for name, stage in self.usage.items() for key in keys}
         return {**out, **{f"{key}_total": float(value) for key, value in cost.total(self.usage).items()}}
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The cost table, one row per stage and a total (a Prefect table artifact)."""
+        columns = ("seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
+        rows = [*self.usage.items(), ("total", cost.total(self.usage))]
+        return [{"stage": name, **{column: stage.get(column, 0.0) for column in columns}} for name, stage in rows]
+
     def table(self) -> dict[str, list[Any]]:
-        """The cost table, one row per stage and a total (logged to MLflow and to Prefect)."""
-        rows = [{"stage": name, **stage} for name, stage in self.usage.items()]
-        rows.append({"stage": "total", **cost.total(self.usage)})
-        columns = ("stage", "seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
-        return {column: [row.get(column, 0.0) for row in rows] for column in columns}
+        """The same table by column (an MLflow table artifact)."""
+        rows = self.rows()
+        return {column: [row[column] for row in rows] for column in rows[0]}
 
 
 def _cost_artifact(spec: DomainSpec, version: str, stages: Stages) -> None:
@@ -112,8 +116,7 @@ def _cost_artifact(spec: DomainSpec, version: str, stages: Stages) -> None:
 
     if FlowRunContext.get() is None:
         return
-    table = stages.table()
-    rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
+    rows = stages.rows()
     total = cost.total(stages.usage)
     description = (
         f"**{spec.name}** version {version}: ${total['cost_usd']:.6f}, {total['cpu_seconds']:.1f} CPU-s, "

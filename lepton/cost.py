@@ -106,16 +106,6 @@ def _processes() -> list[psutil.Process]:
         return [me]
 
 
-def _rss_mb() -> float:
-    total = 0
-    for process in _processes():
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / MB
-
-
 def process_cpu_seconds() -> tuple[str, int, float]:
     """Host, pid and CPU-seconds of the calling process (a Dask worker, through ``client.run``)."""
     times = psutil.Process().cpu_times()
@@ -126,8 +116,6 @@ def process_cpu_seconds() -> tuple[str, int, float]:
 class Meter:
     """Measures one stage (see ``measure``); ``usage`` is set when the stage ends."""
 
-    gpu: bool = False
-    client: Any = None
     usage: Usage | None = None
     cpu: float = 0.0  # this stage's share of the processes' CPU-seconds so far
     peak: float = 0.0  # the largest share of resident memory seen, MB
@@ -148,40 +136,41 @@ class _Sampler:
         self.seen: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cumulative CPU-seconds)
         self.thread: threading.Thread | None = None
 
-    def _cumulative(self) -> dict[int, tuple[int, float]]:
-        out = {}
+    def _read(self) -> tuple[dict[int, tuple[int, float]], float]:
+        """Per process: parent and cumulative CPU-seconds; and the tree's resident memory, MB."""
+        cpu, rss = {}, 0
         for process in _processes():
             try:
                 t = process.cpu_times()
-                out[process.pid] = (process.ppid(), t.user + t.system + t.children_user + t.children_system)
+                cpu[process.pid] = (process.ppid(), t.user + t.system + t.children_user + t.children_system)
+                rss += process.memory_info().rss
             except psutil.Error:  # it ended between the listing and the reading
                 continue
-        return out
+        return cpu, rss / MB
 
     def tick(self) -> None:
         """Attribute the CPU and memory since the last sample (the lock held)."""
-        now = self._cumulative()
+        now, rss = self._read()
         used = sum(cpu - self.seen.get(pid, (0, 0.0))[1] for pid, (_, cpu) in now.items())
         # a child that ended: its parent's children_* times took in what was already counted
         used -= sum(cpu for pid, (parent, cpu) in self.seen.items() if pid not in now and parent in now)
         self.seen = now
         if not self.meters:
             return
-        share, rss = max(used, 0.0) / len(self.meters), _rss_mb() / len(self.meters)
+        share, memory = max(used, 0.0) / len(self.meters), rss / len(self.meters)
         for meter in self.meters:
             meter.cpu += share
-            meter.peak = max(meter.peak, rss)
+            meter.peak = max(meter.peak, memory)
             meter.sharing += len(self.meters)
             meter.samples += 1
 
     def add(self, meter: Meter) -> None:
         with self.lock:
             if not self.meters:
-                self.seen = self._cumulative()  # the baseline: nothing before now is counted
+                self.seen = self._read()[0]  # the baseline: nothing before now is counted
             else:
                 self.tick()
             self.meters.append(meter)
-            meter.peak = _rss_mb() / len(self.meters)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="lepton-cost-sampler", daemon=True)
                 self.thread.start()
@@ -209,7 +198,7 @@ def measure(gpu: bool = False, client: Any = None) -> Iterator[Meter]:
     """Measure the enclosed stage: wall, its share of the CPU-seconds of this process and its
     children (and of the workers of ``client``, an external cluster's: pass none for a cluster
     of threads in this process), its share of the sampled peak memory, GPU-seconds when ``gpu``."""
-    meter = Meter(gpu=gpu, client=client)
+    meter = Meter()
     workers_before = _worker_seconds(client)
     _SAMPLER.add(meter)
     start = time.perf_counter()

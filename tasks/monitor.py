@@ -217,23 +217,23 @@ def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, r
     edges = np.asarray(reference["edges"], dtype=np.float64)
     grid = np.asarray(reference.get("quantiles") or [], dtype=np.float64)
     sketched = "cdf_at" in reference and len(grid) > 0 and len(numbers) > 0
+    finite = _finite(numbers) if sketched and rule.psi_bins == "sturges" else None
     if not sketched:  # a reference from before the KS sketch, or nothing but missing values
         statistic, p_value = math.nan, math.nan
         proportions = _bin_proportions(numbers, edges, rows)
-    elif rule.psi_bins == "sturges":
-        # the equal-width edges join the sketch's grid: one ranking pass counts both
-        low, high = float(numbers.min()), float(numbers.max())
-        finite = math.isfinite(low) and math.isfinite(high)
-        bounds = sturges_edges(reference, low, high, len(numbers)) if finite else np.array([])
+    elif finite is not None and len(finite):  # Evidently's binning, of the finite values
+        # the equal-width edges join the sketch's grid: one ranking pass counts both (KS over
+        # every value, as the decile path does)
+        bounds = sturges_edges(reference, float(finite.min()), float(finite.max()), len(finite))
         ranked = np.union1d(grid, bounds)
         below, at_most, _ = _counts(numbers, ranked)
         at_grid = np.searchsorted(ranked, grid)
         statistic, p_value = _ks_statistic(reference, below[at_grid], at_most[at_grid], len(numbers))
-        if finite:  # np.histogram's bins: [a, b), the last [a, b]
-            counts = np.diff(np.r_[below[np.searchsorted(ranked, bounds[:-1])], len(numbers)])
-            expected, actual, labels = sturges_bins(reference, bounds, counts, rows)
-        else:  # infinities: Evidently drops them; so does the slower path
-            expected, actual, labels = sturges_bins(reference, None, numbers, rows)
+        # np.histogram's bins, [a, b) and the last [a, b]: -inf is below every edge (cancels), +inf
+        # is above the last
+        top = len(numbers) - int(np.count_nonzero(numbers == np.inf)) if finite is not numbers else len(numbers)
+        counts = np.diff(np.r_[below[np.searchsorted(ranked, bounds[:-1])], top])
+        expected, actual, labels = sturges_bins(reference, bounds, counts, rows)
         psi = float(np.sum((actual - expected) * np.log(actual / expected)))
         return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, labels, psi)
     else:
@@ -251,6 +251,11 @@ def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, r
     labels += [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
     labels += [f"> {edges[-1]:.4g}"] if len(edges) else []
     return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, [*labels, "missing"])
+
+
+def _finite(numbers: np.ndarray) -> np.ndarray:
+    """The finite values (Evidently drops infinities): no copy when the extremes are finite."""
+    return numbers if np.isfinite([numbers.min(), numbers.max()]).all() else numbers[np.isfinite(numbers)]
 
 
 def reference_cdf(reference: Mapping[str, Any], points: np.ndarray) -> np.ndarray:
@@ -284,17 +289,13 @@ def sturges_edges(reference: Mapping[str, Any], low: float, high: float, count: 
 
 
 def sturges_bins(
-    reference: Mapping[str, Any], edges: np.ndarray | None, counts: np.ndarray, rows: int
+    reference: Mapping[str, Any], edges: np.ndarray, counts: np.ndarray, rows: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Evidently's PSI bins (``get_binned_data``): equal-width Sturges bins over the training and
-    the new values together (finite ones), the batch's ``counts`` in them (or, without
-    ``edges``, its values, binned here), the training shares read from the sketch (its
-    minimum, maximum and CDF), and an empty bin on either side floored as Evidently does. A
-    missing-value bin is added when either side has missing values (Evidently drops them)."""
-    if edges is None:
-        finite = counts[np.isfinite(counts)]
-        edges = sturges_edges(reference, float(finite.min()), float(finite.max()), len(finite))
-        counts = np.histogram(finite, edges)[0]
+    """Evidently's PSI bins (``get_binned_data``): equal-width Sturges bins (``edges``) over the
+    training and the new values together, the batch's ``counts`` in them, the training shares
+    read from the sketch (its minimum, maximum and CDF), and an empty bin on either side floored
+    as Evidently does. A missing-value bin (infinities too) is added when either side has
+    missing values (Evidently drops them)."""
     present = int(counts.sum())
     actual = counts / max(present, 1)
     expected = np.diff(np.r_[reference_cdf(reference, edges[:-1]), 1.0])

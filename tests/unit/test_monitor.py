@@ -192,3 +192,21 @@ def test_reference_cdf_is_exact_at_the_sketch_and_monotone_between():
     assert shares[0] == 0 and shares[-1] == 1 and np.all(np.diff(shares) >= 0)
     exact = np.searchsorted(np.sort(values), points) / len(values)
     assert np.max(np.abs(shares - exact)) < 0.001
+
+
+def test_sturges_psi_counts_infinities_as_missing_and_survives_a_column_of_them():
+    from domains.spec import DriftSpec
+    from tasks.monitor import numeric_drift, numeric_reference, sturges_edges
+
+    rng = np.random.default_rng(0)
+    reference = numeric_reference(rng.normal(size=50_000), 10, 50_000)
+    rule = DriftSpec(psi_bins="sturges")
+    batch = rng.normal(0.2, 1, 40_000)
+    with_inf = np.r_[batch, [np.inf] * 100, [-np.inf] * 50]
+    drift = numeric_drift("x", reference, with_inf, rule)
+    edges = sturges_edges(reference, float(batch.min()), float(batch.max()), len(batch))
+    shares = np.histogram(batch, edges)[0] / len(with_inf)
+    counted = shares > 0  # an empty bin gets Evidently's floor
+    np.testing.assert_allclose(np.asarray(drift.current[:-1])[counted], shares[counted], atol=1e-12)
+    assert drift.labels[-1] == "missing" and drift.current[-1] == pytest.approx(150 / len(with_inf))
+    assert np.isfinite(numeric_drift("x", reference, np.full(1000, np.inf), rule).psi)
