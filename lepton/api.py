@@ -21,6 +21,7 @@ import polars as pl
 
 from domains.infer import Hints, Inferred, infer_spec, make_hints, slug
 from domains.spec import DomainSpec, LeakageSpec, Role
+from lepton.cost import load_prices
 from lepton.errors import SpecError
 from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_telemetry
 
@@ -29,6 +30,7 @@ def prepare_environment() -> Path:
     """Embedded defaults: Prefect's home under LEPTON_HOME, telemetry off. Before Prefect loads."""
     quiet_telemetry()
     settings = load_settings()
+    load_prices()  # a bad LEPTON_PRICE_* / LEPTON_WATTS_* stops here, before a flow starts
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -165,7 +165,7 @@ def test_an_invalid_spec_file_names_each_field(nothing_recorded, tmp_path):
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("LEPTON_SEARCH_ROWS", "lots"), ("LEPTON_SEARCH_ROWS", "10"), ("LEPTON_DISTRIBUTED_ROWS", "-1"),
-     ("LEPTON_DEVICE", "tpu")],
+     ("LEPTON_DEVICE", "tpu"), ("LEPTON_PRICE_CORE_HOUR", "abc"), ("LEPTON_WATTS_GPU", "-5")],
 )  # fmt: skip
 def test_an_unusable_setting_exits_2_naming_it_before_anything_runs(nothing_recorded, monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
