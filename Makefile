@@ -14,7 +14,7 @@ comma := ,
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-tables samples clean
+.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-autogluon bench-budget bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ bench: install
 bench-drift: install
 	test -x .venv-evidently/bin/python || { $(PYTHON) -m venv .venv-evidently && .venv-evidently/bin/python -m pip install --quiet "evidently>=0.7,<0.8" "pandas<3" pyarrow; }
 	$(BIN)/python bench/drift.py
+
+## Each domain's champion against AutoGluon medium_quality on the same split (its own venv: pandas < 2.4).
+bench-autogluon: install
+	test -x .venv-autogluon/bin/python || { $(PYTHON) -m venv .venv-autogluon && .venv-autogluon/bin/python -m pip install --quiet "$(or $(TORCH),torch==2.13.0)" "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3" pyarrow; }
+	$(BIN)/python bench/autogluon.py
+
+## Quality against the Optuna trial budget, per domain (one seeded search read off as prefixes).
+bench-budget: install
+	$(BIN)/python bench/budget.py
 
 ## Bring-your-own-data check: `lepton run --data F --target T` on public tables Lepton does not ship.
 bench-tables: install

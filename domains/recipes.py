@@ -109,6 +109,17 @@ def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
     return out if ready else out.sort("__row").drop("__row")
 
 
+def _rolling_one_row(config: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
+    """``rolling`` for a single row (a scoring call's usual size), without building a frame:
+    its own value is the window's mean; a spread and a difference need two rows."""
+    window, out = int(config["window"]), {}
+    for name in config["numeric"]:
+        x = np.asarray(columns[name], dtype=np.float64)
+        out[f"{name}_mean{window}"] = x
+        out[f"{name}_std{window}"] = out[f"{name}_diff"] = np.full(1, np.nan)
+    return out
+
+
 RowWise = Callable[[Columns, dict[str, Any]], dict[str, np.ndarray]]
 ROW_WISE: dict[str, RowWise] = {"credit": credit, "clinical": clinical}
 
@@ -160,5 +171,7 @@ def derive(config: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
     needs, without building a frame for row-wise recipes."""
     if config["name"] in ROW_WISE:
         return ROW_WISE[config["name"]](columns, config)
+    if len(next(iter(columns.values()), ())) == 1:
+        return _rolling_one_row(config, columns)
     out = rolling(pl.DataFrame({name: np.asarray(values) for name, values in columns.items()}), config)
     return {name: out[name].to_numpy() for name, _ in outputs(config)}

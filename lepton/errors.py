@@ -88,3 +88,7 @@ class LeakageError(DataError):
             "such a column usually encodes the outcome. Drop it (--drop-cols) or, if it is legitimate, "
             f"allow it (--allow-leakage {','.join(suspects)})"
         )
+
+
+class LatencyBudgetError(LeptonError):
+    """No candidate model scores a row within the spec's ``latency_budget_ms``."""

@@ -293,6 +293,8 @@ def _apply_recipe(recipe: dict, rows: Any) -> dict[str, Any]:
 def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, window: int) -> np.ndarray:
     """Each row's scores averaged with those of the ``window - 1`` rows before it in its group
     (by ``order``): past rows only, in whatever order the rows come."""
+    if len(scores) == 1:  # a row alone in its window is its own mean
+        return scores
     import polars as pl
 
     matrix = scores.reshape(len(scores), -1)

@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,27 @@ def start_run(experiment: str, name: str, tags: dict[str, str], parent_run_id: s
     return _client().create_run(experiment, run_name=name, tags=tags).info.run_id
 
 
+def log_child_runs(
+    experiment: str, parent_run_id: str, children: list[tuple[str, dict[str, Any], dict[str, float], dict[str, str]]]
+) -> list[str]:
+    """One finished child run per (name, params, metrics, tags), nested under the parent, each
+    written in a single batch call (MLflow's UI shows them folded under the parent run)."""
+    client, now = _client(), int(time.time() * 1000)
+    ids = []
+    for name, params, metrics, tags in children:
+        run_id = client.create_run(
+            experiment, run_name=name, tags={**tags, "mlflow.parentRunId": parent_run_id}
+        ).info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items() if not math.isnan(v)],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
+        client.set_terminated(run_id, status="FINISHED")
+        ids.append(run_id)
+    return ids
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
 
@@ -101,8 +123,6 @@ def metric_key(name: str) -> str:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    import time
-
     now = int(time.time() * 1000)
     items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]
     for i in range(0, len(items), 1000):

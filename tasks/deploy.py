@@ -224,6 +224,66 @@ def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: Trained
     plots.close(fig)
 
 
+PARETO_COLUMNS = (
+    "number",
+    "source",
+    "family",
+    "state",
+    "valid_score",
+    "latency_ms",
+    "batch_ms",
+    "size_bytes",
+    "seconds",
+    "on_front",
+    "eligible",
+    "chosen",
+)
+
+
+def _log_trials(experiment: str, run_id: str, spec: DomainSpec, opt: OptimiseResult, common: dict[str, str]) -> None:
+    """Every candidate of the search as a nested run (params, metrics and tags in one batch
+    each), the Pareto table (``optimise/pareto.json``) and plot, and the front's figures."""
+    metric = spec.primary_metric
+    children = []
+    for t in opt.trials:
+        metrics = {
+            f"valid_{metric}": abs(t.valid_score),
+            "latency_ms": t.latency_ms,
+            "batch_ms": t.batch_ms,
+            "size_bytes": float(t.size_bytes),
+            "fit_seconds": t.seconds,
+        }
+        tags = {
+            **common,
+            "lepton.role": "trial",
+            "lepton.trial_state": t.state,
+            "lepton.source": t.source,
+            "lepton.on_front": str(t.on_front),
+            "lepton.chosen": str(t.chosen),
+        }
+        children.append((f"{spec.name}-trial-{t.number}", {"family": t.family, **t.params}, metrics, tags))
+    tracking.log_child_runs(experiment, run_id, children)
+    table = {c: [getattr(t, c) for t in opt.trials] for c in PARETO_COLUMNS}
+    table["valid_score"] = [abs(v) for v in table["valid_score"]]
+    tracking.log_table(run_id, table, "optimise/pareto.json")
+    fig = plots.pareto_figure(list(opt.trials), metric, spec.latency_budget_ms)
+    tracking.log_figure(run_id, fig, "plots/pareto_front.png")
+    plots.close(fig)
+    chosen = next((t for t in opt.trials if t.chosen), None)
+    tracking.log_metrics(
+        run_id,
+        {
+            "pareto_front_size": float(sum(t.on_front for t in opt.trials)),
+            "trials_pruned": float(sum(t.state == "pruned" for t in opt.trials)),
+            **(
+                {"chosen_latency_ms": chosen.latency_ms, "chosen_size_bytes": float(chosen.size_bytes)}
+                if chosen
+                else {}
+            ),
+        },
+    )
+
+
 def record_run(
     spec: DomainSpec,
     data: PreparedData,
@@ -273,7 +333,7 @@ def record_run(
     )
     tracking.log_metrics(run_id, calibration_metrics(spec, data, opt))
     tracking.log_params(run_id, {"calibration": opt.calibration.method if opt.calibration else "none"})
-    tracking.log_dict(run_id, [t.__dict__ for t in opt.trials], "trials.json")
+    _log_trials(experiment, run_id, spec, opt, common)
     _log_plots(run_id, spec, data, candidate, evaluation)
 
     base_id = tracking.start_run(

@@ -21,20 +21,31 @@ from domains.spec import CostModel, DomainSpec
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from tasks.calibrate import Calibration, fit_calibration
 from tasks.metrics import primary_score
+from tasks.pareto import Choice, choose, objectives, serving_cost
 from tasks.preprocess import PreparedData
-from tasks.train import TrainedModel, TrainResult, search_sample, torch_available, train_model
+from tasks.train import Pruning, TrainedModel, TrainResult, search_sample, torch_available, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
+DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # tasks.pareto.objectives
 
 
 @dataclass(frozen=True)
 class TrialRecord:
+    """One candidate as the search saw it: a row of the Pareto table and a nested MLflow run."""
+
     number: int
     family: str
     params: dict[str, Any]
     valid_score: float
     seconds: float
     source: str  # "baseline" | "default" | "search"
+    state: str = "complete"  # or "pruned" (stopped by the median rule; not a candidate)
+    latency_ms: float = float("nan")  # single row, model only
+    batch_ms: float = float("nan")  # 1,000 rows
+    size_bytes: int = 0
+    on_front: bool = False
+    eligible: bool = False  # met the quality bar and the latency budget
+    chosen: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,22 +88,51 @@ def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _fit_trial(spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str) -> TrainedModel:
+def _fit_trial(
+    spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str, pruning: Pruning | None
+) -> TrainedModel:
     """One trial, on a Dask worker: the fitted model without its loaded predictor (sent back
     as its safe payload only)."""
-    return dataclasses.replace(train_model(spec, data, family, params, device))
+    return dataclasses.replace(train_model(spec, data, family, params, device, pruning=pruning))
+
+
+def measured(model: TrainedModel, data: PreparedData) -> TrainedModel:
+    """``model`` with its serving cost (single-row and batch latency, size) measured here."""
+    if model.serving is not None:
+        return model
+    return dataclasses.replace(model, serving=serving_cost(model, data.valid.X))
+
+
+def _pruning(models: list[TrainedModel]) -> Pruning | None:
+    return Pruning.from_curves([m.curve for m in models if m.family == "xgboost" and not m.pruned])
+
+
+def _tell(study: Any, trial: Any, model: TrainedModel) -> None:
+    import optuna
+
+    if model.pruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        assert model.serving is not None
+        study.tell(trial, list(objectives(model.valid_score, model.serving)))
 
 
 def search(
     spec: DomainSpec, data: PreparedData, n_trials: int, device: str = "cpu", seed: int = 0, client: Any = None
 ) -> list[TrainedModel]:
-    """Run ``n_trials`` Optuna (TPE) trials; return every fitted model in trial order.
+    """Run ``n_trials`` multi-objective Optuna trials; return every fitted model (pruned ones
+    included, marked) in trial order, each with its measured serving cost.
+
+    The objectives: the primary metric on validation (maximised), single-row latency, batch
+    latency and model size (minimised). The sampler is Optuna's multi-objective TPE, which learns
+    from a handful of trials (NSGA-II needs generations of ~50); a tree trial that falls behind
+    the median of earlier ones stops early (``Pruning``).
 
     With a Dask ``client`` the trials run on its workers, as many at once as the cluster has
     threads: this process asks Optuna for a batch of trials, the workers fit them, this process
-    tells Optuna the scores (TPE's constant liar keeps the trials of a batch apart). Only this
-    process touches the study, so no storage is shared and nothing needs a lock; a trial whose
-    worker dies is re-run by Dask on another.
+    measures each model's serving cost and tells Optuna the results (TPE's constant liar keeps
+    the trials of a batch apart). Only this process touches the study, so no storage is shared
+    and nothing needs a lock; a trial whose worker dies is re-run by Dask on another.
     """
     import optuna
 
@@ -100,39 +140,32 @@ def search(
         raise ValueError(f"trials must be >= 0, not {n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=client is not None)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
+    models: list[TrainedModel] = []
     if client is None:
-        models: list[TrainedModel] = []
-
-        def objective(trial: Any) -> float:
+        for _ in range(n_trials):
+            trial = study.ask()
             family, params = suggest(trial, spec.task)
-            model = train_model(spec, data, family, params, device)
+            model = measured(train_model(spec, data, family, params, device, pruning=_pruning(models)), data)
+            _tell(study, trial, model)
             models.append(model)
-            return model.valid_score
-
-        study.optimize(objective, n_trials=n_trials)
         return models
-    return _search_on_dask(spec, data, n_trials, device, study, client)
-
-
-def _search_on_dask(
-    spec: DomainSpec, data: PreparedData, n_trials: int, device: str, study: Any, client: Any
-) -> list[TrainedModel]:
     shared = client.scatter(data.for_training(), broadcast=True)
     slots = max(1, sum(client.nthreads().values()))
-    models: list[TrainedModel] = []
     while len(models) < n_trials:
         # Told in trial order, so a seed gives the same search whichever worker finishes first.
         # The first STARTUP_TRIALS are random (TPE learns nothing from them), so they go out in
         # one batch and keep every worker busy; then batches as wide as the cluster.
         width = max(slots, STARTUP_TRIALS - len(models))
         batch = [study.ask() for _ in range(min(width, n_trials - len(models)))]
+        pruning = _pruning(models)
         futures = []
         for trial in batch:
             family, params = suggest(trial, spec.task)
-            futures.append(client.submit(_fit_trial, spec, shared, family, params, device, pure=False))
-        for trial, model in zip(batch, client.gather(futures), strict=True):
-            study.tell(trial, model.valid_score)
+            futures.append(client.submit(_fit_trial, spec, shared, family, params, device, pruning, pure=False))
+        for trial, fitted in zip(batch, client.gather(futures), strict=True):
+            model = measured(fitted, data)
+            _tell(study, trial, model)
             models.append(model)
     return models
 
@@ -153,11 +186,12 @@ def cost_threshold(y: np.ndarray, p: np.ndarray, cost: CostModel) -> float:
     return float(ps[k - 1])
 
 
-def score_standard_error(
-    spec: DomainSpec, y: np.ndarray, scores: np.ndarray, rounds: int = 100, max_rows: int = 20_000, seed: int = 0
-) -> float:
-    """Bootstrap standard error of the primary metric on a split (at most ``max_rows`` rows are
-    resampled; the error is scaled back to the split's size)."""
+def _bootstrap(
+    spec: DomainSpec, y: np.ndarray, score_sets: list[np.ndarray], rounds: int, max_rows: int, seed: int
+) -> tuple[np.ndarray, float]:
+    """The primary metric of each score set on the same ``rounds`` resamples of at most
+    ``max_rows`` rows (rounds x sets), and the factor that scales a standard error on
+    ``max_rows`` rows back to the split's size."""
     rng = np.random.default_rng(seed)
     n = len(y)
     m = min(n, max_rows)
@@ -166,8 +200,29 @@ def score_standard_error(
         idx = rng.integers(0, n, size=m)
         if spec.task != "regression" and len(np.unique(y[idx])) < 2:
             continue
-        values.append(primary_score(spec, y[idx], scores[idx]))
-    return float(np.std(values, ddof=1) * np.sqrt(m / n)) if len(values) > 1 else 0.0
+        values.append([primary_score(spec, y[idx], scores[idx]) for scores in score_sets])
+    return np.array(values, dtype=float).reshape(-1, len(score_sets)), float(np.sqrt(m / n))
+
+
+def score_standard_error(
+    spec: DomainSpec, y: np.ndarray, scores: np.ndarray, rounds: int = 100, max_rows: int = 20_000, seed: int = 0
+) -> float:
+    """Bootstrap standard error of the primary metric on a split (at most ``max_rows`` rows are
+    resampled; the error is scaled back to the split's size)."""
+    values, scale = _bootstrap(spec, y, [scores], rounds, max_rows, seed)
+    return float(np.std(values[:, 0], ddof=1) * scale) if len(values) > 1 else 0.0
+
+
+def as_good_as(
+    spec: DomainSpec, y: np.ndarray, best: np.ndarray, other: np.ndarray, rounds: int = 100, seed: int = 0
+) -> tuple[bool, float, float]:
+    """Is ``other`` as good as ``best`` on these rows: is its shortfall in the primary metric
+    within one standard error of the paired difference (both scored on the same resamples, so
+    what the two models share cancels)? Returns (verdict, shortfall, its standard error)."""
+    values, scale = _bootstrap(spec, y, [best, other], rounds, 20_000, seed)
+    gap = primary_score(spec, y, best) - primary_score(spec, y, other)
+    error = float(np.std(values[:, 0] - values[:, 1], ddof=1) * scale) if len(values) > 1 else 0.0
+    return gap <= error, gap, error
 
 
 SENSITIVITY_CONFIDENCE = 0.9
@@ -200,35 +255,21 @@ def decision_threshold(spec: DomainSpec, data: PreparedData, model: TrainedModel
     return 0.5
 
 
-def choose(spec: DomainSpec, pool: list[TrainedModel], standard_error: float) -> tuple[TrainedModel, str]:
-    """Prefer the simpler model unless a more complex one is better by more than the noise.
-
-    ``pool[0]`` is the untuned baseline. Families are tried from simplest (linear) to most
-    opaque (xgboost, then the MLP); the first family whose best validation score is within one standard error
-    of the overall best wins (Breiman's one-standard-error rule), and within the linear family the
-    baseline itself is kept unless tuning beat it by more than one standard error.
-    """
-    baseline = pool[0]
-    best_score = max(m.valid_score for m in pool)
-    name = spec.primary_metric
-    for family in families():
-        members = [m for m in pool if m.family == family]
-        if not members:
+def within_noise(spec: DomainSpec, data: PreparedData, pool: list[TrainedModel]) -> list[bool]:
+    """For each model: is it as good as the best on validation (``as_good_as``, paired)? Those
+    further below the best than the best's own standard error are not tested: a paired
+    difference's error is smaller than that whenever the two models' scores agree at all."""
+    y = data.valid.y
+    best = max(pool, key=lambda m: m.valid_score)
+    best_scores = best.predict(data.valid.X)
+    floor = best.valid_score - score_standard_error(spec, y, best_scores, seed=spec.split.seed)
+    out = []
+    for model in pool:
+        if model is best or model.valid_score < floor:
+            out.append(model is best)
             continue
-        top = max(members, key=lambda m: m.valid_score)
-        if top.valid_score < best_score - standard_error:
-            continue
-        if family == "linear" and baseline.valid_score >= top.valid_score - standard_error:
-            top = baseline
-        trees = [m.valid_score for m in pool if m.family == "xgboost"]
-        reason = (
-            f"validation {name} {abs(top.valid_score):.4f}, best of {len(pool)} models "
-            f"{abs(best_score):.4f} (standard error {standard_error:.4f})"
-        )
-        if family == "linear" and trees:
-            reason += f"; a linear model is as good as any tree model (best tree {abs(max(trees)):.4f})"
-        return top, reason
-    raise AssertionError("unreachable: the best model's family always qualifies")
+        out.append(as_good_as(spec, y, best_scores, model.predict(data.valid.X), seed=spec.split.seed)[0])
+    return out
 
 
 def final_fit(
@@ -291,11 +332,13 @@ def optimise(
     start = time.perf_counter()
     sample = search_sample(data, search_rows, spec.split.seed)
     found = search(spec, sample, n_trials, device, seed=spec.split.seed, client=client)
-    pool = [trained.baseline, trained.default_tree, *found]
+    everything = [measured(trained.baseline, data), measured(trained.default_tree, data), *found]
     sources = ["baseline", "default"] + ["search"] * len(found)
-    best = max(pool, key=lambda m: m.valid_score)
-    error = score_standard_error(spec, data.valid.y, best.predict(data.valid.X), seed=spec.split.seed)
-    candidate, reason = choose(spec, pool, error)
+    pool = [m for m in everything if not m.pruned]
+    choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families())
+    candidate, reason = pool[choice.index], choice.reason
+    if len(pool) < len(everything):
+        reason += f"; {len(everything) - len(pool)} tree trial(s) pruned by the median rule"
     if sample is not data:
         reason += f"; candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows"
     final = final_fit(spec, data, candidate, device, client, distributed_rows)
@@ -314,14 +357,40 @@ def optimise(
         if refitted is not candidate:
             reason += f"; refitted on train + validation ({refitted.train_rows:,} rows)"
             candidate = refitted
-    records = tuple(
-        TrialRecord(i, m.family, m.params, m.valid_score, m.fit_seconds, src)
-        for i, (m, src) in enumerate(zip(pool, sources, strict=True))
-    )
+    records = _records(everything, sources, pool, choice)
     reason += f"; search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s"
     return OptimiseResult(
         candidate=candidate, threshold=threshold, trials=records, reason=reason, calibration=calibration
     )
+
+
+def _records(
+    everything: list[TrainedModel], sources: list[str], pool: list[TrainedModel], choice: Choice
+) -> tuple[TrialRecord, ...]:
+    place = {id(m): k for k, m in enumerate(pool)}
+    records = []
+    for i, (m, source) in enumerate(zip(everything, sources, strict=True)):
+        k = place.get(id(m))
+        serving = m.serving
+        assert serving is not None
+        records.append(
+            TrialRecord(
+                i,
+                m.family,
+                m.params,
+                m.valid_score,
+                m.fit_seconds,
+                source,
+                state="pruned" if m.pruned else "complete",
+                latency_ms=serving.latency_ms,
+                batch_ms=serving.batch_ms,
+                size_bytes=serving.size_bytes,
+                on_front=k is not None and choice.front[k],
+                eligible=k is not None and choice.eligible[k],
+                chosen=k == choice.index,
+            )
+        )
+    return tuple(records)
 
 
 @task(name="optimise", cache_policy=NO_CACHE)

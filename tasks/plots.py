@@ -75,5 +75,43 @@ def importance_figure(names: list[str], importance: np.ndarray, top: int = 20):
     return fig
 
 
+def pareto_figure(trials: list, metric: str, budget_ms: float):
+    """Validation quality against single-row latency for every trial (``TrialRecord``s): the
+    Pareto front joined, the chosen model starred, pruned trials greyed, the budget a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    colours = {"linear": "tab:blue", "xgboost": "tab:orange", "mlp": "tab:green"}
+    for family, colour in colours.items():
+        done = [t for t in trials if t.family == family and t.state == "complete"]
+        if done:
+            ax.scatter([t.latency_ms for t in done], [abs(t.valid_score) for t in done], c=colour, s=22, label=family)
+    pruned = [t for t in trials if t.state == "pruned"]
+    if pruned:
+        ax.scatter(
+            [t.latency_ms for t in pruned], [abs(t.valid_score) for t in pruned], c="lightgrey", s=16, label="pruned"
+        )
+    front = sorted((t for t in trials if t.on_front), key=lambda t: t.latency_ms)
+    ax.plot([t.latency_ms for t in front], [abs(t.valid_score) for t in front], "k--", lw=0.8, label="Pareto front")
+    for t in trials:
+        if t.chosen:
+            ax.scatter([t.latency_ms], [abs(t.valid_score)], marker="*", s=260, c="red", zorder=5, label="chosen")
+    ax.axvline(budget_ms, color="red", lw=0.8, ls=":", label=f"budget {budget_ms:g} ms")
+    ax.set_xscale("log")
+    # Plain tick labels: log axes default to mathtext ("$10^{-1}$"), whose parser is not safe
+    # when domains run in threads side by side (``lepton run --all``).
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(
+        xlabel="single-row latency, model only (ms, log scale)",
+        ylabel=f"validation {metric}",
+        title="Quality against latency: every trial",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig) -> None:
     _pyplot().close(fig)

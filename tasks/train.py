@@ -33,6 +33,7 @@ from lepton.engine import cpu_threads
 from lepton.scoring import Calibrated, Standardiser, calibrated, load_model
 from lepton.settings import SEARCH_ROWS
 from tasks.metrics import EvalContext, primary_score
+from tasks.pareto import ServingCost
 from tasks.preprocess import PreparedData
 
 BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
@@ -40,6 +41,33 @@ DEFAULT_TREE_PARAMS: dict[str, Any] = {"max_depth": 6, "learning_rate": 0.1, "n_
 EARLY_STOPPING_ROUNDS = 30
 MLP_PATIENCE = 6  # epochs without a better validation loss before an MLP stops
 MLP_MAX_STEPS = 20_000  # optimiser steps at most: on a million rows, a few epochs
+PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """The median stopping rule for tree trials: from round ``warmup`` on, a trial whose best
+    validation loss so far is worse than the median of earlier complete trials' at the same round
+    stops there (Optuna's pruners serve single-objective studies only; this is its MedianPruner's
+    rule, on XGBoost's own evaluation). ``medians[k]`` is for round ``(k + 1) * PRUNE_EVERY``."""
+
+    medians: tuple[float, ...]
+    warmup: int = 100
+
+    def median(self, k: int) -> float:
+        """The median at check ``k``; past the longest earlier trial, its last value."""
+        return self.medians[min(k, len(self.medians) - 1)]
+
+    @classmethod
+    def from_curves(cls, curves: list[tuple[float, ...]], startup: int = 4) -> Pruning | None:
+        """From earlier complete trials' curves (each held at its last value after it stopped);
+        None until ``startup`` trials have finished."""
+        curves = [c for c in curves if c]
+        if len(curves) < startup:
+            return None
+        length = max(map(len, curves))
+        padded = np.array([[*c, *[c[-1]] * (length - len(c))] for c in curves])
+        return cls(tuple(float(v) for v in np.median(padded, axis=0)))
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,9 @@ class TrainedModel:
     train_rows: int = 0  # the rows it was fitted on
     workers: int = 0  # Dask workers that trained it with xgboost.dask; 0: one process
     calibration: dict[str, Any] | None = None  # binary: a map fitted on validation (tasks.calibrate)
+    curve: tuple[float, ...] = ()  # xgboost: best validation loss so far, every PRUNE_EVERY rounds
+    pruned: bool = False  # stopped by the median rule (``Pruning``): not a candidate
+    serving: ServingCost | None = None  # measured by the search (tasks.pareto)
 
     @property
     def trained_on(self) -> str:
@@ -279,9 +310,11 @@ def fit_xgboost(
     device: str = "cpu",
     seed: int = 0,
     client: Any = None,
+    callbacks: tuple[Any, ...] = (),
 ) -> tuple[bytes, int, int]:
     """Train with early stopping on the validation split, in this process or, given a Dask
-    ``client``, across its workers; return (UBJ bytes, best iteration, Dask workers used)."""
+    ``client``, across its workers; return (UBJ bytes, best iteration, Dask workers used).
+    ``callbacks`` (XGBoost ``TrainingCallback``) watch a fit in this process."""
     import xgboost as xgb
 
     params = dict(params)
@@ -300,11 +333,34 @@ def fit_xgboost(
             evals=[(valid, "valid")],
             early_stopping_rounds=EARLY_STOPPING_ROUNDS,
             verbose_eval=False,
+            callbacks=list(callbacks),
         )
         workers = 0
     best = int(booster.best_iteration)
     booster = booster[: best + 1]  # keep only the trees that helped on validation
     return bytes(booster.save_raw("ubj")), best, workers
+
+
+def _watch(pruning: Pruning | None) -> Any:
+    """An XGBoost callback that records the best validation loss every ``PRUNE_EVERY`` rounds
+    and, given a ``Pruning`` rule, stops a trial that falls behind it."""
+    import xgboost as xgb
+
+    class Watch(xgb.callback.TrainingCallback):
+        def __init__(self) -> None:
+            self.best, self.curve, self.pruned = np.inf, [], False
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+            self.best = min(self.best, float(next(reversed(evals_log["valid"].values()))[-1]))
+            if (epoch + 1) % PRUNE_EVERY:
+                return False
+            self.curve.append(self.best)
+            k = len(self.curve) - 1
+            if pruning is not None and epoch + 1 >= pruning.warmup:
+                self.pruned = self.best > pruning.median(k)
+            return self.pruned
+
+    return Watch()
 
 
 def train_model(
@@ -314,12 +370,14 @@ def train_model(
     params: dict[str, Any],
     device: str = "cpu",
     client: Any = None,
+    pruning: Pruning | None = None,
 ) -> TrainedModel:
     """Fit one model of ``family`` on train and score it on validation; with a Dask ``client``
-    an XGBoost model is trained across the cluster (``xgboost.dask``)."""
+    an XGBoost model is trained across the cluster (``xgboost.dask``). ``pruning`` may stop an
+    XGBoost trial early (the model is then marked ``pruned``)."""
     start = time.perf_counter()
     X, y, Xv, yv = data.train.X, data.train.y, data.valid.X, data.valid.y
-    best, workers = None, 0
+    best, workers, watch = None, 0, None
     if family == "linear":
         payload: Any = fit_linear(X, y, spec.task, C=float(params.get("C", 1.0)), seed=spec.split.seed)
         used = "cpu"
@@ -327,8 +385,19 @@ def train_model(
         payload, best = fit_mlp(X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed)
         used = torch_device(device)
     elif family == "xgboost":
+        watch = _watch(pruning) if client is None else None
         payload, best, workers = fit_xgboost(
-            X, y, Xv, yv, spec.task, len(data.classes), params, device, spec.split.seed, client
+            X,
+            y,
+            Xv,
+            yv,
+            spec.task,
+            len(data.classes),
+            params,
+            device,
+            spec.split.seed,
+            client,
+            (watch,) if watch else (),
         )
         used = device
     else:
@@ -346,6 +415,8 @@ def train_model(
         best_iteration=best,
         train_rows=len(y),
         workers=workers,
+        curve=tuple(watch.curve) if watch else (),
+        pruned=bool(watch and watch.pruned),
     )
     score = primary_score(spec, yv, model.predict(Xv))
     return dataclasses.replace(model, valid_score=score)

@@ -1,6 +1,8 @@
 """Bad input through the real CLI and flow: a typed error naming the column, exit 2, nothing
 registered and no run marked finished."""
 
+import re
+
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -173,4 +175,20 @@ def test_an_unusable_setting_exits_2_naming_it_before_anything_runs(nothing_reco
     assert result.exit_code == 2, result.output
     assert variable in result.output and "Traceback" not in result.output
     monkeypatch.delenv(variable)
+    nothing_recorded()
+
+
+def test_a_latency_budget_no_model_meets_exits_2_and_records_nothing(nothing_recorded, tmp_path):
+    path = tmp_path / "loans.csv"
+    _sample().write_csv(path)
+    spec = tmp_path / "spec.yaml"
+    made = CliRunner().invoke(app, ["init", str(path), "--target", "Class", "-o", str(spec)])
+    assert made.exit_code == 0, made.output
+    text, replaced = re.subn(r"(?m)^latency_budget_ms: .*$", "latency_budget_ms: 0.0001", spec.read_text())
+    assert replaced == 1, text
+    spec.write_text(text)
+    result = CliRunner().invoke(app, ["run", "--spec", str(spec), "--trials", "1"])
+    assert result.exit_code == 2, result.output
+    assert "no candidate meets the latency budget of 0.0001 ms (latency_budget_ms)" in result.stderr, result.output
+    assert "Traceback" not in result.output
     nothing_recorded()

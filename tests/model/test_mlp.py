@@ -8,9 +8,9 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from domains import get_spec
 from lepton.scoring import MLPModel, load_model
-from tasks.optimise import choose, families, search
+from tasks.optimise import families, search
 from tasks.preprocess import load_domain_data, prepare
-from tasks.train import TrainedModel, fit_linear, fit_mlp, torch_device
+from tasks.train import fit_linear, fit_mlp, torch_device
 
 
 def _rings(n=3000, seed=0):
@@ -80,19 +80,6 @@ def test_mlp_asked_for_cuda_trains_wherever_torch_can_and_records_where():
     assert len(payload["layers"]) == 3  # two hidden layers and the output
     assert torch_device("cuda") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert torch_device("cpu") == "cpu"
-
-
-def _scored(family, score):
-    return TrainedModel(family, {}, None, 3, "binary", score, 0.0)
-
-
-def test_the_optimiser_chooses_an_mlp_only_when_it_is_better_by_more_than_the_noise():
-    spec = get_spec("medical")
-    pool = [_scored("linear", 0.80), _scored("xgboost", 0.84), _scored("mlp", 0.86)]
-    chosen, _ = choose(spec, pool, standard_error=0.01)
-    assert chosen.family == "mlp"
-    chosen, _ = choose(spec, pool, standard_error=0.03)  # within the noise: the simpler tree model
-    assert chosen.family == "xgboost"
 
 
 def test_a_diverging_mlp_still_returns_a_usable_model():

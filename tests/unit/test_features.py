@@ -67,6 +67,23 @@ def test_rolling_features_use_only_the_past():
     )
 
 
+def test_one_row_scored_alone_gets_what_the_frame_path_gives_it():
+    from lepton.scoring import smooth_scores
+
+    spec = get_spec("manufacturing")
+    config = spec.recipe_config()
+    frame = _raw("manufacturing").head(3).with_columns(pl.lit(None, dtype=pl.Float64).alias("xmeas_2"))
+    for i in range(frame.height):
+        row = frame.slice(i, 1)
+        fast = recipes.derive(config, {name: row[name].to_numpy() for name in row.columns})
+        slow = recipes.rolling(row, config)
+        assert set(fast) == {name for name, _ in recipes.outputs(config)}
+        for name, values in fast.items():
+            np.testing.assert_array_equal(values, slow[name].to_numpy(), err_msg=name)
+    scores = np.array([[0.2, 0.8]])
+    assert smooth_scores(scores, np.array([1]), np.array([5]), 60) is scores
+
+
 def test_trials_on_dask_match_trials_in_one_process(dask_cluster):
     from tasks.optimise import search
     from tasks.preprocess import load_domain_data, prepare

@@ -1,0 +1,184 @@
+"""Each domain's champion against AutoGluon (``medium_quality``) on the same split.
+
+    make bench-autogluon            # AutoGluon in its own venv (.venv-autogluon), then this script
+    python bench/autogluon.py [--domains finance medical manufacturing] [--trials 8]
+                              [--presets medium_quality] [--autogluon-python PATH]
+
+AutoGluon 1.6 needs pandas < 2.4 (Lepton's venv has pandas 3), so it runs from its own virtual
+environment as a child process of this script; Lepton runs as its own child, ``lepton run DOMAIN``
+in a fresh LEPTON_HOME, exactly as a user runs it.
+
+The split is Lepton's (``tasks.preprocess.prepare``: seeded, by time or group where the domain
+says so). AutoGluon gets the same raw model inputs and target: the training rows as
+``train_data``, the validation rows as ``tuning_data``; both are scored on the holdout rows with
+Lepton's own metric code (``tasks.metrics.evaluate``), AutoGluon's from the probabilities it
+writes. Manufacturing's decision is smoothed over each run's last 60 samples when Lepton scores;
+AutoGluon's macro-F1 is reported both raw and through the same smoothing.
+
+Measured: holdout quality (the domain's primary metric); fit time (Lepton: the features, train
+and optimise stages, i.e. the search and the final fit; the whole run is reported beside it;
+AutoGluon: ``fit``); single-row latency (Lepton: the registered bundle's p50, recipe and encoding
+included, as ``lepton cost`` shows it; AutoGluon: the p50 of ``predict_proba`` on a one-row frame
+after ``persist()``, 200 rows after 10 warm-up rows). Writes ``bench/results/autogluon.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AG_PYTHON = ROOT / ".venv-autogluon" / "bin" / "python"
+BIN = Path(sys.executable).parent
+METRICS = {"binary": "roc_auc", "multiclass": "f1_macro"}
+
+
+def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None:
+    """(In AutoGluon's venv) fit, score the holdout, time single rows; print a JSON report."""
+    import numpy as np
+    import pandas as pd
+    from autogluon.tabular import TabularPredictor
+
+    train, valid, holdout = (pd.read_parquet(folder / f"{part}.parquet") for part in ("train", "valid", "holdout"))
+    start = time.perf_counter()
+    predictor = TabularPredictor(
+        label=label, problem_type=problem, eval_metric=METRICS[problem], path=str(folder / "ag"), verbosity=0
+    ).fit(train, tuning_data=valid, presets=presets)
+    fit_seconds = time.perf_counter() - start
+    features = holdout.drop(columns=[label])
+    proba = predictor.predict_proba(features)
+    np.save(folder / "ag_proba.npy", proba.to_numpy(dtype=float))
+    predictor.persist()
+    times = []
+    for i in range(210):
+        row = features.iloc[[i % len(features)]]
+        tick = time.perf_counter()
+        predictor.predict_proba(row)
+        times.append(time.perf_counter() - tick)
+    board = predictor.leaderboard(silent=True)
+    print(
+        json.dumps(
+            {
+                "fit_seconds": fit_seconds,
+                "latency_p50_ms": float(np.median(times[10:]) * 1000),
+                "classes": [str(c) for c in proba.columns],
+                "best_model": str(predictor.model_best),
+                "models": len(board),
+            }
+        )
+    )
+
+
+def export_split(domain: str, folder: Path) -> tuple[object, object]:
+    """Lepton's split of ``domain`` as three Parquet files of raw inputs and the target."""
+    from domains import get_spec
+    from tasks.preprocess import load_domain_data, prepare
+
+    spec = get_spec(domain)
+    data = prepare(spec, *load_domain_data(spec))
+    columns = [c.name for c in spec.model_inputs]
+    for name, part in (("train", data.train), ("valid", data.valid), ("holdout", data.holdout)):
+        frame = part.frame.select(columns).to_pandas()
+        frame[spec.target] = [str(data.classes[i]) for i in part.y]
+        frame.to_parquet(folder / f"{name}.parquet")
+    return spec, data
+
+
+def lepton_side(domain: str, trials: int, home: Path) -> dict:
+    from bench.harness import run_once
+
+    env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    sample, out = run_once([str(BIN / "lepton"), "run", domain, "--trials", str(trials), "--json"], env=env)
+    report = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    _, history = run_once([str(BIN / "lepton"), "cost", domain, "--json"], env=env)
+    latest = json.loads(history)["runs"][-1]
+    stages = report["stages"]
+    return {
+        "metric": report["metrics"][report["primary_metric"]],
+        "fit_seconds": sum(stages[s]["seconds"] for s in ("features", "train", "optimise")),
+        "run_seconds": sample.seconds,
+        "latency_p50_ms": latest["latency_p50_ms"],
+        "family": latest.get("family") or report.get("family", ""),
+        "promoted": report["promoted"],
+    }
+
+
+def score_autogluon(spec, data, proba, classes: list[str]) -> dict[str, float]:
+    """AutoGluon's holdout probabilities through Lepton's metrics (columns in Lepton's class order)."""
+    import numpy as np
+
+    from lepton.scoring import smoothed
+    from tasks.metrics import evaluate
+    from tasks.train import holdout_context
+
+    order = [classes.index(str(c)) for c in data.classes]
+    scores = proba[:, order]
+    if spec.task == "binary":
+        scores = scores[:, 1]
+    metric = spec.primary_metric
+    out = {"metric_raw": evaluate(spec, data.holdout.y, scores, holdout_context(spec, data))[metric]}
+    smoothing = spec.smoothing_config()
+    if smoothing:
+        same = smoothed(smoothing, np.asarray(scores), data.holdout.frame)
+        out["metric_smoothed"] = evaluate(spec, data.holdout.y, same, holdout_context(spec, data))[metric]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domains", nargs="+", default=["finance", "medical", "manufacturing"])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--presets", default="medium_quality")
+    parser.add_argument("--autogluon-python", type=Path, default=AG_PYTHON)
+    parser.add_argument("--side", nargs=3, metavar=("FOLDER", "LABEL", "PROBLEM"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        autogluon_side(Path(args.side[0]), args.side[1], args.side[2], args.presets)
+        return
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+
+    from bench.harness import run_once, write
+
+    if not args.autogluon_python.exists():
+        sys.exit(f"no AutoGluon venv at {args.autogluon_python}: run `make bench-autogluon`")
+    results = {"presets": args.presets, "trials": args.trials, "cores": os.cpu_count(), "domains": {}}
+    for domain in args.domains:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            spec, data = export_split(domain, folder)
+            lepton = lepton_side(domain, args.trials, folder / "home")
+            cmd = [str(args.autogluon_python), __file__, "--presets", args.presets]
+            cmd += ["--side", str(folder), spec.target, spec.task]
+            sample, out = run_once(cmd)
+            ag = json.loads(out.strip().splitlines()[-1])
+            ag.update(score_autogluon(spec, data, np.load(folder / "ag_proba.npy"), ag["classes"]))
+            ag["peak_mb"] = sample.peak_rss_mb
+        ag_metric = ag.get("metric_smoothed", ag["metric_raw"])
+        row = {
+            "primary_metric": spec.primary_metric,
+            "rows": {"train": data.train.rows, "valid": data.valid.rows, "holdout": data.holdout.rows},
+            "lepton": lepton,
+            "autogluon": ag,
+            "quality_delta": lepton["metric"] - ag_metric,
+            "fit_time_ratio": lepton["fit_seconds"] / ag["fit_seconds"],
+            "latency_ratio": lepton["latency_p50_ms"] / ag["latency_p50_ms"],
+        }
+        results["domains"][domain] = row
+        print(
+            f"{domain}: {spec.primary_metric} Lepton {lepton['metric']:.4f} vs AutoGluon {ag_metric:.4f}"
+            f" (raw {ag['metric_raw']:.4f}); fit {lepton['fit_seconds']:.0f}s vs {ag['fit_seconds']:.0f}s"
+            f" ({row['fit_time_ratio']:.2f}x); single row {lepton['latency_p50_ms']:.2f} ms vs"
+            f" {ag['latency_p50_ms']:.1f} ms ({row['latency_ratio']:.3f}x)",
+            flush=True,
+        )
+    print(write("autogluon", results))
+
+
+if __name__ == "__main__":
+    main()
