@@ -14,7 +14,7 @@ comma := ,
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-autogluon bench-budget bench-tables samples clean
+.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-autogluon bench-budget bench-cache bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-autogluon: install
 ## Quality against the Optuna trial budget, per domain (one seeded search read off as prefixes).
 bench-budget: install
 	$(BIN)/python bench/budget.py
+
+## A no-change re-run of `lepton run` against the first run (the stage cache), and --no-cache.
+bench-cache: install
+	$(BIN)/python bench/cache.py
 
 ## Bring-your-own-data check: `lepton run --data F --target T` on public tables Lepton does not ship.
 bench-tables: install

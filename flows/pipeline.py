@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow
 
 from domains import get_spec
 from domains.spec import DomainSpec
+from lepton import cache as stage_cache
 from lepton import cost, tracking
+from lepton.cache import StageCache
 from lepton.engine import choose_device, dask_engine
-from lepton.settings import DEFAULT_TRIALS, load_settings
+from lepton.settings import DEFAULT_TRIALS, Settings, load_settings
 from tasks.deploy import deploy_task
-from tasks.features import features_task
+from tasks.features import FeatureRun, features_task
 from tasks.monitor import monitor_task
 from tasks.optimise import optimise_task
-from tasks.preprocess import preprocess_task
+from tasks.preprocess import PreparedData, Validated, input_files, preprocess_task
+from tasks.stored import read_optimised, read_prepared, read_trained, write_optimised, write_prepared, write_trained
 from tasks.train import train_task
 
 STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
 GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
+NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
 T = TypeVar("T")
 # The CLI sets a listener to show each stage as it finishes (and the engine when it starts);
 # flows stay free of display code. Called as listener(stage, seconds, detail).
@@ -80,15 +86,43 @@ class Stages:
     device: str = "cpu"
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def run(self, name: str, call: Callable[[], T], client: Any = None) -> T:
-        """Run one stage, measured: ``client`` is an external Dask cluster the stage uses."""
+    def run(self, name: str, call: Callable[[], T], client: Any = None, hit: Callable[[T], bool] | None = None) -> T:
+        """Run one stage, measured: ``client`` is an external Dask cluster the stage uses; ``hit``
+        tells from the output whether it was reused from the cache."""
         with cost.measure(gpu=self.device == "cuda" and name in GPU_STAGES, client=client) as meter:
             out = call()
         assert meter.usage is not None
-        self.usage[name] = {**meter.usage.priced(self.prices), "cached": False}
+        cached = bool(hit and hit(out))
+        self.usage[name] = {**meter.usage.priced(self.prices), "cached": cached}
         listener = STAGE_LISTENER.get()
         if listener is not None:
-            listener(name, meter.usage.wall_seconds, "")
+            seconds = meter.usage.wall_seconds
+            listener(name, seconds, f"reused from the cache in {seconds:6.2f}s" if cached else "")
+        return out
+
+    def cached(
+        self,
+        store: StageCache,
+        name: str,
+        entry: str | None,
+        compute: Callable[[], T],
+        formats: tuple[Callable[[Path], T], Callable[[T, Path], None]],
+        client: Any = None,
+    ) -> T:
+        """Run one stage through the cache: its stored output under ``entry`` when there is
+        one, else computed and stored (``entry`` None: not cacheable, computed)."""
+        read, write = formats
+
+        def call() -> tuple[T, bool]:
+            found = store.load(name, entry, read) if entry else None
+            if found is not None:
+                return found, True
+            out = compute()
+            if entry:
+                store.store(name, entry, out, write)
+            return out, False
+
+        out, _ = self.run(name, call, client, hit=lambda result: result[1])
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -135,6 +169,32 @@ def _run_name() -> str:
     return str(getattr(domain, "name", domain))
 
 
+@dataclass(frozen=True)
+class StageKeys:
+    """The content keys of the cached stages, each including the one before it."""
+
+    prepared: str  # preprocess and features together: the input files' bytes, the spec, the code
+    train: str
+    optimise: str
+
+
+def stage_keys(
+    spec: DomainSpec, files: list[Path] | None, settings: Settings, device: str, trials: int
+) -> StageKeys | None:
+    """None when the inputs cannot be read (preprocess then says why, as without a cache). The
+    Dask cluster's size is not part of the key: a search on another cluster is not redone."""
+    if files is None:
+        return None
+    try:
+        digests = [stage_cache.file_digest(path) for path in files]
+    except OSError:
+        return None
+    prepared = stage_cache.key("prepared", stage_cache.code_version(), spec.spec_hash(), digests)
+    train = stage_cache.key("train", prepared, device, settings.search_rows)
+    optimise = stage_cache.key("optimise", train, trials, device, settings.search_rows, settings.distributed_rows)
+    return StageKeys(prepared, train, optimise)
+
+
 @flow(name="lepton-pipeline", flow_run_name=_run_name, validate_parameters=True)
 def pipeline(
     domain: str | DomainSpec,
@@ -142,6 +202,7 @@ def pipeline(
     data: str | None = None,
     holdout: str | None = None,
     append: str | None = None,
+    cache: bool = True,
 ) -> PipelineResult:
     """Run one domain end to end and return its summary.
 
@@ -152,21 +213,45 @@ def pipeline(
         holdout: optional user test file, for domains split on a given test file.
         append: optional labelled batch added to the training data (same schema); the drift
             automation passes the batch the monitor flagged.
+        cache: reuse the stages whose inputs, spec and code are unchanged (``lepton.cache``);
+            False (``lepton run --no-cache``) computes every stage and stores nothing.
     """
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
     settings = load_settings()
     device = choose_device(settings.device)
     stages = Stages(cost.load_prices(), device)
-    validated = stages.run("preprocess", lambda: preprocess_task(spec, data, holdout, append))
-    with dask_engine(settings.dask_address, settings.dask_threads) as engine:
+    store = StageCache(settings.home / "cache", spec.name, enabled=cache)
+    keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
+
+    def preprocess() -> Validated | tuple[PreparedData, FeatureRun]:
+        found = store.load("prepared", keys.prepared, read_prepared) if keys else None
+        return found if found is not None else preprocess_task(spec, data, holdout, append)
+
+    first = stages.run("preprocess", preprocess, hit=lambda out: isinstance(out, tuple))
+    reused = isinstance(first, tuple)
+    needed = not reused or not (keys and store.has("optimise", keys.optimise))
+    with dask_engine(settings.dask_address, settings.dask_threads) if needed else contextlib.nullcontext() as engine:
         listener = STAGE_LISTENER.get()
-        if listener is not None:
+        if listener is not None and engine is not None:
             listener("engine", 0.0, engine.describe())
-        workers = engine.client if engine.external else None  # a LocalCluster's are threads here
-        prepared, feature_run = stages.run("features", lambda: features_task(spec, validated, engine.client), workers)
-        trained = stages.run("train", lambda: train_task(spec, prepared, device, settings.search_rows))
-        optimised = stages.run(
+        workers = engine.client if engine is not None and engine.external else None  # LocalCluster's are threads here
+        if isinstance(first, tuple):
+            prepared, feature_run = stages.run("features", lambda: first, hit=lambda _: True)
+        else:
+            prepared, feature_run = stages.run("features", lambda: features_task(spec, first, engine.client), workers)
+            if keys:
+                store.store("prepared", keys.prepared, (prepared, feature_run), write_prepared)
+        trained = stages.cached(
+            store,
+            "train",
+            keys and keys.train,
+            lambda: train_task(spec, prepared, device, settings.search_rows),
+            (read_trained, write_trained),
+        )
+        optimised = stages.cached(
+            store,
             "optimise",
+            keys and keys.optimise,
             lambda: optimise_task(
                 spec,
                 prepared,
@@ -177,6 +262,7 @@ def pipeline(
                 settings.search_rows,
                 settings.distributed_rows,
             ),
+            (read_optimised, write_optimised),
             workers,
         )
     deployed, evaluation = stages.run(
@@ -189,18 +275,18 @@ def pipeline(
         tracking.log_metrics(deployed.run_id, stages.metrics())
         tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
         tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
-        tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe()})
+        tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe() if engine else NO_ENGINE})
         _cost_artifact(spec, deployed.version, stages)
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise
     tracking.end_run(deployed.run_id, "FINISHED")
     engine_info = {
-        "address": engine.address,
-        "external": engine.external,
-        "workers": engine.workers,
-        "threads": engine.threads,
-        "dashboard": engine.dashboard,
+        "address": engine.address if engine else None,
+        "external": engine.external if engine else False,
+        "workers": engine.workers if engine else 0,
+        "threads": engine.threads if engine else 0,
+        "dashboard": engine.dashboard if engine else None,
         "feature_partitions": feature_run.partitions,
         "feature_workers": list(feature_run.workers),
         "trained_on": optimised.candidate.trained_on,

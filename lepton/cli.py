@@ -169,7 +169,7 @@ def _environment(distributed: bool) -> Path:
     return home
 
 
-def _run_one(job: Any, trials: int, as_json: bool):
+def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True):
     """Run one pipeline (a ``lepton.api.Job``) with live stage lines (or JSON); a user error
     exits with its message."""
     from flows.pipeline import STAGE_LISTENER, pipeline
@@ -186,7 +186,9 @@ def _run_one(job: Any, trials: int, as_json: bool):
     try:
         if not as_json:
             err.print(f"[bold]{label}[/]: preprocess -> features -> train -> optimise -> deploy -> monitor")
-        result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append)
+        result = pipeline(
+            domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append, cache=cache
+        )
     except LeptonError as exc:
         _fail(f"{label}: {exc}")
     finally:
@@ -197,7 +199,7 @@ def _run_one(job: Any, trials: int, as_json: bool):
     return result
 
 
-def _run_together(jobs: list[Any], trials: int, as_json: bool) -> list[Any]:
+def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = True) -> list[Any]:
     """Run several pipelines at once, one thread each, sharing one Dask cluster (the configured
     one, or a LocalCluster started here); each writes only its own experiment and model."""
     import contextvars
@@ -212,7 +214,9 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool) -> list[Any]:
         os.environ["LEPTON_DASK_ADDRESS"] = engine.address  # each run connects to this cluster
         try:
             with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
-                futures = [pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json) for job in jobs]
+                futures = [
+                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache) for job in jobs
+                ]
                 return [future.result() for future in futures]
         finally:
             if previous is None:
@@ -256,6 +260,14 @@ def run(
             "(by default from LEPTON_DISTRIBUTED_ROWS rows, 2,000,000).",
         ),
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Compute every stage afresh and store nothing (by default stages whose input files, "
+            "spec and code are unchanged are reused from LEPTON_HOME/cache).",
+        ),
+    ] = False,
 ) -> None:
     """Train, gate and register a model: for your table (--data F --target C), a spec file
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
@@ -287,7 +299,8 @@ def run(
 
     _quiet_console_for_user_errors()
     api_started.join()
-    results = [_run_one(jobs[0], trials, as_json)] if len(jobs) == 1 else _run_together(jobs, trials, as_json)
+    run_jobs = _run_together if len(jobs) > 1 else lambda js, *rest: [_run_one(js[0], *rest)]
+    results = run_jobs(jobs, trials, as_json, not no_cache)
     if not as_json:
         console = Console(width=max(Console().width, 100))
         for table in _summary_tables(results):

@@ -135,8 +135,22 @@ def evaluate(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, ctx: EvalConte
 def primary_score(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
     """The primary metric oriented so that higher is better (for model selection and the
     champion comparison); ``threshold`` for binary metrics that need a decision."""
-    if spec.primary_metric == "roc_auc":
+    metric = spec.primary_metric
+    if metric == "roc_auc":
         value = float(skm.roc_auc_score(y, scores))
+    elif spec.task == "multiclass" and metric in ARGMAX_METRICS:  # the one metric, not all of them
+        value = ARGMAX_METRICS[metric](y, scores.argmax(axis=1), np.arange(scores.shape[1]))
+    elif spec.task == "regression":
+        value = regression_metrics(y, scores)[metric]
     else:
-        value = evaluate(spec, y, scores, EvalContext(threshold=threshold))[spec.primary_metric]
-    return value if spec.higher_is_better(spec.primary_metric) else -value
+        value = evaluate(spec, y, scores, EvalContext(threshold=threshold))[metric]
+    return value if spec.higher_is_better(metric) else -value
+
+
+# Multiclass metrics of the arg-max decision, computed as ``multiclass_metrics`` computes them:
+# the primary metric is scored often (every trial, every bootstrap round).
+ARGMAX_METRICS = {
+    "accuracy": lambda y, pred, labels: float(skm.accuracy_score(y, pred)),
+    "f1_macro": lambda y, pred, labels: float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+    "balanced_accuracy": lambda y, pred, labels: float(skm.balanced_accuracy_score(y, pred)),
+}

@@ -170,9 +170,9 @@ def test_quoted_tables_round_trip_through_the_reader(tmp_path, names, data, deli
     except LeptonError:
         return  # e.g. a file the sniffer cannot tell apart: an error is fine, a wrong table is not
     assert frame.columns == names
-    raw = pl.DataFrame({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    kept = [r for r in rows if any(r)]  # a row of empty cells only is skipped; one of spaces is a row of nulls
+    raw = pl.DataFrame({n: [r[i] for r in kept] for i, n in enumerate(names)}, schema=dict.fromkeys(names, pl.String))
     expected = coerce_types(raw, decimal_comma=delimiter == ";")
-    expected = expected.filter(~pl.all_horizontal(pl.all().is_null()))  # blank rows are skipped
     for name in names:
         got, want = frame[name].to_list(), expected[name].to_list()
         assert got == want, (name, got, want)

@@ -67,3 +67,15 @@ def test_gates_name_each_failure_with_numbers():
     assert any("calibration_error <= 0.1" in f for f in failures)
     assert any("sensitivity >= 0.75: got 0.6000" in f for f in failures)
     assert any("worse than the baseline" in f for f in failures)
+
+
+@pytest.mark.parametrize("metric", ["f1_macro", "accuracy", "balanced_accuracy"])
+def test_the_primary_score_shortcut_equals_the_full_evaluation(metric):
+    from tasks.metrics import primary_score
+
+    spec = get_spec("manufacturing").model_copy(update={"primary_metric": metric})
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 400)
+    proba = rng.dirichlet(np.ones(6), 400)  # a class never seen in y, too
+    proba[np.arange(400), y] += 0.3
+    assert primary_score(spec, y, proba) == evaluate(spec, y, proba, EvalContext())[metric]

@@ -1,0 +1,130 @@
+"""Content caching of pipeline stages: a re-run with nothing changed reuses what was computed.
+
+Each cached stage is keyed by a hash of what it depends on: the input files' bytes, the spec,
+the code (every ``.py`` file of Lepton's packages), and the settings that change its result;
+a stage's key includes the key of the stage before it, so a change re-runs that stage and every
+one after it. Entries live under ``$LEPTON_HOME/cache/<domain>/<stage>/<key>/`` in safe formats
+only (Parquet, ``.npy`` without pickle, JSON, XGBoost's UBJ), written to a temporary folder and
+renamed into place once complete (a crash leaves no entry, never half of one); an entry that
+cannot be read is a miss. The newest ``KEEP`` entries per domain and stage are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+KEEP = 5
+MANIFEST = "entry.json"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("lepton", "tasks", "flows", "domains")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the source of Lepton's packages: any code change invalidates every entry."""
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def key(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCache:
+    """The cache of one domain's stages; ``enabled`` False (``lepton run --no-cache``) reads
+    nothing and writes nothing."""
+
+    root: Path
+    domain: str
+    enabled: bool = True
+
+    def _folder(self, stage: str, entry: str) -> Path:
+        return self.root / self.domain / stage / entry
+
+    def has(self, stage: str, entry: str) -> bool:
+        return self.enabled and (self._folder(stage, entry) / MANIFEST).is_file()
+
+    def load(self, stage: str, entry: str, read: Callable[[Path], T]) -> T | None:
+        """The stage's output stored under ``entry``, or None (a miss, or unreadable)."""
+        folder = self._folder(stage, entry)
+        if not self.enabled or not (folder / MANIFEST).is_file():
+            return None
+        try:
+            out = read(folder)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cache entry %s/%s unreadable (%s): recomputing", stage, entry, exc)
+            return None
+        os.utime(folder)  # recently used: kept longest
+        return out
+
+    def store(self, stage: str, entry: str, value: T, write: Callable[[T, Path], None]) -> None:
+        """Write ``value`` in full to a temporary folder, then rename it into place."""
+        if not self.enabled:
+            return
+        folder = self._folder(stage, entry)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{entry}-", dir=folder.parent))
+        try:
+            write(value, scratch)
+            (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "key": entry, "code": code_version()}))
+            try:
+                scratch.rename(folder)
+            except OSError:  # written meanwhile by a concurrent run with the same inputs: theirs stays
+                shutil.rmtree(scratch, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        self._trim(folder.parent)
+
+    def _trim(self, stage_folder: Path) -> None:
+        entries = [p for p in stage_folder.iterdir() if (p / MANIFEST).is_file()]
+        for old in sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- safe formats ------------------------------------------------------------------------------
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, separators=(",", ":")))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    np.save(path, np.asarray(array), allow_pickle=False)
+
+
+def load_array(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
