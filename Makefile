@@ -61,7 +61,7 @@ bench-drift: install
 ## Each domain's champion against AutoGluon medium_quality on the same split (its own venv: pandas < 2.4).
 bench-autogluon: install
 	test -x .venv-autogluon/bin/python || { $(PYTHON) -m venv .venv-autogluon && .venv-autogluon/bin/python -m pip install --quiet "$(or $(TORCH),torch==2.13.0)" "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3" pyarrow; }
-	$(BIN)/python bench/autogluon.py
+	$(BIN)/python bench/vs_autogluon.py
 
 ## Quality against the Optuna trial budget, per domain (one seeded search read off as prefixes).
 bench-budget: install

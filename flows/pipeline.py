@@ -221,9 +221,12 @@ def pipeline(
     device = choose_device(settings.device)
     stages = Stages(cost.load_prices(), device)
     store = StageCache(settings.home / "cache", spec.name, enabled=cache)
-    keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
+    keys: StageKeys | None = None
 
     def preprocess() -> Validated | tuple[PreparedData, FeatureRun]:
+        """Hash the inputs; the prepared data stored under their key, or the checked tables."""
+        nonlocal keys
+        keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
         found = store.load("prepared", keys.prepared, read_prepared) if keys else None
         return found if found is not None else preprocess_task(spec, data, holdout, append)
 
@@ -235,7 +238,7 @@ def pipeline(
         if listener is not None and engine is not None:
             listener("engine", 0.0, engine.describe())
         workers = engine.client if engine is not None and engine.external else None  # LocalCluster's are threads here
-        if isinstance(first, tuple):
+        if reused:
             prepared, feature_run = stages.run("features", lambda: first, hit=lambda _: True)
         else:
             prepared, feature_run = stages.run("features", lambda: features_task(spec, first, engine.client), workers)

@@ -171,6 +171,7 @@ def run(
     trials: int = DEFAULT_TRIALS,
     holdout: str | Path | None = None,
     allow_leakage_of: tuple[str, ...] | list[str] = (),
+    cache: bool = True,
     **hints: Any,
 ) -> RunResult:
     """Train, gate and register a model for a table, a spec file or a built-in domain.
@@ -184,6 +185,7 @@ def run(
         trials: Optuna trial budget.
         holdout: a test file, for specs that split on a given file.
         allow_leakage_of: columns the leakage sentinel may let through.
+        cache: reuse the stages whose inputs, spec and code are unchanged (False: ``--no-cache``).
         **hints: anything ``lepton run`` takes as a flag: task, template, name, time_col, group_col,
             id_cols, pii_cols, drop_cols, positive_class, encoding.
     Returns:
@@ -193,7 +195,7 @@ def run(
     job = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home, holdout)
     from flows.pipeline import pipeline
 
-    result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout)
+    result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, cache=cache)
     return RunResult(spec=job.spec, notes=job.notes + tuple(result.notes), pipeline=result)
 
 

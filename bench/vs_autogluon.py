@@ -1,7 +1,7 @@
 """Each domain's champion against AutoGluon (``medium_quality``) on the same split.
 
     make bench-autogluon            # AutoGluon in its own venv (.venv-autogluon), then this script
-    python bench/autogluon.py [--domains finance medical manufacturing] [--trials 8]
+    python bench/vs_autogluon.py [--domains finance medical manufacturing] [--trials 8]
                               [--presets medium_quality] [--autogluon-python PATH]
 
 AutoGluon 1.6 needs pandas < 2.4 (Lepton's venv has pandas 3), so it runs from its own virtual
