@@ -101,7 +101,8 @@ def test_an_external_clusters_workers_are_counted_once(dask_cluster):
     with cost.measure(client=dask_cluster) as meter:
         dask_cluster.gather(dask_cluster.map(_burn, [0.5, 0.5], pure=False))
     usage = meter.usage
-    assert usage is not None and 0.9 <= usage.cpu_seconds < 1.6
+    # 1 s of work: counted twice it would be 2 s or more; the rest is this process's own threads
+    assert usage is not None and 0.9 <= usage.cpu_seconds < 1.9
 
 
 def test_totals_add_the_stages():
