@@ -6,7 +6,7 @@ import contextlib
 import re
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,16 +14,17 @@ from prefect import flow
 
 from domains import get_spec
 from domains.spec import DomainSpec
-from lepton import cache as stage_cache
-from lepton import cost, tracking
-from lepton.cache import StageCache
+from lepton import cost, rerun, tracking
+from lepton.cache import StageCache, StageKeys, stage_keys
 from lepton.engine import choose_device, dask_engine
-from lepton.settings import DEFAULT_TRIALS, Settings, load_settings
+from lepton.result import PipelineResult
+from lepton.settings import DEFAULT_TRIALS, load_settings
 from tasks.deploy import deploy_task
 from tasks.features import FeatureRun, features_task
+from tasks.ingest import input_files
 from tasks.monitor import monitor_task
 from tasks.optimise import optimise_task
-from tasks.preprocess import PreparedData, Validated, input_files, preprocess_task
+from tasks.preprocess import PreparedData, Validated, preprocess_task
 from tasks.stored import read_optimised, read_prepared, read_trained, write_optimised, write_prepared, write_trained
 from tasks.train import train_task
 
@@ -34,48 +35,6 @@ T = TypeVar("T")
 # The CLI sets a listener to show each stage as it finishes (and the engine when it starts);
 # flows stay free of display code. Called as listener(stage, seconds, detail).
 STAGE_LISTENER: ContextVar[Callable[..., None] | None] = ContextVar("lepton_stage_listener", default=None)
-
-
-@dataclass
-class PipelineResult:
-    """What one domain's run produced; ``as_json`` is the stable ``lepton run --json`` shape."""
-
-    domain: str
-    run_id: str
-    model_name: str
-    version: str
-    promoted: bool
-    champion_version: str | None
-    primary_metric: str
-    metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
-    stages: dict[str, dict[str, Any]]
-    device: str = "cpu"
-    family: str = ""
-    reasons: list[str] = field(default_factory=list)
-    drifted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    choice: str = ""  # why the optimiser chose this model
-    engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
-    cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.cost)
-
-    def as_json(self) -> dict[str, Any]:
-        keys = (
-            "domain",
-            "run_id",
-            "model_name",
-            "version",
-            "promoted",
-            "champion_version",
-            "primary_metric",
-            "metrics",
-            "baseline_metrics",
-            "stages",
-            "engine",
-            "cost",
-        )
-        out = {k: v for k, v in asdict(self).items() if k in keys}
-        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0)}
 
 
 @dataclass
@@ -167,32 +126,6 @@ def _run_name() -> str:
     if isinstance(domain, dict):
         return str(domain.get("name", "spec"))
     return str(getattr(domain, "name", domain))
-
-
-@dataclass(frozen=True)
-class StageKeys:
-    """The content keys of the cached stages, each including the one before it."""
-
-    prepared: str  # preprocess and features together: the input files' bytes, the spec, the code
-    train: str
-    optimise: str
-
-
-def stage_keys(
-    spec: DomainSpec, files: list[Path] | None, settings: Settings, device: str, trials: int
-) -> StageKeys | None:
-    """None when the inputs cannot be read (preprocess then says why, as without a cache). The
-    Dask cluster's size is not part of the key: a search on another cluster is not redone."""
-    if files is None:
-        return None
-    try:
-        digests = [stage_cache.file_digest(path) for path in files]
-    except OSError:
-        return None
-    prepared = stage_cache.key("prepared", stage_cache.code_version(), spec.spec_hash(), digests)
-    train = stage_cache.key("train", prepared, device, settings.search_rows)
-    optimise = stage_cache.key("optimise", train, trials, device, settings.search_rows, settings.distributed_rows)
-    return StageKeys(prepared, train, optimise)
 
 
 @flow(name="lepton-pipeline", flow_run_name=_run_name, validate_parameters=True)
@@ -294,7 +227,7 @@ def pipeline(
         "feature_workers": list(feature_run.workers),
         "trained_on": optimised.candidate.trained_on,
     }
-    return PipelineResult(
+    result = PipelineResult(
         domain=spec.name,
         run_id=deployed.run_id,
         model_name=deployed.model_name,
@@ -314,3 +247,6 @@ def pipeline(
         choice=optimised.reason,
         engine=engine_info,
     )
+    if keys:
+        rerun.remember(store, keys.run, result)
+    return result

@@ -103,7 +103,7 @@ class RunResult:
 
     spec: DomainSpec
     notes: tuple[str, ...]
-    pipeline: Any = field(repr=False)  # flows.pipeline.PipelineResult
+    pipeline: Any = field(repr=False)  # lepton.result.PipelineResult
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -185,7 +185,8 @@ def run(
         trials: Optuna trial budget.
         holdout: a test file, for specs that split on a given file.
         allow_leakage_of: columns the leakage sentinel may let through.
-        cache: reuse the stages whose inputs, spec and code are unchanged (False: ``--no-cache``).
+        cache: reuse the stages whose inputs, spec and code are unchanged, or the whole earlier
+            result when nothing changed (``lepton.rerun``); False: ``--no-cache``.
         **hints: anything ``lepton run`` takes as a flag: task, template, name, time_col, group_col,
             id_cols, pii_cols, drop_cols, positive_class, encoding.
     Returns:
@@ -193,9 +194,13 @@ def run(
     """
     home = prepare_environment()
     job = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home, holdout)
-    from flows.pipeline import pipeline
+    from lepton.rerun import up_to_date
 
-    result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, cache=cache)
+    result = up_to_date(job, trials, cache)  # nothing changed since the same run: its result
+    if result is None:
+        from flows.pipeline import pipeline
+
+        result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, cache=cache)
     return RunResult(spec=job.spec, notes=job.notes + tuple(result.notes), pipeline=result)
 
 

@@ -21,9 +21,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from domains.spec import DomainSpec
+    from lepton.settings import Settings
 
 T = TypeVar("T")
 KEEP = 5
@@ -59,6 +63,33 @@ def key(*parts: Any) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class StageKeys:
+    """The content keys of the cached stages, each including the one before it."""
+
+    prepared: str  # preprocess and features together: the input files' bytes, the spec, the code
+    train: str
+    optimise: str
+    run: str  # the whole run's result (``lepton.rerun``): the optimise key and the MLflow store
+
+
+def stage_keys(
+    spec: DomainSpec, files: list[Path] | None, settings: Settings, device: str, trials: int
+) -> StageKeys | None:
+    """None when the inputs cannot be read (preprocess then says why, as without a cache). The
+    Dask cluster's size is not part of the key: a search on another cluster is not redone."""
+    if files is None:
+        return None
+    try:
+        digests = [file_digest(path) for path in files]
+    except OSError:
+        return None
+    prepared = key("prepared", code_version(), spec.spec_hash(), digests)
+    train = key("train", prepared, device, settings.search_rows)
+    optimise = key("optimise", train, trials, device, settings.search_rows, settings.distributed_rows)
+    return StageKeys(prepared, train, optimise, key("run", optimise, settings.tracking_uri))
+
+
+@dataclasses.dataclass(frozen=True)
 class StageCache:
     """The cache of one domain's stages; ``enabled`` False (``lepton run --no-cache``) reads
     nothing and writes nothing."""
@@ -86,8 +117,9 @@ class StageCache:
         os.utime(folder)  # recently used: kept longest
         return out
 
-    def store(self, stage: str, entry: str, value: T, write: Callable[[T, Path], None]) -> None:
-        """Write ``value`` in full to a temporary folder, then rename it into place."""
+    def store(self, stage: str, entry: str, value: T, write: Callable[[T, Path], None], replace: bool = False) -> None:
+        """Write ``value`` in full to a temporary folder, then rename it into place; an entry
+        already there stays (the same inputs give the same output) unless ``replace``."""
         if not self.enabled:
             return
         folder = self._folder(stage, entry)
@@ -96,6 +128,10 @@ class StageCache:
         try:
             write(value, scratch)
             (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "key": entry, "code": code_version()}))
+            if replace and folder.exists():
+                stale = Path(tempfile.mkdtemp(prefix=f".{entry}-stale-", dir=folder.parent))
+                folder.rename(stale / "entry")
+                shutil.rmtree(stale, ignore_errors=True)
             try:
                 scratch.rename(folder)
             except OSError:  # written meanwhile by a concurrent run with the same inputs: theirs stays

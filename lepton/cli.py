@@ -95,6 +95,7 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     for r in results:
         metric = r.primary_metric
         alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] (champion v{r.champion_version})"
+        alias = f"{alias.removesuffix(' moved')}, up to date" if r.up_to_date else alias
         summary.add_row(
             r.domain,
             f"{r.family}/{r.device}",
@@ -199,6 +200,29 @@ def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True):
     return result
 
 
+def _reuse(job: Any, trials: int, as_json: bool, cache: bool):
+    """The earlier result when nothing this run depends on changed (``lepton.rerun``), shown
+    as a run's would be; None when the pipeline must run."""
+    from lepton.rerun import up_to_date
+
+    result = up_to_date(job, trials, cache)
+    if result is None:
+        return None
+    label = job.spec.name
+    _print_notes(label, [*job.notes, *result.notes])
+    if as_json:
+        print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
+    else:
+        seconds = result.stages["preprocess"]["seconds"]
+        err.print(
+            f"[bold]{label}[/]: {result.reasons[0]}; checked in {seconds:.2f}s without running the pipeline "
+            "(--no-cache runs it anew)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return result
+
+
 def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = True) -> list[Any]:
     """Run several pipelines at once, one thread each, sharing one Dask cluster (the configured
     one, or a LocalCluster started here); each writes only its own experiment and model."""
@@ -281,7 +305,6 @@ def run(
     if not (all_domains or domain or spec or target):
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
     home = _environment(distributed)
-    api_started = start_prefect_api_early()
 
     from lepton.api import resolve
     from lepton.errors import LeptonError
@@ -297,19 +320,27 @@ def run(
     except LeptonError as exc:
         _fail(str(exc))
 
-    _quiet_console_for_user_errors()
-    api_started.join()
-    run_jobs = _run_together if len(jobs) > 1 else lambda js, *rest: [_run_one(js[0], *rest)]
-    results = run_jobs(jobs, trials, as_json, not no_cache)
+    done = {job.spec.name: _reuse(job, trials, as_json, not no_cache) for job in jobs}
+    pending = [job for job in jobs if done[job.spec.name] is None]
+    if pending:  # Prefect (and for several, the shared Dask cluster) only for what must run
+        api_started = start_prefect_api_early()
+        _quiet_console_for_user_errors()
+        api_started.join()
+        run_jobs = _run_together if len(pending) > 1 else lambda js, *rest: [_run_one(js[0], *rest)]
+        done.update((r.domain, r) for r in run_jobs(pending, trials, as_json, not no_cache))
     if not as_json:
-        console = Console(width=max(Console().width, 100))
-        for table in _summary_tables(results):
-            console.print(table)
-        for r in results:
-            err.print(f"[cyan]{r.domain}[/]: {r.family} chosen: {r.choice}", highlight=False, soft_wrap=True)
-            if not r.promoted:
-                err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
-        err.print(f"Compare runs: [bold]{_mlflow_ui(load_settings().tracking_uri)}[/]  (state under {home})")
+        _print_summary([done[job.spec.name] for job in jobs], home)
+
+
+def _print_summary(results: list[Any], home: Path) -> None:
+    console = Console(width=max(Console().width, 100))
+    for table in _summary_tables(results):
+        console.print(table)
+    for r in results:
+        err.print(f"[cyan]{r.domain}[/]: {r.family} chosen: {r.choice}", highlight=False, soft_wrap=True)
+        if not r.promoted:
+            err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
+    err.print(f"Compare runs: [bold]{_mlflow_ui(load_settings().tracking_uri)}[/]  (state under {home})")
 
 
 @app.command()

@@ -106,6 +106,15 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
 
 
+def run_status(run_id: str) -> str | None:
+    """FINISHED, FAILED, RUNNING...; None for a run this store does not hold (or deleted)."""
+    try:
+        run = _client().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run.info.status
+
+
 def log_params(run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):

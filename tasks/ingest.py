@@ -16,10 +16,14 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
+from lepton.errors import DataError, EmptyDataError, InputPathError, Problem, SchemaError
+
+if TYPE_CHECKING:
+    from domains.spec import DomainSpec
 
 MAX_FILE_BYTES = 20 * 2**30
 READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -311,3 +315,20 @@ def _as_datetime(text: pl.Series) -> tuple[pl.Series | None, str]:
         return None, ""
     zone = getattr(parsed.dtype, "time_zone", None)
     return (parsed.dt.replace_time_zone(None) if zone else parsed), "datetimes parsed"
+
+
+def input_files(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
+) -> list[Path] | None:
+    """The files ``load_domain_data`` reads, resolved; None when one of them is not a readable
+    file (reading it raises the typed error)."""
+    given = spec.split.kind == "given"
+    paths = [data or spec.data.resolve(spec.data.path)]
+    if holdout or (given and not data):
+        paths.append(holdout or spec.data.resolve(spec.data.holdout_path))
+    if append:
+        paths.append(append)
+    try:
+        return [resolve_input(path) for path in paths]
+    except DataError:
+        return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,9 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from domains.spec import DomainSpec, Dtype, Role
-from lepton.errors import DataError, EmptyDataError, InputPathError, Problem, SchemaError
+from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
 from lepton.scoring import encode, feature_names
-from tasks.ingest import read_table, resolve_input
+from tasks.ingest import read_table
 from tasks.leakage import check_leakage
 
 MAX_LEVELS = 50  # categorical levels kept per column; rarer levels share the all-zero code
@@ -358,23 +357,6 @@ def load_domain_data(
             raise SchemaError([Problem("unknown_column", c, f"in {append}, not in the training data") for c in unknown])
         main = pl.concat([main, extra], how="diagonal_relaxed")
     return main, test
-
-
-def input_files(
-    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
-) -> list[Path] | None:
-    """The files ``load_domain_data`` reads, resolved; None when one of them is not a readable
-    file (reading it raises the typed error)."""
-    given = spec.split.kind == "given"
-    paths = [data or spec.data.resolve(spec.data.path)]
-    if holdout or (given and not data):
-        paths.append(holdout or spec.data.resolve(spec.data.holdout_path))
-    if append:
-        paths.append(append)
-    try:
-        return [resolve_input(path) for path in paths]
-    except DataError:
-        return None
 
 
 def _domain_tables(spec: DomainSpec, data: str | None, holdout: str | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:

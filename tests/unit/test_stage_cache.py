@@ -41,6 +41,16 @@ def test_an_entry_is_whole_or_absent(tmp_path):
     assert store.load("s", "k", _read_text) is None
 
 
+def test_an_entry_stays_unless_replaced_and_a_replacement_is_whole(tmp_path):
+    store = StageCache(tmp_path, "d")
+    store.store("s", "k", "first", _write_text)
+    store.store("s", "k", "second", _write_text)  # the same key: the same output, the first stays
+    assert store.load("s", "k", _read_text) == "first"
+    store.store("s", "k", "newest", _write_text, replace=True)  # a run record: the newest run
+    assert store.load("s", "k", _read_text) == "newest"
+    assert [p.name for p in (tmp_path / "d" / "s").iterdir()] == ["k"]  # nothing stale left beside it
+
+
 def test_a_disabled_cache_reads_and_writes_nothing(tmp_path):
     StageCache(tmp_path, "d").store("s", "k", "v", _write_text)
     off = StageCache(tmp_path, "d", enabled=False)

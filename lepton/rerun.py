@@ -1,0 +1,100 @@
+"""A no-change re-run: when nothing a run depends on has changed, its earlier result is the answer.
+
+Each finished pipeline stores its summary in the stage cache under the run key (the optimise
+key, which holds the input files' bytes, the spec, the code, the trial budget and the device,
+plus the MLflow store it wrote to). ``lepton run`` and ``lepton.run`` look that key up before
+starting anything: when it is there, the run it names finished, and the registry still holds
+what that run left (the same champion; a challenger still the challenger), running the pipeline
+again would only repeat it. The earlier result is returned, marked ``up_to_date``, without
+starting Prefect, Dask or a new MLflow run; anything else (a changed file, spec or code, a moved
+alias, a deleted run) falls through to the pipeline, whose stage cache then reuses what it can.
+
+A Prefect deployment calls the flow itself, not this check: a scheduled run is always recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING
+
+from lepton.cache import StageCache, read_json, stage_keys, write_json
+from lepton.cost import total
+from lepton.engine import choose_device
+from lepton.result import PipelineResult
+from lepton.settings import load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lepton.api import Job
+
+STAGE = "run"  # the record's folder in the stage cache, beside preprocess, train, optimise
+STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
+RESULT = "result.json"
+
+
+def remember(store: StageCache, entry: str, result: PipelineResult) -> None:
+    """Store a finished run's summary under its run key (nothing when the cache is off)."""
+
+    def write(value: PipelineResult, folder: Path) -> None:
+        write_json(folder / RESULT, dataclasses.asdict(value))
+
+    store.store(STAGE, entry, result, write, replace=True)  # the newest run with these inputs
+
+
+def up_to_date(job: Job, trials: int, cache: bool = True) -> PipelineResult | None:
+    """The earlier result of this very run when nothing it depends on changed, else None."""
+    if not cache:
+        return None
+    started = time.perf_counter()
+    settings = load_settings()
+    device = choose_device(settings.device)
+    from tasks.ingest import input_files
+
+    keys = stage_keys(job.spec, input_files(job.spec, job.data, job.holdout, job.append), settings, device, trials)
+    if keys is None:
+        return None
+    store = StageCache(settings.home / "cache", job.spec.name)
+    record = store.load(STAGE, keys.run, lambda folder: PipelineResult(**read_json(folder / RESULT)))
+    if record is None or not _registry_agrees(record, settings):
+        return None
+    seconds = round(time.perf_counter() - started, 3)
+    return _reused(record, seconds)
+
+
+def _registry_agrees(record: PipelineResult, settings) -> bool:
+    """The run finished and the aliases are where it left them."""
+    from lepton import tracking
+
+    tracking.configure(settings)
+    if tracking.run_status(record.run_id) != "FINISHED":
+        return False
+    champion = record.version if record.promoted else record.champion_version
+    if tracking.alias_version(record.model_name, tracking.CHAMPION) != champion:
+        return False
+    return record.promoted or tracking.alias_version(record.model_name, tracking.CHALLENGER) == record.version
+
+
+def _reused(record: PipelineResult, seconds: float) -> PipelineResult:
+    """The record as this re-run's result: every stage reused, the check's time in preprocess."""
+    zero = {"seconds": 0.0, "cpu_seconds": 0.0, "peak_mb": 0.0, "gpu_seconds": 0.0, "cost_usd": 0.0, "energy_wh": 0.0}
+    stages = {name: {**zero, "cached": True} for name in STAGES}
+    stages["preprocess"]["seconds"] = seconds
+    alias = "the champion" if record.promoted else f"the challenger (v{record.champion_version} is the champion)"
+    reason = f"up to date: nothing changed since run {record.run_id}, whose v{record.version} is {alias}"
+    engine = {
+        **dict.fromkeys(("address", "dashboard")),
+        **dict.fromkeys(("workers", "threads", "feature_partitions"), 0),
+        "external": False,
+        "feature_workers": [],
+        "trained_on": record.engine.get("trained_on"),
+    }
+    return dataclasses.replace(
+        record,
+        stages=stages,
+        cost=total(stages),
+        reasons=[reason, *record.reasons],
+        engine=engine,
+        up_to_date=True,
+    )

@@ -1,0 +1,51 @@
+"""What one domain's run produced: the ``lepton run --json`` summary, kept free of heavy imports
+(the no-change re-run in ``lepton.rerun`` rebuilds it from the cache without Prefect or Dask)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class PipelineResult:
+    """What one domain's run produced; ``as_json`` is the stable ``lepton run --json`` shape."""
+
+    domain: str
+    run_id: str
+    model_name: str
+    version: str
+    promoted: bool
+    champion_version: str | None
+    primary_metric: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    stages: dict[str, dict[str, Any]]
+    device: str = "cpu"
+    family: str = ""
+    reasons: list[str] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    choice: str = ""  # why the optimiser chose this model
+    engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
+    cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.cost)
+    up_to_date: bool = False  # nothing changed since the run it repeats: reused whole (lepton.rerun)
+
+    def as_json(self) -> dict[str, Any]:
+        keys = (
+            "domain",
+            "run_id",
+            "model_name",
+            "version",
+            "promoted",
+            "champion_version",
+            "primary_metric",
+            "metrics",
+            "baseline_metrics",
+            "stages",
+            "engine",
+            "cost",
+            "up_to_date",
+        )
+        out = {k: v for k, v in asdict(self).items() if k in keys}
+        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0)}
