@@ -433,6 +433,8 @@ def _template_fields(task: str, template: str | None, notes: list[str]) -> dict[
         "target_specificity": base.target_specificity,
         "target_sensitivity": base.target_sensitivity,
     }
+    if base.false_alarm_budget is not None and task == "multiclass":
+        fields["false_alarm_budget"] = base.false_alarm_budget
     if base.normal_class is not None:
         fields["normal_class"] = None  # inferred from this target's classes by the caller
     notes.append(f"template {template!r}: primary {base.primary_metric}, gates {dict(base.gates) or 'none'}")
@@ -468,6 +470,11 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
         "target_sensitivity",
         "Binary: the decision threshold keeps this sensitivity on new rows (a 90% bound on validation);\n"
         "set, it replaces the cost model's threshold.",
+    ),
+    (
+        "false_alarm_budget",
+        "Multiclass with a normal_class: alarm (the most probable fault) only when 1 - P(normal) reaches\n"
+        "a threshold set on validation's normal rows for at most this false-alarm rate (a 90% bound).",
     ),
     ("latency_budget_ms", "Single-row scoring budget, milliseconds."),
     ("drift", "Monitoring: a feature drifts when its PSI against training exceeds psi_threshold."),

@@ -21,9 +21,14 @@ SPEC = DomainSpec(
     split=SplitSpec(kind="given", validation_size=0.2, refit=True),
     primary_metric="f1_macro",
     metrics=("f1_macro", "accuracy", "fault_detection_rate", "false_alarm_rate", "detection_delay"),
-    # Row-wise models confuse normal operation with the faults that barely show in one sample
-    # (3, 9, 15), so false alarms run high; tighten this once window features land.
-    gates={"f1_macro": 0.55, "false_alarm_rate": 0.8},
+    # An alarm (the most probable fault) only when 1 - P(normal) reaches a threshold set on
+    # validation's normal rows for at most 10% false alarms. Arg-max decisions raised one on over
+    # half of the normal test rows: normal operation looks like faults 3, 9 and 15, which barely
+    # show. Validation holds one normal run's tail (100 samples, worth about one independent row
+    # once their autocorrelation counts), so it cannot show 10%: the threshold raises no alarm on
+    # it, and the holdout gate holds the budget.
+    false_alarm_budget=0.1,
+    gates={"f1_macro": 0.55, "false_alarm_rate": 0.1},
     latency_budget_ms=20.0,
     features=FeatureRecipe(name="rolling", window=10),
     # An alarm filter of 3 hours (60 samples of 3 minutes): a decision is the mean of the class

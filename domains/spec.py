@@ -202,6 +202,11 @@ class DomainSpec(_Frozen):
     # rows, at the best specificity: its Clopper-Pearson lower bound (90%) on validation meets it.
     # Set, it replaces the cost model's threshold (the cost is still reported).
     target_sensitivity: Fraction | None = None
+    # Multiclass with a normal class: raise an alarm (the most probable fault) only when
+    # 1 - P(normal) reaches a threshold chosen on validation so that the false-alarm rate (the
+    # share of normal rows alarmed) stays within this budget on new rows: its Clopper-Pearson
+    # upper bound (90%) on validation's normal rows meets it. Unset: the arg-max class.
+    false_alarm_budget: Fraction | None = None
     latency_budget_ms: float = Field(default=10.0, gt=0)
     drift: DriftSpec = DriftSpec()
     promotion: PromotionSpec = PromotionSpec()
@@ -259,6 +264,8 @@ class DomainSpec(_Frozen):
         if self.normal_class is not None and self.task != "multiclass":
             raise ValueError(f"normal_class: applies to multiclass tasks, not {self.task}")
         alarms = {"fault_detection_rate", "false_alarm_rate", "detection_delay"} & set(self.metrics)
+        if self.false_alarm_budget is not None and self.normal_class is None:
+            raise ValueError("false_alarm_budget: needs a multiclass task with a normal_class")
         if alarms and self.normal_class is None:
             raise ValueError(f"normal_class: metrics {sorted(alarms)} need the class that means normal operation")
         unknown = sorted(set(self.leakage.allow) - set(names))

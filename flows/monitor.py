@@ -225,7 +225,7 @@ def monitor(
 def _monitored_output(spec: DomainSpec, scorer: Scorer, scores: np.ndarray) -> Any:
     """The model's output as the reference has it (see ``tasks.monitor.prediction_reference``)."""
     if spec.task == "multiclass":
-        return np.asarray(scorer.meta["classes"], dtype=object)[scores.argmax(axis=1)]
+        return scorer.decide(scores)[0]  # the decided class, as served
     return np.asarray(scores, dtype=np.float64)
 
 

@@ -319,6 +319,16 @@ def smoothed(config: Mapping[str, Any] | None, scores: np.ndarray, rows: Any) ->
     return smooth_scores(scores, groups, order, config["window"])
 
 
+def alarm_classes(proba: np.ndarray, normal: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Multiclass decisions as class indices: the arg-max class; with an alarm rule (``normal``,
+    the index of normal operation, and ``threshold``), the most probable fault when
+    1 - P(normal) reaches the threshold and normal operation otherwise."""
+    if normal is None or threshold is None:
+        return proba.argmax(axis=1)
+    faults = np.where(np.arange(proba.shape[1]) == normal, -np.inf, proba).argmax(axis=1)
+    return np.where(1.0 - proba[:, normal] >= threshold, faults, normal)
+
+
 class Scorer:
     """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
 
@@ -397,8 +407,8 @@ class Scorer:
             return scores, None, first
         if task == "binary":
             return np.where(scores >= self.meta["threshold"], classes[1], classes[0]), scores, first
-        best = scores.argmax(axis=1)
-        return np.asarray(classes, dtype=object)[best], scores.max(axis=1), best
+        best = alarm_classes(scores, self.meta.get("alarm_normal"), self.meta.get("threshold"))
+        return np.asarray(classes, dtype=object)[best], scores[np.arange(len(best)), best], best
 
     def predict(self, rows: Any) -> pd.DataFrame:
         """``prediction`` (class label or value); ``score`` (binary: probability of the positive

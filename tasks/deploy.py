@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
 from lepton.errors import PromotionConflictError
-from lepton.scoring import Scorer, smoothed, write_bundle
+from lepton.scoring import Scorer, alarm_classes, smoothed, write_bundle
 from lepton.settings import Settings
 from tasks import plots
 from tasks.metrics import evaluate
@@ -27,7 +27,7 @@ from tasks.monitor import PREDICTION, prediction_reference, reference_statistics
 from tasks.optimise import OptimiseResult, decision_threshold
 from tasks.preprocess import PreparedData
 from tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
-from tasks.train import TrainedModel, TrainResult, holdout_context
+from tasks.train import TrainedModel, TrainResult, alarm_normal, holdout_context
 
 RUN_KEY = "lepton.run_key"  # tags the version a run's inputs registered (tasks.promotion.run_key)
 REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
@@ -173,6 +173,7 @@ class ChampionScores:
     scores: np.ndarray | None = None
     threshold: float = 0.5
     note: str | None = None
+    normal: int | None = None  # multiclass: the normal class's index when it decides by the alarm rule
 
 
 def champion_scores(spec: DomainSpec, data: PreparedData) -> ChampionScores:
@@ -191,7 +192,10 @@ def champion_scores(spec: DomainSpec, data: PreparedData) -> ChampionScores:
         return ChampionScores(version, note=note)
     if spec.task != "regression" and scorer.meta.get("classes") != [str(c) for c in data.classes]:
         return ChampionScores(version, note=f"champion v{version} predicts other classes; compared on gates only")
-    return ChampionScores(version, scores, float(scorer.meta.get("threshold", 0.5)))
+    threshold = scorer.meta.get("threshold")
+    return ChampionScores(
+        version, scores, 0.5 if threshold is None else float(threshold), None, scorer.meta.get("alarm_normal")
+    )
 
 
 def compare_with_champion(
@@ -201,7 +205,15 @@ def compare_with_champion(
         return None
     groups = data.holdout.frame[spec.group_column].to_numpy() if spec.group_column else None
     return paired_bootstrap(
-        spec, data.holdout.y, evaluation.scores, champion.scores, groups, evaluation.threshold, champion.threshold
+        spec,
+        data.holdout.y,
+        evaluation.scores,
+        champion.scores,
+        groups,
+        evaluation.threshold,
+        champion.threshold,
+        normal=alarm_normal(spec, data.classes),
+        champion_normal=champion.normal,
     )
 
 
@@ -213,7 +225,8 @@ def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: Trained
         )
         tracking.log_figure(run_id, fig, "plots/roc_pr.png")
     elif spec.task == "multiclass":
-        fig = plots.confusion_figure(y, scores.argmax(axis=1), [str(c) for c in data.classes])
+        decided = alarm_classes(scores, alarm_normal(spec, data.classes), evaluation.threshold)
+        fig = plots.confusion_figure(y, decided, [str(c) for c in data.classes])
         tracking.log_figure(run_id, fig, "plots/confusion_matrix.png")
     else:
         fig = plots.residual_figure(y, scores)
@@ -363,7 +376,9 @@ def register_and_gate(
     Under the model's promotion lock: the champion is scored, and its alias read again right
     before the move; if it moved meanwhile, the comparison is done again."""
     reference = reference_statistics(data.train.frame, spec.with_features())
-    reference[PREDICTION] = prediction_reference(spec, evaluation.scores, [str(c) for c in data.classes])
+    reference[PREDICTION] = prediction_reference(
+        spec, evaluation.scores, [str(c) for c in data.classes], alarm_normal(spec, data.classes), evaluation.threshold
+    )
     with promotion_lock(settings.home, spec.model_name, settings.lock_url):
         version = tracking.find_version(spec.model_name, RUN_KEY, key)
         resumed = version is not None
@@ -433,6 +448,7 @@ def _register(
         "task": spec.task,
         "classes": [str(c) for c in data.classes],
         "threshold": evaluation.threshold,
+        "alarm_normal": alarm_normal(spec, data.classes),  # multiclass decisions by the alarm rule
         "primary_metric": spec.primary_metric,
         "inputs": [c.name for c in spec.model_inputs],
         "recipe": spec.recipe_config(),

@@ -13,6 +13,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from domains.spec import CostModel, DomainSpec
+from lepton.scoring import alarm_classes
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class EvalContext:
     normal: int = 0
     groups: np.ndarray | None = None
     order: np.ndarray | None = None
+    alarm: float | None = None  # multiclass: the alarm threshold on 1 - P(normal); None: arg-max
 
 
 def expected_cost(y: np.ndarray, positive: np.ndarray, cost: CostModel) -> float:
@@ -94,7 +96,7 @@ def detection_delay(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, order: 
 
 
 def multiclass_metrics(spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: EvalContext) -> dict[str, float]:
-    pred = proba.argmax(axis=1)
+    pred = alarm_classes(proba, ctx.normal if ctx.alarm is not None else None, ctx.alarm)
     labels = np.arange(proba.shape[1])
     clipped = np.clip(proba, 1e-7, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
@@ -132,22 +134,26 @@ def evaluate(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, ctx: EvalConte
     return regression_metrics(y, scores)
 
 
-def primary_score(spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
+def primary_score(
+    spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5, normal: int | None = None
+) -> float:
     """The primary metric oriented so that higher is better (for model selection and the
-    champion comparison); ``threshold`` for binary metrics that need a decision."""
+    champion comparison); ``threshold`` for metrics that need a decision: binary, and multiclass
+    under the alarm rule when ``normal`` (the normal class's index) is given."""
     metric = spec.primary_metric
+    alarm = threshold if normal is not None else None
     if metric == "roc_auc":
         value = float(skm.roc_auc_score(y, scores))
     elif spec.task == "multiclass" and metric in ARGMAX_METRICS:  # the one metric, not all of them
-        value = ARGMAX_METRICS[metric](y, scores.argmax(axis=1), np.arange(scores.shape[1]))
+        value = ARGMAX_METRICS[metric](y, alarm_classes(scores, normal, alarm), np.arange(scores.shape[1]))
     elif spec.task == "regression":
         value = regression_metrics(y, scores)[metric]
     else:
-        value = evaluate(spec, y, scores, EvalContext(threshold=threshold))[metric]
+        value = evaluate(spec, y, scores, EvalContext(threshold=threshold, normal=normal or 0, alarm=alarm))[metric]
     return value if spec.higher_is_better(metric) else -value
 
 
-# Multiclass metrics of the arg-max decision, computed as ``multiclass_metrics`` computes them:
+# Multiclass metrics of a decision (arg-max or the alarm rule), computed as ``multiclass_metrics`` computes them:
 # the primary metric is scored often (every trial, every bootstrap round).
 ARGMAX_METRICS = {
     "accuracy": lambda y, pred, labels: float(skm.accuracy_score(y, pred)),

@@ -29,6 +29,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
 from domains.spec import DomainSpec, DriftSpec, Dtype
+from lepton.scoring import alarm_classes
 
 EPSILON = 1e-4  # floor for empty bins, so PSI stays finite
 QUANTILES = 1000  # the KS sketch: quantiles at 0, 1/1000, ..., 1 of the training values (error <= 0.001)
@@ -95,11 +96,15 @@ def reference_statistics(frame: pl.DataFrame, spec: DomainSpec) -> dict[str, Any
     return {"rows": frame.height, "features": features}
 
 
-def prediction_reference(spec: DomainSpec, scores: np.ndarray, classes: list[str]) -> dict[str, Any]:
+def prediction_reference(
+    spec: DomainSpec, scores: np.ndarray, classes: list[str], normal: int | None = None, threshold: float | None = None
+) -> dict[str, Any]:
     """The model's output on the holdout, as the monitor will see it: the positive-class
-    probability (binary), the value (regression) or the predicted class (multiclass)."""
+    probability (binary), the value (regression) or the decided class (multiclass: arg-max, or
+    the alarm rule with ``normal`` and ``threshold``)."""
     if spec.task == "multiclass":
-        return categorical_reference(pl.Series(PREDICTION, np.asarray(classes, dtype=object)[scores.argmax(axis=1)]))
+        decided = np.asarray(classes, dtype=object)[alarm_classes(scores, normal, threshold)]
+        return categorical_reference(pl.Series(PREDICTION, decided))
     values = np.asarray(scores, dtype=np.float64)
     return numeric_reference(values, spec.drift.bins, len(values))
 

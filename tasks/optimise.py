@@ -18,12 +18,21 @@ from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
 from domains.spec import CostModel, DomainSpec
+from lepton.scoring import smoothed
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from tasks.calibrate import Calibration, fit_calibration
 from tasks.metrics import primary_score
 from tasks.pareto import Choice, choose, objectives, serving_cost
 from tasks.preprocess import PreparedData
-from tasks.train import Pruning, TrainedModel, TrainResult, search_sample, torch_available, train_model
+from tasks.train import (
+    Pruning,
+    TrainedModel,
+    TrainResult,
+    alarm_normal,
+    search_sample,
+    torch_available,
+    train_model,
+)
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
 DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # tasks.pareto.objectives
@@ -245,9 +254,99 @@ def sensitivity_threshold(
     return float(positives[enough[0] if len(enough) else n - 1])
 
 
+FALSE_ALARM_CONFIDENCE = 0.9
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """The alarm threshold on 1 - P(normal) and what validation's normal rows say of it."""
+
+    threshold: float
+    alarms: int  # normal rows of validation that raise an alarm at this threshold
+    normals: int
+    upper: float  # Clopper-Pearson upper bound of the false-alarm rate
+    budget: float
+    effective: float  # as many independent rows as the (autocorrelated) normal rows are worth
+
+    def describe(self) -> str:
+        head = f"alarm when 1 - P(normal) >= {self.threshold:.3f}: {self.alarms} of {self.normals} normal rows"
+        worth = f" (worth {self.effective:.1f} independent rows)" if self.effective < self.normals - 0.5 else ""
+        if self.upper <= self.budget:
+            return f"{head}{worth}, false-alarm rate at most {self.upper:.3f} (90% bound), budget {self.budget:g}"
+        return (
+            f"{head}{worth} cannot show a false-alarm rate within {self.budget:g} (90% bound {self.upper:.3f} "
+            "with none alarmed); the holdout gate decides"
+        )
+
+
+def effective_rows(values: np.ndarray, groups: np.ndarray | None = None, order: np.ndarray | None = None) -> float:
+    """How many independent rows a series of ``values`` is worth: n (1 - r) / (1 + r) with r the
+    lag-1 autocorrelation within each group in time order (an AR(1) reading); n without series."""
+    n = len(values)
+    if groups is None or order is None or n < 3:
+        return float(n)
+    before, after = [], []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        run = values[idx[np.argsort(order[idx], kind="stable")]]
+        before.append(run[:-1])
+        after.append(run[1:])
+    a, b = np.concatenate(before), np.concatenate(after)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float(n)
+    r = float(np.clip(np.corrcoef(a, b)[0, 1], 0.0, 0.999))
+    return max(1.0, n * (1 - r) / (1 + r))
+
+
+def _upper(alarms: float, n: float, confidence: float) -> float:
+    return 1.0 if alarms >= n else float(stats.beta.ppf(confidence, alarms + 1, n - alarms))
+
+
+def alarm_threshold(
+    fault_scores: np.ndarray, budget: float, confidence: float = FALSE_ALARM_CONFIDENCE, effective: float | None = None
+) -> AlarmRule:
+    """The lowest alarm threshold (the earliest detection) whose false-alarm rate on normal rows
+    with these fault scores (1 - P(normal)) has its Clopper-Pearson upper bound within
+    ``budget``, so that the budget holds on new rows of the same process, not only on these.
+    ``effective``: the rows' worth as independent rows (``effective_rows``; all of them by
+    default); the bound counts alarms at the same rate among that many. Alarm when score >=
+    threshold. Too few (effective) normal rows to show it even with no alarm: the threshold
+    that raises none of them."""
+    ranked = np.sort(np.asarray(fault_scores, dtype=np.float64))[::-1]
+    n = len(ranked)
+    if n == 0:
+        return AlarmRule(0.5, 0, 0, float("nan"), budget, 0.0)
+    worth = float(n if effective is None else min(max(effective, 1.0), n))
+    scale = worth / n
+    upper = np.array([_upper(k * scale, worth, confidence) for k in range(n)])  # k alarms among n
+    within = np.flatnonzero(upper <= budget)
+    k = int(within[-1]) if len(within) else 0
+    threshold = float(np.nextafter(ranked[k], np.inf))  # the k highest alarm (fewer on ties)
+    alarms = int((ranked >= threshold).sum())
+    return AlarmRule(threshold, alarms, n, _upper(alarms * scale, worth, confidence), budget, worth)
+
+
+def validation_alarm(spec: DomainSpec, data: PreparedData, model: TrainedModel) -> AlarmRule:
+    """The alarm rule of a multiclass spec with a false-alarm budget, set on validation's normal
+    rows, scored as the served model scores them (decision smoothing included); for series their
+    autocorrelation counts (``effective_rows``): neighbouring samples are not new evidence."""
+    normal = alarm_normal(spec, data.classes)
+    assert normal is not None and spec.false_alarm_budget is not None
+    frame = data.valid.frame
+    scores = smoothed(spec.smoothing_config(), model.predict(data.valid.X), frame)
+    rows = data.valid.y == normal
+    fault = 1.0 - scores[rows, normal]
+    groups = frame[spec.group_column].to_numpy()[rows] if spec.group_column else None
+    order = frame[spec.time_column].to_numpy()[rows] if spec.time_column else None
+    return alarm_threshold(fault, spec.false_alarm_budget, effective=effective_rows(fault, groups, order))
+
+
 def decision_threshold(spec: DomainSpec, data: PreparedData, model: TrainedModel) -> float:
-    """Binary tasks: on validation, the threshold that keeps the spec's target sensitivity (when
-    it has one), else the one that minimises its cost model; otherwise 0.5."""
+    """On validation: binary tasks, the threshold that keeps the spec's target sensitivity (when
+    it has one), else the one that minimises its cost model; multiclass with a false-alarm
+    budget, the alarm threshold (``validation_alarm``); otherwise 0.5."""
+    if alarm_normal(spec, data.classes) is not None:
+        return validation_alarm(spec, data, model).threshold
     if spec.task == "binary" and spec.target_sensitivity is not None:
         return sensitivity_threshold(data.valid.y, model.predict(data.valid.X), spec.target_sensitivity)
     if spec.task == "binary" and spec.cost is not None:
@@ -352,6 +451,8 @@ def optimise(
         if calibration.state is not None:
             candidate = dataclasses.replace(candidate, calibration=calibration.state)
     threshold = decision_threshold(spec, data, candidate)
+    if alarm_normal(spec, data.classes) is not None:
+        reason += f"; {validation_alarm(spec, data, candidate).describe()}"
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device)
         if refitted is not candidate:

@@ -26,6 +26,7 @@ import numpy as np
 
 from domains.spec import DomainSpec
 from lepton.errors import PromotionConflictError
+from lepton.scoring import alarm_classes
 from tasks.metrics import primary_score
 
 
@@ -56,8 +57,12 @@ def paired_bootstrap(
     threshold: float = 0.5,
     champion_threshold: float = 0.5,
     seed: int = 0,
+    normal: int | None = None,
+    champion_normal: int | None = None,
 ) -> Comparison:
     """Resample the holdout (rows, or whole groups) and compare the two models on each draw.
+    Multiclass decisions follow each side's alarm rule where its ``normal`` index is given
+    (``lepton.scoring.alarm_classes`` at its threshold), arg-max otherwise.
 
     A draw is a vector of row weights (how often each row was drawn), so ROC AUC and macro-F1
     are computed from weighted counts over a sort done once: a thousand draws of a 100k-row
@@ -67,7 +72,8 @@ def paired_bootstrap(
     if groups is not None:
         _, membership = np.unique(groups, return_inverse=True)
         n_groups = int(membership.max()) + 1
-    score_a, score_b = _Scorer(spec, y, challenger, threshold), _Scorer(spec, y, champion, champion_threshold)
+    score_a = _Scorer(spec, y, challenger, threshold, normal)
+    score_b = _Scorer(spec, y, champion, champion_threshold, champion_normal)
     deltas = []
     for _ in range(spec.promotion.resamples):
         if groups is not None:
@@ -90,8 +96,10 @@ def paired_bootstrap(
 class _Scorer:
     """The primary metric (higher is better) of fixed scores under row weights."""
 
-    def __init__(self, spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float) -> None:
-        self.spec, self.y, self.scores, self.threshold = spec, y, scores, threshold
+    def __init__(
+        self, spec: DomainSpec, y: np.ndarray, scores: np.ndarray, threshold: float, normal: int | None = None
+    ) -> None:
+        self.spec, self.y, self.scores, self.threshold, self.normal = spec, y, scores, threshold, normal
         self.kind = "rows"
         if spec.primary_metric == "roc_auc" and spec.task == "binary":
             self.kind = "auc"
@@ -101,7 +109,8 @@ class _Scorer:
         elif spec.primary_metric == "f1_macro" and spec.task == "multiclass":
             self.kind = "f1"
             self.classes = scores.shape[1]
-            self.cells = y.astype(np.int64) * self.classes + scores.argmax(axis=1)
+            decided = alarm_classes(scores, normal, threshold if normal is not None else None)
+            self.cells = y.astype(np.int64) * self.classes + decided
 
     def __call__(self, weights: np.ndarray) -> float | None:
         if self.kind == "auc":
@@ -121,7 +130,7 @@ class _Scorer:
         rows = np.repeat(np.arange(len(self.y)), weights)
         if self.spec.task != "regression" and len(np.unique(self.y[rows])) < 2:
             return None
-        return primary_score(self.spec, self.y[rows], self.scores[rows], self.threshold)
+        return primary_score(self.spec, self.y[rows], self.scores[rows], self.threshold, self.normal)
 
 
 @contextlib.contextmanager

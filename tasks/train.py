@@ -435,13 +435,27 @@ def search_sample(data: PreparedData, limit: int, seed: int = 0) -> PreparedData
     return dataclasses.replace(slim, train=train)
 
 
+def normal_index(spec: DomainSpec, classes: list[Any]) -> int:
+    """The index of the class that means normal operation among the encoded classes."""
+    labels = [str(c) for c in classes]
+    return labels.index(str(spec.normal_class)) if str(spec.normal_class) in labels else 0
+
+
+def alarm_normal(spec: DomainSpec, classes: list[Any]) -> int | None:
+    """The normal class's index when decisions follow the alarm rule (a multiclass spec with a
+    false-alarm budget, ``lepton.scoring.alarm_classes``); None for arg-max decisions."""
+    if spec.task != "multiclass" or spec.false_alarm_budget is None:
+        return None
+    return normal_index(spec, classes)
+
+
 def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5) -> EvalContext:
     frame = data.holdout.frame
     groups = frame[spec.group_column].to_numpy() if spec.group_column else None
     order = frame[spec.time_column].to_numpy() if spec.time_column else None
-    labels = [str(c) for c in data.classes]
-    normal = labels.index(str(spec.normal_class)) if str(spec.normal_class) in labels else 0
-    return EvalContext(threshold=threshold, groups=groups, order=order, normal=normal)
+    alarm = threshold if alarm_normal(spec, data.classes) is not None else None
+    normal = normal_index(spec, data.classes)
+    return EvalContext(threshold=threshold, groups=groups, order=order, normal=normal, alarm=alarm)
 
 
 @dataclass(frozen=True)

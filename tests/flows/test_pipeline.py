@@ -60,6 +60,9 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
     assert result.metrics[metric] >= result.baseline_metrics[metric]
     if spec.target_sensitivity is not None:  # the threshold chosen on validation keeps it on the holdout
         assert result.metrics["sensitivity"] >= spec.target_sensitivity
+    if spec.false_alarm_budget is not None:  # the alarm threshold keeps false alarms within the budget
+        assert result.metrics["false_alarm_rate"] <= spec.false_alarm_budget
+        assert 0 < result.metrics["detection_delay"] < 960 and "alarm when 1 - P(normal) >= " in result.choice
     assert list(result.stages) == ["preprocess", "features", "train", "optimise", "deploy", "monitor"]
     # Features and trials ran on the session's Dask cluster (LEPTON_DASK_ADDRESS).
     assert result.engine["external"] and result.engine["workers"] == 2
