@@ -105,11 +105,16 @@ def lepton_side(domain: str, trials: int, home: Path) -> dict:
         "latency_p50_ms": latest["latency_p50_ms"],
         "family": latest.get("family") or report.get("family", ""),
         "promoted": report["promoted"],
+        "metrics": report["metrics"],
     }
 
 
 def score_autogluon(spec, data, proba, classes: list[str]) -> dict[str, float]:
-    """AutoGluon's holdout probabilities through Lepton's metrics (columns in Lepton's class order)."""
+    """AutoGluon's holdout probabilities through Lepton's metrics (columns in Lepton's class order),
+    decided as AutoGluon decides: arg-max (Lepton's alarm rule needs a threshold set on
+    AutoGluon's validation scores, which it does not give back)."""
+    import dataclasses
+
     import numpy as np
 
     from lepton.scoring import smoothed
@@ -121,11 +126,13 @@ def score_autogluon(spec, data, proba, classes: list[str]) -> dict[str, float]:
     if spec.task == "binary":
         scores = scores[:, 1]
     metric = spec.primary_metric
-    out = {"metric_raw": evaluate(spec, data.holdout.y, scores, holdout_context(spec, data))[metric]}
+    context = dataclasses.replace(holdout_context(spec, data), alarm=None)
+    raw = evaluate(spec, data.holdout.y, scores, context)
+    out = {"metric_raw": raw[metric], "metrics_raw": raw}
     smoothing = spec.smoothing_config()
     if smoothing:
-        same = smoothed(smoothing, np.asarray(scores), data.holdout.frame)
-        out["metric_smoothed"] = evaluate(spec, data.holdout.y, same, holdout_context(spec, data))[metric]
+        same = evaluate(spec, data.holdout.y, smoothed(smoothing, np.asarray(scores), data.holdout.frame), context)
+        out["metric_smoothed"], out["metrics_smoothed"] = same[metric], same
     return out
 
 
