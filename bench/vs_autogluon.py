@@ -9,7 +9,7 @@ environment as a child process of this script; Lepton runs as its own child, ``l
 in a fresh LEPTON_HOME, exactly as a user runs it.
 
 The split is Lepton's (``tasks.preprocess.prepare``: seeded, by time or group where the domain
-says so). AutoGluon gets the same raw model inputs and target: the training rows as
+says so). AutoGluon gets the same raw features and target: the training rows as
 ``train_data``, the validation rows as ``tuning_data``; both are scored on the holdout rows with
 Lepton's own metric code (``tasks.metrics.evaluate``), AutoGluon's from the probabilities it
 writes. Manufacturing's decision is smoothed over each run's last 60 samples when Lepton scores;
@@ -81,7 +81,9 @@ def export_split(domain: str, folder: Path) -> tuple[object, object]:
 
     spec = get_spec(domain)
     data = prepare(spec, *load_domain_data(spec))
-    columns = [c.name for c in spec.model_inputs]
+    # The features only: the run id and sample number order Lepton's rolling recipe and smoothing,
+    # but as columns they identify TEP's training runs, one fault each (AutoGluon learnt the run).
+    columns = [c.name for c in spec.feature_columns]
     for name, part in (("train", data.train), ("valid", data.valid), ("holdout", data.holdout)):
         frame = part.frame.select(columns).to_pandas()
         frame[spec.target] = [str(data.classes[i]) for i in part.y]
