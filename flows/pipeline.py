@@ -28,7 +28,6 @@ from tasks.preprocess import PreparedData, Validated, preprocess_task
 from tasks.stored import read_optimised, read_prepared, read_trained, write_optimised, write_prepared, write_trained
 from tasks.train import train_task
 
-STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
 GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
 NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
 T = TypeVar("T")

@@ -19,9 +19,9 @@ import time
 from typing import TYPE_CHECKING
 
 from lepton.cache import StageCache, read_json, stage_keys, write_json
-from lepton.cost import total
+from lepton.cost import Prices, Usage, total
 from lepton.engine import choose_device
-from lepton.result import PipelineResult
+from lepton.result import STAGES, PipelineResult
 from lepton.settings import load_settings
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from lepton.api import Job
 
 STAGE = "run"  # the record's folder in the stage cache, beside preprocess, train, optimise
-STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
 RESULT = "result.json"
 
 
@@ -78,8 +77,7 @@ def _registry_agrees(record: PipelineResult, settings) -> bool:
 
 def _reused(record: PipelineResult, seconds: float) -> PipelineResult:
     """The record as this re-run's result: every stage reused, the check's time in preprocess."""
-    zero = {"seconds": 0.0, "cpu_seconds": 0.0, "peak_mb": 0.0, "gpu_seconds": 0.0, "cost_usd": 0.0, "energy_wh": 0.0}
-    stages = {name: {**zero, "cached": True} for name in STAGES}
+    stages = {name: {**Usage(0.0, 0.0, 0.0).priced(Prices()), "cached": True} for name in STAGES}
     stages["preprocess"]["seconds"] = seconds
     alias = "the champion" if record.promoted else f"the challenger (v{record.champion_version} is the champion)"
     reason = f"up to date: nothing changed since run {record.run_id}, whose v{record.version} is {alias}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")  # in the order they run
+
 
 @dataclass
 class PipelineResult:

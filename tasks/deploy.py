@@ -193,9 +193,8 @@ def champion_scores(spec: DomainSpec, data: PreparedData) -> ChampionScores:
     if spec.task != "regression" and scorer.meta.get("classes") != [str(c) for c in data.classes]:
         return ChampionScores(version, note=f"champion v{version} predicts other classes; compared on gates only")
     threshold = scorer.meta.get("threshold")
-    return ChampionScores(
-        version, scores, 0.5 if threshold is None else float(threshold), None, scorer.meta.get("alarm_normal")
-    )
+    threshold = 0.5 if threshold is None else float(threshold)
+    return ChampionScores(version, scores, threshold, normal=scorer.meta.get("alarm_normal"))
 
 
 def compare_with_champion(

@@ -298,8 +298,9 @@ def effective_rows(values: np.ndarray, groups: np.ndarray | None = None, order: 
     return max(1.0, n * (1 - r) / (1 + r))
 
 
-def _upper(alarms: float, n: float, confidence: float) -> float:
-    return 1.0 if alarms >= n else float(stats.beta.ppf(confidence, alarms + 1, n - alarms))
+def _upper(alarms: float | np.ndarray, n: float, confidence: float) -> float | np.ndarray:
+    """Clopper-Pearson upper bound of a rate: ``alarms`` (fewer than ``n``) among ``n``."""
+    return stats.beta.ppf(confidence, alarms + 1, n - alarms)
 
 
 def alarm_threshold(
@@ -318,12 +319,13 @@ def alarm_threshold(
         return AlarmRule(0.5, 0, 0, float("nan"), budget, 0.0)
     worth = float(n if effective is None else min(max(effective, 1.0), n))
     scale = worth / n
-    upper = np.array([_upper(k * scale, worth, confidence) for k in range(n)])  # k alarms among n
+    upper = _upper(np.arange(n) * scale, worth, confidence)  # k alarms among n, k < n
     within = np.flatnonzero(upper <= budget)
     k = int(within[-1]) if len(within) else 0
     threshold = float(np.nextafter(ranked[k], np.inf))  # the k highest alarm (fewer on ties)
     alarms = int((ranked >= threshold).sum())
-    return AlarmRule(threshold, alarms, n, _upper(alarms * scale, worth, confidence), budget, worth)
+    bound = 1.0 if alarms >= n else float(_upper(alarms * scale, worth, confidence))
+    return AlarmRule(threshold, alarms, n, bound, budget, worth)
 
 
 def validation_alarm(spec: DomainSpec, data: PreparedData, model: TrainedModel) -> AlarmRule:
@@ -450,9 +452,11 @@ def optimise(
         reason += f"; {calibration.reason}"
         if calibration.state is not None:
             candidate = dataclasses.replace(candidate, calibration=calibration.state)
-    threshold = decision_threshold(spec, data, candidate)
     if alarm_normal(spec, data.classes) is not None:
-        reason += f"; {validation_alarm(spec, data, candidate).describe()}"
+        alarm = validation_alarm(spec, data, candidate)
+        threshold, reason = alarm.threshold, f"{reason}; {alarm.describe()}"
+    else:
+        threshold = decision_threshold(spec, data, candidate)
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device)
         if refitted is not candidate:
