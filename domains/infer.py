@@ -420,11 +420,17 @@ def _template_fields(task: str, template: str | None, notes: list[str]) -> dict[
         "schedule": base.schedule,
     }
     if base.task != task:
-        notes.append(
-            f"template {template!r} is for {base.task} targets; its latency budget, drift and schedule are used, "
-            f"with {task} metrics (primary {primary}) and no gates"
+        fitting = [name for name in TEMPLATES if get_spec(name).task == task]
+        instead = f"use --template {' or '.join(fitting)}, or" if fitting else "run it with"
+        raise SpecError(
+            [
+                (
+                    "--template",
+                    f"{template!r} is for {base.task} targets and its gates, threshold rule and cost model mean "
+                    f"nothing for a {task} one; {instead} no template ({task} metrics, no gates)",
+                )
+            ]
         )
-        return fields
     fields |= {
         "primary_metric": base.primary_metric,
         "metrics": base.metrics,

@@ -200,6 +200,8 @@ def run(
     if result is None:
         from flows.pipeline import pipeline
 
+        preflight(job)
+
         result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, cache=cache)
     return RunResult(spec=job.spec, notes=job.notes + tuple(result.notes), pipeline=result)
 
@@ -256,6 +258,14 @@ def resolve(
     else:
         inferred = spec_from_frame(data, full, home, holdout)
     return Job(inferred.spec, inferred.notes)
+
+
+def preflight(job: Job) -> None:
+    """Bad input and leaking columns stop the run here, with a typed error, before Prefect, Dask
+    or MLflow start (``tasks.preprocess.preflight``); the flow checks again on its own."""
+    from tasks.preprocess import preflight as check
+
+    check(job.spec, job.data, job.holdout, job.append)
 
 
 def _text(path: str | Path | None) -> str | None:

@@ -77,7 +77,15 @@ def _quiet_console_for_user_errors() -> None:
                 handler.addFilter(_HideUserErrorTracebacks())
 
 
-def _fail(message: str, code: int = 2) -> None:
+# With --json a failing command also prints one JSON object on stdout: {"error": {...}}.
+JSON_ERRORS: dict[str, Any] = {"on": False}
+
+
+def _fail(message: str, code: int = 2, error: BaseException | None = None, domain: str | None = None) -> None:
+    if JSON_ERRORS["on"]:
+        kind = type(error).__name__ if error is not None else "UsageError"
+        body = {"error": {"type": kind, "message": message, "exit_code": code}}
+        print(json.dumps({**({"domain": domain} if domain else {}), **body}, separators=(",", ":")), flush=True)
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -94,7 +102,8 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
         timing.add_column(column, justify="right", no_wrap=True, min_width=8)
     for r in results:
         metric = r.primary_metric
-        alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] (champion v{r.champion_version})"
+        champion = f"champion v{r.champion_version}" if r.champion_version else "no champion"
+        alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] ({champion})"
         alias = f"{alias.removesuffix(' moved')}, up to date" if r.up_to_date else alias
         summary.add_row(
             r.domain,
@@ -191,7 +200,7 @@ def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True):
             domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append, cache=cache
         )
     except LeptonError as exc:
-        _fail(f"{label}: {exc}")
+        _fail(f"{label}: {exc}", error=exc, domain=label)
     finally:
         STAGE_LISTENER.reset(token)
     _print_notes(label, result.notes)
@@ -296,6 +305,7 @@ def run(
     """Train, gate and register a model: for your table (--data F --target C), a spec file
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
     hints = _hints(ctx.params)
+    JSON_ERRORS["on"] = as_json
     if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage or append):
         _fail("--all runs the built-in domains on their own data; it takes no other input")
     if domain is not None and domain not in DOMAINS:
@@ -306,7 +316,7 @@ def run(
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
     home = _environment(distributed)
 
-    from lepton.api import resolve
+    from lepton.api import preflight, resolve
     from lepton.errors import LeptonError
     from tasks.ingest import resolve_input
 
@@ -318,10 +328,16 @@ def run(
             if append is not None:
                 jobs = [dataclasses.replace(jobs[0], append=str(resolve_input(append)))]
     except LeptonError as exc:
-        _fail(str(exc))
+        _fail(str(exc), error=exc)
 
     done = {job.spec.name: _reuse(job, trials, as_json, not no_cache) for job in jobs}
     pending = [job for job in jobs if done[job.spec.name] is None]
+    for job in pending:  # bad input and leaks stop here, before Prefect starts or MLflow records
+        try:
+            preflight(job)
+        except LeptonError as exc:
+            _print_notes(job.spec.name, job.notes)
+            _fail(f"{job.spec.name}: {exc}", error=exc, domain=job.spec.name)
     if pending:  # Prefect (and for several, the shared Dask cluster) only for what must run
         api_started = start_prefect_api_early()
         _quiet_console_for_user_errors()

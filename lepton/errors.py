@@ -78,15 +78,18 @@ class SpecError(LeptonError):
 
 
 class LeakageError(DataError):
-    """A feature predicts the target almost perfectly on its own: probably the answer in disguise."""
+    """Columns that look like the answer in disguise (``tasks.leakage``): each suspect with the
+    rule it broke and its evidence; ``suspects`` maps each column to (metric, its own score)."""
 
-    def __init__(self, suspects: dict[str, tuple[str, float]], threshold: float) -> None:
-        self.suspects = suspects
-        named = ", ".join(f"{c!r} ({metric} {value:.4f})" for c, (metric, value) in suspects.items())
+    def __init__(self, suspects: list, threshold: float) -> None:
+        self.found = suspects
+        self.suspects = {s.column: (s.metric, s.solo) for s in suspects}
+        self.threshold = threshold
+        lines = "\n  ".join(f"{s.column!r} ({s.rule}): {s.evidence}" for s in suspects)
         super().__init__(
-            f"leakage sentinel: {named} alone predict(s) the target on the training split above {threshold}; "
-            "such a column usually encodes the outcome. Drop it (--drop-cols) or, if it is legitimate, "
-            f"allow it (--allow-leakage {','.join(suspects)})"
+            f"leakage sentinel: {len(suspects)} column(s) look like the outcome in disguise (measured on the "
+            f"training split):\n  {lines}\nDrop them (--drop-cols {','.join(self.suspects)}) or, if they are "
+            f"known before the outcome, allow them (--allow-leakage {','.join(self.suspects)})"
         )
 
 

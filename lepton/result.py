@@ -48,6 +48,8 @@ class PipelineResult:
             "engine",
             "cost",
             "up_to_date",
+            "family",
+            "reasons",
         )
         out = {k: v for k, v in asdict(self).items() if k in keys}
         return {**out, "cost_usd": self.cost.get("cost_usd", 0.0)}

@@ -239,6 +239,10 @@ def set_alias(name: str, alias: str, version: str) -> None:
     _client().set_registered_model_alias(name, alias, version)
 
 
+def delete_alias(name: str, alias: str) -> None:
+    _client().delete_registered_model_alias(name, alias)
+
+
 def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         _client().set_model_version_tag(name, version, key, str(value))

@@ -1,24 +1,39 @@
-"""The leakage sentinel: stop a run when one feature alone predicts the target almost perfectly.
+"""The leakage sentinel: find the columns a reviewer would question before a model is trusted.
 
-Such a column is nearly always the answer in disguise (a status recorded after the outcome, a
-copy of the label, an amount computed from it). Each feature is scored on the training split
-only, out of fold (two halves, each predicted by a one-feature model fitted on the other), so a
-column with many levels cannot look predictive by memorising rows:
+Everything is measured on (a sample of) the training split only, out of fold (two halves, each
+predicted by a model fitted on the other), so nothing can look predictive by memorising rows.
+A feature is a suspect, with its evidence, when
 
-- numbers and datetimes: a small decision tree on that one column (and, for binary targets, the
-  raw value's own ROC AUC, for monotone leaks);
-- categories: each level's target mean (binary, regression) or most frequent class (multiclass).
+- **alone**: on its own it predicts the target above ``spec.leakage.threshold`` (ROC AUC,
+  balanced accuracy or R²): nearly always the answer in disguise;
+- **dominant**: the other columns together (a gradient-boosted model of the rest) carry real
+  signal, yet this one alone reaches far more, and removing it drops the whole table's score by
+  far: a post-outcome duration. (One strong column among columns of noise is not suspected: it is
+  simply the signal, and statistics cannot tell it from a leak);
+- a test result that is one of the outcomes: for a multiclass target, a column that alone tells
+  one class (of at least 5% of rows) from the rest above the threshold counts as **alone**;
+- **re-expresses the target**: a category the target determines almost exactly (a coarser grade
+  of an interest rate), or one that is an almost exact function of another suspect: every column that
+  re-expresses the target is named at once, not one per attempt;
+- **identifier**: whole numbers unique to every training row: an id cannot generalise, and when
+  rows were numbered in an order that follows the outcome it leaks that order.
 
-The score is ROC AUC (binary), balanced accuracy (multiclass) or R² (regression).
+The checks repeat on what is left after the suspects are set aside (a handful of rounds), so a
+second copy of the answer behind the first is found in the same run. Scores are skill on a common
+scale (0 = no better than chance, 1 = perfect: 2·AUC - 1, balanced accuracy above chance, R²).
+Single columns are scored with a small decision tree (numbers, datetimes; for binary targets
+also the raw value's own ROC AUC, for monotone leaks) or each level's target mean (categories).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 from sklearn import metrics as skm
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from domains.spec import DomainSpec, Dtype
@@ -26,7 +41,26 @@ from lepton.errors import LeakageError
 
 MAX_ROWS = 50_000
 MAX_CELLS = 2_000_000  # rows x features scored: wide tables get a smaller row sample
+MODEL_ROWS = 4_000  # rows for the models of many columns at once
 LEAVES = 64
+DOMINANT_SKILL = 0.5  # a dominant column alone reaches at least this skill,
+DOMINANT_GAP = 0.15  # this much more than all the other columns together,
+DOMINANT_DROP = 0.2  # and the table loses at least this much without it,
+DOMINANT_REST = 0.5  # when the rest carries real signal (alone in a table of noise, a column is just the signal)
+DETERMINED = 0.85  # skill with which the target (or another suspect) predicts a re-expressing column
+ROUNDS = 4
+CANDIDATES = 2  # strongest single columns examined with a model of the rest, per round
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """One column the sentinel stops on, with the rule it broke and the figures that show it."""
+
+    column: str
+    rule: str  # alone | dominant | re-expresses | identifier
+    metric: str
+    solo: float  # the column alone, in ``metric``
+    evidence: str
 
 
 def _numeric(values: pl.Series) -> np.ndarray:
@@ -96,41 +130,266 @@ def feature_scores(
     train: pl.DataFrame, spec: DomainSpec, classes: list[Any], max_rows: int = MAX_ROWS
 ) -> dict[str, tuple[str, float]]:
     """How well each feature alone predicts the target, out of fold on (a sample of) train."""
+    return _solo(train, spec, classes, max_rows)[0]
+
+
+def _class_auc(y: np.ndarray, predicted: np.ndarray) -> tuple[int, float] | None:
+    """Multiclass: the class (of at least 5% of rows) one column separates best from the rest."""
+    best = None
+    for k in range(predicted.shape[1]):
+        member = y == k
+        if member.mean() < 0.05 or member.all() or np.unique(predicted[:, k]).size < 2:
+            continue
+        auc = float(skm.roc_auc_score(member, predicted[:, k]))
+        if best is None or auc > best[1]:
+            best = (k, auc)
+    return best
+
+
+def _solo(
+    train: pl.DataFrame, spec: DomainSpec, classes: list[Any], max_rows: int = MAX_ROWS
+) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[int, float]]]:
+    """Each feature's own score, and for multiclass targets the class it separates best (ROC AUC
+    one against the rest: a test result that is one outcome)."""
     rows = max(2_000, min(max_rows, MAX_CELLS // max(len(spec.feature_columns), 1)))
     sample = train if train.height <= rows else train.sample(rows, seed=spec.split.seed)
     from tasks.preprocess import encode_labels  # (preprocess imports this module)
 
     y = encode_labels(sample[spec.target], spec, classes)
     if len(y) < 20 or (spec.task != "regression" and len(np.unique(y)) < 2):
-        return {}
+        return {}, {}
     n_classes, seed = max(len(classes), 2), spec.split.seed
-    scores = {}
+    scores, by_class = {}, {}
     for column in spec.feature_columns:
         values = sample[column.name]
         if column.dtype is Dtype.CATEGORY:
             levels = values.cast(pl.String).fill_null("\x00missing").cast(pl.Categorical).to_physical()
             predicted = _level_scores(levels.to_numpy().astype(np.int64), y, spec.task, n_classes, seed)
-            scores[column.name] = _quality(spec.task, y, predicted)
-            continue
-        x = _numeric(values)
-        metric, value = _quality(spec.task, y, _tree_scores(x, y, spec.task, n_classes, seed))
-        if spec.task == "binary" and np.unique(x).size > 1:
-            auc = float(skm.roc_auc_score(y, x))
-            value = max(value, auc, 1.0 - auc)
-        elif spec.task == "regression" and np.std(x) > 0 and np.std(y) > 0:
-            value = max(value, float(np.corrcoef(x, y)[0, 1] ** 2))
+            metric, value = _quality(spec.task, y, predicted)
+        else:
+            x = _numeric(values)
+            predicted = _tree_scores(x, y, spec.task, n_classes, seed)
+            metric, value = _quality(spec.task, y, predicted)
+            if spec.task == "binary" and np.unique(x).size > 1:
+                auc = float(skm.roc_auc_score(y, x))
+                value = max(value, auc, 1.0 - auc)
+            elif spec.task == "regression" and np.std(x) > 0 and np.std(y) > 0:
+                value = max(value, float(np.corrcoef(x, y)[0, 1] ** 2))
         scores[column.name] = (metric, value)
-    return scores
+        if spec.task == "multiclass":
+            found = _class_auc(y, predicted)
+            if found is not None:
+                by_class[column.name] = found
+    return scores, by_class
+
+
+def _skill(metric: str, value: float, n_classes: int) -> float:
+    """A score on the common scale: 0 no better than chance, 1 perfect."""
+    if metric == "roc_auc":
+        return 2 * value - 1
+    if metric == "balanced_accuracy":
+        chance = 1 / max(n_classes, 2)
+        return (value - chance) / (1 - chance)
+    return value
+
+
+def _model_matrix(sample: pl.DataFrame, spec: DomainSpec, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Columns for a gradient-boosted model: numbers as they are (missing as NaN), categories as
+    codes of their 254 most frequent levels (native categorical splits)."""
+    kinds = {c.name: c.dtype for c in spec.feature_columns}
+    columns, categorical = [], []
+    for name in names:
+        values = sample[name]
+        if kinds[name] is Dtype.CATEGORY:
+            text = values.cast(pl.String)
+            top = text.drop_nulls().value_counts(sort=True)[name].head(254).to_list()
+            codes = pl.DataFrame({"v": text}).join(
+                pl.DataFrame({"v": top, "c": np.arange(len(top), dtype=np.float64)}),
+                on="v",
+                how="left",
+                maintain_order="left",
+            )["c"]
+            codes = codes.fill_null(float(len(top)) if text.null_count() < len(text) else np.nan)
+            columns.append(codes.to_numpy().astype(np.float64))
+            categorical.append(True)
+        else:
+            if isinstance(values.dtype, pl.Datetime | pl.Date):
+                values = values.dt.epoch("s")
+            columns.append(values.cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64))
+            categorical.append(False)
+    return np.column_stack(columns) if columns else np.zeros((sample.height, 0)), np.array(categorical, dtype=bool)
+
+
+def _table_skill(
+    X: np.ndarray, categorical: np.ndarray, keep: list[int], y: np.ndarray, task: str, n_classes: int, seed: int
+) -> float:
+    """Out-of-fold skill of a gradient-boosted model of the columns ``keep``."""
+    if not keep:
+        return 0.0
+
+    def fit_predict(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        kind = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        mask = categorical[keep] if categorical[keep].any() else None
+        model = kind(max_iter=60, early_stopping=False, categorical_features=mask, random_state=seed)
+        model.fit(X[np.ix_(a, keep)], y[a])
+        if task == "regression":
+            return model.predict(X[np.ix_(b, keep)])
+        proba = np.zeros((len(b), n_classes))
+        proba[:, model.classes_] = model.predict_proba(X[np.ix_(b, keep)])
+        return proba
+
+    metric, value = _quality(task, y, _out_of_fold(fit_predict, len(y), seed))
+    return _skill(metric, value, n_classes)
+
+
+def _determines(source: np.ndarray, target: pl.Series, dtype: Dtype, seed: int) -> float:
+    """How exactly ``source`` (one column as numbers) determines the column ``target``: skill of a
+    one-column tree, out of fold (balanced accuracy above chance for categories, R² otherwise)."""
+    present = target.is_not_null().to_numpy()
+    if present.sum() < 20:
+        return 0.0
+    x = np.where(np.isfinite(source), source, np.nanmin(source[np.isfinite(source)], initial=0.0) - 1)[present]
+    if dtype is Dtype.CATEGORY or dtype is Dtype.BOOL:
+        codes = target.cast(pl.String).filter(target.is_not_null()).cast(pl.Categorical).to_physical().to_numpy()
+        levels = int(codes.max()) + 1
+        if levels < 3:  # two levels cannot show that a finer value was coarsened
+            return 0.0
+        predicted = _tree_scores(x, codes.astype(np.int64), "multiclass", levels, seed)
+        return _skill("balanced_accuracy", float(skm.balanced_accuracy_score(codes, predicted.argmax(1))), levels)
+    values = _numeric(target)[present]
+    if np.std(values) == 0:
+        return 0.0
+    return float(skm.r2_score(values, _tree_scores(x, values, "regression", 1, seed)))
+
+
+def _identifier(values: pl.Series, dtype: Dtype) -> bool:
+    return dtype is Dtype.INT and values.len() >= 50 and values.null_count() == 0 and values.n_unique() == values.len()
+
+
+@dataclass
+class _Table:
+    """The training sample as the sentinel's models see it, and the suspects found so far."""
+
+    spec: DomainSpec
+    classes: list[Any]
+    scores: dict[str, tuple[str, float]]
+    by_class: dict[str, tuple[int, float]]
+    sample: pl.DataFrame
+    y: np.ndarray
+    X: np.ndarray
+    categorical: np.ndarray
+    suspects: dict[str, Suspect]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.spec.feature_columns]
+
+    @property
+    def n_classes(self) -> int:
+        return max(len(self.classes), 2)
+
+    def skill(self, name: str) -> float:
+        metric, value = self.scores[name]
+        return _skill(metric, value, self.n_classes)
+
+    def model_skill(self, keep: list[int]) -> float:
+        return _table_skill(
+            self.X, self.categorical, keep, self.y, self.spec.task, self.n_classes, self.spec.split.seed
+        )
+
+    def add(self, name: str, rule: str, evidence: str) -> None:
+        metric, value = self.scores[name]
+        self.suspects.setdefault(name, Suspect(name, rule, metric, value, evidence))
+
+
+def _alone(table: _Table, open_: list[str]) -> None:
+    threshold = table.spec.leakage.threshold
+    for name in open_:
+        metric, value = table.scores[name]
+        if value > threshold:
+            table.add(name, "alone", f"alone {metric} {value:.4f}, above the sentinel's {threshold}")
+        elif name in table.by_class and table.by_class[name][1] > threshold:
+            label, auc = table.classes[table.by_class[name][0]], table.by_class[name][1]
+            table.add(name, "alone", f"alone it tells class {label!r} from the rest with roc_auc {auc:.4f}")
+
+
+def _dominant(table: _Table, open_: list[str], kept: list[int]) -> None:
+    names, whole = table.names, None  # the model of every column left, fitted only when needed
+    for name in open_[:CANDIDATES]:
+        if name in table.suspects or table.skill(name) < DOMINANT_SKILL:
+            continue
+        rest = table.model_skill([i for i in kept if names[i] != name])
+        if rest < DOMINANT_REST:
+            continue
+        whole = table.model_skill(kept) if whole is None else whole
+        if table.skill(name) - rest >= DOMINANT_GAP and whole - rest >= DOMINANT_DROP:
+            metric, value = table.scores[name]
+            table.add(
+                name,
+                "dominant",
+                f"alone skill {table.skill(name):.3f} ({metric} {value:.4f}); the other {len(kept) - 1} column(s) "
+                f"together {rest:.3f}; the table loses {whole - rest:.3f} without it",
+            )
+
+
+def _re_expressions(table: _Table, open_: list[str]) -> None:
+    """Categories the target, or a column already suspected, fixes almost exactly (a number that
+    re-expresses the target is as strong alone, and judged so)."""
+    kinds = {c.name: c.dtype for c in table.spec.feature_columns}
+    seed = table.spec.split.seed
+    for name in open_:
+        if name in table.suspects or table.skill(name) < DOMINANT_SKILL or kinds[name] is not Dtype.CATEGORY:
+            continue
+        by_target = _determines(table.y.astype(np.float64), table.sample[name], kinds[name], seed)
+        if by_target >= DETERMINED:
+            table.add(
+                name, "re-expresses", f"the target determines it (skill {by_target:.3f}); alone {table.skill(name):.3f}"
+            )
+            continue
+        for other in list(table.suspects):
+            tied = _determines(table.X[:, table.names.index(other)], table.sample[name], kinds[name], seed)
+            if tied >= DETERMINED:
+                table.add(name, "re-expresses", f"an almost exact function of {other!r} (skill {tied:.3f})")
+                break
+
+
+def assess(
+    train: pl.DataFrame, spec: DomainSpec, classes: list[Any]
+) -> tuple[dict[str, tuple[str, float]], list[Suspect]]:
+    """Every feature's own score and the suspects (see the module docstring), allowed columns
+    exempt (they stay in the models of the rest: the user vouched for them)."""
+    scores, by_class = _solo(train, spec, classes)
+    if not scores:
+        return scores, []
+    from tasks.preprocess import encode_labels  # (preprocess imports this module)
+
+    sample = train if train.height <= MODEL_ROWS else train.sample(MODEL_ROWS, seed=spec.split.seed)
+    names = [c.name for c in spec.feature_columns]
+    X, categorical = _model_matrix(sample, spec, names)
+    y = encode_labels(sample[spec.target], spec, classes)
+    table = _Table(spec, classes, scores, by_class, sample, y, X, categorical, {})
+    allowed = set(spec.leakage.allow)
+    for column in spec.feature_columns:
+        if column.name not in allowed and _identifier(train[column.name], column.dtype):
+            table.add(column.name, "identifier", f"whole numbers unique to each of the {train.height:,} training rows")
+    for _ in range(ROUNDS):  # again on what is left: a second copy of the answer behind the first
+        found = len(table.suspects)
+        kept = [i for i, n in enumerate(names) if n not in table.suspects]
+        open_ = sorted(
+            (n for n in names if n not in table.suspects and n not in allowed), key=lambda n: -table.skill(n)
+        )
+        _alone(table, open_)
+        _dominant(table, open_, kept)
+        _re_expressions(table, open_)
+        if len(table.suspects) == found:
+            break
+    return scores, list(table.suspects.values())
 
 
 def check_leakage(train: pl.DataFrame, spec: DomainSpec, classes: list[Any]) -> dict[str, tuple[str, float]]:
-    """Raise ``LeakageError`` naming every feature that alone predicts the target above the
-    spec's threshold (columns the spec allows are exempt); return all scores otherwise."""
-    scores = feature_scores(train, spec, classes)
-    threshold = spec.leakage.threshold
-    suspects = {
-        name: score for name, score in scores.items() if score[1] > threshold and name not in spec.leakage.allow
-    }
+    """Raise ``LeakageError`` naming every suspect with its evidence (columns the spec allows are
+    exempt); return every feature's own score otherwise."""
+    scores, suspects = assess(train, spec, classes)
     if suspects:
-        raise LeakageError(dict(sorted(suspects.items(), key=lambda kv: -kv[1][1])), threshold)
+        raise LeakageError(suspects, spec.leakage.threshold)
     return scores

@@ -2,8 +2,8 @@
 cheapest model that is as good as the best, within the spec's gate and latency budget.
 
 A candidate's serving cost is measured on the model itself, in this process, one candidate
-after another (so that every model is timed under the same conditions): the median time to
-score one row, the best of three 1,000-row batches, and the size of its safe payload. The
+after another: the median CPU time to score one row (``lepton.timing``, so that the choice does
+not depend on the machine's load), the best of three 1,000-row batches, and the size of its safe payload. The
 recipe and encoding that come before the model in the served bundle are the same for every
 candidate; the deploy stage times the whole bundle and gates on it again.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from domains.spec import DomainSpec
 from lepton.errors import LatencyBudgetError
+from lepton.timing import time_calls
 
 SINGLE_ROWS = 40  # single-row calls timed per candidate, after WARMUP_ROWS
 WARMUP_ROWS = 5
@@ -31,7 +32,7 @@ EQUALLY_CHEAP = 1.25  # latencies within this factor of the cheapest are a tie: 
 class ServingCost:
     """What one model costs to serve: the four objectives besides quality are these three."""
 
-    latency_ms: float  # one row, median
+    latency_ms: float  # one row, median CPU time of the calling thread
     batch_ms: float  # BATCH_ROWS rows, best of three
     size_bytes: int  # the safe payload (UBJ or JSON)
 
@@ -47,13 +48,10 @@ def payload_size(payload: Any) -> int:
 
 
 def serving_cost(model: Any, X: np.ndarray) -> ServingCost:
-    """Time ``model.predict`` on single rows and on a batch of ``X`` (validation rows)."""
+    """Time ``model.predict`` on single rows (CPU time of this thread, ``lepton.timing``: the same
+    on a loaded machine) and on a batch of ``X`` (validation rows)."""
     rows = np.ascontiguousarray(X[: WARMUP_ROWS + SINGLE_ROWS])
-    times = []
-    for i in range(len(rows)):
-        start = time.perf_counter()
-        model.predict(rows[i : i + 1])
-        times.append(time.perf_counter() - start)
+    single = time_calls(lambda i: model.predict(rows[i % len(rows) : i % len(rows) + 1]), SINGLE_ROWS, WARMUP_ROWS)
     batch = np.ascontiguousarray(X[:BATCH_ROWS])
     best = math.inf
     for _ in range(3):
@@ -61,7 +59,7 @@ def serving_cost(model: Any, X: np.ndarray) -> ServingCost:
         model.predict(batch)
         best = min(best, time.perf_counter() - start)
     return ServingCost(
-        latency_ms=float(np.median(times[WARMUP_ROWS:] or times)) * 1000,
+        latency_ms=single.cpu_p50_ms,
         batch_ms=best * 1000 * BATCH_ROWS / len(batch),
         size_bytes=payload_size(model.payload),
     )

@@ -376,6 +376,32 @@ def _domain_tables(spec: DomainSpec, data: str | None, holdout: str | None) -> t
     return main, None
 
 
+PREFLIGHT_ROWS = 2_000_000  # larger tables are checked inside the flow, on the cluster
+
+
+def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None) -> int:
+    """Every check that can stop a run, before anything starts or is recorded: read the files,
+    validate them against the schema, add the recipe's features, split, and run the leakage
+    sentinel on the training split, as the flow will. Raises the same typed errors; returns the
+    rows checked (0 when the table is larger than ``PREFLIGHT_ROWS``: the flow checks it)."""
+    from domains.recipes import apply
+
+    frame, test = load_domain_data(spec, data, holdout, append)
+    if frame.height > PREFLIGHT_ROWS:
+        return 0
+    checked = validate_tables(spec, frame, test)
+    config = spec.recipe_config()
+    table = apply(config, checked.frame)
+    train, valid, rest = split_frame(
+        table, spec, apply(config, checked.holdout) if checked.holdout is not None else None
+    )
+    for name, part_frame in (("training", train), ("validation", valid), ("holdout", rest)):
+        if part_frame.height == 0:
+            raise EmptyDataError(f"the {name} split is empty: {table.height} labelled row(s) are too few to split")
+    check_leakage(train, spec.with_features(), class_labels(train[spec.target], spec))
+    return table.height
+
+
 @task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(
     spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None

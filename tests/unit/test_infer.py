@@ -151,10 +151,15 @@ def test_templates_give_metrics_gates_and_cost_when_the_task_fits():
     plain = _infer(_table()).spec
     assert plain.gates == {} and plain.cost is None and plain.split.kind == "stratified"
     frame = _table().with_columns(pl.Series("label", np.linspace(0, 9, 200)))
-    regression = _infer(frame, template="finance")
+    regression = _infer(frame)
     assert regression.spec.task == "regression" and regression.spec.primary_metric == "r2"
     assert regression.spec.split.kind == "random" and regression.spec.gates == {}
-    assert any("is for binary targets" in n for n in regression.notes)
+    # A template whose gates mean nothing for the task is refused, naming the ones that fit.
+    with pytest.raises(SpecError, match=r"'finance' is for binary targets .* a regression one; run it with no"):
+        _infer(frame, template="finance")
+    three = _table().with_columns(pl.Series("label", ["a", "b", "c", "a"] * 50))
+    with pytest.raises(SpecError, match=r"'medical' is for binary .* use --template manufacturing, or no template"):
+        _infer(three, template="medical")
     faults = _table().with_columns(pl.Series("label", ["normal", "leak", "clog", "normal"] * 50))
     manufacturing = _infer(faults, template="manufacturing").spec
     assert manufacturing.task == "multiclass" and manufacturing.normal_class == "normal"
