@@ -8,11 +8,13 @@ keyword arguments) always wins over inference.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,18 +51,34 @@ NEGATIVE_WORDS = {
     "0", "false", "no", "n", "f", "negative", "neg", "good", "ok", "normal", "benign", "healthy", "alive",
     "control", "none", "pass", "passed", "accept", "accepted",
 }  # fmt: skip
-_PII_EXACT = {
-    "name", "first_name", "firstname", "last_name", "lastname", "full_name", "fullname", "surname", "given_name",
-    "middle_name", "customer_name", "patient_name", "client_name", "applicant_name", "borrower_name",
-}  # fmt: skip
-_PII_TOKEN = re.compile(
-    r"(^|_)(e_?mail|email_address|phone|phone_number|telephone|mobile_number|cell_phone|ssn|social_security"
-    r"|passport|street|street_address|home_address|address_line\d?|date_of_birth|dob|birth_?date"
-    r"|ip_address|credit_card|card_number|iban|national_id)($|_)"
+_PERSON_NAME = re.compile(
+    r"(^|_)((first|last|given|middle|maiden|nick|sur|full|family|fore|birth)_?name|surname|forename|name)($|_)"
+)
+_PII_TOKEN = {  # what a column's name says it holds -> the value check that confirms it
+    "email": re.compile(r"(^|_)(e_?mail|email_address)($|_)"),
+    "phone": re.compile(r"(^|_)(phone|phone_number|telephone|tel|mobile|mobile_number|cell_phone|fax)($|_)"),
+    "national id": re.compile(r"(^|_)(ssn|social_security|passport|national_id|tax_id|nino)($|_)"),
+    "address": re.compile(r"(^|_)(street|street_address|home_address|address|address_line\d?|zip_?code|postcode)($|_)"),
+    "birth date": re.compile(r"(^|_)(date_of_birth|dob|birth_?date|birthday)($|_)"),
+    "network address": re.compile(r"(^|_)(ip|ip_address)($|_)"),
+    "card number": re.compile(r"(^|_)(credit_card|card_number|card_no|iban|account_number)($|_)"),
+}
+_NOT_PERSON = re.compile(
+    r"(^|_)(clinic|hospital|company|product|file|host|model|brand|team|site|plant|city|state|country"
+    r"|street|place|station|store|event|item|drug|test|species|job|unit)_?name($|_)"
 )
 _ID_NAME = re.compile(r"(^|_)(id|key|uuid|guid|index|idx|row|rownames?|row_?number|record)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE = re.compile(r"^\+?[\d\s\-().]{7,20}$")
+_DATE = r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T].*)?$"  # not a phone number
+_SSN = r"^\d{3}-\d{2}-\d{4}$"
+_IBAN = r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$"
+_CARD = r"^(\d[ -]?){12,18}\d$"
+_WORDS = r"^[A-Za-z][A-Za-z'.\-]*( [A-Za-z][A-Za-z'.\-]*){0,3}$"  # one to four words, letters only
+FEW_LEVELS = 10  # a name-matched column with at most this many levels, none personal, is kept
+_YEAR_NAME = re.compile(r"(^|_)(year|yr|fiscal_year)($|_)")
+_TIME_NAME = re.compile(r"(^|_)(date|day|week|month|quarter|period|timestamp|epoch)($|_)")  # "time": often a duration
+_CYCLIC_NAME = re.compile(r"(^|_)(of_(week|month|year)|weekday|dow|hour|minute)($|_)")
 
 
 class Hints(BaseModel):
@@ -117,23 +135,92 @@ def _missing_column(flag: str, name: str, columns: list[str]) -> tuple[str, str]
     return flag, f"no column {name!r} in the data{hint}"
 
 
-def pii_reason(name: str, values: pl.Series) -> str | None:
-    """Why ``name`` looks like personal data, or None. Names first, then values (text only)."""
-    key = snake(name)
-    if key in _PII_EXACT or _PII_TOKEN.search(key):
-        return "its name"
-    if values.dtype != pl.String:
-        return None
-    sample = values.drop_nulls().head(500)
-    if sample.len() < 5:
-        return None
-    if sample.str.contains(_EMAIL.pattern).mean() >= 0.5:
-        return "values that look like email addresses"
+@functools.cache
+def _person_names() -> frozenset[str]:
+    """Lower-cased first names and frequent surnames (US Census 1990; ``data/person_names.json``)."""
+    table = pl.read_parquet(Path(__file__).parent / "data" / "person_names.parquet")
+    return frozenset(table["name"].to_list())
+
+
+def _luhn(number: str) -> bool:
+    digits = [int(d) for d in number if d.isdigit()][::-1]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+    return total % 10 == 0
+
+
+def _value_kind(sample: pl.Series) -> str | None:
+    """What personal data the text values are, judged by the values alone, or None."""
     digits = sample.str.count_matches(r"\d")
-    phones = sample.str.contains(_PHONE.pattern) & (digits >= 7) & (digits <= 15)
-    if phones.mean() >= 0.8 and sample.str.contains(r"[\s\-().+]").mean() >= 0.5:
-        return "values that look like phone numbers"
-    return None
+    phones = sample.str.contains(_PHONE.pattern) & (digits >= 7) & (digits <= 15) & ~sample.str.contains(_DATE)
+    cards = sample.filter(sample.str.contains(_CARD))
+    checks = (
+        (lambda: sample.str.contains(_EMAIL.pattern).mean() >= 0.5, "values that look like email addresses"),
+        (lambda: sample.str.contains(_SSN).mean() >= 0.8, "values that look like US social security numbers"),
+        (
+            lambda: phones.mean() >= 0.8 and sample.str.contains(r"[\s\-().+]").mean() >= 0.5,
+            "values that look like phone numbers",
+        ),
+        (lambda: sample.str.contains(_IBAN).mean() >= 0.8, "values that look like IBANs"),
+        (
+            lambda: cards.len() >= 0.8 * sample.len() and sum(map(_luhn, cards.to_list())) >= 0.8 * cards.len(),
+            "values that look like card numbers (Luhn check digits)",
+        ),
+    )
+    return next((reason for check, reason in checks if check()), None)
+
+
+def _person_share(sample: pl.Series) -> float:
+    """Share of distinct values made only of known first names and surnames (one to three words)."""
+    known = _person_names()
+    words = sample.unique().str.to_lowercase().str.split(" ").to_list()
+    hits = [1.0 if 1 <= len(w) <= 3 and all(part in known for part in w) else 0.0 for w in words]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def pii_reason(name: str, values: pl.Series) -> str | None:
+    """Why ``name`` holds personal data, or None. The values decide; the name is a hint that
+    lowers the bar (see ``pii_check``)."""
+    return pii_check(name, values)[0]
+
+
+def pii_check(name: str, values: pl.Series) -> tuple[str | None, str | None]:  # noqa: PLR0911 (one verdict a rule)
+    """(why the column is personal data, or None; a note when a match by name alone was kept).
+
+    Values first: emails, phone, social-security, IBAN and card numbers are personal whatever
+    the column is called, and so is text made of known first names and surnames. A name that
+    says personal data lowers the bar: the column is dropped unless its values are clearly not
+    personal (at most ``FEW_LEVELS`` levels, no digits, and for a person-name column none of them
+    a known name), and then it is kept with a note."""
+    key = snake(name)
+    hint = next((kind for kind, pattern in _PII_TOKEN.items() if pattern.search(key)), None)
+    if hint is None and _PERSON_NAME.search(key) and not _NOT_PERSON.search(key):
+        hint = "person name"
+    if values.dtype != pl.String:
+        personal = hint is not None and values.dtype != pl.Boolean and values.n_unique() > FEW_LEVELS
+        return (f"its name ({hint}) and {values.n_unique()} distinct values", None) if personal else (None, None)
+    sample = values.drop_nulls().head(2000)
+    if sample.len() < 5:
+        return (f"its name ({hint})", None) if hint else (None, None)
+    kind = _value_kind(sample)
+    if kind:
+        return kind, None
+    if hint is None:
+        words = sample.n_unique() >= 20 and sample.str.contains(_WORDS).mean() >= 0.8
+        return (
+            ("values that read as person names (first names and surnames)", None)
+            if (words and _person_share(sample) >= 0.6)
+            else (None, None)
+        )
+    distinct = sample.n_unique()
+    if hint == "person name" and _person_share(sample) >= 0.3:
+        return "its name and values that are first names or surnames", None
+    if distinct > FEW_LEVELS or bool(sample.str.contains(r"\d").any()):
+        return f"its name ({hint}) and {distinct} distinct values", None
+    levels = sample.unique().sort().head(3).to_list()
+    return None, (
+        f"column {name!r}: named like personal data ({hint}), but its {distinct} value(s) such as {levels} "
+        "are not; kept as a feature (--pii-cols to drop it)"
+    )
 
 
 def _id_like(name: str, values: pl.Series, rows: int) -> str | None:
@@ -148,11 +235,33 @@ def _id_like(name: str, values: pl.Series, rows: int) -> str | None:
         return None
     if unique == present.len() == rows:
         span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type]
-        if hinted or span == rows:
-            return "unique per row, a row number or identifier"
+        if hinted or span <= 2 * rows or bool((present.diff().drop_nulls() > 0).all()):
+            return "unique per row, a row number or identifier (dense, or increasing down the file)"
     if hinted and unique >= 0.5 * present.len():
         return "named like an identifier and nearly unique"
     return None
+
+
+def propose_time(frame: pl.DataFrame, exclude: set[str]) -> tuple[str | None, str]:
+    """The column that orders the rows in time, judged by its values (a datetime, or text read as a
+    date or month) or, for whole numbers, by a time-like name (a day, month or year number);
+    (None, "") when there is none."""
+    for name in frame.columns:
+        values = frame[name]
+        if name in exclude or values.drop_nulls().n_unique() < 3:
+            continue
+        if isinstance(values.dtype, pl.Datetime | pl.Date):
+            return name, "its values are dates"
+    for name in frame.columns:
+        values, key = frame[name], snake(name)
+        if name in exclude or not values.dtype.is_integer() or _CYCLIC_NAME.search(key):
+            continue
+        present = values.drop_nulls()
+        if _YEAR_NAME.search(key) and present.n_unique() >= 3 and present.min() >= 1800 and present.max() <= 2200:
+            return name, "years (whole numbers from 1800 to 2200 under a year-like name)"
+        if _TIME_NAME.search(key) and present.n_unique() > 31:  # more steps than a day of the month
+            return name, "a day, week or month number (whole numbers under a time-like name)"
+    return None, ""
 
 
 def _dtype(values: pl.Series) -> Dtype | None:
@@ -236,7 +345,7 @@ def _check_hints(frame: pl.DataFrame, hints: Hints) -> None:
     problems = []
     singles = {"--target": hints.target, "--time-col": hints.time_col, "--group-col": hints.group_col}
     for flag, name in singles.items():
-        if name is not None and name not in columns:
+        if name is not None and name not in columns and not (flag == "--time-col" and name == NO_TIME):
             problems.append(_missing_column(flag, name, columns))
     lists = {
         "--id-cols": hints.id_cols,
@@ -280,6 +389,7 @@ def infer_spec(
     elif hints.positive_class is not None:
         raise SpecError([("--positive-class", f"applies to binary targets; this task is {task}")])
 
+    hints = _with_time(frame, hints, notes)
     columns = [_target_column(target, task)]
     columns += _feature_columns(frame, hints, notes)
     template = _template_fields(task, hints.template, notes)
@@ -308,6 +418,29 @@ def infer_spec(
     except ValidationError as exc:
         raise SpecError.from_validation(exc, "inferred spec") from exc
     return Inferred(spec=spec, notes=tuple(notes))
+
+
+NO_TIME = "none"  # --time-col none: no time column, whatever the data hold
+
+
+def _with_time(frame: pl.DataFrame, hints: Hints, notes: list[str]) -> Hints:
+    """Time-aware by default: a column that orders the rows in time becomes the time column (the
+    split holds out the latest rows) unless the user named one or said ``--time-col none``."""
+    if hints.time_col == NO_TIME:
+        notes.append("time: none, as asked (--time-col none); rows are split at random")
+        return hints.model_copy(update={"time_col": None})
+    if hints.time_col is not None:
+        return hints
+    taken = {hints.target, hints.group_col, *hints.id_cols, *hints.pii_cols, *hints.drop_cols}
+    taken |= {n for n in frame.columns if n not in taken and pii_reason(n, frame[n])}
+    name, why = propose_time(frame, {t for t in taken if t})
+    if name is None:
+        return hints
+    notes.append(
+        f"time: {name!r} orders the rows in time ({why}); the latest rows are held out, as new data would "
+        f"arrive (--time-col NAME for another, --time-col {NO_TIME} for a random split)"
+    )
+    return hints.model_copy(update={"time_col": name})
 
 
 def _split(hints: Hints, task: str, holdout_path: str | Path | None, notes: list[str]) -> SplitSpec:
@@ -384,7 +517,9 @@ def _feature_columns(frame: pl.DataFrame, hints: Hints, notes: list[str]) -> lis
         if name == hints.target or name in hints.drop_cols:
             continue
         values = frame[name]
-        reason = "--pii-cols" if name in hints.pii_cols else pii_reason(name, values)
+        reason, kept = ("--pii-cols", None) if name in hints.pii_cols else pii_check(name, values)
+        if kept:
+            notes.append(kept)
         if reason:
             columns.append(Column(name=name, dtype=Dtype.CATEGORY, role=Role.PII))
             notes.append(f"column {name!r}: personal data ({reason}); dropped before anything is logged")

@@ -301,13 +301,36 @@ def _as_number(text: pl.Series) -> tuple[pl.Series | None, str]:
     return None, ""
 
 
+MONTH_FORMATS = ("%b-%Y", "%b %Y", "%B %Y", "%B-%Y", "%b-%y", "%Y-%m", "%m/%Y")  # "Mar-2018": a month
+
+
+def _as_month(text: pl.Series, sample: pl.Series) -> pl.Series | None:
+    """Months written without a day ("Mar-2018", "2018-03") as the first day of the month."""
+    for form in MONTH_FORMATS:
+
+        def parse(values: pl.Series, form: str = form) -> pl.Series:
+            dated = ("01 " + values).str.to_datetime(f"%d {form}", strict=False, time_unit="us")
+            return dated.alias(values.name)
+
+        if parse(sample).null_count() == 0:
+            return parse(text)
+    return None
+
+
 def _as_datetime(text: pl.Series) -> tuple[pl.Series | None, str]:
     sample = _distinct_sample(text)  # parsing a whole column that is not dates is slow
     if sample.len() == 0 or not bool(sample.str.contains(r"\d").all()):
         return None, ""
     try:
-        if sample.str.to_datetime(strict=False, time_unit="us").null_count():
-            return None, ""
+        auto = sample.str.to_datetime(strict=False, time_unit="us").null_count() == 0
+    except pl.exceptions.PolarsError:  # no format polars recognises
+        auto = False
+    try:
+        if not auto:
+            month = _as_month(text, sample)
+            if month is None or month.null_count() != text.null_count():
+                return None, ""
+            return month, "months parsed as dates (the first of each month)"
         parsed = text.str.to_datetime(strict=False, time_unit="us")
     except pl.exceptions.PolarsError:
         return None, ""

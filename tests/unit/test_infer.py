@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domains.infer import Hints, infer_spec, infer_task, make_hints, pii_reason, render_spec, slug
+from domains.infer import Hints, infer_spec, infer_task, make_hints, pii_check, pii_reason, render_spec, slug
 from domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import DataError, LeptonError, SpecError
 
@@ -99,15 +99,30 @@ def test_roles_ids_constants_and_empty_columns(tmp_path):
 @pytest.mark.parametrize(
     ("name", "values", "why"),
     [
-        ("Email", ["a@b.com", "c.d@e.org"] * 5, "its name"),
+        ("Email", ["a@b.com", "c.d@e.org"] * 5, "email addresses"),
         ("contact", ["anna@example.com", "bo@example.org"] * 5, "email addresses"),
         ("reach", ["+1 (555) 010-2030", "555-010-9999"] * 5, "phone numbers"),
-        ("FirstName", ["Ann", "Bo"] * 5, "its name"),
-        ("date_of_birth", ["1990-01-01"] * 10, "its name"),
+        ("FirstName", ["Ann", "Bo"] * 5, "first names or surnames"),
+        ("fake_last_name", [f"house{c}" for c in "abcdefghijkl"], "its name (person name) and 12 distinct"),
+        ("date_of_birth", ["1990-01-01"] * 10, "its name (birth date)"),
+        ("holder", ["123-45-6789", "987-65-4321"] * 5, "social security"),
+        ("pan", ["4111 1111 1111 1111", "5500 0000 0000 0004"] * 5, "card numbers"),
+        ("who", ["Mary Smith", "John Brown", "Linda Jones", "James Miller", "Susan Davis"] * 5
+         + [f"{a} {b}" for a in ("Robert", "Patricia", "Michael")
+            for b in ("Wilson", "Moore", "Taylor", "Clark", "Lewis")],
+         "person names"),
     ],
-)
+)  # fmt: skip
 def test_personal_data_is_recognised(name, values, why):
     assert why in (pii_reason(name, pl.Series(name, values)) or "")
+
+
+def test_a_personal_name_whose_values_are_not_personal_is_kept_and_said():
+    # German credit's "telephone" attribute: whether the customer has one, not the number.
+    values = pl.Series("telephone", ["none", "yes, registered under the customers name"] * 20)
+    reason, note = pii_check("telephone", values)
+    assert reason is None and "named like personal data (phone)" in note and "kept" in note
+    assert pii_check("clinic_name", pl.Series(["inpatient ward a", "clinical lab"] * 20)) == (None, None)
 
 
 @pytest.mark.parametrize("name", ["product_name_length", "grade", "zip_ratio", "amount"])
