@@ -96,7 +96,7 @@ BYO_CASES = {
     "leaky_feature": (
         lambda d: _write_csv(_byo_table().with_columns(pl.col("outcome").alias("final_status")), d / "t.csv"),
         ["--target", "outcome"],
-        "leakage sentinel: 'final_status'",
+        "'final_status' (alone): alone roc_auc 1.0000",
     ),
     "not_utf8": (
         lambda d: _put(d, b"city,outcome\n" + "Zürich,bad\n".encode("latin-1") * 40),
@@ -191,4 +191,27 @@ def test_a_latency_budget_no_model_meets_exits_2_and_records_nothing(nothing_rec
     assert result.exit_code == 2, result.output
     assert "no candidate meets the latency budget of 0.0001 ms (latency_budget_ms)" in result.stderr, result.output
     assert "Traceback" not in result.output
+    nothing_recorded()
+
+
+def test_a_leak_with_json_prints_one_error_object_and_stops_before_prefect(nothing_recorded, tmp_path):
+    import json
+
+    path = _write_csv(_byo_table().with_columns(pl.col("outcome").alias("final_status")), tmp_path / "t.csv")
+    result = CliRunner().invoke(app, ["run", "--data", str(path), "--target", "outcome", "--json"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stdout.strip().splitlines()
+    error = json.loads(line)["error"]
+    assert error["type"] == "LeakageError" and error["exit_code"] == 2
+    assert "'final_status' (alone)" in error["message"] and "--allow-leakage final_status" in error["message"]
+    assert "Traceback" not in result.output and "Flow run" not in result.output  # stopped before any flow
+    nothing_recorded()
+
+
+def test_a_template_for_another_task_is_refused_naming_the_ones_that_fit(nothing_recorded, tmp_path):
+    table = _byo_table().with_columns(pl.Series("outcome", ["a", "b", "c"] * (_byo_table().height // 3)))
+    path = _write_csv(table, tmp_path / "t.csv")
+    result = CliRunner().invoke(app, ["run", "--data", str(path), "--target", "outcome", "--template", "medical"])
+    assert result.exit_code == 2, result.output
+    assert "'medical' is for binary targets" in result.stderr and "--template manufacturing" in result.stderr
     nothing_recorded()

@@ -353,3 +353,50 @@ def test_a_bundle_over_the_latency_budget_is_registered_but_not_promoted(lepton_
     assert any(r.startswith(f"latency budget {budget:g} ms: single-row p50") for r in result.reasons), result.reasons
     run = _client().get_run(result.run_id)
     assert run.data.metrics["chosen_latency_ms"] <= budget < run.data.metrics["latency_p50_ms"]
+    assert run.data.metrics["latency_spread"] <= 0.5 and run.data.metrics["latency_wall_p50_ms"] > 0
+    # The same inputs again (a scheduled run, or --no-cache): the run key finds v2, whose bundle is
+    # timed again and gated like a new one; it must not become champion by being found.
+    again = pipeline(domain=spec, trials=0, cache=False)
+    assert again.version == "2" and not again.promoted and again.champion_version == "1", again.reasons
+    assert any(r.startswith(f"latency budget {budget:g} ms") for r in again.reasons), again.reasons
+    client = _client()
+    assert client.get_model_version_by_alias(spec.model_name, "champion").version == "1"
+    assert client.get_model_version_by_alias(spec.model_name, "challenger").version == "2"
+    shown = again.as_json()
+    assert shown["family"] == again.family and shown["reasons"] == again.reasons and shown["reasons"]
+
+
+def test_personal_data_never_reaches_any_file_under_lepton_home(lepton_home, tmp_path):
+    # First and last names (from the census lists a user's CRM export would hold) and an e-mail
+    # column beside honest features: dropped before anything is logged, cached or reported.
+    import numpy as np
+    import polars as pl
+
+    from lepton.api import run as lepton_run
+
+    rng = np.random.default_rng(7)
+    n = 600
+    firsts = ["Margaret", "Dorothy", "Theodore", "Bernard", "Gwendolyn", "Reginald", "Winifred", "Cornelius"]
+    lasts = ["Kowalczyk", "Fitzgerald", "Oyelaran", "Hargreaves", "Lindqvist", "Castellano", "Abernathy"]
+    x = rng.normal(size=n)
+    frame = pl.DataFrame(
+        {
+            "first_name": rng.choice(firsts, n),
+            "surname": rng.choice(lasts, n),
+            "contact": [f"user{i}@example.org" for i in range(n)],
+            "amount": x,
+            "region": rng.choice(["north", "south", "east"], n),
+            "outcome": np.where(x + rng.normal(size=n) > 0.8, "bad", "good"),
+        }
+    )
+    path = tmp_path / "crm.csv"
+    frame.write_csv(path)
+    result = lepton_run(data=str(path), target="outcome", trials=2)
+    assert result.version == "1"
+    roles = {c.name: c.role.value for c in result.spec.columns}
+    assert roles["first_name"] == roles["surname"] == roles["contact"] == "pii", roles
+    needles = [*firsts, *lasts, "user17@example.org", "@example.org"]
+    files = [f for f in lepton_home.rglob("*") if f.is_file()]
+    assert len(files) > 20 and any(f.name == "mlflow.db" for f in files)
+    hits = [(str(f.relative_to(lepton_home)), n) for f in files for n in needles if n.encode() in f.read_bytes()]
+    assert hits == []

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from domains.infer import Hints, infer_spec, infer_task, make_hints, pii_check, pii_reason, render_spec, slug
 from domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import DataError, LeptonError, SpecError
+from tasks.ingest import coerce_types
 
 
 def _table(n=200, seed=0, **extra):
@@ -257,3 +258,38 @@ def test_any_table_that_passes_inference_and_preparation_trains_and_scores(colum
         scores = train_model(spec, data, family, params).predict(data.holdout.X)
         assert np.isfinite(scores).all()
         assert evaluate(spec, data.holdout.y, scores)
+
+
+def test_integer_ids_with_gaps_and_sequence_numbers_are_ids_not_features():
+    n = 400
+    gaps = np.cumsum(np.random.default_rng(1).integers(1, 3, n))  # 1..~600: unique, with gaps
+    stamped = 1_000_000 + np.cumsum(np.random.default_rng(2).integers(1, 5000, n))  # sparse, increasing
+    roles = {c.name: c.role for c in _infer(_table(n, patient=gaps, ticket=stamped)).spec.columns}
+    assert roles["patient"] is Role.ID and roles["ticket"] is Role.ID
+    income = np.random.default_rng(3).permutation(np.arange(n) * 997 + 20_000)  # unique, sparse, unordered
+    assert {c.name: c.role for c in _infer(_table(n, income=income)).spec.columns}["income"] is Role.FEATURE
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("issued", [f"20{10 + i // 12:02d}-{1 + i % 12:02d}-01" for i in range(200)]),  # dates
+        ("pan_day", [i // 2 for i in range(200)]),  # a day number
+        ("sample_yr", [1995 + i // 25 for i in range(200)]),  # years
+    ],
+)
+def test_a_column_that_orders_rows_in_time_is_proposed_and_split_on(column, values):
+    frame = coerce_types(_table(200, **{column: values}))
+    inferred = _infer(frame)
+    assert inferred.spec.split.kind == "time" and inferred.spec.time_column == column
+    assert any(n.startswith(f"time: {column!r} orders the rows in time") for n in inferred.notes)
+    plain = _infer(frame, time_col="none")
+    assert plain.spec.split.kind == "stratified" and plain.spec.time_column is None
+
+
+def test_text_months_are_dates_and_durations_or_cycles_are_not_time():
+    frame = coerce_types(_table(200, issue_month=[["Jan", "Feb", "Mar"][i % 3] + "-2018" for i in range(200)]))
+    assert frame["issue_month"].dtype == pl.Datetime("us")
+    assert _infer(frame).spec.time_column == "issue_month"
+    ordinary = _table(200, Time=[6 * (1 + i % 12) for i in range(200)], day_of_week=[i % 7 for i in range(200)])
+    assert _infer(ordinary).spec.time_column is None  # a loan term in months, a weekday

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from domains.infer import Hints, infer_spec
-from domains.spec import LeakageSpec
+from domains.spec import LeakageSpec, Role
 from lepton.errors import LeakageError
 from tasks.leakage import check_leakage, feature_scores
 from tasks.preprocess import class_labels, prepare
@@ -82,3 +82,85 @@ def test_scores_use_a_sample_of_large_training_sets():
     spec = _spec(frame)
     small = feature_scores(frame, spec, class_labels(frame["label"], spec), max_rows=200)
     assert set(small) == {"honest", "noise"} and 0.5 < small["honest"][1] < 0.99
+
+
+def _honest_table(n: int = 1500, seed: int = 1) -> tuple[pl.DataFrame, np.ndarray]:
+    """Five honest columns that together predict the outcome well (as a real table's would)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    logit = X @ np.array([0.9, 0.7, 0.6, 0.5, 0.4])
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return pl.DataFrame({f"x{i}": X[:, i] for i in range(5)}), y
+
+
+def test_a_post_outcome_duration_is_dominant_and_named_with_its_evidence():
+    # Time until the event: short for the rows that had it, long for the others, with overlap.
+    frame, y = _honest_table()
+    rng = np.random.default_rng(2)
+    duration = np.where(y, rng.gamma(2.0, 300, len(y)), 1800 + rng.gamma(2.0, 600, len(y)))
+    duration = np.where(rng.random(len(y)) < 0.25, rng.uniform(0, 4000, len(y)), duration)  # censored rows
+    frame = frame.with_columns(pl.Series("futime", duration), pl.Series("label", np.where(y, "dead", "alive")))
+    spec = _spec(frame)
+    with pytest.raises(LeakageError) as info:
+        check_leakage(frame, spec, class_labels(frame["label"], spec))
+    (found,) = info.value.found
+    assert found.column == "futime" and found.rule == "dominant"
+    assert "the other 5 column(s) together" in found.evidence and "the table loses" in found.evidence
+    assert "--allow-leakage futime" in str(info.value) and "--drop-cols futime" in str(info.value)
+
+
+def test_one_strong_honest_column_among_noise_is_not_a_suspect():
+    # ISLR's Default: the card balance alone is the signal; the rest is noise. Not a leak.
+    rng = np.random.default_rng(3)
+    balance = rng.normal(size=2000)
+    y = np.where(balance * 2.5 + rng.normal(size=2000) > 2, "Yes", "No")
+    frame = pl.DataFrame({"balance": balance, "income": rng.normal(size=2000), "label": y})
+    spec = _spec(frame)
+    assert "balance" in check_leakage(frame, spec, class_labels(frame["label"], spec))
+
+
+def test_every_column_that_re_expresses_the_target_is_named_at_once():
+    # An interest rate as the target: its grade and sub-grade re-express it.
+    frame, _ = _honest_table(2000)
+    rate = 6 + 4 * frame["x0"].to_numpy() ** 2 + frame["x1"].to_numpy()
+    sub = np.digitize(rate, np.quantile(rate, np.linspace(0, 1, 36)[1:-1]))
+    frame = frame.with_columns(
+        pl.Series("label", rate),
+        pl.Series("sub_grade", [f"{'ABCDEFG'[min(s // 5, 6)]}{s % 5 + 1}" for s in sub]),
+        pl.Series("grade", ["ABCDEFG"[min(s // 5, 6)] for s in sub]),
+    )
+    spec = _spec(frame)
+    with pytest.raises(LeakageError) as info:
+        check_leakage(frame, spec, [])
+    assert set(info.value.suspects) == {"sub_grade", "grade"}, str(info.value)
+    rules = {s.column: s.rule for s in info.value.found}
+    assert rules["grade"] == "re-expresses"
+
+
+def test_a_test_result_that_is_one_outcome_is_caught_for_a_multiclass_target():
+    # A COVID Ct value: 45 ("not detected") for negatives and invalid tests, below 40 for positives.
+    rng = np.random.default_rng(4)
+    result = rng.choice(["negative", "positive", "invalid"], 3000, p=[0.8, 0.1, 0.1])
+    ct = np.where(result == "positive", rng.uniform(15, 40, 3000), 45.0)
+    frame = pl.DataFrame({"age": rng.uniform(0, 90, 3000), "ct_result": ct, "label": result})
+    spec = _spec(frame)
+    with pytest.raises(LeakageError, match=r"'ct_result' \(alone\): alone it tells class 'positive' from the rest"):
+        check_leakage(frame, spec, class_labels(frame["label"], spec))
+
+
+def test_an_integer_column_unique_to_every_row_is_an_identifier_in_a_spec():
+    frame, y = _honest_table(800)
+    order = np.argsort(y, kind="stable")  # numbered after sorting by the outcome: it leaks the order
+    ids = np.empty(800, dtype=np.int64)
+    ids[order] = np.cumsum(np.random.default_rng(5).integers(1, 3, 800))
+    frame = frame.with_columns(pl.Series("label", np.where(y, "bad", "good")), pl.Series("case", ids))
+    spec = _spec(frame, id_cols=())
+    spec = spec.model_copy(
+        update={
+            "columns": tuple(
+                c.model_copy(update={"role": Role.FEATURE}) if c.name == "case" else c for c in spec.columns
+            )
+        }
+    )
+    with pytest.raises(LeakageError, match=r"'case' \(identifier\): whole numbers unique to each"):
+        check_leakage(frame, spec, class_labels(frame["label"], spec))
