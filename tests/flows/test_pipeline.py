@@ -360,8 +360,8 @@ def test_a_bundle_over_the_latency_budget_is_registered_but_not_promoted(lepton_
     assert again.version == "2" and not again.promoted and again.champion_version == "1", again.reasons
     assert any(r.startswith(f"latency budget {budget:g} ms") for r in again.reasons), again.reasons
     client = _client()
-    assert client.get_model_version_by_alias(spec.model_name, "champion").version == "1"
-    assert client.get_model_version_by_alias(spec.model_name, "challenger").version == "2"
+    assert str(client.get_model_version_by_alias(spec.model_name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(spec.model_name, "challenger").version) == "2"
     shown = again.as_json()
     assert shown["family"] == again.family and shown["reasons"] == again.reasons and shown["reasons"]
 
