@@ -389,9 +389,14 @@ def infer_spec(
     elif hints.positive_class is not None:
         raise SpecError([("--positive-class", f"applies to binary targets; this task is {task}")])
 
-    hints = _with_time(frame, hints, notes)
+    personal = {  # judged once per column: the time proposal and the roles both need it
+        name: ("--pii-cols", None) if name in hints.pii_cols else pii_check(name, frame[name])
+        for name in frame.columns
+        if name != hints.target and name not in hints.drop_cols
+    }
+    hints = _with_time(frame, hints, personal, notes)
     columns = [_target_column(target, task)]
-    columns += _feature_columns(frame, hints, notes)
+    columns += _feature_columns(frame, hints, personal, notes)
     template = _template_fields(task, hints.template, notes)
     if task == "multiclass" and "normal_class" in template:
         normal, why = infer_normal(target)
@@ -423,16 +428,18 @@ def infer_spec(
 NO_TIME = "none"  # --time-col none: no time column, whatever the data hold
 
 
-def _with_time(frame: pl.DataFrame, hints: Hints, notes: list[str]) -> Hints:
+def _with_time(
+    frame: pl.DataFrame, hints: Hints, personal: dict[str, tuple[str | None, str | None]], notes: list[str]
+) -> Hints:
     """Time-aware by default: a column that orders the rows in time becomes the time column (the
     split holds out the latest rows) unless the user named one or said ``--time-col none``."""
     if hints.time_col == NO_TIME:
-        notes.append("time: none, as asked (--time-col none); rows are split at random")
+        notes.append("time: none, as asked (--time-col none); the split does not follow time")
         return hints.model_copy(update={"time_col": None})
     if hints.time_col is not None:
         return hints
-    taken = {hints.target, hints.group_col, *hints.id_cols, *hints.pii_cols, *hints.drop_cols}
-    taken |= {n for n in frame.columns if n not in taken and pii_reason(n, frame[n])}
+    taken = {hints.target, hints.group_col, *hints.id_cols, *hints.drop_cols}
+    taken |= {n for n, (reason, _) in personal.items() if reason}
     name, why = propose_time(frame, {t for t in taken if t})
     if name is None:
         return hints
@@ -511,13 +518,15 @@ def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str
     return Role.FEATURE
 
 
-def _feature_columns(frame: pl.DataFrame, hints: Hints, notes: list[str]) -> list[Column]:
+def _feature_columns(
+    frame: pl.DataFrame, hints: Hints, personal: dict[str, tuple[str | None, str | None]], notes: list[str]
+) -> list[Column]:
     columns: list[Column] = []
     for name in frame.columns:
         if name == hints.target or name in hints.drop_cols:
             continue
         values = frame[name]
-        reason, kept = ("--pii-cols", None) if name in hints.pii_cols else pii_check(name, values)
+        reason, kept = personal[name]
         if kept:
             notes.append(kept)
         if reason:
