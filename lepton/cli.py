@@ -306,6 +306,28 @@ def run(
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
     hints = _hints(ctx.params)
     JSON_ERRORS["on"] = as_json
+    try:
+        _run_command(domain, all_domains, data, target, spec, holdout, append, allow_leakage, trials, as_json,
+                     distributed, no_cache, hints)  # fmt: skip
+    finally:
+        JSON_ERRORS["on"] = False  # one command's --json, not the next one's in the same process
+
+
+def _run_command(
+    domain: str | None,
+    all_domains: bool,
+    data: Path | None,
+    target: str | None,
+    spec: Path | None,
+    holdout: Path | None,
+    append: Path | None,
+    allow_leakage: str | None,
+    trials: int,
+    as_json: bool,
+    distributed: bool,
+    no_cache: bool,
+    hints: dict[str, Any],
+) -> None:
     if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage or append):
         _fail("--all runs the built-in domains on their own data; it takes no other input")
     if domain is not None and domain not in DOMAINS:

@@ -48,8 +48,7 @@ class PipelineResult:
             "engine",
             "cost",
             "up_to_date",
-            "family",
-            "reasons",
         )
         out = {k: v for k, v in asdict(self).items() if k in keys}
-        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0)}
+        # Keys added later go last, so the shape scripts read stays stable.
+        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0), "family": self.family, "reasons": self.reasons}

@@ -7,9 +7,11 @@ wall time by descheduling the thread but leaves the work the call does unchanged
 scoring runs in the calling thread (NumPy, XGBoost on one row), so its thread time is its cost.
 Wall time is measured beside it and reported, never used to decide.
 
-Calls are timed warm, in blocks; the spread of the blocks' medians is the noise, stated with the
-figure. When it stays above ``MAX_SPREAD`` after ``ATTEMPTS`` measurements, the figure is not
-reliable and says so (``reliable`` False): a gate then withholds its decision instead of making one.
+Calls are timed warm, in blocks. Load only ever adds CPU time to a call (caches and cores shared
+with other work), so the figure is the median of the two quietest blocks, and their disagreement
+is the noise stated with it. When it stays above ``MAX_SPREAD`` after ``ATTEMPTS`` measurements,
+the figure is not reliable and says so (``reliable`` False): a gate then withholds its decision
+instead of making one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCKS = 5
-MAX_SPREAD = 0.5  # (max - min) / median of the blocks' medians
+MAX_SPREAD = 0.5  # between the two quietest blocks' medians
 ATTEMPTS = 3
 
 
@@ -29,22 +31,16 @@ ATTEMPTS = 3
 class CallTiming:
     """Milliseconds per call: thread CPU time (decides) and wall time (reported)."""
 
-    cpu_p50_ms: float
+    cpu_p50_ms: float  # the median of the two quietest blocks
     cpu_p99_ms: float
     wall_p50_ms: float
     wall_p99_ms: float
-    spread: float  # relative spread of the blocks' CPU medians
+    spread: float  # how far the two quietest blocks' medians disagree, relative
     calls: int
 
     @property
     def reliable(self) -> bool:
         return self.spread <= MAX_SPREAD
-
-    def describe(self) -> str:
-        return (
-            f"{self.cpu_p50_ms:.3f} ms of CPU a call (p50 of {self.calls}, blocks within {self.spread:.0%}; "
-            f"wall p50 {self.wall_p50_ms:.3f} ms on this machine now)"
-        )
 
 
 def _measure(call: Callable[[int], object], calls: int, warmup: int) -> CallTiming:
@@ -59,11 +55,13 @@ def _measure(call: Callable[[int], object], calls: int, warmup: int) -> CallTimi
         cpu[i] = time.thread_time_ns() - c0
     cpu /= 1e6
     wall /= 1e6
-    medians = [float(np.median(block)) for block in np.array_split(cpu, min(BLOCKS, calls))]
-    middle = float(np.median(cpu))
-    spread = (max(medians) - min(medians)) / middle if middle > 0 else 0.0
+    # Interference only ever adds CPU time (caches and cores shared with other work), so the two
+    # quietest blocks carry the call's own cost; they must agree for the figure to decide.
+    quiet = sorted(float(np.median(block)) for block in np.array_split(cpu, min(BLOCKS, calls)))[:2]
+    figure = float(np.mean(quiet))
+    spread = (quiet[-1] - quiet[0]) / figure if figure > 0 else 0.0
     return CallTiming(
-        cpu_p50_ms=middle,
+        cpu_p50_ms=figure,
         cpu_p99_ms=float(np.quantile(cpu, 0.99)),
         wall_p50_ms=float(np.median(wall)),
         wall_p99_ms=float(np.quantile(wall, 0.99)),

@@ -133,8 +133,8 @@ def latency_failures(spec: DomainSpec, latency: dict[str, float]) -> list[str]:
     or, when the measurement was not steady enough to decide on, a reason that says so."""
     if latency["latency_spread"] > MAX_SPREAD:
         return [
-            f"latency not decided: the single-row timings disagreed by {latency['latency_spread']:.0%} "
-            f"between blocks after {ATTEMPTS} measurements (at most {MAX_SPREAD:.0%} to decide); "
+            f"latency not decided: the quietest blocks of single-row timings disagreed by "
+            f"{latency['latency_spread']:.0%} after {ATTEMPTS} measurements (at most {MAX_SPREAD:.0%} to decide); "
             "not promoted until it can be measured"
         ]
     if latency["latency_p50_ms"] > spec.latency_budget_ms:

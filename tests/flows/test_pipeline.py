@@ -224,7 +224,10 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
         "cost",
         "up_to_date",
         "cost_usd",
+        "family",
+        "reasons",
     ]
+    assert payload["family"] in {"linear", "xgboost", "mlp"} and payload["reasons"]  # why promoted or not
     assert payload["up_to_date"] is False  # a first run (lepton.rerun)
     assert payload["model_name"] == "lepton-medical" and payload["primary_metric"] == "roc_auc"
     assert set(payload["stages"]) == {"preprocess", "features", "train", "optimise", "deploy", "monitor"}
