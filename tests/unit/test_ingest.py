@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lepton.errors import EmptyDataError, InputPathError, LeptonError, SchemaError
 from tasks import ingest
-from tasks.ingest import coerce_types, load, read_table
+from tasks.ingest import NULL_TOKENS, coerce_types, load, read_table
 
 
 def _write(tmp_path, name, text, encoding="utf-8"):
@@ -170,7 +170,9 @@ def test_quoted_tables_round_trip_through_the_reader(tmp_path, names, data, deli
     except LeptonError:
         return  # e.g. a file the sniffer cannot tell apart: an error is fine, a wrong table is not
     assert frame.columns == names
-    kept = [r for r in rows if any(r)]  # a row of empty cells only is skipped; one of spaces is a row of nulls
+    # A row of empty cells or missing-value tokens only ("", "NA", "None") holds no value and is
+    # skipped; one of spaces is a row of nulls.
+    kept = [r for r in rows if any(c not in NULL_TOKENS for c in r)]
     raw = pl.DataFrame({n: [r[i] for r in kept] for i, n in enumerate(names)}, schema=dict.fromkeys(names, pl.String))
     expected = coerce_types(raw, decimal_comma=delimiter == ";")
     for name in names:
