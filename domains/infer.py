@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +113,7 @@ def make_hints(**given: Any) -> Hints:
 class Inferred:
     spec: DomainSpec
     notes: tuple[str, ...]
+    why: Mapping[str, str] = field(default_factory=dict)  # column -> why it is not a plain feature
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -394,9 +396,10 @@ def infer_spec(
         for name in frame.columns
         if name != hints.target and name not in hints.drop_cols
     }
-    hints = _with_time(frame, hints, personal, notes)
+    why: dict[str, str] = {}
+    hints = _with_time(frame, hints, personal, notes, why)
     columns = [_target_column(target, task)]
-    columns += _feature_columns(frame, hints, personal, notes)
+    columns += _feature_columns(frame, hints, personal, notes, why)
     template = _template_fields(task, hints.template, notes)
     if task == "multiclass" and "normal_class" in template:
         normal, why = infer_normal(target)
@@ -422,14 +425,18 @@ def infer_spec(
         )
     except ValidationError as exc:
         raise SpecError.from_validation(exc, "inferred spec") from exc
-    return Inferred(spec=spec, notes=tuple(notes))
+    return Inferred(spec=spec, notes=tuple(notes), why=why)
 
 
 NO_TIME = "none"  # --time-col none: no time column, whatever the data hold
 
 
 def _with_time(
-    frame: pl.DataFrame, hints: Hints, personal: dict[str, tuple[str | None, str | None]], notes: list[str]
+    frame: pl.DataFrame,
+    hints: Hints,
+    personal: dict[str, tuple[str | None, str | None]],
+    notes: list[str],
+    why: dict[str, str],
 ) -> Hints:
     """Time-aware by default: a column that orders the rows in time becomes the time column (the
     split holds out the latest rows) unless the user named one or said ``--time-col none``."""
@@ -440,12 +447,16 @@ def _with_time(
         return hints
     taken = {hints.target, hints.group_col, *hints.id_cols, *hints.drop_cols}
     taken |= {n for n, (reason, _) in personal.items() if reason}
-    name, why = propose_time(frame, {t for t in taken if t})
+    name, because = propose_time(frame, {t for t in taken if t})
     if name is None:
         return hints
     notes.append(
-        f"time: {name!r} orders the rows in time ({why}); the latest rows are held out, as new data would "
+        f"time: {name!r} orders the rows in time ({because}); the latest rows are held out, as new data would "
         f"arrive (--time-col NAME for another, --time-col {NO_TIME} for a random split)"
+    )
+    why[name] = (
+        f"proposed as the time column ({because}): the split holds out the latest rows. For a random split "
+        "instead, make it role: feature and set split.kind (or pass --time-col none)"
     )
     return hints.model_copy(update={"time_col": name})
 
@@ -495,7 +506,7 @@ def _target_column(target: pl.Series, task: str) -> Column:
     return Column(name=target.name, dtype=kind, role=Role.TARGET)
 
 
-def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str]) -> Role | None:
+def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str], why: dict[str, str]) -> Role | None:
     """The column's role, or None to leave it out; every exclusion is noted."""
     stated = {hints.time_col: Role.TIME, hints.group_col: Role.GROUP, **dict.fromkeys(hints.id_cols, Role.ID)}
     if name in stated:
@@ -506,9 +517,10 @@ def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str
     if values.n_unique() <= 1:
         notes.append(f"column {name!r}: constant ({values.drop_nulls().head(1).to_list()}); left out")
         return None
-    why = _id_like(name, values, rows)
-    if why:
-        notes.append(f"warning: column {name!r}: {why}; kept as an id, not a feature (--id-cols to say so)")
+    because = _id_like(name, values, rows)
+    if because:
+        notes.append(f"warning: column {name!r}: {because}; kept as an id, not a feature (--id-cols to say so)")
+        why[name] = f"{because}: an id, never a feature"
         return Role.ID
     if _dtype(values) is Dtype.CATEGORY and values.n_unique() > HIGH_CARDINALITY:
         notes.append(
@@ -519,7 +531,11 @@ def _role(name: str, values: pl.Series, hints: Hints, rows: int, notes: list[str
 
 
 def _feature_columns(
-    frame: pl.DataFrame, hints: Hints, personal: dict[str, tuple[str | None, str | None]], notes: list[str]
+    frame: pl.DataFrame,
+    hints: Hints,
+    personal: dict[str, tuple[str | None, str | None]],
+    notes: list[str],
+    why: dict[str, str],
 ) -> list[Column]:
     columns: list[Column] = []
     for name in frame.columns:
@@ -532,12 +548,13 @@ def _feature_columns(
         if reason:
             columns.append(Column(name=name, dtype=Dtype.CATEGORY, role=Role.PII))
             notes.append(f"column {name!r}: personal data ({reason}); dropped before anything is logged")
+            why[name] = f"personal data ({reason}): dropped before anything is logged"
             continue
         kind = _dtype(values)
         if kind is None:
             notes.append(f"column {name!r}: type {values.dtype} is not supported; left out")
             continue
-        role = _role(name, values, hints, frame.height, notes)
+        role = _role(name, values, hints, frame.height, notes, why)
         if role is not None:
             columns.append(Column(name=name, dtype=kind, role=role))
     if hints.drop_cols:
@@ -630,16 +647,20 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
     ("drift", "Monitoring: a feature drifts when its PSI against training exceeds psi_threshold."),
     (
         "leakage",
-        "A feature that alone predicts the target above threshold (ROC AUC, balanced accuracy or R²) on\n"
-        "the training split stops the run, unless listed in allow.",
+        "The sentinel stops the run before anything is recorded when a feature alone predicts the target\n"
+        "above threshold (ROC AUC, balanced accuracy or R²), carries most of what the table predicts,\n"
+        "re-expresses the target, or is a per-row id; list a column in allow to keep it anyway.",
     ),
     ("schedule", "Cron schedule of the retraining deployment."),
 )
 
 
-def render_spec(spec: DomainSpec, notes: tuple[str, ...] | list[str], base: Path) -> str:
+def render_spec(
+    spec: DomainSpec, notes: tuple[str, ...] | list[str], base: Path, why: Mapping[str, str] | None = None
+) -> str:
     """The spec as commented YAML that ``DomainSpec.from_yaml`` reads back to the same spec.
-    The data path is written relative to ``base`` (the spec file's directory) when it can be."""
+    The data path is written relative to ``base`` (the spec file's directory) when it can be;
+    ``why`` (column -> reason) is written as a comment above each column it explains."""
     import os
 
     import yaml
@@ -673,7 +694,10 @@ def render_spec(spec: DomainSpec, notes: tuple[str, ...] | list[str], base: Path
         lines.extend(f"# {line}" for line in comment.splitlines() if comment)
         if key == "columns":
             lines.append("columns:")
-            lines.extend(f"  - {dump(column)}" for column in value)
+            for column in value:
+                if why and column["name"] in why:
+                    lines.append(f"  # {column['name']}: {why[column['name']]}")
+                lines.append(f"  - {dump(column)}")
         elif isinstance(value, dict):
             lines.append(f"{key}:")
             lines.extend(f"  {k}: {dump(v)}" for k, v in value.items())

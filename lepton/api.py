@@ -46,7 +46,7 @@ def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = 
 
     loaded = load(path, hints.encoding)
     inferred = infer_spec(loaded.frame, hints, loaded.path, _holdout_path(holdout))
-    return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes)
+    return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes, why=inferred.why)
 
 
 def _holdout_path(holdout: str | Path | None) -> Path | None:
@@ -83,7 +83,7 @@ def spec_from_frame(frame: Any, hints: Hints, home: Path, holdout: str | Path | 
         kept.write_parquet(partial)
         partial.replace(target)  # atomic: a crash never leaves a half-written input behind
     spec = inferred.spec.model_copy(update={"data": inferred.spec.data.model_copy(update={"path": str(target)})})
-    return Inferred(spec=spec, notes=tuple(notes) + inferred.notes)
+    return Inferred(spec=spec, notes=tuple(notes) + inferred.notes, why=inferred.why)
 
 
 def allow_leakage(spec: DomainSpec, columns: tuple[str, ...]) -> DomainSpec:

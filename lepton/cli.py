@@ -416,7 +416,7 @@ def init(
         if out.exists() and not force:
             raise InputPathError(f"{out}: exists; pass --force to overwrite it")
         inferred = spec_from_file(data, hints, holdout)
-        text = render_spec(inferred.spec, inferred.notes, out.parent)
+        text = render_spec(inferred.spec, inferred.notes, out.parent, inferred.why)
     except LeptonError as exc:
         _fail(str(exc))
     partial = out.with_name(f".{out.name}.partial")

@@ -196,8 +196,13 @@ def test_spec_file_reads_back_to_the_same_spec(tmp_path):
     from lepton.api import spec_from_file
 
     inferred = spec_from_file(data, Hints(target="label", template="medical", allow_leakage=("amount",)))
-    text = render_spec(inferred.spec, inferred.notes, tmp_path)
+    text = render_spec(inferred.spec, inferred.notes, tmp_path, inferred.why)
     assert "path: table.csv" in text and "# What was inferred" in text and "#   - task: binary" in text
+    lines = text.splitlines()  # the proposed time column is explained right above its entry
+    entry = lines.index("  - {name: opened, dtype: datetime, role: time}")
+    comment = lines[entry - 1]
+    assert comment.startswith("  # opened: proposed as the time column") and "--time-col none" in comment
+    assert inferred.spec.split.kind == "time"
     (tmp_path / "spec.yaml").write_text(text)
     assert DomainSpec.from_yaml(tmp_path / "spec.yaml") == inferred.spec
 
