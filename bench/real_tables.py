@@ -18,6 +18,7 @@ import io
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ class Table:
     ids: tuple[str, ...] = ()  # columns that must be kept as ids, not features
     kept: tuple[str, ...] = ()  # named like personal data but not: kept as features, with a note
     time: str | None = None  # the time column Lepton must propose
+    review: tuple[str, ...] = ()  # columns the sentinel's review note must name (a multi-column re-expression)
     plant: str = ""  # a planted change (see PLANTS)
 
 
@@ -143,6 +145,7 @@ TABLES = {
             "Lending Club loans 2018, 10,000, target interest rate (regression; natural: sub_grade and grade "
             "re-express the rate; issue_month written like Mar-2018)",
             leaks=("sub_grade", "grade"),
+            review=("installment", "paid_interest"),
             time="issue_month",
         ),
         Table(
@@ -295,7 +298,7 @@ def run(table: Table, trials: int, workdir: Path) -> dict:
         flags = (*table.flags, "--drop-cols", ",".join(table.leaks))
         (workdir / "clean").mkdir(exist_ok=True)
         cleaned = run(Table(**{**table.__dict__, "flags": flags, "leaks": ()}), trials, workdir / "clean")
-        shown = ("metric", "candidate", "baseline", "reference", "promoted", "split", "family", "reasons")
+        shown = ("metric", "candidate", "baseline", "reference", "promoted", "split", "family", "reasons", "reviewed")
         row.update({k: cleaned[k] for k in shown if k in cleaned})
         row["clean_seconds"] = cleaned["seconds"]
         if "error" in cleaned:
@@ -315,10 +318,19 @@ def run(table: Table, trials: int, workdir: Path) -> dict:
             "version": result["version"],
             "family": result.get("family"),
             "reasons": result.get("reasons"),
+            "reviewed": _reviewed(result.get("notes", [])),
             **{k: v for k, v in reference(table, path).items() if k != "metric"},
         }
     )
     return row
+
+
+def _reviewed(notes: list[str]) -> list[str]:
+    """The columns the sentinel's review note names ("review: the model leans on 'a', 'b': ...")."""
+    for note in notes:
+        if note.startswith("review: the model leans on "):
+            return re.findall(r"'([^']+)'", note.split(": with them")[0])
+    return []
 
 
 def failures(row: dict, table: Table) -> list[str]:
@@ -333,6 +345,8 @@ def failures(row: dict, table: Table) -> list[str]:
     for field, expected in (("ids", table.ids), ("pii_dropped", table.pii), ("kept_with_note", table.kept)):
         if sorted(row.get(field, [])) != sorted(expected):
             wrong.append(f"{field} {row.get(field)}, expected {list(expected)}")
+    if not set(table.review) <= set(row.get("reviewed", [])):
+        wrong.append(f"review note named {row.get('reviewed')}, expected {list(table.review)} among them")
     if row.get("pii_hits_under_home"):
         wrong.append(f"{row['pii_hits_under_home']} personal value(s) found under LEPTON_HOME")
     if "candidate" in row and row["candidate"] < row["baseline"]:

@@ -156,7 +156,7 @@ def _hints(params: dict[str, Any]) -> dict[str, Any]:
 
 def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
     for note in notes:
-        style = "yellow" if note.startswith("warning") else "dim"
+        style = "yellow" if note.startswith(("warning", "review")) else "dim"
         err.print(f"  [cyan]{name}[/] [{style}]{note}[/]", highlight=False, soft_wrap=True)
 
 

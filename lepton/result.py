@@ -51,4 +51,10 @@ class PipelineResult:
         )
         out = {k: v for k, v in asdict(self).items() if k in keys}
         # Keys added later go last, so the shape scripts read stays stable.
-        return {**out, "cost_usd": self.cost.get("cost_usd", 0.0), "family": self.family, "reasons": self.reasons}
+        return {
+            **out,
+            "cost_usd": self.cost.get("cost_usd", 0.0),
+            "family": self.family,
+            "reasons": self.reasons,
+            "notes": self.notes,  # what the data showed: inferred roles, warnings, the sentinel's review
+        }

@@ -18,6 +18,13 @@ A feature is a suspect, with its evidence, when
 - **identifier**: whole numbers unique to every training row: an id cannot generalise, and when
   rows were numbered in an order that follows the outcome it leaks that order.
 
+Not a stop but a note, for what statistics cannot settle: when the whole table's model leans on a
+few columns (most of its gain) that together reach what the table does while all the others reach
+far less, those columns are named for review. A rate re-expressed across several columns (the
+instalment from the amount, the term and the rate; the interest paid so far) looks like this, and
+so do genuine drivers that act together (a concrete's cement, water and age): only the user knows
+which columns are known when a prediction is made.
+
 The checks repeat on what is left after the suspects are set aside (a handful of rounds), so a
 second copy of the answer behind the first is found in the same run. Scores are skill on a common
 scale (0 = no better than chance, 1 = perfect: 2·AUC - 1, balanced accuracy above chance, R²).
@@ -50,6 +57,21 @@ DOMINANT_REST = 0.5  # when the rest carries real signal (alone in a table of no
 DETERMINED = 0.85  # skill with which the target (or another suspect) predicts a re-expressing column
 ROUNDS = 4
 CANDIDATES = 2  # strongest single columns examined with a model of the rest, per round
+LEAN_STEP = 3  # the review note sets aside the columns the table's model gains most from, this many at a time,
+LEAN_MAX = 9  # at most this many (and a third of the columns),
+LEAN_WHOLE = 0.6  # and names them when the table reaches this skill
+LEAN_GAP = 0.4  # and without them the rest this much less;
+LEAN_CELLS = 2_000  # not for tables whose classes x columns exceed this (a bound on its cost)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The sentinel's verdict: every feature's own score, the suspects that stop a run, and notes
+    for review that do not."""
+
+    scores: dict[str, tuple[str, float]]
+    suspects: list[Suspect]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -353,14 +375,72 @@ def _re_expressions(table: _Table, open_: list[str]) -> None:
                 break
 
 
-def assess(
-    train: pl.DataFrame, spec: DomainSpec, classes: list[Any]
-) -> tuple[dict[str, tuple[str, float]], list[Suspect]]:
-    """Every feature's own score and the suspects (see the module docstring), allowed columns
-    exempt (they stay in the models of the rest: the user vouched for them)."""
+def _booster(table: _Table) -> Any:
+    import xgboost as xgb
+
+    kind = xgb.XGBRegressor if table.spec.task == "regression" else xgb.XGBClassifier
+    return kind(n_estimators=40, max_depth=5, max_bin=64, random_state=table.spec.split.seed, n_jobs=2)
+
+
+def _booster_skill(table: _Table, keep: list[int]) -> float:
+    """Out-of-fold skill of a small XGBoost model of the columns ``keep`` (classes coded 0..k-1)."""
+
+    def fit_predict(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if table.spec.task == "regression":
+            return _booster(table).fit(table.X[np.ix_(a, keep)], table.y[a]).predict(table.X[np.ix_(b, keep)])
+        seen = np.unique(table.y[a])  # XGBoost wants the classes it is shown numbered 0..k-1
+        model = _booster(table).fit(table.X[np.ix_(a, keep)], np.searchsorted(seen, table.y[a]))
+        proba = np.zeros((len(b), table.n_classes))
+        proba[:, seen] = model.predict_proba(table.X[np.ix_(b, keep)])
+        return proba
+
+    if not keep:
+        return 0.0
+    metric, value = _quality(table.spec.task, table.y, _out_of_fold(fit_predict, len(table.y), table.spec.split.seed))
+    return _skill(metric, value, table.n_classes)
+
+
+def _leaned_on(table: _Table, kept: list[int]) -> list[int]:
+    """The ``LEAN_STEP`` columns a small XGBoost model of ``kept`` gains most from."""
+    seen = np.unique(table.y)
+    y = table.y if table.spec.task == "regression" else np.searchsorted(seen, table.y)
+    gain = _booster(table).fit(table.X[:, kept], y).get_booster().get_score(importance_type="total_gain")
+    ranked = sorted(((value, kept[int(key[1:])]) for key, value in gain.items()), reverse=True)
+    return [index for _, index in ranked[:LEAN_STEP]]
+
+
+def _leaning(table: _Table, kept: list[int]) -> str | None:
+    """A note naming the few columns the table's model leans on, when without them the others
+    reach far less (see the module docstring). They are set aside a few at a time, most gain
+    first: with one copy of the answer left in, the rest would still look strong."""
+    if table.n_classes * len(kept) > LEAN_CELLS:
+        return None
+    whole, leaned, rest = None, [], list(kept)
+    while len(leaned) + LEAN_STEP <= min(LEAN_MAX, len(kept) // 3):
+        group = _leaned_on(table, rest)
+        if not group:
+            return None
+        leaned += group
+        rest = [i for i in rest if i not in group]
+        whole = _booster_skill(table, kept) if whole is None else whole
+        others = _booster_skill(table, rest)
+        if whole >= LEAN_WHOLE and whole - others >= LEAN_GAP:
+            listed = ", ".join(repr(table.names[i]) for i in leaned)
+            return (
+                f"review: the model leans on {listed}: with them the table reaches skill {whole:.3f}, the other "
+                f"{len(rest)} column(s) {others:.3f}. Columns that together re-express the target look like this, "
+                "and so do drivers that act together: keep only what is known when a prediction is made "
+                "(--drop-cols to leave one out)"
+            )
+    return None
+
+
+def assess(train: pl.DataFrame, spec: DomainSpec, classes: list[Any]) -> Assessment:
+    """Every feature's own score, the suspects and the notes (see the module docstring), allowed
+    columns exempt (they stay in the models of the rest: the user vouched for them)."""
     scores, by_class = _solo(train, spec, classes)
     if not scores:
-        return scores, []
+        return Assessment(scores, [])
     from tasks.preprocess import encode_labels  # (preprocess imports this module)
 
     sample = train if train.height <= MODEL_ROWS else train.sample(MODEL_ROWS, seed=spec.split.seed)
@@ -383,13 +463,16 @@ def assess(
         _re_expressions(table, open_)
         if len(table.suspects) == found:
             break
-    return scores, list(table.suspects.values())
+    if table.suspects:
+        return Assessment(scores, list(table.suspects.values()))
+    note = _leaning(table, list(range(len(names))))
+    return Assessment(scores, [], (note,) if note else ())
 
 
-def check_leakage(train: pl.DataFrame, spec: DomainSpec, classes: list[Any]) -> dict[str, tuple[str, float]]:
+def check_leakage(train: pl.DataFrame, spec: DomainSpec, classes: list[Any]) -> Assessment:
     """Raise ``LeakageError`` naming every suspect with its evidence (columns the spec allows are
-    exempt); return every feature's own score otherwise."""
-    scores, suspects = assess(train, spec, classes)
-    if suspects:
-        raise LeakageError(suspects, spec.leakage.threshold)
-    return scores
+    exempt); return the assessment (scores, notes for review) otherwise."""
+    found = assess(train, spec, classes)
+    if found.suspects:
+        raise LeakageError(found.suspects, spec.leakage.threshold)
+    return found

@@ -320,7 +320,7 @@ def prepare_parts(
                 raise SchemaError(single, f"the {name} split ({part_frame.height} rows)")
     classes = class_labels(train[spec.target], spec)
     model_spec = spec.with_features()
-    check_leakage(train, model_spec, classes)
+    notes = (*notes, *check_leakage(train, model_spec, classes).notes)
     kinds = {c.name: c.dtype for c in model_spec.feature_columns}
     encoder = TabularEncoder(
         [n for n, d in kinds.items() if d in (Dtype.FLOAT, Dtype.INT, Dtype.BOOL)],

@@ -226,6 +226,7 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
         "cost_usd",
         "family",
         "reasons",
+        "notes",
     ]
     assert payload["family"] in {"linear", "xgboost", "mlp"} and payload["reasons"]  # why promoted or not
     assert payload["up_to_date"] is False  # a first run (lepton.rerun)

@@ -34,9 +34,10 @@ def _spec(frame, **hints):
 def test_honest_features_pass(task):
     frame = _frame(task)
     spec = _spec(frame)
-    scores = check_leakage(frame, spec, class_labels(frame["label"], spec))
+    scores = check_leakage(frame, spec, class_labels(frame["label"], spec)).scores
     assert set(scores) == {"honest", "noise"}
     assert all(value < 0.99 for _, value in scores.values())
+    assert check_leakage(frame, spec, class_labels(frame["label"], spec)).notes == ()
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_a_feature_that_is_the_answer_stops_the_run_with_its_name(task, leak, me
     assert info.value.suspects["status"][0] == metric
     assert "'status'" in str(info.value) and "--allow-leakage status" in str(info.value)
     allowed = spec.model_copy(update={"leakage": LeakageSpec(allow=("status",))})
-    assert "status" in check_leakage(frame, allowed, classes)
+    assert "status" in check_leakage(frame, allowed, classes).scores
 
 
 def test_the_sentinel_runs_inside_prepare_on_the_training_split():
@@ -116,7 +117,7 @@ def test_one_strong_honest_column_among_noise_is_not_a_suspect():
     y = np.where(balance * 2.5 + rng.normal(size=2000) > 2, "Yes", "No")
     frame = pl.DataFrame({"balance": balance, "income": rng.normal(size=2000), "label": y})
     spec = _spec(frame)
-    assert "balance" in check_leakage(frame, spec, class_labels(frame["label"], spec))
+    assert "balance" in check_leakage(frame, spec, class_labels(frame["label"], spec)).scores
 
 
 def test_every_column_that_re_expresses_the_target_is_named_at_once():
@@ -164,3 +165,25 @@ def test_an_integer_column_unique_to_every_row_is_an_identifier_in_a_spec():
     )
     with pytest.raises(LeakageError, match=r"'case' \(identifier\): whole numbers unique to each"):
         check_leakage(frame, spec, class_labels(frame["label"], spec))
+
+
+def test_a_target_re_expressed_across_columns_is_named_for_review_not_stopped():
+    # An interest rate as the target: the monthly instalment is fixed by the amount, term and rate,
+    # so the three together give the rate back; no one of them does.
+    rng = np.random.default_rng(6)
+    n = 3000
+    honest = rng.normal(size=(n, 6))
+    rate = 12 + 1.5 * honest[:, 0] + honest[:, 1] + rng.normal(0, 2.5, n)
+    amount, term = rng.choice([5_000, 10_000, 15_000, 20_000, 25_000], n), rng.choice([36, 60], n)
+    monthly = rate / 1200
+    installment = amount * monthly / (1 - (1 + monthly) ** -term)
+    frame = pl.DataFrame(
+        {**{f"x{i}": honest[:, i] for i in range(6)}, "loan_amount": amount, "term": term,
+         "installment": installment, "label": rate}
+    )  # fmt: skip
+    found = check_leakage(frame, _spec(frame), [])
+    assert len(found.notes) == 1 and found.notes[0].startswith("review: the model leans on"), found.notes
+    named = found.notes[0].split(":")[1]
+    assert "'installment'" in named, found.notes
+    honest_only = frame.drop("installment")
+    assert check_leakage(honest_only, _spec(honest_only), []).notes == ()
