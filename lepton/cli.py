@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from domains import DOMAINS
@@ -86,7 +87,7 @@ def _fail(message: str, code: int = 2, error: BaseException | None = None, domai
         kind = type(error).__name__ if error is not None else "UsageError"
         body = {"error": {"type": kind, "message": message, "exit_code": code}}
         print(json.dumps({**({"domain": domain} if domain else {}), **body}, separators=(",", ":")), flush=True)
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -157,13 +158,13 @@ def _hints(params: dict[str, Any]) -> dict[str, Any]:
 def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
     for note in notes:
         style = "yellow" if note.startswith(("warning", "review")) else "dim"
-        err.print(f"  [cyan]{name}[/] [{style}]{note}[/]", highlight=False, soft_wrap=True)
+        err.print(f"  [cyan]{escape(name)}[/] [{style}]{escape(note)}[/]", highlight=False, soft_wrap=True)
 
 
 def _stage_line(name: str, stage: str, seconds: float, detail: str) -> str:
     if detail:
-        return f"  [cyan]{name}[/] {stage:<10} {detail}"
-    return f"  [cyan]{name}[/] {stage:<10} done in {seconds:6.2f}s"
+        return f"  [cyan]{escape(name)}[/] {stage:<10} {escape(detail)}"
+    return f"  [cyan]{escape(name)}[/] {stage:<10} done in {seconds:6.2f}s"
 
 
 def _environment(distributed: bool) -> Path:
@@ -224,8 +225,8 @@ def _reuse(job: Any, trials: int, as_json: bool, cache: bool):
     else:
         seconds = result.stages["preprocess"]["seconds"]
         err.print(
-            f"[bold]{label}[/]: {result.reasons[0]}; checked in {seconds:.2f}s without running the pipeline "
-            "(--no-cache runs it anew)",
+            f"[bold]{escape(label)}[/]: {escape(result.reasons[0])}; checked in {seconds:.2f}s without running the "
+            "pipeline (--no-cache runs it anew)",
             highlight=False,
             soft_wrap=True,
         )
@@ -375,10 +376,14 @@ def _print_summary(results: list[Any], home: Path) -> None:
     for table in _summary_tables(results):
         console.print(table)
     for r in results:
-        err.print(f"[cyan]{r.domain}[/]: {r.family} chosen: {r.choice}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[cyan]{escape(r.domain)}[/]: {r.family} chosen: {escape(r.choice)}", highlight=False, soft_wrap=True
+        )
         if not r.promoted:
-            err.print(f"[yellow]{r.domain}[/]: not promoted: {'; '.join(r.reasons)}")
-    err.print(f"Compare runs: [bold]{_mlflow_ui(load_settings().tracking_uri)}[/]  (state under {home})")
+            err.print(f"[yellow]{escape(r.domain)}[/]: not promoted: {escape('; '.join(r.reasons))}")
+    err.print(
+        f"Compare runs: [bold]{escape(_mlflow_ui(load_settings().tracking_uri))}[/]  (state under {escape(str(home))})"
+    )
 
 
 @app.command()
@@ -423,7 +428,9 @@ def init(
     partial.write_text(text, encoding="utf-8")
     partial.replace(out)
     _print_notes(inferred.spec.name, inferred.notes)
-    err.print(f"wrote [bold]{out}[/]; review it, then run: [bold]lepton run --spec {output}[/]")
+    err.print(
+        f"wrote [bold]{escape(str(out))}[/]; review it, then run: [bold]lepton run --spec {escape(str(output))}[/]"
+    )
 
 
 @app.command()
@@ -460,9 +467,9 @@ def synth(
     for i, (source, path, count) in enumerate(targets):
         table: pl.DataFrame = read_table(spec.data.resolve(source))
         written = write_synthetic(spec, table, count, path, seed + i)
-        err.print(f"wrote {written:,} rows to [bold]{path}[/]")
+        err.print(f"wrote {written:,} rows to [bold]{escape(str(path))}[/]")
     hint = f" --holdout {targets[1][1]}" if len(targets) > 1 else ""
-    err.print(f"train on it: [bold]lepton run {domain} --data {out}{hint}[/]")
+    err.print(f"train on it: [bold]lepton run {domain} --data {escape(str(out))}{escape(hint)}[/]")
 
 
 @app.command()
@@ -497,13 +504,15 @@ def monitor(
         print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
         return
     verdict = "[bold red]drift detected[/]" if result.detected else "[green]no drift[/]"
-    drifted = f": {', '.join(result.drifted[:10])}" if result.drifted else ""
+    drifted = escape(f": {', '.join(result.drifted[:10])}") if result.drifted else ""
     output = " and the model's output" if result.prediction_drifted else ""
-    err.print(f"{result.model_name} v{result.version}, {result.rows:,} rows from {result.source}: ", end="")
+    err.print(
+        f"{result.model_name} v{result.version}, {result.rows:,} rows from {escape(str(result.source))}: ", end=""
+    )
     err.print(f"{verdict}{drifted}{output}")
     for name, value in result.performance.items():
-        err.print(f"  {name} {value:.4f}")
-    err.print(f"report: [bold]{result.report}[/]" + (f"  event {result.event}" if result.event else ""))
+        err.print(f"  {escape(name)} {value:.4f}")
+    err.print(f"report: [bold]{escape(str(result.report))}[/]" + (f"  event {result.event}" if result.event else ""))
 
 
 COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format); --json has them all
@@ -551,7 +560,7 @@ def cost(
         print(json.dumps({"domain": chosen.name, "primary_metric": metric, "runs": rows}, separators=(",", ":")))
         return
     if not rows:
-        _fail(f"{chosen.model_name} has no finished pipeline runs; run `lepton run {chosen.name}` first", code=1)
+        _fail(f"{chosen.model_name} has no finished pipeline runs; run `lepton run {chosen.name}` first")
     table = Table(
         title=f"{chosen.model_name}: cost, quality and latency per run",
         title_justify="left",
@@ -598,8 +607,8 @@ def simulate_drift(
     if out.exists() and not force:
         _fail(f"{out}: exists; pass --force to overwrite it")
     written, shift = write_drifted(chosen, rows, out, seed)
-    err.print(f"wrote {written:,} drifted rows to [bold]{out}[/] ({shift.description})")
-    err.print(f"check it: [bold]lepton monitor {chosen.name} --data {out}[/]")
+    err.print(f"wrote {written:,} drifted rows to [bold]{escape(str(out))}[/] ({escape(shift.description)})")
+    err.print(f"check it: [bold]lepton monitor {chosen.name} --data {escape(str(out))}[/]")
 
 
 @app.command()
@@ -630,7 +639,10 @@ def ui(
             prefect_url, mlflow_url = children[0].url, children[1].url
             err.print(f"Prefect UI  [bold]{prefect_url}[/]   (runs, schedules, automations)")
             err.print(f"MLflow UI   [bold]{mlflow_url}[/]   (runs, models)")
-            err.print(f"state under {home}; logs under {home / 'logs'}. Point Lepton at these servers with:")
+            err.print(
+                f"state under {escape(str(home))}; logs under {escape(str(home / 'logs'))}. "
+                "Point Lepton at these servers with:"
+            )
             err.print(f"  export PREFECT_API_URL={prefect_url}/api MLFLOW_TRACKING_URI={mlflow_url}")
             err.print("then `lepton deploy` and `lepton worker`. Ctrl-C stops both servers.")
             while all(child.process.poll() is None for child in children):
@@ -735,7 +747,10 @@ def score(
             )
         except LeptonError as exc:
             _fail(str(exc))
-    err.print(f"scored {result.rows:,} rows with {result.model_name} v{result.version} -> [bold]{result.output}[/]")
+    err.print(
+        f"scored {result.rows:,} rows with {result.model_name} v{result.version} -> "
+        f"[bold]{escape(str(result.output))}[/]"
+    )
 
 
 def _row_count(path: Path) -> int | None:
@@ -780,7 +795,8 @@ def serve(
     application = create_app(chosen, load_settings(), config)
     err.print(
         f"serving [bold]{chosen.model_name}[/] (champion) on http://{host}:{port}  docs: /docs"
-        f"{'  API key required' if config.api_key else ''}  predictions logged under {home / 'predictions'}"
+        f"{'  API key required' if config.api_key else ''}  "
+        f"predictions logged under {escape(str(home / 'predictions'))}"
     )
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 

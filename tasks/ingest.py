@@ -8,9 +8,12 @@ decision is returned as a note so the CLI can say what it did.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import io
+import lzma
 import os
 import stat
 from collections import Counter
@@ -28,8 +31,20 @@ if TYPE_CHECKING:
 MAX_FILE_BYTES = 20 * 2**30
 READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 NULL_TOKENS = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A", "?")
-SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 64 * 1024  # read past the header line, for the sniffer
+MAX_HEADER_BYTES = 64 * 2**20  # a header line longer than this is refused
+MAX_COLUMNS = 20_000  # a table wider than this is refused before it is read
 DELIMITERS = ",;\t|"
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # file.csv.gz and the like
+MAGIC = (  # what a file that is not text begins with, and what to say about it
+    (b"\x1f\x8b", "gzip-compressed: name it .csv.gz and Lepton reads it"),
+    (b"BZh", "bzip2-compressed: name it .csv.bz2 and Lepton reads it"),
+    (b"\xfd7zXZ\x00", "xz-compressed: name it .csv.xz and Lepton reads it"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one): export or unpack the CSV inside"),
+    (b"\x7fELF", "an executable (ELF), not a table"),
+    (b"%PDF", "a PDF document, not a table"),
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,11 @@ def resolve_input(path: str | Path, max_bytes: int | None = None) -> Path:
     mode = resolved.stat().st_mode
     if not stat.S_ISREG(mode):
         raise InputPathError(f"{resolved}: not a regular file (a device, socket or pipe)")
-    if resolved.suffix.lower() not in READERS:
-        raise InputPathError(f"{resolved}: unknown format {resolved.suffix!r}; use .csv, .tsv or .parquet")
+    if _format(resolved) is None:
+        raise InputPathError(
+            f"{resolved}: unknown format {''.join(resolved.suffixes[-2:]) or resolved.name!r}; use .csv, .tsv or "
+            ".parquet (CSV may be compressed: .csv.gz, .csv.bz2, .csv.xz)"
+        )
     if not os.access(resolved, os.R_OK):
         raise InputPathError(f"{resolved}: not readable (permission denied)")
     size = resolved.stat().st_size
@@ -65,13 +83,52 @@ def resolve_input(path: str | Path, max_bytes: int | None = None) -> Path:
     return resolved
 
 
+def _format(path: Path) -> str | None:
+    """"csv" or "parquet" by the file's suffix (a compressed CSV by the one before .gz), or None."""
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSED:
+        inner = Path(path.stem).suffix.lower()
+        return "csv" if READERS.get(inner) == "csv" else None
+    return READERS.get(suffix)
+
+
+def _not_text(path: Path, head: bytes) -> None:
+    """Refuse a CSV-named file whose first bytes say it is something else, saying what it is."""
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            raise InputPathError(f"{path}: not a text table: the file is {what}")
+    if b"\x00" in head:
+        raise InputPathError(f"{path}: not a text table: binary data (a NUL byte at offset {head.index(0)})")
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    """The file's bytes as a stream: decompressed for .gz, .bz2 and .xz."""
+    opener = COMPRESSED.get(path.suffix.lower())
+    return opener(path, "rb") if opener else path.open("rb")  # type: ignore[return-value]
+
+
+def _decompressed(path: Path) -> bytes:
+    """A compressed CSV's bytes, refused past ``MAX_FILE_BYTES`` (a small bomb cannot fill memory)."""
+    parts, size = [], 0
+    try:
+        with _open(path) as handle:
+            while chunk := handle.read(1 << 24):
+                size += len(chunk)
+                if size > MAX_FILE_BYTES:
+                    raise InputPathError(f"{path}: decompresses to over {MAX_FILE_BYTES / 2**30:.0f} GiB")
+                parts.append(chunk)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise InputPathError(f"{path}: not a readable {path.suffix} file ({_first_line(exc)})") from exc
+    return b"".join(parts)
+
+
 # ---- reading -----------------------------------------------------------------------------------
 def load(path: str | Path, encoding: str | None = None) -> Loaded:
     """Read ``path`` (CSV/TSV or Parquet) into a typed frame; raise a ``DataError`` naming the
     file, column or row when it cannot be used."""
     resolved = resolve_input(path)
     notes: list[str] = []
-    text_file = READERS[resolved.suffix.lower()] == "csv"
+    text_file = _format(resolved) == "csv"
     if text_file:
         frame = _read_csv(resolved, encoding, notes)
     else:
@@ -108,9 +165,10 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputPathError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
 
 
-def _decode_check(path: Path, encoding: str | None) -> str:
+def _decode_check(path: Path, encoding: str | None, data: bytes | None = None) -> str:
     """The codec to read with. Without ``encoding``: UTF-8 (a BOM is fine); a file that is not
-    UTF-8 is an error that names the first bad byte and says how to fix it."""
+    UTF-8 is an error that names the first bad byte and says how to fix it. ``data``: the file's
+    bytes when they are already in memory (decompressed)."""
     if encoding:
         try:
             return codecs.lookup(encoding).name
@@ -118,23 +176,45 @@ def _decode_check(path: Path, encoding: str | None) -> str:
             raise InputPathError(f"{path}: unknown encoding {encoding!r}") from exc
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
-    with path.open("rb") as handle:
+    with io.BytesIO(data) if data is not None else path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                line = _line_of(path, offset + exc.start)
+                before = (data[: offset + exc.start] if data is not None else _head(path, offset + exc.start)).count(
+                    b"\n"
+                )
                 raise InputPathError(
-                    f"{path}: not UTF-8 (byte {offset + exc.start}, line {line}); "
+                    f"{path}: not UTF-8 (byte {offset + exc.start}, line {before + 1}); "
                     "pass the file's encoding, e.g. --encoding latin-1 or --encoding cp1252"
                 ) from exc
             offset += len(chunk)
     return "utf-8"
 
 
-def _line_of(path: Path, byte: int) -> int:
+def _head(path: Path, size: int) -> bytes:
     with path.open("rb") as handle:
-        return handle.read(byte).count(b"\n") + 1
+        return handle.read(size)
+
+
+def _header_and_sample(head: bytes) -> bytes:
+    """The first line whole and ``SNIFF_BYTES`` after it, cut after the last whole line."""
+    end = head.find(b"\n")
+    if end < 0:
+        return head
+    sample = head[: end + 1 + SNIFF_BYTES]
+    return sample[: sample.rfind(b"\n") + 1] if len(sample) < len(head) else sample
+
+
+def _leading(handle: io.BufferedIOBase) -> bytes:
+    """The file's first line (up to ``MAX_HEADER_BYTES``) and ``SNIFF_BYTES`` more."""
+    head = handle.read(SNIFF_BYTES)
+    while b"\n" not in head and len(head) < MAX_HEADER_BYTES:
+        more = handle.read(max(len(head), SNIFF_BYTES))
+        if not more:
+            return head
+        head += more
+    return head + handle.read(SNIFF_BYTES)
 
 
 def _sniff(text: str) -> csv.Dialect | type[csv.Dialect]:
@@ -145,24 +225,35 @@ def _sniff(text: str) -> csv.Dialect | type[csv.Dialect]:
 
 
 def _read_csv(path: Path, encoding: str | None, notes: list[str]) -> pl.DataFrame:
-    codec = _decode_check(path, encoding)
-    source: bytes | Path = path
+    data = None  # the bytes, when a compressed file had to be read whole
+    if path.suffix.lower() in COMPRESSED:
+        data = _decompressed(path)
+        notes.append(f"decompressed from {path.suffix}")
+    _not_text(path, data[:SNIFF_BYTES] if data is not None else _head(path, SNIFF_BYTES))
+    codec = _decode_check(path, encoding, data)
+    source: bytes | Path = data if data is not None else path
     if codec == "utf-8":
-        with path.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-        text_head = head.decode("utf-8-sig", errors="ignore")
+        with io.BytesIO(data) if data is not None else path.open("rb") as handle:
+            head = _leading(handle)
+        if b"\n" not in head and len(head) >= MAX_HEADER_BYTES:
+            raise InputPathError(f"{path}: no line break in the first {MAX_HEADER_BYTES / 2**20:.0f} MiB")
+        text_head = _header_and_sample(head).decode("utf-8-sig", errors="ignore")
         if head.startswith(codecs.BOM_UTF8):
-            source = path.read_bytes()[len(codecs.BOM_UTF8) :]
+            raw = data if data is not None else path.read_bytes()
+            source = raw[len(codecs.BOM_UTF8) :]
             notes.append("a UTF-8 byte-order mark was skipped")
     else:
         try:
-            text = path.read_text(encoding=codec)
+            text = (data if data is not None else path.read_bytes()).decode(codec)
         except UnicodeDecodeError as exc:
             raise InputPathError(f"{path}: not valid {codec} at byte {exc.start}") from exc
         notes.append(f"decoded from {codec}")
-        text_head, source = text[:SNIFF_BYTES], text.encode("utf-8")
-    # The sniffer reads whole lines only, so a long last line cannot mislead it.
-    sample = text_head.rsplit("\n", 1)[0] if "\n" in text_head else text_head
+        end = text.find("\n")
+        text_head = text[: (end if end >= 0 else len(text)) + 1 + SNIFF_BYTES]
+        source = text.encode("utf-8")
+    # The sniffer reads whole lines only, so a long last line cannot mislead it; the header line
+    # is always whole, however wide.
+    sample = text_head.rsplit("\n", 1)[0] if "\n" in text_head.rstrip("\n") else text_head
     dialect = _sniff(sample)
     delimiter = dialect.delimiter if dialect.delimiter in DELIMITERS else ","
     if delimiter != ",":
@@ -200,6 +291,8 @@ def _first_line(exc: Exception) -> str:
 
 
 def _check_header(names: list[str], source: str) -> None:
+    if len(names) > MAX_COLUMNS:
+        raise InputPathError(f"{source}: the header names {len(names):,} columns; Lepton reads at most {MAX_COLUMNS:,}")
     counts = Counter(n for n in names if n)
     duplicated = {n: [i for i, m in enumerate(names) if m == n] for n, k in counts.items() if k > 1}
     if duplicated:
