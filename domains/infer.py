@@ -293,6 +293,17 @@ def infer_task(target: pl.Series) -> tuple[str, str]:
     """(task, why) from the target's values."""
     present = target.drop_nulls()
     distinct = present.n_unique()
+    if distinct < 2:
+        value = present.head(1).to_list()
+        raise SpecError(
+            [("--target", f"{target.name!r} has one value ({value[0]!r}) in every labelled row: nothing to predict")]
+        )
+    if target.dtype.is_float():
+        bad = present.filter(~present.is_finite())
+        if len(bad):
+            first = bad.head(1).to_list()[0]
+            why = f"{target.name!r} holds {len(bad)} non-finite value(s) ({first}): a target must be a finite number"
+            raise SpecError([("--target", why)])
     if target.dtype == pl.Boolean or distinct == 2:
         return "binary", "two distinct values"
     if _dtype(target) is Dtype.CATEGORY:

@@ -7,6 +7,7 @@ through ``tasks.ingest`` (the file edge).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,14 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
         if column.role is Role.PII:
             continue
         if column.name not in frame.columns:
-            problems.append(Problem("missing_column", column.name, f"required ({column.role.value}), not in {source}"))
+            known = {c.name for c in spec.columns}
+            close = difflib.get_close_matches(
+                column.name, [c for c in frame.columns if c not in known], n=3, cutoff=0.6
+            )
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            problems.append(
+                Problem("missing_column", column.name, f"required ({column.role.value}), not in {source}{hint}")
+            )
             continue
         cast, problem = cast_column(frame[column.name], column.dtype)
         if problem is not None:
@@ -102,14 +110,15 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
 
 
 def cast_column(values: pl.Series, dtype: Dtype, offset: int = 0) -> tuple[pl.Series, Problem | None]:
-    """``values`` cast to ``dtype``, or the problem naming the first value that is not one
-    (its row counted from ``offset``, for files read in chunks)."""
+    """``values`` cast to ``dtype``, or the problem naming the first value that is not one (its
+    data row counted from 1, as a spreadsheet shows the rows below the header; ``offset``: the
+    rows before this chunk, for files read in chunks)."""
     cast = _cast(values, dtype)
     broken = cast.is_null() & values.is_not_null()
     if not broken.any():
         return cast, None
     row = int(broken.arg_max())
-    detail = f"expected {dtype.value}, row {offset + row} holds {values[row]!r} ({int(broken.sum())} such row(s))"
+    detail = f"expected {dtype.value}, row {offset + row + 1} holds {values[row]!r} ({int(broken.sum())} such row(s))"
     return cast, Problem("wrong_dtype", str(values.name), detail)
 
 
@@ -131,7 +140,7 @@ def drop_unlabelled(frame: pl.DataFrame, spec: DomainSpec, source: str = "data")
     missing = int(unusable.sum())
     if not missing:
         return frame, []
-    rows = unusable.arg_true().head(5).to_list()
+    rows = [r + 1 for r in unusable.arg_true().head(5).to_list()]  # data rows counted from 1
     note = f"{source}: {missing} row(s) without a {spec.target!r} label were left out (e.g. rows {rows})"
     return frame.filter(~unusable), [note]
 
@@ -280,11 +289,35 @@ class Validated:
     notes: tuple[str, ...] = ()
 
 
+def infinities_missing(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> tuple[pl.DataFrame, list[str]]:
+    """The policy for non-finite features: NaN is already missing (the reader and the service read
+    it so); +/-inf is read as missing too, as the scoring service does, and each column where it
+    occurs is named with its first rows. Gradient-boosted and linear models alike then treat it
+    as any missing value."""
+    notes, fixed = [], []
+    for column in spec.feature_columns:
+        values = frame[column.name] if column.name in frame.columns else None
+        if values is None or not values.dtype.is_float():
+            continue
+        infinite = values.is_infinite()
+        count = int(infinite.sum())
+        if count:
+            rows = [r + 1 for r in infinite.arg_true().head(5).to_list()]
+            notes.append(f"{source}: column {column.name!r}: {count} infinite value(s) read as missing (rows {rows})")
+            fixed.append(
+                pl.when(pl.col(column.name).is_infinite()).then(None).otherwise(pl.col(column.name)).alias(column.name)
+            )
+    return (frame.with_columns(fixed) if fixed else frame), notes
+
+
 def validate_tables(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> Validated:
     frame, notes = drop_unlabelled(validate(frame, spec, "data"), spec, "data")
+    frame, more = infinities_missing(frame, spec, "data")
+    notes += more
     if holdout is not None:
         holdout, more = drop_unlabelled(validate(holdout, spec, "holdout data"), spec, "holdout data")
-        notes += more
+        holdout, also = infinities_missing(holdout, spec, "holdout data")
+        notes += more + also
     digest = fingerprint(frame, *([holdout] if holdout is not None else []))
     return Validated(frame=frame, holdout=holdout, fingerprint=digest, notes=tuple(notes))
 

@@ -60,7 +60,7 @@ def test_a_bad_value_names_column_and_row_and_writes_nothing(champion, tmp_path)
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(app, ["score", "finance", str(source), "-o", str(out), "--chunk-rows", "1000"])
     assert result.exit_code == 2
-    assert "annual_inc" in result.output and "row 2500" in result.output
+    assert "annual_inc" in result.output and "row 2501" in result.output
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
     missing = tmp_path / "missing.csv"
     frame.drop("int_rate").write_csv(missing)

@@ -61,7 +61,7 @@ def test_every_bad_column_is_named_at_once():
         validate(bad, _spec())
     kinds = {(p.kind, p.column) for p in info.value.problems}
     assert kinds == {("wrong_dtype", "amount"), ("all_null", "grade"), ("missing_column", "label")}
-    assert "row 2 holds 'lots'" in str(info.value)
+    assert "row 3 holds 'lots'" in str(info.value)
 
 
 def test_single_class_target_is_refused():
@@ -84,7 +84,7 @@ def test_unlabelled_rows_are_left_out_and_named():
     )
     out, notes = drop_unlabelled(validate(frame, _spec()), _spec())
     assert out.height == 79 and out["label"].null_count() == 0
-    assert notes and "1 row(s)" in notes[0] and "rows [3]" in notes[0]
+    assert notes and "1 row(s)" in notes[0] and "rows [4]" in notes[0]
     prepared = prepare(_spec(), frame)
     assert prepared.notes == tuple(notes)
     assert prepared.train.rows + prepared.valid.rows + prepared.holdout.rows == 79
