@@ -199,8 +199,10 @@ def run(
     result = up_to_date(job, trials, cache)  # nothing changed since the same run: its result
     if result is None:
         from flows.pipeline import pipeline
+        from lepton.stack import start_temporary_prefect
 
         preflight(job)
+        start_temporary_prefect(home)
 
         result = pipeline(domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, cache=cache)
     return RunResult(spec=job.spec, notes=job.notes + tuple(result.notes), pipeline=result)

@@ -40,14 +40,10 @@ def start_prefect_api_early() -> threading.Thread:
     import prefect  # noqa: F401
 
     def start() -> None:
-        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            return
-        from prefect.server.api.server import SubprocessASGIServer
+        from lepton.stack import start_temporary_prefect
 
         with contextlib.suppress(Exception):  # the flow's own start reports any real failure
-            SubprocessASGIServer().start()
+            start_temporary_prefect(load_settings().home)
 
     thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
     thread.start()
@@ -801,15 +797,46 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM unwind the stack as KeyboardInterrupt: context managers close
+    the Dask cluster and the run is marked failed. Dask's own complaints about the clients and
+    workers it loses on the way are not the user's business: they are silenced first."""
+    for name in ("distributed", "distributed.client", "distributed.worker", "distributed.nanny", "prefect", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C while unwinding is not a second traceback
+    INTERRUPTED.append(signum)
+    raise KeyboardInterrupt(signum)
+
+
+INTERRUPTED: list[int] = []  # the signal that stopped this process (typer turns its KeyboardInterrupt into Exit)
+
+
+def _stop_children() -> None:
+    """Prefect's temporary API server (a child process) stops with this one."""
+    with contextlib.suppress(Exception):
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+            server.stop()
+
+
 def main() -> None:
-    # SIGTERM (a scheduler stopping the job, `kill PID`) unwinds like Ctrl-C: context managers
-    # close the Dask cluster and the run is marked failed, and Prefect's temporary API server,
-    # a child process, is stopped at exit instead of outliving its parent.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except (KeyboardInterrupt, SystemExit):
+        if not INTERRUPTED:
+            raise
+        signum = INTERRUPTED[0]
+        _stop_children()
+        err.print(f"[yellow]interrupted[/] ({signal.Signals(signum).name})")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Exit now, without the interpreter's teardown: a native thread left running by an
+        # interrupted XGBoost or Dask call would abort it ("terminate called without an active
+        # exception", SIGABRT) and hide the exit code a shell expects: 128 + the signal.
+        os._exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,71 @@ def start(name: str, command: list[str], env: Mapping[str, str], log: Path, url:
             command, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=PROJECT,
         )  # fmt: skip
+    guard(process.pid, group=True)
     return Child(name, process, url, log)
+
+
+# A process of its own that outlives nothing: it stops the child when this process is gone
+# however it ended (kill -9 included, which no handler in this process can see), and ends
+# when the child does. Plain Python with no imports of Lepton: it starts in milliseconds.
+WATCHDOG = """
+import os, signal, sys, time
+parent, child, group = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "group"
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+def send(sig):
+    try:
+        os.killpg(child, sig) if group else os.kill(child, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+while alive(child):
+    if os.getppid() != parent:
+        send(signal.SIGTERM)
+        for _ in range(50):
+            if not alive(child):
+                break
+            time.sleep(0.1)
+        send(signal.SIGKILL)
+        break
+    time.sleep(0.5)
+"""
+
+
+def guard(pid: int, group: bool = False) -> None:
+    """Stop ``pid`` (its process group with ``group``) when this process dies: a watchdog
+    process that polls its parent (see ``WATCHDOG``)."""
+    subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(pid), "group" if group else "one"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def start_temporary_prefect(home: Path) -> None:
+    """Prefect's temporary API server for a run without a configured server, started the way
+    Prefect would on first use but (a) under a lock shared by every process on this
+    LEPTON_HOME, so two runs starting together do not both create Prefect's tables in its
+    database, and (b) guarded, so the server stops with this process even after kill -9."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from lepton.locks import exclusive
+
+    server = SubprocessASGIServer()
+    if server.running:
+        return
+    with exclusive(home, "prefect-store"):
+        server.start()
+    if server.server_process is not None:
+        guard(server.server_process.pid)
 
 
 def wait_ready(child: Child, path: str, timeout: float = 180.0) -> None:

@@ -31,12 +31,41 @@ SCORING_CODE = Path(__file__).with_name("scoring.py")
 RECIPES_CODE = Path(recipes.__file__)  # feature recipes travel with each model as code
 
 
+_READY: set[str] = set()  # database stores this process has seen initialised
+
+
 def configure(settings: Settings) -> str:
+    """Point MLflow at the settings' store. A database store (SQLite, PostgreSQL) is opened
+    once per process under a lock shared by every process using it, so the first creates
+    MLflow's tables (tracking and registry) while the others wait: runs started together on a
+    fresh home do not race to create the same table."""
     settings.home.mkdir(parents=True, exist_ok=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration and validation chatter
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return settings.tracking_uri
+    uri = settings.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if uri not in _READY and uri.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
+        from lepton.locks import exclusive
+
+        with exclusive(settings.home, "mlflow-store", store_lock_url(settings)):
+            client = MlflowClient()
+            client.search_experiments(max_results=1)  # the tracking store: creates or migrates tables
+            client.search_registered_models(max_results=1)  # the registry store, on the same database
+        _READY.add(uri)
+    return uri
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def store_lock_url(settings: Settings) -> str | None:
+    """Where processes on several machines take the store's lock: ``LEPTON_LOCK_URL``, else the
+    tracking store itself when it is PostgreSQL (its driver suffix dropped, for libpq); None
+    (a file lock under LEPTON_HOME) otherwise."""
+    if settings.lock_url:
+        return settings.lock_url
+    scheme, _, rest = settings.tracking_uri.partition("://")
+    return f"postgresql://{rest}" if scheme.split("+", 1)[0] == "postgresql" else None
 
 
 def _client() -> MlflowClient:

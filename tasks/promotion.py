@@ -15,7 +15,6 @@ time per model, and a registration that a re-run finds instead of repeating.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from domains.spec import DomainSpec
-from lepton.errors import PromotionConflictError
+from lepton.locks import exclusive
 from lepton.scoring import alarm_classes
 from tasks.metrics import primary_score
 
@@ -135,39 +134,11 @@ class _Scorer:
 
 @contextlib.contextmanager
 def promotion_lock(home: Path, model_name: str, database_url: str | None = None) -> Iterator[None]:
-    """Hold the model's promotion lock (blocking). With ``database_url`` (PostgreSQL, the
-    production configuration: runs on several machines against one registry) a session-level
-    advisory lock on that server; else a file lock, which processes sharing LEPTON_HOME take in
-    turns. Either way the lock goes with its holder: a crashed run never wedges it."""
-    if database_url:
-        with _advisory_lock(database_url, model_name):
-            yield
-        return
-    locks = home / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with (locks / f"{model_name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _advisory_lock(database_url: str, model_name: str) -> Iterator[None]:
-    import psycopg
-
-    key = int.from_bytes(hashlib.sha256(f"lepton.promotion:{model_name}".encode()).digest()[:8], "big", signed=True)
-    try:
-        connection = psycopg.connect(database_url, autocommit=True)
-    except psycopg.Error as exc:
-        raise PromotionConflictError(f"could not reach the lock database for {model_name}: {exc}") from exc
-    with connection:
-        connection.execute("SELECT pg_advisory_lock(%s)", (key,))
-        try:
-            yield
-        finally:
-            connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    """Hold the model's promotion lock (blocking, ``lepton.locks.exclusive``): on the PostgreSQL
+    server at ``database_url`` when given (runs on several machines), else a file lock under
+    ``home``; a crashed run never wedges it."""
+    with exclusive(home, model_name, database_url):
+        yield
 
 
 def run_key(spec: DomainSpec, fingerprint: str, code: str, trials: int, settings: dict[str, object]) -> str:
