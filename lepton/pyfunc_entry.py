@@ -1,11 +1,40 @@
 """MLflow "model from code" entry point: MLflow copies this file into each logged model.
 
 It holds no weights: ``load_context`` reads the safe bundle (JSON + XGBoost UBJ) logged beside
-it, with ``lepton/scoring.py`` carried in the model's ``code/`` directory.
+it, with ``lepton/scoring.py`` carried in the model's ``code/`` directory. Before it imports that
+code or reads the bundle, it checks every file of the model against the fingerprint the registry
+recorded for the version (``lepton.digest``, see ``lepton/digest.py``), when MLflow loaded it from
+the registry (``models:/...``). MLflow itself has by then read ``MLmodel`` and run this file:
+what they say runs before any check (see the README's security notes).
 """
+
+import hashlib
+from pathlib import Path
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+
+def _registry_digest(root):
+    """(what, digest) recorded for the registered version MLflow downloaded into ``root``; None
+    when it was not loaded from the registry."""
+    meta = root / "registered_model_meta"
+    if not meta.is_file():
+        return None
+    import yaml
+
+    info = yaml.safe_load(meta.read_text())
+    name, version = info["model_name"], str(info["model_version"])
+    tags = mlflow.MlflowClient().get_model_version(name, version).tags
+    return f"{name} v{version}", tags.get("lepton.digest")
+
+
+def _digest(root):
+    # The same figure as lepton.digest: this file must not import the code it is checking.
+    names = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    names.pop("registered_model_meta", None)  # written by MLflow on the caller's side
+    lines = sorted(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n" for name, path in names.items())
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 class LeptonModel(PythonModel):
@@ -13,6 +42,12 @@ class LeptonModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
+        root = Path(context.artifacts["bundle"]).resolve().parents[1]
+        registered = _registry_digest(root)
+        if registered is not None:
+            what, expected = registered
+            if not expected or _digest(root) != expected:
+                raise RuntimeError(f"{what}: its files are not the ones registered (lepton.digest); not loaded")
         from scoring import Scorer  # carried in the model's code/ directory by code_paths
 
         self.scorer = Scorer.from_dir(context.artifacts["bundle"])

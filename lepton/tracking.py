@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from domains import recipes
+from lepton import digest
 from lepton.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -243,7 +244,11 @@ def register(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> st
             pass  # created meanwhile
     # An MLflow 3 logged model ("models:/m-<id>"): a tracking server checks the source against its id.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    with scratch_dir() as tmp:  # the files as the store holds them, fingerprinted with the version
+        fingerprint = digest.tags(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
+    version = client.create_model_version(
+        name, model_uri, run_id=run_id, tags={**tags, **fingerprint}, model_id=model_id
+    )
     return str(version.version)
 
 
@@ -278,9 +283,13 @@ def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
 
 
 def download_bundle(name: str, version: str, directory: Path) -> Path:
-    """Fetch a registered version's safe bundle (JSON + UBJ, no code) into ``directory``."""
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(directory))
-    return Path(local) / "artifacts" / "bundle"
+    """Fetch a registered version into ``directory``, check every file against the fingerprint
+    recorded at registration (``lepton.digest``: a changed ``MLmodel``, ``code/`` or bundle is
+    refused), and return its safe bundle (JSON + UBJ, no code)."""
+    recorded = _client().get_model_version(name, version).tags
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(directory)))
+    digest.verify(local, recorded, f"{name} v{version}")
+    return local / "artifacts" / "bundle"
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
