@@ -768,13 +768,20 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between checks of the champion alias.")] = 5.0,
-    max_body: Annotated[int, typer.Option(min=1024, help="Largest request body, in bytes.")] = 1 << 20,
+    max_body: Annotated[
+        int | None,
+        typer.Option(min=1024, help="Largest request body, in bytes (default: room for --max-batch full rows)."),
+    ] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most rows in one batch request.")] = 5_000,
     no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Leave out the top reasons.")] = False,
+    public_metrics: Annotated[
+        bool, typer.Option("--public-metrics", help="Serve /metrics without the API key.")
+    ] = False,
 ) -> None:
     """Serve the domain's champion over HTTP (FastAPI): /predict, /predict/batch, /docs, /health,
     /ready, /metrics. A moved champion alias is picked up without a restart. With LEPTON_API_KEY
-    set, scoring requests need it in the X-API-Key header."""
+    set, scoring requests and /metrics need it in the X-API-Key header (--public-metrics: not
+    /metrics)."""
     import uvicorn
 
     from lepton.serve import ServeConfig, create_app
@@ -787,6 +794,7 @@ def serve(
         max_body_bytes=max_body,
         max_batch_rows=max_batch,
         explain=not no_reasons,
+        public_metrics=public_metrics,
     )
     application = create_app(chosen, load_settings(), config)
     err.print(

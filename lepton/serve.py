@@ -18,13 +18,14 @@ import contextlib
 import gc
 import hmac
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -35,12 +36,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
 from lepton.predlog import PredictionLog
-from lepton.scoring import Scorer, smoothed
+from lepton.scoring import Scorer, read_reference, smoothed
 from lepton.settings import Settings
 
 log = logging.getLogger("lepton.serve")
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 5,000 finance rows
+MAX_BODY_BYTES = 1 << 20  # at least 1 MiB; more when the largest batch of rows needs it
 MAX_BATCH_ROWS = 5_000
+ROW_BYTES = 48  # room per field of a JSON row beyond its name (a full-precision float, quotes, comma)
+
+
+def body_limit(spec: DomainSpec, max_batch_rows: int) -> int:
+    """A body limit that lets the largest batch through: ``max_batch_rows`` rows of the model's
+    inputs written in full (each field's name and up to ``ROW_BYTES`` for its value), at least
+    ``MAX_BODY_BYTES``."""
+    row = 2 + sum(len(c.name.encode()) + ROW_BYTES for c in spec.model_inputs)
+    return max(MAX_BODY_BYTES, 64 + max_batch_rows * (row + 1))
 
 
 # ---- schemas generated from the spec ---------------------------------------------------------
@@ -53,14 +63,19 @@ _PY_TYPES: dict[Dtype, Any] = {
 }
 
 
+NUMBER = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # JSON numbers only, finite
+
+
 def row_model(spec: DomainSpec) -> type[BaseModel]:
     """One request row: every model input, by its column name; missing values may be null or
     left out (the model handles them), but a field the model does not know is an error (a typo
-    would otherwise score as missing). Columns that order rows (group, time) are required."""
+    would otherwise score as missing). Columns that order rows (group, time) are required.
+    A number must be a finite JSON number: ``NaN``, ``Infinity``, ``1e999``, ``true`` or a
+    string in a numeric field is a 422 naming the field (missing is ``null``)."""
     ordering = {c for c in (spec.group_column, spec.time_column) if c} if spec.smoothing_config() else set()
     fields: dict[str, Any] = {}
     for i, column in enumerate(spec.model_inputs):
-        kind = _PY_TYPES[column.dtype]
+        kind = NUMBER if _PY_TYPES[column.dtype] is float else _PY_TYPES[column.dtype]
         if column.name in ordering:
             fields[f"f{i}"] = (kind, Field(alias=column.name, description=f"{column.dtype.value}, required"))
         else:
@@ -82,6 +97,9 @@ class Prediction(BaseModel):
     prediction: str | float
     score: float
     reasons: list[Reason] | None = None
+    outside_training_range: list[str] | None = Field(
+        default=None, description="Inputs beyond the smallest or largest training value: scored, and flagged"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -107,6 +125,7 @@ class BatchAnswer(BaseModel):
 class Loaded:
     version: str
     scorer: Scorer
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # numeric input -> training min, max
 
     @property
     def threshold(self) -> float | None:
@@ -128,10 +147,33 @@ class Champion:
         if version is None or (self.current is not None and self.current.version == version):
             return False
         with tracking.scratch_dir() as tmp:
-            scorer = Scorer.from_dir(tracking.download_bundle(self.model_name, version, Path(tmp)))
-        self.current = Loaded(version=version, scorer=scorer)
+            bundle = tracking.download_bundle(self.model_name, version, Path(tmp))
+            scorer, reference = Scorer.from_dir(bundle), read_reference(bundle)
+        self.current = Loaded(version=version, scorer=scorer, ranges=training_ranges(scorer, reference))
         log.warning("serving %s version %s", self.model_name, version)
         return True
+
+
+def training_ranges(scorer: Scorer, reference: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each numeric input's smallest and largest training value (the reference's quantile sketch
+    holds both ends)."""
+    features = reference.get("features", {})
+    out = {}
+    for name in scorer.raw_inputs:
+        stats = features.get(name) or {}
+        if stats.get("kind") == "numeric" and stats.get("quantiles"):
+            out[name] = (float(stats["quantiles"][0]), float(stats["quantiles"][-1]))
+    return out
+
+
+def outside(ranges: dict[str, tuple[float, float]], row: dict[str, Any]) -> list[str] | None:
+    """The inputs of ``row`` outside their training range (the policy: scored, and said so), or None."""
+    found = [
+        name
+        for name, (low, high) in ranges.items()
+        if isinstance(value := row.get(name), int | float) and not low <= value <= high
+    ]
+    return found or None
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -154,8 +196,9 @@ def score_rows(
             "prediction": prediction,
             "score": value,
             "reasons": None if why is None else [{"feature": f, "contribution": c} for f, c in why],
+            "outside_training_range": outside(loaded.ranges, row),
         }
-        for prediction, value, why in zip(predictions.tolist(), values.tolist(), explained, strict=True)
+        for prediction, value, why, row in zip(predictions.tolist(), values.tolist(), explained, rows, strict=True)
     ]
 
 
@@ -246,9 +289,12 @@ class BodyLimit:
     """Refuse a request body over ``limit`` bytes with 413, whether or not it declares its
     length, before the JSON is parsed (pure ASGI: the body is counted as it arrives)."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], limit: int, refused: Callable[[str], None] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.refused = refused  # told the path of each refused request (the service counts them)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -256,7 +302,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         seen = 0
         over = False
@@ -281,9 +327,11 @@ class BodyLimit:
             if not over:
                 raise
         if over:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Callable) -> None:
+    async def _refuse(self, scope: dict, send: Callable) -> None:
+        if self.refused is not None:
+            self.refused(scope.get("path", ""))
         body = f'{{"detail":"request body over {self.limit} bytes"}}'.encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -306,6 +354,12 @@ class ServiceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.rows = Counter("lepton_rows_scored", "Rows scored", registry=self.registry)
+        self.outside = Counter(
+            "lepton_inputs_outside_training_range",
+            "Input values beyond the training range (scored, and flagged in the answer)",
+            ["feature"],
+            registry=self.registry,
+        )
         self.version = Gauge("lepton_model_version", "The champion version served", registry=self.registry)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
@@ -339,7 +393,29 @@ def _validated(model: type[BaseModel], body: bytes) -> Any:
             {**{k: v for k, v in e.items() if not isinstance(v, bytes)}, "loc": ["body", *e["loc"]]}  # not the body
             for e in exc.errors(include_url=False)
         ]
+        for error in errors:  # the echoed input as JSON can write it: NaN or a 100-digit integer as text
+            if "input" in error and not _plain(error["input"]):
+                error["input"] = str(error["input"])[:200]
         raise RefusedError(422, errors) from None
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _dumps(payload: Any) -> bytes:
+    """JSON bytes (orjson); a refusal may echo what the client sent, such as an integer beyond
+    64 bits that orjson cannot write: then the standard library's encoder writes it."""
+    try:
+        return orjson.dumps(payload, default=str)
+    except TypeError:
+        import json
+
+        return json.dumps(payload, default=str, allow_nan=False).encode()
 
 
 # ---- the app ----------------------------------------------------------------------------------
@@ -347,9 +423,10 @@ def _validated(model: type[BaseModel], body: bytes) -> Any:
 class ServeConfig:
     poll_seconds: float = 5.0
     api_key: str | None = None
-    max_body_bytes: int = MAX_BODY_BYTES
+    max_body_bytes: int | None = None  # None: body_limit(spec, max_batch_rows)
     max_batch_rows: int = MAX_BATCH_ROWS
     explain: bool = True
+    public_metrics: bool = False  # with an API key, /metrics needs it too unless this is set
 
 
 class Service:
@@ -363,6 +440,7 @@ class Service:
         self.predlog = PredictionLog(settings.home / "predictions" / spec.name)
         self.metrics = ServiceMetrics()
         self.batcher = Batcher(self.answer, limit=config.max_batch_rows)
+        self.body_limit = config.max_body_bytes or body_limit(spec, config.max_batch_rows)
         self.history = History({})  # sized from the first champion's bundle
         self.Row = row_model(spec)
         self.Batch = create_model(
@@ -370,6 +448,10 @@ class Service:
             rows=(list[self.Row], Field(min_length=1, max_length=config.max_batch_rows)),  # type: ignore[name-defined]
             __config__=ConfigDict(extra="forbid"),
         )
+
+    def refused(self, path: str) -> None:
+        """A body over the limit, refused before the app saw it: counted like every answer."""
+        self.metrics.observe(DIRECT.get(path, path), 413, 0.0)
 
     def loaded(self) -> Loaded:
         loaded = self.champion.current
@@ -394,6 +476,9 @@ class Service:
             predictions = score_rows(loaded, rows, self.config.explain)
         self.predlog.append(ids or request_id, loaded.version, rows, predictions)
         self.metrics.rows.inc(len(rows))
+        for prediction in predictions:
+            for name in prediction["outside_training_range"] or ():
+                self.metrics.outside.labels(name).inc()
         return loaded, request_id, predictions
 
     async def respond(self, endpoint: str, api_key: str | None, body: bytes) -> tuple[int, bytes]:
@@ -424,7 +509,7 @@ class Service:
             log.exception("could not answer a %s request", endpoint)
             status, payload = 500, {"detail": "internal error (the service log has the traceback)"}
         self.metrics.observe(endpoint, status, time.perf_counter() - start)
-        return status, orjson.dumps(payload, default=str)
+        return status, _dumps(payload)
 
     async def refresh(self) -> None:
         if await asyncio.to_thread(self.champion.refresh):
@@ -541,7 +626,13 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
         return JSONResponse({"ready": True, "model": service.info(loaded)})
 
     @app.get("/metrics")
-    def prometheus() -> Response:
+    def prometheus(request: Request) -> Response:
+        """Prometheus metrics. With an API key the scrape sends it too (X-API-Key), unless the
+        service was started with --public-metrics."""
+        key = None if service.config.public_metrics else service.config.api_key
+        given = request.headers.get("x-api-key") or ""
+        if key is not None and not hmac.compare_digest(given.encode(), key.encode()):
+            return JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
         return service.metrics.exposition()
 
     standard_openapi = app.openapi
@@ -557,8 +648,8 @@ def create_app(spec: DomainSpec, settings: Settings, config: ServeConfig | None 
         return app.openapi_schema or schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=service.body_limit, refused=service.refused)
     app.service = service
-    app.direct = BodyLimit(app.answer_direct, limit=service.config.max_body_bytes)
+    app.direct = BodyLimit(app.answer_direct, limit=service.body_limit, refused=service.refused)
     app.state.service = service
     return app
