@@ -246,7 +246,7 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
     assert runs[0]["latency_p50_ms"] > 0
     shown = CliRunner().invoke(app, ["cost", "medical"])
     assert shown.exit_code == 0 and "lepton-medical" in shown.output and "v1" in shown.output
-    assert CliRunner().invoke(app, ["cost", "finance"]).exit_code == 1  # no runs yet: says so
+    assert CliRunner().invoke(app, ["cost", "finance"]).exit_code == 2  # no runs yet: says so, a user error
 
 
 def test_all_domains_run_at_once_each_writing_only_its_own_experiment_and_model(lepton_home):
