@@ -166,14 +166,21 @@ def training_ranges(scorer: Scorer, reference: dict[str, Any]) -> dict[str, tupl
     return out
 
 
-def outside(ranges: dict[str, tuple[float, float]], row: dict[str, Any]) -> list[str] | None:
-    """The inputs of ``row`` outside their training range (the policy: scored, and said so), or None."""
-    found = [
-        name
-        for name, (low, high) in ranges.items()
-        if isinstance(value := row.get(name), int | float) and not low <= value <= high
-    ]
-    return found or None
+def outside(
+    ranges: dict[str, tuple[float, float]], columns: dict[str, np.ndarray], rows: int
+) -> list[list[str] | None]:
+    """Per row, the inputs outside their training range (the policy: scored, and said so), or
+    None; one vectorised comparison per numeric column (missing values are never outside)."""
+    found: list[list[str] | None] = [None] * rows
+    for name, (low, high) in ranges.items():
+        values = columns.get(name)
+        if values is None or values.dtype.kind != "f":
+            continue
+        with np.errstate(invalid="ignore"):
+            beyond = np.flatnonzero((values < low) | (values > high))
+        for i in beyond.tolist():
+            found[i] = [*(found[i] or []), name]
+    return found
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -184,7 +191,9 @@ def score_rows(
     ``context``: earlier rows of the same series, scored with them but not answered."""
     scorer = loaded.scorer
     every = [*context, *rows]
-    frame, X = scorer.matrix({name: _column([row.get(name) for row in every]) for name in scorer.raw_inputs})
+    columns = {name: _column([row.get(name) for row in every]) for name in scorer.raw_inputs}
+    frame, X = scorer.matrix(columns)
+    flagged = outside(loaded.ranges, {n: v[len(context) :] for n, v in columns.items()}, len(rows))
     scores = smoothed(scorer.meta.get("smoothing"), scorer.model.predict(X), frame)[len(context) :]
     X = X[len(context) :]
     predictions, values, outputs = scorer.decide(scores)
@@ -196,9 +205,11 @@ def score_rows(
             "prediction": prediction,
             "score": value,
             "reasons": None if why is None else [{"feature": f, "contribution": c} for f, c in why],
-            "outside_training_range": outside(loaded.ranges, row),
+            "outside_training_range": beyond,
         }
-        for prediction, value, why, row in zip(predictions.tolist(), values.tolist(), explained, rows, strict=True)
+        for prediction, value, why, beyond in zip(
+            predictions.tolist(), values.tolist(), explained, flagged, strict=True
+        )
     ]
 
 
