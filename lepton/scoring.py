@@ -56,11 +56,12 @@ def encode(encoder: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray
     matrix = np.zeros((n_rows, width), dtype=np.float32)
     if numeric:
         block = matrix[:, : len(numeric)]
-        for j, name in enumerate(numeric):
-            values = np.asarray(columns[name])
-            if values.dtype.kind not in "fiub":  # text, objects, None: what is not a number is missing
-                values = pd.to_numeric(pd.Series(values), errors="coerce")
-            block[:, j] = values
+        with np.errstate(over="ignore"):  # beyond float32 (1e300) is infinite, and so missing below
+            for j, name in enumerate(numeric):
+                values = np.asarray(columns[name])
+                if values.dtype.kind not in "fiub":  # text, objects, None: what is not a number is missing
+                    values = pd.to_numeric(pd.Series(values), errors="coerce")
+                block[:, j] = values
         block[~np.isfinite(block)] = np.nan  # infinities are missing, not numbers
     offset = len(numeric)
     for name in datetimes:
