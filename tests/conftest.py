@@ -62,3 +62,33 @@ def nothing_recorded(lepton_home):
         assert all(r.info.status != "FINISHED" for r in runs)
 
     return check
+
+
+@pytest.fixture
+def postgres_databases():
+    """Create fresh PostgreSQL databases on the server LEPTON_TEST_POSTGRES_URL names (CI sets it),
+    dropped afterwards: ``create("prefect", "mlflow")`` returns the server's URL without a
+    database, and one new database name per kind. Skips, saying so, where no server is named."""
+    server = os.environ.get("LEPTON_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip("LEPTON_TEST_POSTGRES_URL is not set: the PostgreSQL configuration is NOT tested here")
+    import uuid
+
+    import psycopg
+
+    admin = psycopg.connect(server, autocommit=True)
+    made: list[str] = []
+
+    def create(*kinds: str) -> tuple[str, list[str]]:
+        names = [f"lepton_{kind}_{uuid.uuid4().hex[:8]}" for kind in kinds]
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+                made.append(name)
+        return server.rsplit("/", 1)[0], names
+
+    yield create
+    with admin.cursor() as cursor:
+        for name in made:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ from lepton.stack import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-POSTGRES = os.environ.get("LEPTON_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,28 +26,12 @@ def backend(request):
     """Extra environment for `lepton ui`: nothing (SQLite under LEPTON_HOME), or two fresh
     PostgreSQL databases, dropped afterwards."""
     if request.param == "sqlite":
-        yield {}
-        return
-    if not POSTGRES:
-        pytest.skip("LEPTON_TEST_POSTGRES_URL is not set: the PostgreSQL configuration is NOT tested here")
-    import psycopg
-
-    names = [f"lepton_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("prefect", "mlflow")]
-    admin = psycopg.connect(POSTGRES, autocommit=True)
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES.rsplit("/", 1)[0]
-    try:
-        yield {
-            "LEPTON_PREFECT_DATABASE_URL": f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{names[0]}",
-            "LEPTON_MLFLOW_BACKEND_URI": f"{base}/{names[1]}",
-        }
-    finally:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        return {}
+    base, (prefect, mlflow) = request.getfixturevalue("postgres_databases")("prefect", "mlflow")
+    return {
+        "LEPTON_PREFECT_DATABASE_URL": f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{prefect}",
+        "LEPTON_MLFLOW_BACKEND_URI": f"{base}/{mlflow}",
+    }
 
 
 def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:

@@ -6,7 +6,6 @@ the champion alias on it, no run left failed or unfinished."""
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,36 +14,20 @@ from domains import DOMAINS
 
 pytestmark = pytest.mark.slow
 LEPTON = str(Path(sys.executable).parent / "lepton")
-POSTGRES = os.environ.get("LEPTON_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def stores(request, tmp_path):
+def stores(request):
     """Extra environment: nothing (SQLite under LEPTON_HOME), or fresh PostgreSQL databases for
     MLflow and for Prefect's temporary servers, dropped afterwards."""
     if request.param == "sqlite":
-        yield {}
-        return
-    if not POSTGRES:
-        pytest.skip("LEPTON_TEST_POSTGRES_URL is not set: the PostgreSQL configuration is NOT tested here")
-    import psycopg
-
-    names = [f"lepton_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("mlflow", "prefect")]
-    admin = psycopg.connect(POSTGRES, autocommit=True)
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES.rsplit("/", 1)[0].split("://", 1)[1]
-    try:
-        yield {
-            "MLFLOW_TRACKING_URI": f"postgresql+psycopg://{base}/{names[0]}",
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{base}/{names[1]}",
-        }
-    finally:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        return {}
+    base, (mlflow, prefect) = request.getfixturevalue("postgres_databases")("mlflow", "prefect")
+    server = base.split("://", 1)[1]
+    return {
+        "MLFLOW_TRACKING_URI": f"postgresql+psycopg://{server}/{mlflow}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{server}/{prefect}",
+    }
 
 
 def test_six_runs_at_once_on_a_fresh_home_end_as_if_run_in_turn(tmp_path, stores):
