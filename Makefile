@@ -20,7 +20,8 @@ $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
-	$(BIN)/python -m pip install --quiet --editable ".[dev$(if $(TORCH),$(comma)torch)]"
+	# setuptools' notice that an editable install reads these folders is not for a newcomer's screen
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --editable ".[dev$(if $(TORCH),$(comma)torch)]"
 	@touch $@
 
 install: $(BIN)/lepton

@@ -21,13 +21,16 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from prefect import flow, get_run_logger
+from prefect import flow, task
+from prefect.cache_policies import NONE as NO_CACHE
 
 from domains import get_spec, recipes
 from domains.spec import DomainSpec
 from lepton import tracking
+from lepton.digest import rows_digest
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.predlog import served_inputs
+from lepton.progress import emit
 from lepton.scoring import Scorer, read_reference
 from lepton.settings import Settings, load_settings
 from tasks.ingest import read_table, resolve_input
@@ -69,7 +72,8 @@ def _run_name() -> str:
 
     domain = flow_run.parameters.get("domain")
     name = domain.get("name") if isinstance(domain, dict) else getattr(domain, "name", domain)
-    return f"{name}-monitor"
+    source = "batch" if flow_run.parameters.get("data") else "log"
+    return f"{name}-monitor-{source}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 # ---- what is monitored --------------------------------------------------------------------------
@@ -78,6 +82,11 @@ class Batch:
     inputs: pl.DataFrame  # the model inputs, typed
     source: str
     labels: pl.Series | None = None  # the target, where the rows have one
+
+    @property
+    def digest(self) -> str:
+        """A short fingerprint of the rows (MLflow's dataset lineage)."""
+        return rows_digest(self.inputs)
 
 
 def batch_from_file(spec: DomainSpec, path: str) -> Batch:
@@ -150,65 +159,22 @@ def monitor(
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
     settings = load_settings()
     tracking.configure(settings)
-    version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
-    if version is None:
-        raise InputPathError(f"{spec.model_name} has no champion to monitor; run `lepton run {spec.name}` first")
-    batch = batch_from_file(spec, data) if data else batch_from_log(spec, settings, since_hours, labels)
-    with tracking.scratch_dir() as tmp:
-        bundle = tracking.download_bundle(spec.model_name, version, Path(tmp))
-        scorer = Scorer.from_dir(bundle)
-        reference = read_reference(bundle)
-
-    scores = scorer.scores(batch.inputs)
-    predictions = _monitored_output(spec, scorer, scores)
-    frame = recipes.apply(spec.recipe_config(), batch.inputs)
-    if settings.dask_address:  # a cluster is configured: the columns go to its workers
-        from lepton.engine import dask_engine
-
-        with dask_engine(settings.dask_address) as engine:
-            report = drift_report(spec, reference, frame, predictions, engine.client)
-    else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
-        report = drift_report(spec, reference, frame, predictions)
-    performance = _performance(spec, scorer, scores, batch.labels) if batch.labels is not None else {}
-    history = _history(spec.model_name)
-    created = datetime.now(UTC)
-
-    experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings)
-    tags = {"lepton.domain": spec.name, "lepton.model_version": version, "lepton.role": "monitor"}
-    run_id = tracking.start_run(experiment, f"{spec.name}-monitor", tags)
-    try:
-        tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
-        tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
-        page = render(
-            domain=spec.name,
-            model=spec.model_name,
-            version=version,
-            source=batch.source,
-            created=created,
-            report=report,
-            history=[*history, {"time": created, "psi": {**report.psi, **_prediction_psi(report)}}],
-            performance=performance,
-        )
-        tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
-        local = _keep_report(settings, spec, created, page)
-        tracking.log_artifact(run_id, local, "monitor")
-        tracking.set_tags(run_id, {"lepton.drift": "detected" if report.detected else "none",
-                                   "lepton.drifted_features": ",".join(report.drifted)[:5000]})  # fmt: skip
-        _artifact(spec, version, report, str(local))
-        event = _emit(spec, version, report, run_id, data) if report.detected else None
-        tracking.end_run(run_id)
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    get_run_logger().info(
-        "%s v%s: %s (%d of %d features drifted, PSI max %.3f); report %s",
-        spec.model_name, version, "drift detected" if report.detected else "no drift", len(report.drifted),
-        len(report.features), report.max_psi, local,
+    champion = load_champion(spec)
+    batch = read_batch(spec, settings, data, since_hours, labels)
+    emit("note", "read batch", f"{batch.inputs.height:,} rows from {batch.source}")
+    report, performance = compare(spec, settings, champion, batch)
+    run_id, local = record(spec, settings, champion, batch, report, performance)
+    event = alert(spec, champion.version, report, run_id, data) if report.detected else None
+    emit(
+        "decision", "monitor",
+        f"{spec.model_name} v{champion.version}: {'drift detected' if report.detected else 'no drift'} "
+        f"({len(report.drifted)} of {len(report.features)} features drifted, PSI max {report.max_psi:.3f}); "
+        f"report {local}" + ("; the drift event asks for a retrain" if event else ""),
     )  # fmt: skip
     return MonitorResult(
         domain=spec.name,
         model_name=spec.model_name,
-        version=version,
+        version=champion.version,
         source=batch.source,
         rows=report.rows,
         detected=report.detected,
@@ -220,6 +186,98 @@ def monitor(
         performance=performance,
         event=event,
     )
+
+
+# ---- the monitor flow's steps, each a Prefect task run (what it did, and where the time went) ----
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    scorer: Scorer
+    reference: dict[str, Any]
+    holdout: dict[str, float]  # the version's holdout metrics at training, from its MLflow run
+
+
+def _step(name: str):
+    return task(name=name, cache_policy=NO_CACHE)
+
+
+@_step("load champion")
+def load_champion(spec: DomainSpec) -> Champion:
+    """The champion's bundle (checked against its registered fingerprint), its training
+    reference, and the holdout metrics it was promoted on."""
+    version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
+    if version is None:
+        raise InputPathError(f"{spec.model_name} has no champion to monitor; run `lepton run {spec.name}` first")
+    with tracking.scratch_dir() as tmp:
+        bundle = tracking.download_bundle(spec.model_name, version, Path(tmp))
+        scorer = Scorer.from_dir(bundle)
+        reference = read_reference(bundle)
+    return Champion(version, scorer, reference, tracking.version_run_metrics(spec.model_name, version))
+
+
+@_step("read batch")
+def read_batch(
+    spec: DomainSpec, settings: Settings, data: str | None, since_hours: float | None, labels: str | None
+) -> Batch:
+    return batch_from_file(spec, data) if data else batch_from_log(spec, settings, since_hours, labels)
+
+
+@_step("compare")
+def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch) -> tuple[DriftReport, dict]:
+    """Score the batch with the champion; drift of every feature and of the output; the
+    metrics where the rows carry labels."""
+    scores = champion.scorer.scores(batch.inputs)
+    predictions = _monitored_output(spec, champion.scorer, scores)
+    frame = recipes.apply(spec.recipe_config(), batch.inputs)
+    if settings.dask_address:  # a cluster is configured: the columns go to its workers
+        from lepton.engine import dask_engine
+
+        with dask_engine(settings.dask_address) as engine:
+            report = drift_report(spec, champion.reference, frame, predictions, engine.client)
+    else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
+        report = drift_report(spec, champion.reference, frame, predictions)
+    performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
+    return report, performance
+
+
+@_step("record")
+def record(
+    spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch, report: DriftReport, performance: dict
+) -> tuple[str, Path]:
+    """The monitor's MLflow run (metrics, the batch as its input, the drift table, the HTML
+    report) and the Prefect artifact; the run id and the report's path."""
+    version = champion.version
+    history = _history(spec.model_name)
+    created = datetime.now(UTC)
+    experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings, f"Drift of {spec.name} batches")
+    tags = {"lepton.domain": spec.name, "lepton.model_version": version, "lepton.role": "monitor"}
+    run_id = tracking.start_run(experiment, f"{spec.name}-monitor v{version}", tags)
+    try:
+        tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
+        tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
+        tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
+        page = render(
+            domain=spec.name,
+            model=spec.model_name,
+            version=version,
+            source=batch.source,
+            created=created,
+            report=report,
+            history=[*history, {"time": created, "psi": {**report.psi, **_prediction_psi(report)}}],
+            performance=performance,
+            holdout=champion.holdout,
+        )
+        tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
+        local = _keep_report(settings, spec, created, page)
+        tracking.log_artifact(run_id, local, "monitor")
+        tracking.set_tags(run_id, {"lepton.drift": "detected" if report.detected else "none",
+                                   "lepton.drifted_features": ",".join(report.drifted)[:5000]})  # fmt: skip
+        _artifact(spec, version, report, str(local))
+        tracking.end_run(run_id)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    return run_id, local
 
 
 def _monitored_output(spec: DomainSpec, scorer: Scorer, scores: np.ndarray) -> Any:
@@ -253,7 +311,8 @@ def _artifact(spec: DomainSpec, version: str, report: DriftReport, location: str
     )  # fmt: skip
 
 
-def _emit(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data: str | None) -> str | None:
+@_step("alert")
+def alert(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data: str | None) -> str | None:
     """``lepton.drift.detected`` on the domain's resource, with the drifted features and scores."""
     from prefect.events import emit_event
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +15,9 @@ from domains import get_spec
 from domains.spec import DomainSpec
 from lepton import cost, rerun, tracking
 from lepton.cache import StageCache, StageKeys, stage_keys
+from lepton.digest import rows_digest
 from lepton.engine import choose_device, dask_engine
+from lepton.progress import emit
 from lepton.result import PipelineResult
 from lepton.settings import DEFAULT_TRIALS, load_settings
 from tasks.deploy import deploy_task
@@ -31,9 +32,6 @@ from tasks.train import train_task
 GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
 NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
 T = TypeVar("T")
-# The CLI sets a listener to show each stage as it finishes (and the engine when it starts);
-# flows stay free of display code. Called as listener(stage, seconds, detail).
-STAGE_LISTENER: ContextVar[Callable[..., None] | None] = ContextVar("lepton_stage_listener", default=None)
 
 
 @dataclass
@@ -46,16 +44,17 @@ class Stages:
 
     def run(self, name: str, call: Callable[[], T], client: Any = None, hit: Callable[[T], bool] | None = None) -> T:
         """Run one stage, measured: ``client`` is an external Dask cluster the stage uses; ``hit``
-        tells from the output whether it was reused from the cache."""
+        tells from the output whether it was reused from the cache. Its start and end are progress
+        events (``lepton.progress``): the terminal's lines and the Prefect run's logs."""
+        emit("start", name, "started")
         with cost.measure(gpu=self.device == "cuda" and name in GPU_STAGES, client=client) as meter:
             out = call()
         assert meter.usage is not None
         cached = bool(hit and hit(out))
         self.usage[name] = {**meter.usage.priced(self.prices), "cached": cached}
-        listener = STAGE_LISTENER.get()
-        if listener is not None:
-            seconds = meter.usage.wall_seconds
-            listener(name, seconds, f"reused from the cache in {seconds:6.2f}s" if cached else "")
+        seconds = meter.usage.wall_seconds
+        done = f"reused from the cache in {seconds:.2f}s" if cached else f"done in {seconds:.2f}s"
+        emit("done", name, done, seconds=seconds)
         return out
 
     def cached(
@@ -84,10 +83,8 @@ class Stages:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """Per stage and in total: seconds, CPU-seconds, peak MB, GPU-seconds, USD and Wh."""
-        keys = ("seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
-        out = {f"{key}_{name}": float(stage[key]) for name, stage in self.usage.items() for key in keys}
-        return {**out, **{f"{key}_total": float(value) for key, value in cost.total(self.usage).items()}}
+        """In total: seconds, CPU-seconds, peak MB, GPU-seconds, USD and Wh (per stage: ``table``)."""
+        return {f"{key}_total": float(value) for key, value in cost.total(self.usage).items()}
 
     def rows(self) -> list[dict[str, Any]]:
         """The cost table, one row per stage and a total (a Prefect table artifact)."""
@@ -101,30 +98,110 @@ class Stages:
         return {column: [row[column] for row in rows] for column in rows[0]}
 
 
+COST_HEADINGS = {  # the cost table's columns as a person reads them, and the digits they need
+    "stage": ("stage", None),
+    "seconds": ("seconds", 2),
+    "cpu_seconds": ("CPU-seconds", 1),
+    "peak_mb": ("peak memory (MB)", 0),
+    "gpu_seconds": ("GPU-seconds", 1),
+    "cost_usd": ("cost (USD)", 6),
+    "energy_wh": ("energy (Wh)", 3),
+}
+
+
 def _cost_artifact(spec: DomainSpec, version: str, stages: Stages) -> None:
-    """The cost table on the flow run's Artifacts tab (only inside a flow run)."""
+    """The cost table on the flow run's Artifacts tab (only inside a flow run): rounded, with
+    headings in words and the prices it was reckoned at."""
     from prefect.artifacts import create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    rows = stages.rows()
-    total = cost.total(stages.usage)
+    rows = [
+        {heading: value if digits is None else f"{value:.{digits}f}" for key, (heading, digits) in COST_HEADINGS.items()
+         for value in [row[key]]}
+        for row in stages.rows()
+    ]  # fmt: skip
+    total, prices = cost.total(stages.usage), stages.prices
     description = (
-        f"**{spec.name}** version {version}: ${total['cost_usd']:.6f}, {total['cpu_seconds']:.1f} CPU-s, "
-        f"{total['energy_wh']:.3f} Wh (prices: {stages.prices.model_dump()})"
+        f"**{spec.name} v{version}** cost ${total['cost_usd']:.6f}, {total['cpu_seconds']:.1f} CPU-seconds, "
+        f"{total['energy_wh']:.3f} Wh; at ${prices.core_hour:g} a core-hour, ${prices.gb_hour:g} a GB-hour, "
+        f"${prices.gpu_hour:g} a GPU-hour, {prices.watts_core:g} W a core and {prices.watts_gpu:g} W a GPU."
     )
-    key = re.sub(r"[^a-z0-9-]+", "-", f"cost-{spec.name}".lower())
-    create_table_artifact(rows, key=key, description=description)
+    create_table_artifact(rows, key=_key(f"cost-{spec.name}"), description=description)
+
+
+def _key(text: str) -> str:
+    """A Prefect artifact key: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def _links_artifact(spec: DomainSpec, deployed: Any, experiment: str) -> None:
+    """From the flow run to its MLflow run and model version: links into MLflow's UI when MLflow
+    is a server, else the ids and how to open the local store (a markdown artifact)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    uri = load_settings().tracking_uri.rstrip("/")
+    role = "champion" if deployed.promoted else "challenger"
+    heading = f"# {spec.name}: {deployed.model_name} v{deployed.version} ({role})\n\n"
+    if uri.startswith(("http://", "https://")):
+        run = tracking.ui_link(uri, f"/experiments/{experiment}/runs/{deployed.run_id}")
+        model = tracking.ui_link(uri, f"/models/{deployed.model_name}/versions/{deployed.version}")
+        markdown = f"{heading}- [MLflow run of this flow run]({run})\n- [Model version {deployed.version}]({model})\n"
+    else:
+        markdown = (
+            f"{heading}MLflow run `{deployed.run_id}` in experiment {experiment}; open the store with "
+            f"`mlflow ui --backend-store-uri {uri}`.\n"
+        )
+    create_markdown_artifact(markdown, key=_key(f"mlflow-{spec.name}"), description="Its MLflow run and model version")
+
+
+def _log_datasets(spec: DomainSpec, run_id: str, prepared: PreparedData, files: list[Path] | None) -> None:
+    """MLflow dataset lineage: the table trained on (its file and the data fingerprint), the
+    holdout (its own file for a given split, else the held-out rows of the same file), and a
+    batch appended by the retrain loop."""
+    files = files or []
+    source = files[0] if files else f"{spec.name} data"
+    tracking.log_dataset(run_id, source, prepared.fingerprint, "training", f"{spec.name} training")
+    given = spec.split.kind == "given" and len(files) > 1
+    holdout = files[1] if given else f"held-out rows of {Path(str(source)).name} ({spec.split.kind} split)"
+    digest = rows_digest(prepared.holdout.frame)
+    tracking.log_dataset(run_id, holdout, digest, "testing", f"{spec.name} holdout")
+    if len(files) > (2 if given else 1):
+        tracking.log_dataset(run_id, files[-1], _file_digest(str(files[-1])), "training", f"{spec.name} appended batch")
 
 
 def _run_name() -> str:
-    from prefect.runtime import flow_run
+    """The flow run's name: the domain and what started it, so two retrains of one domain are
+    told apart: ``finance-retrain-<batch digest>`` (the drift automation, with the batch it
+    flagged), ``finance-scheduled-<time>`` (a deployment), ``finance-<time>`` (the CLI)."""
+    from datetime import UTC, datetime
 
-    domain = flow_run.parameters.get("domain")
-    if isinstance(domain, dict):
-        return str(domain.get("name", "spec"))
-    return str(getattr(domain, "name", domain))
+    from prefect.runtime import deployment, flow_run
+
+    params = flow_run.parameters
+    domain = params.get("domain")
+    name = str(domain.get("name", "spec")) if isinstance(domain, dict) else str(getattr(domain, "name", domain))
+    append = params.get("append")
+    if append:
+        return f"{name}-retrain-{_file_digest(append)}"
+    when = flow_run.scheduled_start_time or datetime.now(UTC)
+    if deployment.id:
+        return f"{name}-scheduled-{when:%Y%m%d-%H%M}"
+    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()[:10]
+    except OSError:  # the flow itself reports an unreadable batch
+        return "batch"
 
 
 @flow(name="lepton-pipeline", flow_run_name=_run_name, validate_parameters=True)
@@ -166,9 +243,8 @@ def pipeline(
     reused = isinstance(first, tuple)
     needed = not reused or not (keys and store.has("optimise", keys.optimise))
     with dask_engine(settings.dask_address, settings.dask_threads) if needed else contextlib.nullcontext() as engine:
-        listener = STAGE_LISTENER.get()
-        if listener is not None and engine is not None:
-            listener("engine", 0.0, engine.describe())
+        if engine is not None:
+            emit("note", "engine", engine.describe())
         workers = engine.client if engine is not None and engine.external else None  # LocalCluster's are threads here
         if reused:
             prepared, feature_run = stages.run("features", lambda: first, hit=lambda _: True)
@@ -211,7 +287,9 @@ def pipeline(
         tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
         tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
         tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe() if engine else NO_ENGINE})
+        _log_datasets(spec, deployed.run_id, prepared, input_files(spec, data, holdout, append))
         _cost_artifact(spec, deployed.version, stages)
+        _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings))
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise

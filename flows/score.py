@@ -21,6 +21,7 @@ from prefect import flow
 from domains.spec import DomainSpec, Dtype, Role
 from lepton import tracking
 from lepton.errors import InputPathError, Problem, SchemaError
+from lepton.progress import emit
 from lepton.scoring import Scorer
 from lepton.settings import load_settings
 from tasks.ingest import resolve_input
@@ -131,6 +132,7 @@ def score(
             chunks += 1
             if progress is not None:
                 progress(chunk.height)
+            emit("step", "score", f"chunk {chunks}: {rows:,} rows scored", step=chunks)
         sink.close()
         if chunks == 0:
             raise SchemaError([Problem("empty", "(file)", "no data rows")], str(source))

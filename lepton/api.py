@@ -34,7 +34,10 @@ def prepare_environment() -> Path:
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Run logs at INFO go to the Prefect API (the UI's Logs tab); the terminal shows Lepton's own
+    # progress lines, so Prefect's console handler prints warnings and errors only.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." lines
     return settings.home
 
 

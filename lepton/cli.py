@@ -93,15 +93,18 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
         summary.add_column(column, no_wrap=True)
     timing = Table(title="Seconds per stage, and the run's cost", title_justify="left")
     timing.add_column("domain", no_wrap=True)
-    for stage in results[0].stages:
+    stages = next((list(r.stages) for r in results if not r.up_to_date), list(results[0].stages))
+    for stage in stages:
         timing.add_column(stage, justify="right")
-    for column in ("CPU s", "Wh", "USD"):
+    for column in ("checked", "CPU s", "Wh", "USD"):  # checked: an up-to-date run's lookup
         timing.add_column(column, justify="right", no_wrap=True, min_width=8)
     for r in results:
         metric = r.primary_metric
         champion = f"champion v{r.champion_version}" if r.champion_version else "no champion"
+        refound = r.promoted and bool(r.reasons) and r.reasons[0].startswith(f"v{r.version} is already the champion")
         alias = "[green]champion[/] moved" if r.promoted else f"[yellow]challenger[/] ({champion})"
-        alias = f"{alias.removesuffix(' moved')}, up to date" if r.up_to_date else alias
+        alias = "[green]champion[/], re-found" if refound else alias  # the same inputs registered it before
+        alias = f"{alias.removesuffix(' moved').removesuffix(', re-found')}, up to date" if r.up_to_date else alias
         summary.add_row(
             r.domain,
             f"{r.family}/{r.device}",
@@ -114,7 +117,8 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
         total = r.cost
         timing.add_row(
             r.domain,
-            *(f"{v['seconds']:.2f}" for v in r.stages.values()),
+            *(("-",) * len(stages) if r.up_to_date else (f"{r.stages[s]['seconds']:.2f}" for s in stages)),
+            f"{r.stages['preprocess']['seconds']:.2f}" if r.up_to_date else "",
             f"{total.get('cpu_seconds', 0):.1f}",
             f"{total.get('energy_wh', 0):.3f}",
             f"{total.get('cost_usd', 0):.6f}",
@@ -157,12 +161,6 @@ def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
         err.print(f"  [cyan]{escape(name)}[/] [{style}]{escape(note)}[/]", highlight=False, soft_wrap=True)
 
 
-def _stage_line(name: str, stage: str, seconds: float, detail: str) -> str:
-    if detail:
-        return f"  [cyan]{escape(name)}[/] {stage:<10} {escape(detail)}"
-    return f"  [cyan]{escape(name)}[/] {stage:<10} done in {seconds:6.2f}s"
-
-
 def _environment(distributed: bool) -> Path:
     """Lepton's home and settings, checked before anything runs (a bad LEPTON_* value exits 2)."""
     from lepton.errors import LeptonError
@@ -176,30 +174,24 @@ def _environment(distributed: bool) -> Path:
     return home
 
 
-def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True):
-    """Run one pipeline (a ``lepton.api.Job``) with live stage lines (or JSON); a user error
-    exits with its message."""
-    from flows.pipeline import STAGE_LISTENER, pipeline
+def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True, view: Any = None):
+    """Run one pipeline (a ``lepton.api.Job``) with live progress on ``view`` (a
+    ``lepton.terminal.Terminal``; None with --json); a user error exits with its message."""
+    from flows.pipeline import pipeline
+    from lepton import progress
     from lepton.errors import LeptonError
 
     label = job.spec.name
     _print_notes(label, job.notes)
-    listener = (
-        None
-        if as_json
-        else (lambda stage, seconds, detail, _n=label: err.print(_stage_line(_n, stage, seconds, detail)))
-    )
-    token = STAGE_LISTENER.set(listener)
     try:
         if not as_json:
-            err.print(f"[bold]{label}[/]: preprocess -> features -> train -> optimise -> deploy -> monitor")
-        result = pipeline(
-            domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append, cache=cache
-        )
+            err.print(f"[bold]{escape(label)}[/]: preprocess -> features -> train -> optimise -> deploy -> monitor")
+        with progress.listening(view, domain=label):
+            result = pipeline(
+                domain=job.spec, trials=trials, data=job.data, holdout=job.holdout, append=job.append, cache=cache
+            )
     except LeptonError as exc:
         _fail(f"{label}: {exc}", error=exc, domain=label)
-    finally:
-        STAGE_LISTENER.reset(token)
     _print_notes(label, result.notes)
     if as_json:
         print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
@@ -229,7 +221,7 @@ def _reuse(job: Any, trials: int, as_json: bool, cache: bool):
     return result
 
 
-def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = True) -> list[Any]:
+def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = True, view: Any = None) -> list[Any]:
     """Run several pipelines at once, one thread each, sharing one Dask cluster (the configured
     one, or a LocalCluster started here); each writes only its own experiment and model."""
     import contextvars
@@ -241,11 +233,14 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = Tru
     previous = os.environ.get("LEPTON_DASK_ADDRESS")
     with dask_engine(settings.dask_address, settings.dask_threads) as engine:
         err.print(f"[bold]{len(jobs)} domains at once[/] on {engine.describe()}", highlight=False, soft_wrap=True)
+        if view is not None:
+            view.seen.add(engine.describe())  # said once here, not once per domain
         os.environ["LEPTON_DASK_ADDRESS"] = engine.address  # each run connects to this cluster
         try:
             with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
                 futures = [
-                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache) for job in jobs
+                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache, view)
+                    for job in jobs
                 ]
                 return [future.result() for future in futures]
         finally:
@@ -328,7 +323,7 @@ def _run_command(
     if all_domains and (domain or data or target or spec or holdout or hints or allow_leakage or append):
         _fail("--all runs the built-in domains on their own data; it takes no other input")
     if domain is not None and domain not in DOMAINS:
-        _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} (or pass --data and --target)")
+        _fail(f"{_unknown_domain(domain)} (or pass --data and --target)")
     if data is not None and not (domain or spec or target):
         _fail("--data needs --target COLUMN (or a DOMAIN whose schema the file follows)")
     if not (all_domains or domain or spec or target):
@@ -362,7 +357,11 @@ def _run_command(
         _quiet_console_for_user_errors()
         api_started.join()
         run_jobs = _run_together if len(pending) > 1 else lambda js, *rest: [_run_one(js[0], *rest)]
-        done.update((r.domain, r) for r in run_jobs(pending, trials, as_json, not no_cache))
+        from lepton.terminal import Terminal
+
+        view = None if as_json else Terminal(err)
+        with view or contextlib.nullcontext():
+            done.update((r.domain, r) for r in run_jobs(pending, trials, as_json, not no_cache, view))
     if not as_json:
         _print_summary([done[job.spec.name] for job in jobs], home)
 
@@ -385,8 +384,11 @@ def _print_summary(results: list[Any], home: Path) -> None:
 @app.command()
 def init(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Your CSV/Parquet file.")],
-    target: Annotated[str, typer.Option(help="The column to predict.")],
+    data: Annotated[Path | None, typer.Argument(help="Your CSV/Parquet file (or --data FILE).")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
+    data_option: Annotated[
+        Path | None, typer.Option("--data", help="Your CSV/Parquet file, as `lepton run --data` takes it.")
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the spec (YAML).")] = Path("spec.yaml"),
     force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
     holdout: Annotated[Path | None, typer.Option(help="Your test file: the holdout (a 'given' split).")] = None,
@@ -407,6 +409,11 @@ def init(
     from lepton.api import spec_from_file
     from lepton.errors import InputPathError, LeptonError
 
+    if (data is None) == (data_option is None):
+        _fail("give your file once: `lepton init FILE --target COLUMN` or `lepton init --data FILE --target COLUMN`")
+    if target is None:
+        _fail("--target COLUMN: the column to predict")
+    data = data or data_option
     try:
         hints = make_hints(target=target, allow_leakage=_columns(allow_leakage), **_hints(ctx.params))
         out = output.expanduser().resolve()
@@ -634,7 +641,7 @@ def ui(
             )
             prefect_url, mlflow_url = children[0].url, children[1].url
             err.print(f"Prefect UI  [bold]{prefect_url}[/]   (runs, schedules, automations)")
-            err.print(f"MLflow UI   [bold]{mlflow_url}[/]   (runs, models)")
+            err.print(f"MLflow UI   [bold]{escape(_mlflow_ui(mlflow_url))}[/]   (runs, models)")
             err.print(
                 f"state under {escape(str(home))}; logs under {escape(str(home / 'logs'))}. "
                 "Point Lepton at these servers with:"
@@ -661,7 +668,7 @@ def deploy_command() -> None:
 
     _environment(False)
     try:
-        names = stack.deploy(stack.lean_environment(load_settings()))
+        names = stack.deploy(stack.lean_environment(load_settings()), say=lambda text: err.print(text, highlight=False))
     except LeptonError as exc:
         _fail(str(exc))
     err.print(f"deployed {len(names)} deployments on pool {stack.POOL}: {', '.join(names)}")
@@ -685,8 +692,19 @@ def worker() -> None:
 def _mlflow_ui(tracking_uri: str) -> str:
     """Where to compare runs: the tracking server itself, or the command that opens a local store."""
     if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri
+        from lepton.tracking import ui_link
+
+        return ui_link(tracking_uri)
     return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def _unknown_domain(name: str) -> str:
+    """The error for an unknown domain, with the close match when there is one (difflib)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, DOMAINS, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown domain {name!r}{hint} The built-in domains: {', '.join(DOMAINS)}"
 
 
 def _chosen_spec(domain: str | None, spec: Path | None):
@@ -701,7 +719,7 @@ def _chosen_spec(domain: str | None, spec: Path | None):
         if spec is not None:
             return DomainSpec.from_yaml(spec.expanduser().resolve())
         if domain not in DOMAINS:
-            raise LeptonError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)} or give --spec")
+            raise LeptonError(f"{_unknown_domain(domain)} (or give --spec FILE)")
         return get_spec(domain)
     except LeptonError as exc:
         _fail(str(exc))
@@ -828,11 +846,40 @@ def _stop_children() -> None:
             server.stop()
 
 
+def _usage_errors_as_ours(command: typer.Typer) -> None:
+    """Run the app; a usage error (unknown option, bad value, missing argument) is printed the
+    way every other error is, ``error: ...`` (with Click's own did-you-mean) and a pointer to
+    --help, exit 2, rather than in a panel of its own. Typer 0.2x vendors Click: its exception
+    classes are then Typer's own (``typer._click``)."""
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    except ImportError:  # a Typer that uses Click itself
+        from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+
+    try:
+        code = command(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "lepton"
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        err.print(f"see [bold]{escape(where)} --help[/]", highlight=False)
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("[yellow]aborted[/]")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
     try:
-        app()
+        _usage_errors_as_ours(app)
     except (KeyboardInterrupt, SystemExit):
         if not INTERRUPTED:
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from lepton.errors import LeptonError
 
@@ -61,3 +62,8 @@ def verify(root: Path, recorded: dict[str, str], what: str) -> None:
         f"{what}: its files are not the ones registered (changed, added or removed: {changed or 'see the digest'}); "
         "not loaded. Re-run the pipeline to register a fresh version"
     )
+
+
+def rows_digest(frame: Any) -> str:
+    """A short fingerprint of a polars frame's rows (dataset lineage in MLflow), not of a file."""
+    return f"{int(frame.hash_rows(seed=0).sum()) & 0xFFFFFFFFFFFF:012x}"

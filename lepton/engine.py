@@ -75,9 +75,11 @@ class Engine:
     external: bool  # an existing cluster (left running) rather than one started for this run
 
     def describe(self) -> str:
-        where = "existing cluster" if self.external else "LocalCluster"
         board = f", dashboard {self.dashboard}" if self.dashboard else ""
-        return f"Dask {where} at {self.address}: {self.workers} worker(s), {self.threads} thread(s){board}"
+        size = f"{self.workers} worker(s), {self.threads} thread(s){board}"
+        if self.external:
+            return f"Dask cluster at {self.address}: {size}"
+        return f"Dask LocalCluster in this process: {size}"  # its address is in-process, not a host
 
 
 def _dashboard_link(client: Any, cluster: Any) -> str | None:
@@ -98,6 +100,7 @@ def dask_engine(
 ) -> Iterator[Engine]:
     """A Dask client for one run: connect to ``address``, or start a LocalCluster on 127.0.0.1
     with ``workers`` x ``threads_per_worker`` = this machine's cores; close what was started."""
+    import dask
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -107,6 +110,11 @@ def dask_engine(
         client = Client(address, timeout="30s")
     else:
         count = workers or max(1, machine_cores() // threads_per_worker)
+        # No statistical profiler: its thread samples the worker threads' frames every 10 ms and
+        # walks their f_back chains, which is the only code in the stack that does so; a worker
+        # terminal showed it failing on XGBoost's QuantileDMatrix data callback ('QuantileDMatrix'
+        # object has no attribute 'f_back'). It feeds only the dashboard's profile page.
+        dask.config.set({"distributed.worker.profile.enabled": False})
         cluster = LocalCluster(  # worker threads in this process: tables are shared, not copied
             n_workers=count,
             threads_per_worker=threads_per_worker,

@@ -53,7 +53,39 @@ class LeptonModel(PythonModel):
         self.scorer = Scorer.from_dir(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):
-        return self.scorer.predict(model_input)
+        return self.scorer.predict(_checked(model_input, self.scorer))
+
+
+def _checked(model_input, scorer):
+    """The rows as the scorer takes them: every input column the request left out is missing
+    (each may be: the model was trained to handle missing values), and a numeric column holds
+    numbers, of any width (the signature declares numbers as ``Any``: MLflow refuses an int64
+    column declared ``double``). A value that is not a number is a 400 naming its column and row,
+    not a stack trace."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    frame = frame.copy()
+    for name in scorer.raw_inputs:
+        if name not in frame.columns:
+            frame[name] = None
+    numeric = set(scorer.encoder["numeric"])
+    for name in (c for c in scorer.raw_inputs if c in numeric):
+        column = frame[name]
+        if column.dtype.kind in "fiub":
+            continue
+        values = pd.to_numeric(column, errors="coerce")
+        bad = column.notna() & values.isna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise MlflowException(
+                f"column {name!r}, row {row}: {str(column.iloc[row])[:80]!r} is not a number",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        frame[name] = values.astype("float64")
+    return frame
 
 
 mlflow.models.set_model(LeptonModel())

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,16 +162,24 @@ def lean_environment(settings: Settings, base: Mapping[str, str] | None = None) 
     env.setdefault("PREFECT_HOME", str(settings.prefect_home))
     env.setdefault("PREFECT_API_SERVICES_FOREMAN_ENABLED", "false")  # no work-pool health pings
     env.setdefault("PREFECT_SERVER_SERVICES_FOREMAN_ENABLED", "false")
+    # Flow and task run logs at INFO reach the API (the UI's Logs tab) and a worker's terminal;
+    # the CLI's own console stays at WARNING (``lepton.api.prepare_environment``) but not here.
+    for name in ("PREFECT_LOGGING_LEVEL", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"):
+        env[name] = "INFO"
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts its server by name
     return env
 
 
 def prefect_server(settings: Settings, port: int, env: Mapping[str, str], database_url: str | None = None) -> Child:
+    url = f"http://127.0.0.1:{port}"
     env = dict(env)
+    # The UI asks its server where the API is (/ui-settings): on any port but 4200 the server
+    # must be told, or the page talks to whatever answers on 4200.
+    env["PREFECT_UI_API_URL"] = f"{url}/api"
+    env["PREFECT_UI_URL"] = url
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     command = [_executable("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
     child = start("prefect server", command, env, settings.home / "logs" / "prefect-server.log", url)
     wait_ready(child, "/api/health")
     return child
@@ -184,23 +192,27 @@ def mlflow_server(settings: Settings, port: int, env: Mapping[str, str], backend
         "--backend-store-uri", backend, "--artifacts-destination", str(settings.artifact_root),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers: GenAI jobs only
     child = start("mlflow server", command, env, settings.home / "logs" / "mlflow-server.log", url)
     wait_ready(child, "/health")
     return child
 
 
-def deploy(env: Mapping[str, str]) -> list[str]:
+def deploy(env: Mapping[str, str], say: Callable[[str], None] = lambda _: None) -> list[str]:
     """Create the process work pool (if missing) and apply every deployment in prefect.yaml,
-    with their schedules and drift triggers; return the deployment names."""
+    with their schedules and drift triggers; return the deployment names. ``say`` hears each
+    step as it starts (it takes a minute: ``prefect deploy`` imports every flow)."""
     if not env.get("PREFECT_API_URL"):
         raise StackError("no Prefect server: start one with `lepton ui`, or set PREFECT_API_URL")
     prefect = _executable("prefect")
+    say(f"creating the work pool {POOL} ...")
     pool = subprocess.run(
         [prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
         env=dict(env), cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if pool.returncode != 0:
         raise StackError(f"could not create the work pool {POOL}: {pool.stdout[-2000:]}{pool.stderr[-2000:]}")
+    say("applying prefect.yaml: a pipeline and a monitor deployment per domain, their schedules and triggers ...")
     applied = subprocess.run(
         [prefect, "--no-prompt", "deploy", "--all"], env=dict(env), cwd=PROJECT, capture_output=True, text=True,
         timeout=600, check=False,

@@ -14,6 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,19 +74,38 @@ def _client() -> MlflowClient:
     return MlflowClient()
 
 
-def experiment_id(name: str, settings: Settings) -> str:
-    """The experiment for a domain, created with artifacts under LEPTON_HOME for local stores."""
+def experiment_id(name: str, settings: Settings, description: str | None = None) -> str:
+    """The experiment for a domain, created with artifacts under LEPTON_HOME for local stores,
+    marked as model training and described (``description``: what the domain's model does)."""
     client = _client()
     found = client.get_experiment_by_name(name)
     if found is not None:
+        missing = {EXPERIMENT_KIND: MODEL_TRAINING, **({NOTE: description} if description else {})}
+        for key, value in missing.items():
+            if found.tags.get(key) is None:  # made by an older Lepton: mark it too
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None
     if settings.tracking_uri.startswith("sqlite:"):
         location = (settings.artifact_root / name).as_uri()
+    tags = {EXPERIMENT_KIND: MODEL_TRAINING, **({NOTE: description} if description else {})}
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=tags)
     except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
         return client.get_experiment_by_name(name).experiment_id
+
+
+# What kind of work an experiment holds: model training, not GenAI (traces, judges). MLflow's UI
+# of 3.17 opens every experiment in the mode of a browser-wide switch (GenAI at first) unless the
+# address says ``workflowType``: the links Lepton prints and records say it (``ui_link``).
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE = "mlflow.note.content"  # an experiment's (or run's) description in MLflow's UI
+
+
+def ui_link(server: str, route: str = "/experiments") -> str:
+    """An address in MLflow's UI on ``server`` that opens in model-training mode."""
+    joiner = "&" if "?" in route else "?"
+    return f"{server.rstrip('/')}/#{route}{joiner}workflowType=machine_learning"
 
 
 @functools.cache
@@ -205,6 +225,47 @@ def run_history(experiment: str, limit: int, role: str | None = None) -> list[di
         }
         for run in reversed(runs)
     ]
+
+
+def log_dataset(run_id: str, source: str | Path, digest: str, context: str, name: str | None = None) -> None:
+    """Record that ``run_id`` read a dataset (MLflow's dataset lineage: the run page's Datasets),
+    by its source (a file, or words for what is not one), a digest of its rows and the role it
+    played (``training``, ``testing``, ``monitored``). Metadata only: no rows are copied."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    text = str(source)
+    try:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file it is
+            warnings.simplefilter("ignore", UserWarning)
+            where = resolve_dataset_source(text) if Path(text).is_file() else CodeDatasetSource({"source": text})
+    except Exception:  # a source MLflow has no kind for: named in words
+        where = CodeDatasetSource({"source": text})
+    dataset = MetaDataset(where, name=name or Path(text).name, digest=digest[:36])
+    tags = [InputTag("mlflow.data.context", context)]
+    _client().log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+
+def version_run_metrics(name: str, version: str) -> dict[str, float]:
+    """The metrics of the run that registered ``name`` ``version`` (empty if it is gone)."""
+    client = _client()
+    try:
+        run_id = client.get_model_version(name, version).run_id
+        return dict(client.get_run(run_id).data.metrics) if run_id else {}
+    except mlflow.exceptions.MlflowException:
+        return {}
+
+
+def describe_model(name: str, description: str) -> None:
+    """The registered model's description (its page in the MLflow UI)."""
+    _client().update_registered_model(name, description=description)
+
+
+def describe_version(name: str, version: str, description: str) -> None:
+    """A version's description: why it was or was not promoted, in words the list view shows."""
+    _client().update_model_version(name, version, description=description)
 
 
 def log_artifact(run_id: str, path: Path, directory: str | None = None) -> None:

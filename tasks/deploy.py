@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from domains.spec import DomainSpec, Dtype
 from lepton import tracking
 from lepton.errors import PromotionConflictError
+from lepton.progress import emit
 from lepton.scoring import Scorer, alarm_classes, smoothed, write_bundle
 from lepton.settings import Settings
 from lepton.timing import ATTEMPTS, MAX_SPREAD, time_calls
@@ -171,11 +172,16 @@ def input_records(spec: DomainSpec, frame: pl.DataFrame) -> list[dict[str, Any]]
 
 
 def signature(spec: DomainSpec):
+    """Text inputs as ``string``; numbers as ``Any`` (the model's own check takes integers and
+    floats alike and names a value that is not a number: ``pyfunc_entry._checked``), because
+    MLflow refuses an int64 column, as Parquet and JSON integers arrive, where ``double`` is
+    declared. Every column optional: a missing value is one the model handles."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     inputs = Schema(
-        [ColSpec("string" if c.dtype in TEXT_INPUTS else "double", c.name, required=False) for c in spec.model_inputs]
+        [ColSpec("string" if c.dtype in TEXT_INPUTS else AnyType(), c.name, required=False) for c in spec.model_inputs]
     )
     pred_type = "double" if spec.task == "regression" else "string"
     outputs = [ColSpec(pred_type, "prediction")] + ([] if spec.task == "regression" else [ColSpec("double", "score")])
@@ -323,7 +329,9 @@ def record_run(
     trials: int,
 ) -> str:
     """Create the pipeline run and its baseline child run; log params, metrics, plots, trials."""
-    experiment = tracking.experiment_id(spec.model_name, settings)
+    experiment = tracking.experiment_id(
+        spec.model_name, settings, f"{spec.description or spec.name} (Lepton pipeline runs)"
+    )
     common = {
         "lepton.domain": spec.name,
         "lepton.data_fingerprint": data.fingerprint,
@@ -332,23 +340,23 @@ def record_run(
     }
     run_id = tracking.start_run(experiment, f"{spec.name}-pipeline", {**common, "lepton.role": "candidate"})
     candidate = opt.candidate
-    tracking.log_params(
-        run_id,
-        {
-            "domain": spec.name,
-            "task": spec.task,
-            "trials": trials,
-            "family": candidate.family,
-            "device": candidate.device,
-            "trained_on": candidate.trained_on,
-            "rows_train": data.train.rows,
-            "rows_valid": data.valid.rows,
-            "rows_holdout": data.holdout.rows,
-            "features": len(data.feature_names),
-            "split": spec.split.kind,
-            **{f"model.{k}": v for k, v in candidate.params.items()},
-        },
-    )
+    run_params = {
+        "domain": spec.name,
+        "task": spec.task,
+        "trials": trials,
+        "family": candidate.family,
+        "device": candidate.device,
+        "trained_on": candidate.trained_on,
+        "rows_train": data.train.rows,
+        "rows_valid": data.valid.rows,
+        "rows_holdout": data.holdout.rows,
+        "features": len(data.feature_names),
+        "split": spec.split.kind,
+    }
+    # The model's own parameters under the names the trial runs use, so MLflow's compare view
+    # lines the parent up with its trials (a clash with the run's own keys keeps a prefix).
+    model = {(f"model.{k}" if k in run_params else k): v for k, v in candidate.params.items()}
+    tracking.log_params(run_id, {**run_params, **model})
     if spec.task == "binary":
         tracking.log_params(run_id, {"threshold": round(evaluation.threshold, 6)})
     tracking.set_tags(run_id, {"lepton.choice": opt.reason, "lepton.device": candidate.device})
@@ -357,8 +365,7 @@ def record_run(
         {
             **evaluation.metrics,
             f"valid_{spec.primary_metric}": abs(candidate.valid_score),
-            **{f"baseline_{k}": v for k, v in evaluation.baseline_metrics.items()},
-        },
+        },  # the baseline's metrics are on its own run, nested under this one
     )
     tracking.log_metrics(run_id, calibration_metrics(spec, data, opt))
     tracking.log_params(run_id, {"calibration": opt.calibration.method if opt.calibration else "none"})
@@ -431,6 +438,7 @@ def register_and_gate(
         if promoted and tracking.alias_version(spec.model_name, tracking.CHALLENGER) == version:
             tracking.delete_alias(spec.model_name, tracking.CHALLENGER)  # one version, one role
         tracking.set_version_tags(spec.model_name, version, {"lepton.decision": decision})  # the decision is done
+        tracking.describe_version(spec.model_name, version, version_description(spec, version, promoted, reasons))
     tags = {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": decision}
     if resumed:
         tags["lepton.resumed_version"] = version  # registered by an earlier run with the same inputs
@@ -500,7 +508,29 @@ def _register(
         "lepton.git_commit": tracking.git_commit(),
         spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
     }
-    return tracking.register(model_uri, spec.model_name, run_id, tags), latency
+    version = tracking.register(model_uri, spec.model_name, run_id, tags)
+    tracking.describe_model(spec.model_name, model_description(spec))
+    return version, latency
+
+
+def model_description(spec: DomainSpec) -> str:
+    """The registered model's description, from its spec: what it predicts and how it is judged."""
+    gates = ", ".join(f"{m} {'>=' if spec.higher_is_better(m) else '<='} {b:g}" for m, b in spec.gates.items())
+    lines = [
+        f"**{spec.description or spec.name}**",
+        "",
+        f"A {spec.task} model of `{spec.target}` ({len(spec.model_inputs)} input columns), trained by Lepton. "
+        f"Judged on {spec.primary_metric} on the holdout; promoted to `champion` only when it passes "
+        f"every gate ({gates or 'none'}), stays within {spec.latency_budget_ms:g} ms a row, and beats the "
+        f"current champion by a paired bootstrap test at the {spec.promotion.level:g} level.",
+    ]
+    return "\n".join(lines)
+
+
+def version_description(spec: DomainSpec, version: str, promoted: bool, reasons: list[str]) -> str:
+    """A version's description: the promotion decision in words, first what was decided."""
+    head = f"Champion: v{version} serves {spec.name}." if promoted else f"Not promoted: v{version} stays a challenger."
+    return "\n".join([head, "", *(f"- {reason}" for reason in reasons)])
 
 
 @task(name="deploy", cache_policy=NO_CACHE)
@@ -529,7 +559,10 @@ def deploy_task(
     key = run_key(spec, data.fingerprint, tracking.git_commit(), trials, search)
     run_id = record_run(spec, data, trained, opt, evaluation, settings, trials)
     try:
-        return register_and_gate(spec, data, opt, evaluation, run_id, settings, key), evaluation
+        deployed = register_and_gate(spec, data, opt, evaluation, run_id, settings, key)
     except BaseException:
         tracking.end_run(run_id, "FAILED")
         raise
+    role = "is the champion" if deployed.promoted else "stays a challenger"
+    emit("decision", "deploy", f"{deployed.model_name} v{deployed.version} {role}: {'; '.join(deployed.reasons)}")
+    return deployed, evaluation

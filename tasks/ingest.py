@@ -84,7 +84,7 @@ def resolve_input(path: str | Path, max_bytes: int | None = None) -> Path:
 
 
 def _format(path: Path) -> str | None:
-    """"csv" or "parquet" by the file's suffix (a compressed CSV by the one before .gz), or None."""
+    """The format by the file's suffix, "csv" or "parquet" (a compressed CSV: the one before .gz), or None."""
     suffix = path.suffix.lower()
     if suffix in COMPRESSED:
         inner = Path(path.stem).suffix.lower()

@@ -399,9 +399,25 @@ class DriftReport:
         prediction = self.prediction is not None and self.prediction.drifted
         return len(self.drifted) >= self.rule.min_features or prediction
 
-    def metrics(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float]:
         out = {"drift_rows": float(self.rows), "drifted_features": float(len(self.drifted)), "psi_max": self.max_psi}
         out["drifted_share"] = len(self.drifted) / max(len(self.features), 1)
+        return out
+
+    def table(self) -> dict[str, list[Any]]:
+        """One row per feature (and the model's output): PSI, the test and its p-value."""
+        drifts = [*self.features.values(), *([self.prediction] if self.prediction else [])]
+        return {
+            "feature": [d.name for d in drifts],
+            "psi": [round(d.psi, 6) for d in drifts],
+            "test": [d.test for d in drifts],
+            "p_value": [float(f"{d.p_value:.4g}") for d in drifts],
+            "drifted": [bool(d.drifted) for d in drifts],
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """The summary and each feature's PSI and p-value (a monitor run's metrics)."""
+        out = self.summary()
         for d in [*self.features.values(), *([self.prediction] if self.prediction else [])]:
             out[f"psi_{d.name}"] = d.psi
             out[f"{d.test}_p_{d.name}"] = d.p_value
@@ -470,5 +486,8 @@ def monitor_task(spec: DomainSpec, reference: dict[str, Any], frame: pl.DataFram
     from lepton import tracking
 
     report = drift_report(spec, reference, frame)
-    tracking.log_metrics(run_id, report.metrics())
+    # The summary as metrics; each feature's figures as one table (the run's metrics stay the
+    # ones a person compares: a hundred psi_/ks_p_ keys would bury them).
+    tracking.log_metrics(run_id, report.summary())
+    tracking.log_table(run_id, report.table(), "monitor/holdout_drift.json")
     return report

@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
 from domains.spec import CostModel, DomainSpec
+from lepton.progress import Steps, emit
 from lepton.scoring import smoothed
 from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from tasks.calibrate import Calibration, fit_calibration
@@ -148,6 +149,7 @@ def search(
     if n_trials < 0:
         raise ValueError(f"trials must be >= 0, not {n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    steps = Steps("optimise", n_trials, "trial", f"valid {spec.primary_metric}")
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=client is not None)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     models: list[TrainedModel] = []
@@ -158,6 +160,7 @@ def search(
             model = measured(train_model(spec, data, family, params, device, pruning=_pruning(models)), data)
             _tell(study, trial, model)
             models.append(model)
+            _advance(steps, model)
         return models
     shared = client.scatter(data.for_training(), broadcast=True)
     slots = max(1, sum(client.nthreads().values()))
@@ -176,7 +179,14 @@ def search(
             model = measured(fitted, data)
             _tell(study, trial, model)
             models.append(model)
+            _advance(steps, model)
     return models
+
+
+def _advance(steps: Steps, model: TrainedModel) -> None:
+    """One trial done: a progress event with its family, and the best score so far."""
+    detail = f" ({model.family}{', pruned' if model.pruned else ''})"
+    steps.advance(None if model.pruned else model.valid_score, detail)
 
 
 def cost_threshold(y: np.ndarray, p: np.ndarray, cost: CostModel) -> float:
@@ -442,6 +452,7 @@ def optimise(
         reason += f"; {len(everything) - len(pool)} tree trial(s) pruned by the median rule"
     if sample is not data:
         reason += f"; candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows"
+    emit("note", "optimise", f"chose {candidate.family} of {len(pool)} candidate(s); fitting it on every training row")
     final = final_fit(spec, data, candidate, device, client, distributed_rows)
     if final is not candidate:
         reason += f"; refitted on {final.trained_on} (validation {spec.primary_metric} {abs(final.valid_score):.4f})"
@@ -464,6 +475,7 @@ def optimise(
             candidate = refitted
     records = _records(everything, sources, pool, choice)
     reason += f"; search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s"
+    emit("decision", "optimise", f"candidate {candidate.family}: {reason}")
     return OptimiseResult(
         candidate=candidate, threshold=threshold, trials=records, reason=reason, calibration=calibration
     )

@@ -69,7 +69,7 @@ def importance_figure(names: list[str], importance: np.ndarray, top: int = 20):
     ax.barh([names[i] for i in order], importance[order])
     ax.set(
         title="Feature importance",
-        xlabel="gain (trees), |standardised coefficient| (linear) or mean |first-layer weight| (MLP)",
+        xlabel="importance: gain (trees), |standardised coefficient| (linear),\nor mean |first-layer weight| (MLP)",
     )
     fig.tight_layout()
     return fig

@@ -53,6 +53,9 @@ def scores_figure(report: DriftReport) -> Any:
     return figure
 
 
+MAX_TICKS = 12  # tick labels per distribution chart
+
+
 def distributions_figure(drifts: Sequence[FeatureDrift]) -> Any:
     plt = _pyplot()
     columns = 3
@@ -62,7 +65,10 @@ def distributions_figure(drifts: Sequence[FeatureDrift]) -> Any:
         x = np.arange(len(drift.labels))
         axis.bar(x - 0.2, drift.reference, 0.4, color=REFERENCE, label="training")
         axis.bar(x + 0.2, drift.current, 0.4, color=DRIFTED if drift.drifted else STEADY, label="this batch")
-        axis.set_xticks(x, [label[:14] for label in drift.labels], rotation=60, ha="right", fontsize=7)
+        every = max(1, -(-len(x) // MAX_TICKS))  # many categories: every k-th labelled, none overlap
+        labels = [label[:14] for label in drift.labels][::every]
+        axis.set_xticks(x[::every], labels, rotation=60, ha="right", fontsize=7)
+        axis.set_ylabel("share of rows", fontsize=8)
         axis.set_title(f"{drift.name}  (PSI {drift.psi:.3f})", fontsize=9)
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(drifts) :]:
@@ -100,7 +106,11 @@ def render(
     report: DriftReport,
     history: Sequence[dict[str, Any]] = (),
     performance: dict[str, float] | None = None,
+    holdout: dict[str, float] | None = None,
 ) -> str:
+    """The drift report as one self-contained HTML page. ``performance``: the champion's
+    metrics on the batch's labelled rows; ``holdout``: the same metrics on its holdout at
+    training, shown beside them."""
     method = report.rule.method
     ranked = sorted(report.features.values(), key=lambda d: d.score(method), reverse=True)
     shown = [*([report.prediction] if report.prediction else []), *ranked[: SHOWN - bool(report.prediction)]]
@@ -111,9 +121,9 @@ def render(
         else "No drift detected"
     )
     rule = (
-        f"PSI above {report.rule.psi_threshold:g}"
+        f"PSI is above {report.rule.psi_threshold:g}"
         if method == "psi"
-        else f"test p-value below {report.rule.p_value:g} (KS for numbers, chi-squared for categories)"
+        else f"test p-value is below {report.rule.p_value:g} (KS for numbers, chi-squared for categories)"
     )
     parts = [
         f"<h1>{html.escape(domain)}: drift report</h1>",
@@ -127,8 +137,7 @@ def render(
         top = [d.name for d in ranked[:6]]
         parts.append(_figure("Drift over time", history_figure(history, top), "drift over time"))
     if performance:
-        cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in performance.items())
-        parts.append(f"<h2>Performance on the labelled rows</h2><table>{cells}</table>")
+        parts.append(_performance_table(performance, holdout or {}))
     header = "".join(f"<th>{h}</th>" for h in ("feature", "kind", "PSI", "test", "statistic", "p-value", ""))
     rows = "".join(_row(d) for d in ([report.prediction] if report.prediction else []) + ranked)
     parts.append(f"<h2>Every feature</h2><table><tr>{header}</tr>{rows}</table>")
@@ -143,6 +152,21 @@ def render(
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
+
+
+def _performance_table(performance: dict[str, float], holdout: dict[str, float]) -> str:
+    """The batch's metrics beside the champion's on its holdout at training, and the change."""
+    rows = int(performance.get("labelled_rows", 0))
+    header = "".join(f"<th>{h}</th>" for h in ("metric", "this batch", "holdout at training", "change"))
+    cells = []
+    for name, value in performance.items():
+        if name == "labelled_rows":
+            continue
+        before = holdout.get(name)
+        then = "" if before is None else f"{before:.4f}"
+        change = "" if before is None else f"{value - before:+.4f}"
+        cells.append(f"<tr><td>{html.escape(name)}</td><td>{value:.4f}</td><td>{then}</td><td>{change}</td></tr>")
+    return f"<h2>Performance on the {rows:,} labelled rows</h2><table><tr>{header}</tr>{''.join(cells)}</table>"
 
 
 def markdown_summary(domain: str, version: str, report: DriftReport, report_uri: str) -> str:

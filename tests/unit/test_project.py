@@ -31,6 +31,7 @@ def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_
             assert [s["cron"] for s in deployment["schedules"]] == [get_spec(domain).schedule]
             (trigger,) = deployment["triggers"]
             assert trigger["expect"] == [EVENT]
+            assert trigger["name"] == f"{domain}-retrain-on-drift" and EVENT in trigger["description"]
             assert trigger["match"]["prefect.resource.id"] == resource(get_spec(domain))["prefect.resource.id"]
             assert set(trigger["parameters"]) <= set(flow.parameters.properties)
         else:
