@@ -440,6 +440,7 @@ def register_and_gate(
         tracking.set_version_tags(spec.model_name, version, {"lepton.decision": decision})  # the decision is done
         tracking.describe_version(spec.model_name, version, version_description(spec, version, promoted, reasons))
     tags = {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": decision}
+    tags[tracking.NOTE] = f"{version_description(spec, version, promoted, reasons)}\n\nChosen: {opt.reason}"
     if resumed:
         tags["lepton.resumed_version"] = version  # registered by an earlier run with the same inputs
     tracking.set_tags(run_id, tags)

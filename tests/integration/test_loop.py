@@ -2,7 +2,9 @@
 127.0.0.1), `lepton deploy`, `lepton worker`; a drifted batch through the monitor deployment; the
 automation declared in prefect.yaml starts the pipeline deployment, which completes and registers
 a new version. Once on SQLite state, once on PostgreSQL (the production configuration, where
-LEPTON_TEST_POSTGRES_URL names a server; CI sets it). Every process is stopped by its PID."""
+LEPTON_TEST_POSTGRES_URL names a server; CI sets it). On SQLite, the Prefect and MLflow pages
+are then checked in headless Chromium (``screens.py``; screenshots under the test's temporary
+folder). Every process is stopped by its PID."""
 
 import json
 import os
@@ -112,7 +114,8 @@ def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_pat
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "LEPTON_DASK_ADDRESS"):
+    # as a user's shell has it: no test-harness servers, cluster or log level
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "LEPTON_DASK_ADDRESS", "PREFECT_LOGGING_LEVEL"):
         env.pop(key, None)
     logs = [tmp_path / "ui.log", tmp_path / "worker.log"]
     command = [str(BIN / "lepton"), "ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
@@ -122,11 +125,11 @@ def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_pat
         _until(lambda: "Ctrl-C stops both" in logs[0].read_text() or ui.poll() is not None, 240, "no ui", logs)
         assert ui.poll() is None, logs[0].read_text()
         env |= {"PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": tracking, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-        _lepton("run", "medical", "--trials", "0", env=env)  # version 1, the champion
+        _lepton("run", "medical", "--trials", "2", env=env)  # version 1, the champion
         deployed = _lepton("deploy", env=env)
         assert "medical-monitor" in deployed.stderr and "medical-pipeline" in deployed.stderr
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
-        assert any("medical-pipeline" in a["name"] for a in automations), [a["name"] for a in automations]
+        assert "medical-retrain-on-drift" in [a["name"] for a in automations], [a["name"] for a in automations]
         worker = _start([str(BIN / "lepton"), "worker"], env, logs[1])
 
         batch = tmp_path / "drifted.parquet"
@@ -145,6 +148,11 @@ def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_pat
         assert pipeline_run["parameters"]["domain"] == "medical"
 
         _check_registry_and_events(api, tracking, batch)
+        if not backend:  # the screens, once: what the pages show after a run, a deploy and a loop
+            from screens import check_screens
+
+            shots = check_screens(api, tracking, "medical", tmp_path / "screens")
+            assert len(shots) == 9 and all(shot.stat().st_size > 10_000 for shot in shots)
         if backend:  # the production configuration: three domains at once against the same servers
             together = _lepton("run", "--all", "--trials", "0", "--json", env=env, timeout=900)
             results = [json.loads(line) for line in together.stdout.splitlines() if line.startswith("{")]
