@@ -639,6 +639,7 @@ def ui(
             children.append(
                 stack.mlflow_server(settings, mlflow_port, env, os.environ.get("LEPTON_MLFLOW_BACKEND_URI"))
             )
+            stack.wait_all(children)
             prefect_url, mlflow_url = children[0].url, children[1].url
             err.print(f"Prefect UI  [bold]{prefect_url}[/]   (runs, schedules, automations)")
             err.print(f"MLflow UI   [bold]{escape(_mlflow_ui(mlflow_url))}[/]   (runs, models)")

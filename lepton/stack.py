@@ -180,9 +180,7 @@ def prefect_server(settings: Settings, port: int, env: Mapping[str, str], databa
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     command = [_executable("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    child = start("prefect server", command, env, settings.home / "logs" / "prefect-server.log", url)
-    wait_ready(child, "/api/health")
-    return child
+    return start("prefect server", command, env, settings.home / "logs" / "prefect-server.log", url)
 
 
 def mlflow_server(settings: Settings, port: int, env: Mapping[str, str], backend_uri: str | None = None) -> Child:
@@ -193,9 +191,17 @@ def mlflow_server(settings: Settings, port: int, env: Mapping[str, str], backend
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job consumers: GenAI jobs only
-    child = start("mlflow server", command, env, settings.home / "logs" / "mlflow-server.log", url)
-    wait_ready(child, "/health")
-    return child
+    return start("mlflow server", command, env, settings.home / "logs" / "mlflow-server.log", url)
+
+
+HEALTH = {"prefect server": "/api/health", "mlflow server": "/health"}
+
+
+def wait_all(children: list[Child]) -> None:
+    """Wait until every server answers its health check; they start side by side, so this
+    takes as long as the slowest, not the sum."""
+    for child in children:
+        wait_ready(child, HEALTH[child.name])
 
 
 def deploy(env: Mapping[str, str], say: Callable[[str], None] = lambda _: None) -> list[str]:
