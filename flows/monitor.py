@@ -57,6 +57,7 @@ class MonitorResult:
     report: str
     performance: dict[str, float] = field(default_factory=dict)
     event: str | None = None  # the id of the emitted drift event
+    holdout: dict[str, float] = field(default_factory=dict)  # the champion's holdout metrics at training
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +186,7 @@ def monitor(
         report=str(local),
         performance=performance,
         event=event,
+        holdout={k: v for k, v in champion.holdout.items() if k in performance},
     )
 
 

@@ -23,7 +23,7 @@ from domains.infer import Hints, Inferred, infer_spec, make_hints, slug
 from domains.spec import DomainSpec, LeakageSpec, Role
 from lepton.cost import load_prices
 from lepton.errors import SpecError
-from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_telemetry
+from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_consoles, quiet_telemetry
 
 
 def prepare_environment() -> Path:
@@ -34,10 +34,7 @@ def prepare_environment() -> Path:
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # Run logs at INFO go to the Prefect API (the UI's Logs tab); the terminal shows Lepton's own
-    # progress lines, so Prefect's console handler prints warnings and errors only.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run ..." lines
+    quiet_consoles()
     return settings.home
 
 

@@ -30,6 +30,9 @@ err = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Lepton: tabular data to a monitored, served, continuously retrained model."""
+    from lepton.settings import quiet_consoles
+
+    quiet_consoles()  # every command, before its first import of Prefect or MLflow
 
 
 def start_prefect_api_early() -> threading.Thread:
@@ -513,8 +516,15 @@ def monitor(
         f"{result.model_name} v{result.version}, {result.rows:,} rows from {escape(str(result.source))}: ", end=""
     )
     err.print(f"{verdict}{drifted}{output}")
+    labelled = int(result.performance.get("labelled_rows", 0))
+    if labelled:
+        err.print(f"  on the {labelled:,} labelled rows (the champion's holdout at training in brackets):")
     for name, value in result.performance.items():
-        err.print(f"  {escape(name)} {value:.4f}")
+        if name == "labelled_rows":
+            continue
+        before = result.holdout.get(name)
+        then = f"  ({before:.4f}, {value - before:+.4f})" if before is not None else ""
+        err.print(f"  {escape(name):<28} {value:.4f}{then}", highlight=False)
     err.print(f"report: [bold]{escape(str(result.report))}[/]" + (f"  event {result.event}" if result.event else ""))
 
 
@@ -754,7 +764,11 @@ def score(
     total = _row_count(input_file)
     _quiet_console_for_user_errors()  # a bad file is one clear message, not a traceback too
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    from lepton import progress
+    from lepton.terminal import Terminal
+
+    plain = None if err.is_terminal else Terminal(err)  # off a terminal: a plain line per chunk, now and then
+    with Progress(*columns, console=err, transient=True) as bar, progress.listening(plain, domain=chosen.name):
         task = bar.add_task(f"scoring with {chosen.model_name}", total=total)
         try:
             result = score_flow(

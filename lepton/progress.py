@@ -71,13 +71,13 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter | None:
         return None
 
 
-def emit(kind: str, stage: str, message: str, **fields: object) -> Event:
-    """Tell the listener and the Prefect run (if any) that ``stage`` did ``message``."""
+def emit(kind: str, stage: str, message: str, log: bool = True, **fields: object) -> Event:
+    """Tell the listener and (with ``log``) the Prefect run, if any, that ``stage`` did ``message``."""
     event = Event(kind, stage, message, domain=fields.pop("domain", None) or _DOMAIN.get(), **fields)  # type: ignore[arg-type]
     listener = _LISTENER.get()
     if listener is not None:
         listener(event)
-    logger = _run_logger()
+    logger = _run_logger() if log else None
     if logger is not None:
         logger.log(event.level, event.line())
     return event
@@ -88,8 +88,9 @@ class Steps:
     unit with the pace so far: elapsed seconds, an ETA, the best score when given (scores are
     maximised, a loss negated, as the optimiser sees them; shown as the metric's own value)."""
 
-    def __init__(self, stage: str, total: int, unit: str, metric: str | None = None) -> None:
+    def __init__(self, stage: str, total: int, unit: str, metric: str | None = None, logged: int = 1000) -> None:
         self.stage, self.total, self.unit, self.metric = stage, total, unit, metric
+        self.logged = max(1, logged)  # at most this many of the steps go to the Prefect log (all to the listener)
         self.done = 0
         self.best: float | None = None
         self.start = time.perf_counter()
@@ -104,8 +105,10 @@ class Steps:
         message = f"{self.unit} {self.done} of {self.total}{detail}{best}, {elapsed:.0f}s elapsed"
         if eta is not None and self.done < self.total:
             message += f", about {eta:.0f}s left"
+        every = max(1, -(-self.total // self.logged))
+        log = self.done in (1, self.total) or self.done % every == 0
         return emit(
-            "step", self.stage, message, step=self.done, total=self.total, seconds=elapsed,
+            "step", self.stage, message, log, step=self.done, total=self.total, seconds=elapsed,
             best=None if self.best is None else abs(self.best),
             metric=self.metric, eta=eta,
         )  # fmt: skip

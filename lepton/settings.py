@@ -60,6 +60,15 @@ def _count(name: str, default: int, minimum: int) -> int:
     return int(raw)
 
 
+def quiet_consoles() -> None:
+    """Before Prefect or MLflow is imported (both read these then): run logs at INFO still go
+    to the Prefect API (the UI's Logs tab), but the terminal shows Lepton's own progress lines,
+    so Prefect's console handler prints warnings and errors only; and MLflow prints no
+    "View run ..." lines."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def quiet_telemetry() -> None:
     """The machine may have no internet: keep MLflow and Prefect from phoning home."""
     os.environ.setdefault("DO_NOT_TRACK", "true")

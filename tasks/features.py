@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from domains import recipes
 from domains.spec import DomainSpec
+from lepton.progress import Steps
 from tasks.preprocess import PreparedData, Validated, prepare_parts
 
 ROW_BLOCK = 250_000  # rows per partition for row-wise recipes
@@ -64,7 +65,7 @@ def _on_workers(client: Any, config: dict[str, Any], pieces: list[pl.DataFrame],
     """Partitions are scattered (unhashed) so they go to the workers directly, not through the
     scheduler. Scattered data has no lineage: if a worker dies holding a partition, the whole
     stage is sent again (the pieces are still here), up to ``attempts`` times."""
-    from distributed import CancelledError
+    from distributed import CancelledError, as_completed
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
 
@@ -73,7 +74,11 @@ def _on_workers(client: Any, config: dict[str, Any], pieces: list[pl.DataFrame],
     for attempt in range(1, attempts + 1):
         try:
             shared = client.scatter(pieces, hash=False)
-            return client.gather(client.map(_compute, [config] * len(pieces), shared, pure=False))
+            futures = client.map(_compute, [config] * len(pieces), shared, pure=False)
+            steps = Steps("features", len(futures), "partition", logged=10)
+            for _ in as_completed(futures):  # progress as each partition lands; results in order below
+                steps.advance()
+            return client.gather(futures)
         except (CancelledError, CommClosedError, KilledWorker) as exc:
             if attempt == attempts or not client.nthreads():
                 raise EngineError(f"the Dask cluster lost its workers during the features stage ({exc!r})") from exc

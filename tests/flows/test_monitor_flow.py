@@ -55,10 +55,15 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     assert moved["detected"] and {"age", "creatinine"} <= set(moved["drifted"])
     assert moved["event"] and moved["performance"]["labelled_rows"] == 3000
     assert 0.5 < moved["performance"]["roc_auc"] <= 1.0
+    # beside the champion's own holdout figure at training, from the run that registered it
+    champion_run = MlflowClient().get_model_version(SPEC.model_name, "1").run_id
+    assert moved["holdout"]["roc_auc"] == MlflowClient().get_run(champion_run).data.metrics["roc_auc"]
+    assert "labelled_rows" not in moved["holdout"]
 
     client = MlflowClient()
     run = client.get_run(moved["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["lepton.drift"] == "detected"
+    assert [d.tags[0].value for d in run.inputs.dataset_inputs] == ["monitored"]  # the batch's lineage
     assert run.data.metrics["psi_age"] > SPEC.drift.psi_threshold and "ks_p_age" in run.data.metrics
     assert run.data.tags["lepton.model_version"] == moved["version"] == "1"
     artifacts = {a.path for a in client.list_artifacts(moved["run_id"], "monitor")}
