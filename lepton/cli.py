@@ -846,7 +846,33 @@ def _interrupted(signum: int, frame: Any) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C while unwinding is not a second traceback
     INTERRUPTED.append(signum)
+    if _inside_native_callback(frame):
+        # Raised here, the exception would cross XGBoost's C++ (its data-iterator callback runs
+        # inside XGQuantileDMatrixCreateFromCallback): it comes back as XGBoostError or, now
+        # and then under load, aborts the process (SIGABRT). Leave at once instead.
+        _leave(signum)
     raise KeyboardInterrupt(signum)
+
+
+def _inside_native_callback(frame: Any) -> bool:
+    """True when the interrupted Python code was called back from XGBoost's native code."""
+    marker = f"{os.sep}xgboost{os.sep}"
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _leave(signum: int) -> None:
+    _stop_children()
+    err.print(f"[yellow]interrupted[/] ({signal.Signals(signum).name})")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit now, without the interpreter's teardown: a native thread left running by an
+    # interrupted XGBoost or Dask call would abort it ("terminate called without an active
+    # exception", SIGABRT) and hide the exit code a shell expects: 128 + the signal.
+    os._exit(128 + signum)
 
 
 INTERRUPTED: list[int] = []  # the signal that stopped this process (typer turns its KeyboardInterrupt into Exit)
@@ -895,18 +921,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupted)
     try:
         _usage_errors_as_ours(app)
-    except (KeyboardInterrupt, SystemExit):
+    except BaseException:
+        # Interrupted, whatever the KeyboardInterrupt became on its way up: raised inside a
+        # native library's callback (XGBoost's QuantileDMatrix data iterator) it comes back as
+        # that library's error, not as KeyboardInterrupt.
         if not INTERRUPTED:
             raise
-        signum = INTERRUPTED[0]
-        _stop_children()
-        err.print(f"[yellow]interrupted[/] ({signal.Signals(signum).name})")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Exit now, without the interpreter's teardown: a native thread left running by an
-        # interrupted XGBoost or Dask call would abort it ("terminate called without an active
-        # exception", SIGABRT) and hide the exit code a shell expects: 128 + the signal.
-        os._exit(128 + signum)
+        _leave(INTERRUPTED[0])
 
 
 if __name__ == "__main__":
