@@ -97,9 +97,10 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
     timing = Table(title="Seconds per stage, and the run's cost", title_justify="left")
     timing.add_column("domain", no_wrap=True)
     stages = next((list(r.stages) for r in results if not r.up_to_date), list(results[0].stages))
+    checked = any(r.up_to_date for r in results)  # a column for an up-to-date run's lookup
     for stage in stages:
-        timing.add_column(stage, justify="right")
-    for column in ("checked", "CPU s", "Wh", "USD"):  # checked: an up-to-date run's lookup
+        timing.add_column(stage, justify="right", no_wrap=True, min_width=5)
+    for column in ("checked", "CPU s", "Wh", "USD") if checked else ("CPU s", "Wh", "USD"):
         timing.add_column(column, justify="right", no_wrap=True, min_width=8)
     for r in results:
         metric = r.primary_metric
@@ -121,7 +122,7 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
         timing.add_row(
             r.domain,
             *(("-",) * len(stages) if r.up_to_date else (f"{r.stages[s]['seconds']:.2f}" for s in stages)),
-            f"{r.stages['preprocess']['seconds']:.2f}" if r.up_to_date else "",
+            *([f"{r.stages['preprocess']['seconds']:.2f}" if r.up_to_date else ""] if checked else []),
             f"{total.get('cpu_seconds', 0):.1f}",
             f"{total.get('energy_wh', 0):.3f}",
             f"{total.get('cost_usd', 0):.6f}",
