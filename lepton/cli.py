@@ -371,7 +371,7 @@ def _run_command(
 
 
 def _print_summary(results: list[Any], home: Path) -> None:
-    console = Console(width=max(Console().width, 100))
+    console = Console(width=max(Console().width, 120))
     for table in _summary_tables(results):
         console.print(table)
     for r in results:
