@@ -14,7 +14,7 @@ from prefect import flow
 from domains import get_spec
 from domains.spec import DomainSpec
 from lepton import cost, rerun, tracking
-from lepton.cache import StageCache, StageKeys, stage_keys
+from lepton.cache import StageCache, StageKeys, file_digest, stage_keys
 from lepton.digest import rows_digest
 from lepton.engine import choose_device, dask_engine
 from lepton.progress import emit
@@ -171,7 +171,7 @@ def _log_datasets(spec: DomainSpec, run_id: str, prepared: PreparedData, files: 
     digest = rows_digest(prepared.holdout.frame)
     tracking.log_dataset(run_id, holdout, digest, "testing", f"{spec.name} holdout")
     if len(files) > (2 if given else 1):
-        tracking.log_dataset(run_id, files[-1], _file_digest(str(files[-1])), "training", f"{spec.name} appended batch")
+        tracking.log_dataset(run_id, files[-1], file_digest(files[-1]), "training", f"{spec.name} appended batch")
 
 
 def _run_name() -> str:
@@ -195,11 +195,9 @@ def _run_name() -> str:
 
 
 def _file_digest(path: str) -> str:
-    import hashlib
-
+    """The batch's digest for a run name (``lepton.cache.file_digest``, shortened)."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()[:10]
+        return file_digest(path)[:10]
     except OSError:  # the flow itself reports an unreadable batch
         return "batch"
 

@@ -67,12 +67,9 @@ def _checked(model_input, scorer):
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-    frame = frame.copy()
-    for name in scorer.raw_inputs:
-        if name not in frame.columns:
-            frame[name] = None
+    updates = {name: None for name in scorer.raw_inputs if name not in frame.columns}
     numeric = set(scorer.encoder["numeric"])
-    for name in (c for c in scorer.raw_inputs if c in numeric):
+    for name in (c for c in scorer.raw_inputs if c in numeric and c in frame.columns):
         column = frame[name]
         if column.dtype.kind in "fiub":
             continue
@@ -84,8 +81,8 @@ def _checked(model_input, scorer):
                 f"column {name!r}, row {row}: {str(column.iloc[row])[:80]!r} is not a number",
                 error_code=INVALID_PARAMETER_VALUE,
             )
-        frame[name] = values.astype("float64")
-    return frame
+        updates[name] = values.astype("float64")
+    return frame.assign(**updates) if updates else frame  # the caller's frame is not changed
 
 
 mlflow.models.set_model(LeptonModel())
