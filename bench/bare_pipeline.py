@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from domains import get_spec
-from lepton.engine import choose_device
-from tasks.deploy import evaluate_holdout
-from tasks.monitor import drift_report, reference_statistics
-from tasks.optimise import optimise
-from tasks.preprocess import load_domain_data, prepare
-from tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, TrainResult, train_model
+from lepton.core.engine import choose_device
+from lepton.domains import get_spec
+from lepton.tasks.deploy import evaluate_holdout
+from lepton.tasks.monitor import drift_report, reference_statistics
+from lepton.tasks.optimise import optimise
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, TrainResult, train_model
 
 
 def main() -> None:

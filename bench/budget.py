@@ -7,7 +7,7 @@
 One seeded search per domain with the largest budget, in this process (no Dask: trials one at
 a time). A seeded sequential search with budget B is the first B trials of a longer one (the
 sampler and the pruning rule see only earlier trials), so each smaller budget is read off as a
-prefix: the Pareto choice (``tasks.pareto.choose``, with the paired noise test) is made again
+prefix: the Pareto choice (``lepton.tasks.pareto.choose``, with the paired noise test) is made again
 over the baseline, the default tree model and the first B trials, and the model chosen is scored
 on the holdout with the domain's metric (smoothed, for manufacturing, as it is served).
 
@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def domain_curve(domain: str, budgets: list[int]) -> list[dict]:
-    from domains import get_spec
-    from lepton.scoring import smoothed
-    from tasks.metrics import evaluate
-    from tasks.optimise import families, measured, search, within_noise
-    from tasks.pareto import choose
-    from tasks.preprocess import load_domain_data, prepare
-    from tasks.train import holdout_context, train_task
+    from lepton.core.scoring import smoothed
+    from lepton.domains import get_spec
+    from lepton.tasks.metrics import evaluate
+    from lepton.tasks.optimise import families, measured, search, within_noise
+    from lepton.tasks.pareto import choose
+    from lepton.tasks.preprocess import load_domain_data, prepare
+    from lepton.tasks.train import holdout_context, train_task
 
     spec = get_spec(domain)
     data = prepare(spec, *load_domain_data(spec))

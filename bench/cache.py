@@ -6,7 +6,7 @@
 Each target runs as the user runs it, ``lepton run TARGET --trials N --json`` (``--all`` for
 ``all``), in a fresh LEPTON_HOME: once to fill the cache (the first run), then ``--repeat``
 times with nothing changed (up to date: the earlier result, without Prefect, Dask or a new
-MLflow run, ``lepton.rerun``), then once with one more trial (the stage cache: preprocess,
+MLflow run, ``lepton.flows.rerun``), then once with one more trial (the stage cache: preprocess,
 features and train reused, optimise onward run), then once with ``--no-cache`` on the same home
 (the same work as the first run, with the database and registry already there: the control).
 Wall time of the whole command, process start included; medians. Writes ``bench/results/cache.json``.

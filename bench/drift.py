@@ -7,12 +7,12 @@ Evidently 0.7 needs pandas < 3 (Lepton's venv has pandas 3), so it runs from its
 environment; each measurement is a child process of this one script either way.
 
 Data: the TEP process table (the manufacturing domain), ``--columns`` of its numeric process
-variables. The reference is ``--rows`` synthetic rows of the training runs (``tasks.synth``), the
+variables. The reference is ``--rows`` synthetic rows of the training runs (``lepton.tasks.synth``), the
 batch ``--rows`` rows of ``lepton simulate-drift manufacturing`` (runs of faults 1, 2, 6 and 7).
 Each measurement runs in its own process (wall time of the drift computation itself, peak RSS
 of the process, both tables loaded alike):
 
-- Lepton: ``tasks.monitor.drift_report`` against the reference statistics stored with a model
+- Lepton: ``lepton.tasks.monitor.drift_report`` against the reference statistics stored with a model
   (computed once at training: timed apart, as ``reference``); PSI and a KS test per column in
   one pass, flags by PSI (``psi``: Evidently's binning, ``drift.psi_bins: sturges``, the training
   side from the stored sketch; ``psi-deciles``: Lepton's default, 10 training deciles; threshold
@@ -49,11 +49,11 @@ SHIFTED = 10  # the "partial" scenario: how many columns move, by 0.03 standard 
 def make_data(rows: int, columns: int, directory: Path, scenario: str = "faults") -> tuple[Path, Path, list[str]]:
     import polars as pl
 
-    from domains import get_spec
-    from domains.spec import Dtype
-    from tasks.drift_demo import drifted_batch
-    from tasks.ingest import read_table
-    from tasks.synth import synthesize
+    from lepton.core.tables import read_table
+    from lepton.domains import get_spec
+    from lepton.domains.spec import Dtype
+    from lepton.tasks.drift_demo import drifted_batch
+    from lepton.tasks.synth import synthesize
 
     spec = get_spec("manufacturing")
     names = [c.name for c in spec.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT)][:columns]
@@ -75,8 +75,8 @@ def make_data(rows: int, columns: int, directory: Path, scenario: str = "faults"
 def lepton(reference_path: str, current_path: str, method: str) -> dict:
     import polars as pl
 
-    from domains.spec import DomainSpec, DriftSpec
-    from tasks.monitor import drift_report, reference_statistics
+    from lepton.domains.spec import DomainSpec, DriftSpec
+    from lepton.tasks.monitor import drift_report, reference_statistics
 
     reference, current = pl.read_parquet(reference_path), pl.read_parquet(current_path)
     test = "test" if method == "ks" else "psi"

@@ -3,7 +3,7 @@
     python bench/features.py [--domains finance manufacturing] [--rows 1000000 10000000] [--repeats 3]
 
 For each domain and size, ``lepton synth`` data is written once; then, as fresh processes taking
-turns: Lepton's feature stage (``tasks.features.compute_features`` on a Dask LocalCluster that
+turns: Lepton's feature stage (``lepton.tasks.features.compute_features`` on a Dask LocalCluster that
 is already up — its start is timed apart) and pandas (groupby-rolling for TEP runs, vectorised
 columns for finance). Each side reads the file, computes, and prints the time of the computation
 alone and a checksum of the derived columns; the driver checks the checksums agree and records
@@ -26,9 +26,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Measurement, run_once, write
-from domains import get_spec
-from domains.manufacturing import SENSORS
-from domains.recipes import RATE_BANDS, outputs
+from lepton.domains import get_spec
+from lepton.domains.manufacturing import SENSORS
+from lepton.domains.recipes import RATE_BANDS, outputs
 
 
 def pandas_features(domain: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,8 +73,8 @@ def side(kind: str, domain: str, path: str) -> None:
         report["seconds"] = time.perf_counter() - start
         report["checksum"] = checksum({n: out[n].to_numpy() for n in numeric})
     else:
-        from lepton.engine import dask_engine
-        from tasks.features import compute_features
+        from lepton.core.engine import dask_engine
+        from lepton.tasks.features import compute_features
 
         frame = pl.read_parquet(path)
         start = time.perf_counter()
@@ -103,8 +103,8 @@ def main() -> None:
     if args.side:
         side(args.side, args.domain, args.data)
         return
-    from tasks.ingest import read_table
-    from tasks.synth import write_synthetic
+    from lepton.core.tables import read_table
+    from lepton.tasks.synth import write_synthetic
 
     cases = []
     with tempfile.TemporaryDirectory(prefix="lepton-bench-features-") as tmp:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from domains.build_samples import PandasOnlyUnpickler
+from lepton.domains.build_samples import PandasOnlyUnpickler
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,11 @@ def reference(table: Table, path: Path) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-    from domains.infer import Hints, infer_spec
-    from tasks.ingest import load
-    from tasks.leakage import _model_matrix
-    from tasks.preprocess import class_labels, encode_labels, split_frame, validate_tables
+    from lepton.core.tables import load
+    from lepton.domains.infer import Hints, infer_spec
+    from lepton.tasks.labels import class_labels, encode_labels
+    from lepton.tasks.leakage import _model_matrix
+    from lepton.tasks.preprocess import split_frame, validate_tables
 
     loaded = load(path)
     flags = dict(zip(table.flags[::2], table.flags[1::2], strict=True))

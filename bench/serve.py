@@ -34,7 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import run_once, write
-from lepton.stack import free_port
+from lepton.app.stack import free_port
 
 BIN = Path(sys.executable).parent
 BATCH_ROWS = 1_000
@@ -116,9 +116,9 @@ def _wait_ready(url: str, proc: subprocess.Popen) -> None:
 
 def _rows(home: Path) -> list[dict]:
     os.environ["LEPTON_HOME"] = str(home)
-    from domains import get_spec
-    from tasks.deploy import input_records
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.core.inputs import input_records
+    from lepton.domains import get_spec
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec("finance")
     data = prepare(spec, *load_domain_data(spec))

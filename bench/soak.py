@@ -39,7 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import run_once, write
-from lepton.stack import free_port
+from lepton.app.stack import free_port
 
 BIN = Path(sys.executable).parent
 # Warm-up: two minutes, so that each of the two versions has been loaded once (the first alias
@@ -59,9 +59,9 @@ def _rss_mb(pid: int) -> float:
 
 def _rows(home: Path) -> list[dict]:
     os.environ["LEPTON_HOME"] = str(home)
-    from domains import get_spec
-    from tasks.deploy import input_records
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.core.inputs import input_records
+    from lepton.domains import get_spec
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec("finance")
     data = prepare(spec, *load_domain_data(spec))
@@ -220,9 +220,9 @@ def main() -> None:
         for trials in ("0", "1"):  # two trial budgets: two run keys, two versions
             run_once([str(BIN / "lepton"), "run", "finance", "--trials", trials, "--json"], env)
         rows = _rows(home)
-        from lepton import tracking
-        from lepton.predlog import read_log
-        from lepton.settings import load_settings
+        from lepton.core import tracking
+        from lepton.core.predlog import read_log
+        from lepton.core.settings import load_settings
 
         tracking.configure(load_settings())
         versions = ["1", "2"]

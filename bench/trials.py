@@ -3,7 +3,7 @@
     python bench/trials.py [--domain manufacturing] [--trials 12] [--repeats 3]
 
 Each configuration runs as a fresh process: prepare the domain's data (recipe included), start a
-LocalCluster with N single-thread workers, and time ``tasks.optimise.search`` alone. Both sides
+LocalCluster with N single-thread workers, and time ``lepton.tasks.optimise.search`` alone. Both sides
 run the same seeded search (told in trial order): TPE's random-start trials are the same models
 on both sides (checked); later ones differ because two workers take two TPE trials per batch.
 Records median trials per minute and the ratio. Results: ``bench/results/trials.json``.
@@ -20,14 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Measurement, run_once, write
-from tasks.optimise import STARTUP_TRIALS
+from lepton.tasks.optimise import STARTUP_TRIALS
 
 
 def side(domain: str, workers: int, trials: int) -> None:
-    from domains import get_spec
-    from lepton.engine import dask_engine
-    from tasks.optimise import search
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.core.engine import dask_engine
+    from lepton.domains import get_spec
+    from lepton.tasks.optimise import search
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec(domain)
     data = prepare(spec, *load_domain_data(spec))

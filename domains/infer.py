@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from domains.spec import (
+from lepton.domains.spec import (
     Column,
     DataSource,
     DomainSpec,
@@ -583,7 +583,7 @@ def _template_fields(task: str, template: str | None, notes: list[str]) -> dict[
     if template is None:
         notes.append(f"metrics: {task} defaults, primary {primary} (no template)")
         return fields
-    from domains import get_spec
+    from lepton.domains import get_spec
 
     base = get_spec(template)
     fields |= {

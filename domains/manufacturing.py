@@ -1,6 +1,6 @@
 """Manufacturing: process fault classification on the Tennessee Eastman process."""
 
-from domains.spec import Column, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
+from lepton.domains.spec import Column, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
 
 SENSORS = [f"xmeas_{i}" for i in range(1, 42)] + [f"xmv_{i}" for i in range(1, 12)]
 

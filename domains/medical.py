@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
+from lepton.domains.spec import Column, CostModel, DataSource, DomainSpec, Dtype, FeatureRecipe, Role, SplitSpec
 
 FIVE_YEARS_DAYS = 5 * 365.25
 

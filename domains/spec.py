@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from domains import recipes
+from lepton.domains import recipes
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -299,7 +299,7 @@ class DomainSpec(_Frozen):
         return next((c.name for c in self.columns if c.role is Role.GROUP), None)
 
     def recipe_config(self) -> dict[str, Any] | None:
-        """The feature recipe as plain data, for ``domains.recipes`` (and a logged model)."""
+        """The feature recipe as plain data, for ``lepton.domains.recipes`` (and a logged model)."""
         if self.features is None:
             return None
         config: dict[str, Any] = {"name": self.features.name, "window": self.features.window}
@@ -332,7 +332,7 @@ class DomainSpec(_Frozen):
         config = self.recipe_config()
         if config is None:
             return self
-        from domains.recipes import outputs
+        from lepton.domains.recipes import outputs
 
         derived = tuple(Column(name=n, dtype=Dtype(d)) for n, d in outputs(config))
         return self.model_copy(update={"columns": (*self.columns, *derived)})

@@ -24,20 +24,20 @@ import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from domains import get_spec, recipes
-from domains.spec import DomainSpec
-from lepton import tracking
-from lepton.digest import rows_digest
+from lepton.core import tracking
+from lepton.core.digest import rows_digest
+from lepton.core.predlog import served_inputs
+from lepton.core.progress import emit
+from lepton.core.scoring import Scorer, read_reference
+from lepton.core.settings import Settings, load_settings
+from lepton.core.tables import read_table, resolve_input
+from lepton.domains import get_spec, recipes
+from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
-from lepton.predlog import served_inputs
-from lepton.progress import emit
-from lepton.scoring import Scorer, read_reference
-from lepton.settings import Settings, load_settings
-from tasks.ingest import read_table, resolve_input
-from tasks.metrics import EvalContext, evaluate
-from tasks.monitor import PREDICTION, DriftReport, drift_report
-from tasks.preprocess import encode_labels
-from tasks.report import markdown_summary, render
+from lepton.tasks.labels import encode_labels
+from lepton.tasks.metrics import EvalContext, evaluate
+from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
+from lepton.tasks.report import markdown_summary, render
 
 EVENT = "lepton.drift.detected"
 
@@ -91,7 +91,7 @@ class Batch:
 
 
 def batch_from_file(spec: DomainSpec, path: str) -> Batch:
-    from flows.score import check_inputs
+    from lepton.flows.score import check_inputs
 
     source = resolve_input(path)
     frame = read_table(source)
@@ -120,7 +120,7 @@ def batch_from_log(spec: DomainSpec, settings: Settings, since_hours: float | No
             raise SchemaError([Problem("missing_column", c, "needed to join labels to the log") for c in missing])
         frame = frame.join(truth.select(*keys, spec.target).unique(keys), on=keys, how="left")
         target = frame[spec.target]
-    from flows.score import check_inputs
+    from lepton.flows.score import check_inputs
 
     return Batch(check_inputs(frame, spec, 0, window), window, target)
 
@@ -232,7 +232,7 @@ def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Bat
     predictions = _monitored_output(spec, champion.scorer, scores)
     frame = recipes.apply(spec.recipe_config(), batch.inputs)
     if settings.dask_address:  # a cluster is configured: the columns go to its workers
-        from lepton.engine import dask_engine
+        from lepton.core.engine import dask_engine
 
         with dask_engine(settings.dask_address) as engine:
             report = drift_report(spec, champion.reference, frame, predictions, engine.client)
@@ -283,7 +283,7 @@ def record(
 
 
 def _monitored_output(spec: DomainSpec, scorer: Scorer, scores: np.ndarray) -> Any:
-    """The model's output as the reference has it (see ``tasks.monitor.prediction_reference``)."""
+    """The model's output as the reference has it (see ``lepton.tasks.monitor.prediction_reference``)."""
     if spec.task == "multiclass":
         return scorer.decide(scores)[0]  # the decided class, as served
     return np.asarray(scores, dtype=np.float64)

@@ -11,32 +11,47 @@ from typing import Any, TypeVar
 
 from prefect import flow
 
-from domains import get_spec
-from domains.spec import DomainSpec
-from lepton import cost, rerun, tracking
-from lepton.cache import StageCache, StageKeys, file_digest, stage_keys
-from lepton.digest import rows_digest
-from lepton.engine import choose_device, dask_engine
-from lepton.progress import emit
-from lepton.result import PipelineResult
-from lepton.settings import DEFAULT_TRIALS, load_settings
-from tasks.deploy import deploy_task
-from tasks.features import FeatureRun, features_task
-from tasks.ingest import input_files
-from tasks.monitor import monitor_task
-from tasks.optimise import optimise_task
-from tasks.preprocess import PreparedData, Validated, preprocess_task
-from tasks.stored import read_optimised, read_prepared, read_trained, write_optimised, write_prepared, write_trained
-from tasks.train import train_task
+from lepton.core import cost, tracking
+from lepton.core.cache import StageCache, StageKeys, file_digest, stage_keys
+from lepton.core.digest import rows_digest
+from lepton.core.engine import choose_device, dask_engine
+from lepton.core.progress import emit
+from lepton.core.result import PipelineResult
+from lepton.core.settings import DEFAULT_TRIALS, load_settings
+from lepton.core.tables import input_files
+from lepton.domains import get_spec
+from lepton.domains.spec import DomainSpec
+from lepton.flows import rerun
+from lepton.tasks.deploy import deploy_task
+from lepton.tasks.features import FeatureRun, features_task
+from lepton.tasks.monitor import monitor_task
+from lepton.tasks.optimise import optimise_task
+from lepton.tasks.preprocess import PreparedData, Validated, preprocess_task
+from lepton.tasks.preprocess import preflight as check_inputs
+from lepton.tasks.stored import (
+    read_optimised,
+    read_prepared,
+    read_trained,
+    write_optimised,
+    write_prepared,
+    write_trained,
+)
+from lepton.tasks.train import train_task
 
 GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
 NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
 T = TypeVar("T")
 
 
+def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None) -> None:
+    """The preprocess stage's input checks on their own, for a caller to run before it starts
+    Prefect, Dask or MLflow: bad input and leaking columns raise their typed error here."""
+    check_inputs(spec, data, holdout, append)
+
+
 @dataclass
 class Stages:
-    """Each stage's measured usage and cost (``lepton.cost``), in the order they ran."""
+    """Each stage's measured usage and cost (``lepton.core.cost``), in the order they ran."""
 
     prices: cost.Prices
     device: str = "cpu"
@@ -45,7 +60,7 @@ class Stages:
     def run(self, name: str, call: Callable[[], T], client: Any = None, hit: Callable[[T], bool] | None = None) -> T:
         """Run one stage, measured: ``client`` is an external Dask cluster the stage uses; ``hit``
         tells from the output whether it was reused from the cache. Its start and end are progress
-        events (``lepton.progress``): the terminal's lines and the Prefect run's logs."""
+        events (``lepton.core.progress``): the terminal's lines and the Prefect run's logs."""
         emit("start", name, "started")
         with cost.measure(gpu=self.device == "cuda" and name in GPU_STAGES, client=client) as meter:
             out = call()
@@ -195,7 +210,7 @@ def _run_name() -> str:
 
 
 def _file_digest(path: str) -> str:
-    """The batch's digest for a run name (``lepton.cache.file_digest``, shortened)."""
+    """The batch's digest for a run name (``lepton.core.cache.file_digest``, shortened)."""
     try:
         return file_digest(path)[:10]
     except OSError:  # the flow itself reports an unreadable batch
@@ -220,7 +235,7 @@ def pipeline(
         holdout: optional user test file, for domains split on a given test file.
         append: optional labelled batch added to the training data (same schema); the drift
             automation passes the batch the monitor flagged.
-        cache: reuse the stages whose inputs, spec and code are unchanged (``lepton.cache``);
+        cache: reuse the stages whose inputs, spec and code are unchanged (``lepton.core.cache``);
             False (``lepton run --no-cache``) computes every stage and stores nothing.
     """
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)

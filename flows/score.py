@@ -18,14 +18,14 @@ import numpy as np
 import polars as pl
 from prefect import flow
 
-from domains.spec import DomainSpec, Dtype, Role
-from lepton import tracking
+from lepton.core import tracking
+from lepton.core.progress import emit
+from lepton.core.scoring import Scorer
+from lepton.core.settings import load_settings
+from lepton.core.tables import resolve_input
+from lepton.domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import InputPathError, Problem, SchemaError
-from lepton.progress import emit
-from lepton.scoring import Scorer
-from lepton.settings import load_settings
-from tasks.ingest import resolve_input
-from tasks.preprocess import cast_column
+from lepton.tasks.preprocess import cast_column
 
 CHUNK_ROWS = 100_000
 
@@ -66,7 +66,7 @@ def _chunks(path: Path, spec: DomainSpec, chunk_rows: int) -> Iterator[pl.DataFr
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield pl.from_arrow(batch)  # type: ignore[misc]
         return
-    from tasks.ingest import read_table
+    from lepton.core.tables import read_table
 
     frame = read_table(path)
     if not series or spec.group_column is None:

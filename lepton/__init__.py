@@ -1,7 +1,7 @@
 """Lepton's runtime: settings, tracking, scoring, CLI. Importing it does nothing else.
 
 ``lepton.run(data=..., target=...)`` trains, gates and registers a model from Python; see
-``lepton.api.run`` for its arguments.
+``lepton.app.api.run`` for its arguments.
 """
 
 from typing import Any
@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 
 def run(*args: Any, **kwargs: Any) -> Any:
-    """``lepton.api.run``, imported on first use so ``import lepton`` stays instant."""
-    from lepton.api import run as _run
+    """``lepton.app.api.run``, imported on first use so ``import lepton`` stays instant."""
+    from lepton.app.api import run as _run
 
     return _run(*args, **kwargs)

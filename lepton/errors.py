@@ -78,7 +78,7 @@ class SpecError(LeptonError):
 
 
 class LeakageError(DataError):
-    """Columns that look like the answer in disguise (``tasks.leakage``): each suspect with the
+    """Columns that look like the answer in disguise (``lepton.tasks.leakage``): each suspect with the
     rule it broke and its evidence; ``suspects`` maps each column to (metric, its own score)."""
 
     def __init__(self, suspects: list, threshold: float) -> None:

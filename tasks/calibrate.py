@@ -6,7 +6,7 @@ and scored (Brier) on the fifth it did not see, five times; a method is used onl
 out-of-fold Brier score beats the raw scores', and then fitted on every validation row. The
 raw and calibrated Brier score and calibration error are kept for the run's record.
 
-The fitted map travels in the bundle's ``meta.json`` (``lepton.scoring.calibrated`` applies it):
+The fitted map travels in the bundle's ``meta.json`` (``lepton.core.scoring.calibrated`` applies it):
 sigmoid as two numbers, isotonic as its breakpoints, no pickle.
 """
 
@@ -21,8 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 from sklearn.model_selection import StratifiedKFold
 
-from lepton.scoring import apply_calibration, logit
-from tasks.metrics import calibration_error
+from lepton.core.scoring import apply_calibration, logit
+from lepton.tasks.metrics import calibration_error
 
 METHODS = ("sigmoid", "isotonic")
 FOLDS = 5

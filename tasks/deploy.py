@@ -12,28 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from domains.spec import DomainSpec, Dtype
-from lepton import tracking
+from lepton.core import tracking
+from lepton.core.inputs import input_frame, input_records, signature
+from lepton.core.progress import emit
+from lepton.core.scoring import Scorer, alarm_classes, smoothed, write_bundle
+from lepton.core.settings import Settings
+from lepton.core.timing import ATTEMPTS, MAX_SPREAD, time_calls
+from lepton.domains.spec import DomainSpec
 from lepton.errors import PromotionConflictError
-from lepton.progress import emit
-from lepton.scoring import Scorer, alarm_classes, smoothed, write_bundle
-from lepton.settings import Settings
-from lepton.timing import ATTEMPTS, MAX_SPREAD, time_calls
-from tasks import plots
-from tasks.metrics import evaluate
-from tasks.monitor import PREDICTION, prediction_reference, reference_statistics
-from tasks.optimise import OptimiseResult, decision_threshold
-from tasks.preprocess import PreparedData
-from tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
-from tasks.train import TrainedModel, TrainResult, alarm_normal, holdout_context
+from lepton.tasks import plots
+from lepton.tasks.metrics import evaluate
+from lepton.tasks.monitor import PREDICTION, prediction_reference, reference_statistics
+from lepton.tasks.optimise import OptimiseResult, decision_threshold
+from lepton.tasks.preprocess import PreparedData
+from lepton.tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
+from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, holdout_context
 
-RUN_KEY = "lepton.run_key"  # tags the version a run's inputs registered (tasks.promotion.run_key)
+RUN_KEY = "lepton.run_key"  # tags the version a run's inputs registered (lepton.tasks.promotion.run_key)
 REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
-TEXT_INPUTS = (Dtype.CATEGORY, Dtype.DATETIME)  # passed to the model as strings
 
 
 @dataclass(frozen=True)
@@ -93,22 +92,13 @@ def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult,
     )
 
 
-def input_frame(spec: DomainSpec, frame: pl.DataFrame, strict: bool = True):
-    """The model's raw inputs (those ``frame`` has) as pandas: numbers as float64 (the
-    signature's ``double``), categories and datetimes as text. Not ``strict``: a value that is
-    not a number becomes missing, as a served model would treat it."""
-    kind = {c.name: pl.String if c.dtype in TEXT_INPUTS else pl.Float64 for c in spec.model_inputs}
-    cols = [pl.col(name).cast(dtype, strict=strict) for name, dtype in kind.items() if name in frame.columns]
-    return frame.select(cols).to_pandas()
-
-
 LATENCY_ROWS = 1000  # holdout rows timed: each alone, then as one batch
 
 
 def scoring_latency(scorer: Scorer, records: list[dict[str, Any]], repeats: int = 5) -> dict[str, float]:
     """The bundle's scoring cost, as the service calls it (``Scorer.scores``, recipe and encoding
     included, no HTTP): single rows one at a time, by the CPU time of this thread as the optimiser
-    times a model (``lepton.timing``: p50 and p99, ms; the wall-clock figures and the blocks'
+    times a model (``lepton.core.timing``: p50 and p99, ms; the wall-clock figures and the blocks'
     spread beside them), and the rows as one batch (rows per second, best of ``repeats``)."""
     columns = list(records[0]) if records else []
     rows = [{name: [record[name]] for name in columns} for record in records]
@@ -156,36 +146,12 @@ def calibration_metrics(spec: DomainSpec, data: PreparedData, opt: OptimiseResul
     if opt.candidate.calibration is not None:
         from sklearn.metrics import brier_score_loss
 
-        from tasks.metrics import calibration_error
+        from lepton.tasks.metrics import calibration_error
 
         raw = opt.candidate.raw_predict(data.holdout.X)
         out["brier_uncalibrated"] = float(brier_score_loss(data.holdout.y, raw))
         out["calibration_error_uncalibrated"] = calibration_error(data.holdout.y, raw)
     return out
-
-
-def input_records(spec: DomainSpec, frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """The model's raw inputs as JSON-ready rows, missing values as None: what a client sends
-    to ``lepton serve``."""
-    rows = input_frame(spec, frame).to_dict("records")
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
-
-
-def signature(spec: DomainSpec):
-    """Text inputs as ``string``; numbers as ``Any`` (the model's own check takes integers and
-    floats alike and names a value that is not a number: ``pyfunc_entry._checked``), because
-    MLflow refuses an int64 column, as Parquet and JSON integers arrive, where ``double`` is
-    declared. Every column optional: a missing value is one the model handles."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
-    inputs = Schema(
-        [ColSpec("string" if c.dtype in TEXT_INPUTS else AnyType(), c.name, required=False) for c in spec.model_inputs]
-    )
-    pred_type = "double" if spec.task == "regression" else "string"
-    outputs = [ColSpec(pred_type, "prediction")] + ([] if spec.task == "regression" else [ColSpec("double", "score")])
-    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
 @dataclass(frozen=True)

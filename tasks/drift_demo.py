@@ -4,7 +4,7 @@ domain's schema, so a user can watch the monitor -> event -> retrain loop end to
 The domain's training data (never its holdout file) is tilted (rows drawn with exponential
 weights on a standardised column: a riskier applicant mix, an older cohort), then a few columns
 are moved as a real-world change would move them (incomes that lost ground to inflation, a
-recalibrated creatinine assay); new rows are drawn from that population by ``tasks.synth``
+recalibrated creatinine assay); new rows are drawn from that population by ``lepton.tasks.synth``
 (jittered values, fresh labels from a model of P(target | features), new ids). For a process
 domain (a group and a time column), whole runs of a few fault classes only, under new run ids:
 a plant where those faults have become common. Labels come with the rows, as they would arrive
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from domains.spec import DomainSpec, Dtype
-from tasks.ingest import read_table
+from lepton.core.tables import read_table
+from lepton.domains.spec import DomainSpec, Dtype
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def shift_for(spec: DomainSpec) -> Shift:
 
 
 def drifted_batch(spec: DomainSpec, rows: int, seed: int = 0) -> tuple[pl.DataFrame, Shift]:
-    from tasks.synth import synthesize
+    from lepton.tasks.synth import synthesize
 
     shift = shift_for(spec)
     table = read_table(spec.data.resolve(spec.data.path))

@@ -16,10 +16,10 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from domains import recipes
-from domains.spec import DomainSpec
-from lepton.progress import Steps
-from tasks.preprocess import PreparedData, Validated, prepare_parts
+from lepton.core.progress import Steps
+from lepton.domains import recipes
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.preprocess import PreparedData, Validated, prepare_parts
 
 ROW_BLOCK = 250_000  # rows per partition for row-wise recipes
 _ROW = "__lepton_row"

@@ -43,8 +43,9 @@ from sklearn import metrics as skm
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from domains.spec import DomainSpec, Dtype
+from lepton.domains.spec import DomainSpec, Dtype
 from lepton.errors import LeakageError
+from lepton.tasks.labels import encode_labels
 
 MAX_ROWS = 50_000
 MAX_CELLS = 2_000_000  # rows x features scored: wide tables get a smaller row sample
@@ -175,7 +176,6 @@ def _solo(
     one against the rest: a test result that is one outcome)."""
     rows = max(2_000, min(max_rows, MAX_CELLS // max(len(spec.feature_columns), 1)))
     sample = train if train.height <= rows else train.sample(rows, seed=spec.split.seed)
-    from tasks.preprocess import encode_labels  # (preprocess imports this module)
 
     y = encode_labels(sample[spec.target], spec, classes)
     if len(y) < 20 or (spec.task != "regression" and len(np.unique(y)) < 2):
@@ -441,7 +441,6 @@ def assess(train: pl.DataFrame, spec: DomainSpec, classes: list[Any]) -> Assessm
     scores, by_class = _solo(train, spec, classes)
     if not scores:
         return Assessment(scores, [])
-    from tasks.preprocess import encode_labels  # (preprocess imports this module)
 
     sample = train if train.height <= MODEL_ROWS else train.sample(MODEL_ROWS, seed=spec.split.seed)
     names = [c.name for c in spec.feature_columns]

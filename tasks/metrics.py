@@ -12,8 +12,8 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-from domains.spec import CostModel, DomainSpec
-from lepton.scoring import alarm_classes
+from lepton.core.scoring import alarm_classes
+from lepton.domains.spec import CostModel, DomainSpec
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
-from domains.spec import DomainSpec, DriftSpec, Dtype
-from lepton.scoring import alarm_classes
+from lepton.core.scoring import alarm_classes
+from lepton.domains.spec import DomainSpec, DriftSpec, Dtype
 
 EPSILON = 1e-4  # floor for empty bins, so PSI stays finite
 QUANTILES = 1000  # the KS sketch: quantiles at 0, 1/1000, ..., 1 of the training values (error <= 0.001)
@@ -483,7 +483,7 @@ def monitor_task(spec: DomainSpec, reference: dict[str, Any], frame: pl.DataFram
     Returns:
         DriftReport: PSI and the test per feature, and the features that drifted.
     """
-    from lepton import tracking
+    from lepton.core import tracking
 
     report = drift_report(spec, reference, frame)
     # The summary as metrics; each feature's figures as one table (the run's metrics stay the

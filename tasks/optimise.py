@@ -17,15 +17,15 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
-from domains.spec import CostModel, DomainSpec
-from lepton.progress import Steps, emit
-from lepton.scoring import smoothed
-from lepton.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
-from tasks.calibrate import Calibration, fit_calibration
-from tasks.metrics import primary_score
-from tasks.pareto import Choice, choose, objectives, serving_cost
-from tasks.preprocess import PreparedData
-from tasks.train import (
+from lepton.core.progress import Steps, emit
+from lepton.core.scoring import smoothed
+from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
+from lepton.domains.spec import CostModel, DomainSpec
+from lepton.tasks.calibrate import Calibration, fit_calibration
+from lepton.tasks.metrics import primary_score
+from lepton.tasks.pareto import Choice, choose, objectives, serving_cost
+from lepton.tasks.preprocess import PreparedData
+from lepton.tasks.train import (
     Pruning,
     TrainedModel,
     TrainResult,
@@ -36,7 +36,7 @@ from tasks.train import (
 )
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
-DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # tasks.pareto.objectives
+DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # lepton.tasks.pareto.objectives
 
 
 @dataclass(frozen=True)

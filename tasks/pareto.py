@@ -2,7 +2,7 @@
 cheapest model that is as good as the best, within the spec's gate and latency budget.
 
 A candidate's serving cost is measured on the model itself, in this process, one candidate
-after another: the median CPU time to score one row (``lepton.timing``, so that the choice does
+after another: the median CPU time to score one row (``lepton.core.timing``, so that the choice does
 not depend on the machine's load), the best of three 1,000-row batches, and the size of its safe payload. The
 recipe and encoding that come before the model in the served bundle are the same for every
 candidate; the deploy stage times the whole bundle and gates on it again.
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from domains.spec import DomainSpec
+from lepton.core.timing import time_calls
+from lepton.domains.spec import DomainSpec
 from lepton.errors import LatencyBudgetError
-from lepton.timing import time_calls
 
 SINGLE_ROWS = 40  # single-row calls timed per candidate, after WARMUP_ROWS
 WARMUP_ROWS = 5
@@ -48,7 +48,7 @@ def payload_size(payload: Any) -> int:
 
 
 def serving_cost(model: Any, X: np.ndarray) -> ServingCost:
-    """Time ``model.predict`` on single rows (CPU time of this thread, ``lepton.timing``: the same
+    """Time ``model.predict`` on single rows (CPU time of this thread, ``lepton.core.timing``: the same
     on a loaded machine) and on a batch of ``X`` (validation rows)."""
     rows = np.ascontiguousarray(X[: WARMUP_ROWS + SINGLE_ROWS])
     single = time_calls(lambda i: model.predict(rows[i % len(rows) : i % len(rows) + 1]), SINGLE_ROWS, WARMUP_ROWS)

@@ -1,14 +1,13 @@
 """Preprocess: validate against the domain schema, split without leakage, encode.
 
 Everything here is a pure function of its inputs except ``load_domain_data``, which reads files
-through ``tasks.ingest`` (the file edge).
+through ``lepton.core.tables`` (the file edge).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +16,12 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from domains.spec import DomainSpec, Dtype, Role
+from lepton.core.scoring import encode, feature_names
+from lepton.core.tables import fingerprint, read_table
+from lepton.domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
-from lepton.scoring import encode, feature_names
-from tasks.ingest import read_table
-from tasks.leakage import check_leakage
+from lepton.tasks.labels import class_labels, encode_labels
+from lepton.tasks.leakage import check_leakage
 
 MAX_LEVELS = 50  # categorical levels kept per column; rarer levels share the all-zero code
 _POLARS_DTYPES = {
@@ -166,15 +166,6 @@ def _target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
 
 
 # ---- fingerprint -------------------------------------------------------------------------------
-def fingerprint(*frames: pl.DataFrame) -> str:
-    """Content hash of the tables (schema and every value); equal data gives equal fingerprints."""
-    digest = hashlib.sha256()
-    for frame in frames:
-        digest.update(str(frame.schema).encode())
-        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
 # ---- split -------------------------------------------------------------------------------------
 def split_frame(
     frame: pl.DataFrame, spec: DomainSpec, holdout: pl.DataFrame | None = None
@@ -257,28 +248,6 @@ class TabularEncoder:
         return encode(self.state_, {c: frame[c].to_numpy() for c in self.numeric + self.datetime + self.categorical})
 
 
-def encode_labels(target: pl.Series, spec: DomainSpec, classes: list[Any]) -> np.ndarray:
-    if spec.task == "regression":
-        return target.cast(pl.Float64).to_numpy()
-    as_text = target.cast(pl.String).to_numpy().astype(str)
-    index = {str(c): i for i, c in enumerate(classes)}
-    unknown = sorted(set(as_text) - set(index))
-    if unknown:
-        raise SchemaError([Problem("unknown_class", spec.target, f"class(es) {unknown[:5]} not seen in training")])
-    return np.array([index[v] for v in as_text], dtype=np.int32) if len(as_text) else np.zeros(0, np.int32)
-
-
-def class_labels(train_target: pl.Series, spec: DomainSpec) -> list[Any]:
-    """Binary: [negative, positive]; multiclass: sorted training classes; regression: []."""
-    if spec.task == "regression":
-        return []
-    values = sorted(train_target.unique().to_list(), key=lambda v: (str(type(v)), v))
-    if spec.task == "binary":
-        positive = next(v for v in values if str(v) == str(spec.positive_class))
-        return [next(v for v in values if v != positive), positive]
-    return values
-
-
 @dataclass(frozen=True)
 class Validated:
     """The checked, typed tables (PII dropped, unlabelled rows left out) and their fingerprint."""
@@ -325,7 +294,7 @@ def validate_tables(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame
 def prepare(spec: DomainSpec, frame: pl.DataFrame, holdout: pl.DataFrame | None = None) -> PreparedData:
     """Validate, add the recipe's features (in this process), split, check for leakage, fit the
     encoder on train, and encode every part."""
-    from domains.recipes import apply
+    from lepton.domains.recipes import apply
 
     checked = validate_tables(spec, frame, holdout)
     config = spec.recipe_config()
@@ -417,7 +386,7 @@ def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = N
     validate them against the schema, add the recipe's features, split, and run the leakage
     sentinel on the training split, as the flow will. Raises the same typed errors; returns the
     rows checked (0 when the table is larger than ``PREFLIGHT_ROWS``: the flow checks it)."""
-    from domains.recipes import apply
+    from lepton.domains.recipes import apply
 
     frame, test = load_domain_data(spec, data, holdout, append)
     if frame.height > PREFLIGHT_ROWS:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from domains.spec import DomainSpec
-from lepton.locks import exclusive
-from lepton.scoring import alarm_classes
-from tasks.metrics import primary_score
+from lepton.core.locks import exclusive
+from lepton.core.scoring import alarm_classes
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.metrics import primary_score
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def paired_bootstrap(
 ) -> Comparison:
     """Resample the holdout (rows, or whole groups) and compare the two models on each draw.
     Multiclass decisions follow each side's alarm rule where its ``normal`` index is given
-    (``lepton.scoring.alarm_classes`` at its threshold), arg-max otherwise.
+    (``lepton.core.scoring.alarm_classes`` at its threshold), arg-max otherwise.
 
     A draw is a vector of row weights (how often each row was drawn), so ROC AUC and macro-F1
     are computed from weighted counts over a sort done once: a thousand draws of a 100k-row
@@ -134,7 +134,7 @@ class _Scorer:
 
 @contextlib.contextmanager
 def promotion_lock(home: Path, model_name: str, database_url: str | None = None) -> Iterator[None]:
-    """Hold the model's promotion lock (blocking, ``lepton.locks.exclusive``): on the PostgreSQL
+    """Hold the model's promotion lock (blocking, ``lepton.core.locks.exclusive``): on the PostgreSQL
     server at ``database_url`` when given (runs on several machines), else a file lock under
     ``home``; a crashed run never wedges it."""
     with exclusive(home, model_name, database_url):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.monitor import DriftReport, FeatureDrift
-from tasks.plots import _pyplot
+from lepton.tasks.monitor import DriftReport, FeatureDrift
+from lepton.tasks.plots import _pyplot
 
 SHOWN = 12  # features whose distributions are drawn
 DRIFTED, STEADY, REFERENCE = "#c0392b", "#2e86c1", "#95a5a6"

@@ -1,4 +1,4 @@
-"""Stage outputs on disk for the content cache (``lepton.cache``), in safe formats only: frames
+"""Stage outputs on disk for the content cache (``lepton.core.cache``), in safe formats only: frames
 as Parquet, arrays as ``.npy`` (never pickled), models as UBJ or JSON, the rest as JSON."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import polars as pl
 
-from lepton.cache import load_array, read_json, save_array, write_json
-from tasks.calibrate import Calibration
-from tasks.features import FeatureRun
-from tasks.optimise import OptimiseResult, TrialRecord
-from tasks.pareto import ServingCost
-from tasks.preprocess import Part, PreparedData
-from tasks.train import TrainedModel, TrainResult
+from lepton.core.cache import load_array, read_json, save_array, write_json
+from lepton.tasks.calibrate import Calibration
+from lepton.tasks.features import FeatureRun
+from lepton.tasks.optimise import OptimiseResult, TrialRecord
+from lepton.tasks.pareto import ServingCost
+from lepton.tasks.preprocess import Part, PreparedData
+from lepton.tasks.train import TrainedModel, TrainResult
 
 PARTS = ("train", "valid", "holdout")
 

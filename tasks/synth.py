@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from domains.spec import DomainSpec, Dtype, Role
+from lepton.domains.spec import DomainSpec, Dtype, Role
 
 CHUNK_ROWS = 500_000
 
@@ -74,7 +74,7 @@ def _label_model(spec: DomainSpec, source: pl.DataFrame) -> Callable[[pl.DataFra
     """Fit P(target | features) on the real table; return a function drawing a chunk's labels."""
     import xgboost as xgb
 
-    from tasks.preprocess import TabularEncoder
+    from lepton.tasks.preprocess import TabularEncoder
 
     by_dtype = {d: [c.name for c in spec.feature_columns if c.dtype is d] for d in Dtype}
     numeric = by_dtype[Dtype.FLOAT] + by_dtype[Dtype.INT] + by_dtype[Dtype.BOOL]

@@ -28,13 +28,13 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from domains.spec import DomainSpec
-from lepton.engine import cpu_threads
-from lepton.scoring import Calibrated, Standardiser, calibrated, load_model
-from lepton.settings import SEARCH_ROWS
-from tasks.metrics import EvalContext, primary_score
-from tasks.pareto import ServingCost
-from tasks.preprocess import PreparedData
+from lepton.core.engine import cpu_threads
+from lepton.core.scoring import Calibrated, Standardiser, calibrated, load_model
+from lepton.core.settings import SEARCH_ROWS
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.metrics import EvalContext, primary_score
+from lepton.tasks.pareto import ServingCost
+from lepton.tasks.preprocess import PreparedData
 
 BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
 DEFAULT_TREE_PARAMS: dict[str, Any] = {"max_depth": 6, "learning_rate": 0.1, "n_estimators": 400}
@@ -85,10 +85,10 @@ class TrainedModel:
     best_iteration: int | None = None
     train_rows: int = 0  # the rows it was fitted on
     workers: int = 0  # Dask workers that trained it with xgboost.dask; 0: one process
-    calibration: dict[str, Any] | None = None  # binary: a map fitted on validation (tasks.calibrate)
+    calibration: dict[str, Any] | None = None  # binary: a map fitted on validation (lepton.tasks.calibrate)
     curve: tuple[float, ...] = ()  # xgboost: best validation loss so far, every PRUNE_EVERY rounds
     pruned: bool = False  # stopped by the median rule (``Pruning``): not a candidate
-    serving: ServingCost | None = None  # measured by the search (tasks.pareto)
+    serving: ServingCost | None = None  # measured by the search (lepton.tasks.pareto)
 
     @property
     def trained_on(self) -> str:
@@ -443,7 +443,7 @@ def normal_index(spec: DomainSpec, classes: list[Any]) -> int:
 
 def alarm_normal(spec: DomainSpec, classes: list[Any]) -> int | None:
     """The normal class's index when decisions follow the alarm rule (a multiclass spec with a
-    false-alarm budget, ``lepton.scoring.alarm_classes``); None for arg-max decisions."""
+    false-alarm budget, ``lepton.core.scoring.alarm_classes``); None for arg-max decisions."""
     if spec.task != "multiclass" or spec.false_alarm_budget is None:
         return None
     return normal_index(spec, classes)

@@ -51,8 +51,8 @@ def nothing_recorded(lepton_home):
     def check() -> None:
         from mlflow import MlflowClient
 
-        from lepton import tracking
-        from lepton.settings import load_settings
+        from lepton.core import tracking
+        from lepton.core.settings import load_settings
 
         tracking.configure(load_settings())
         client = MlflowClient()

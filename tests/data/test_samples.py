@@ -6,9 +6,9 @@ import json
 import polars as pl
 import pytest
 
-from domains import DOMAINS, get_spec
-from domains.spec import DATA_DIR
-from tasks.preprocess import load_domain_data, validate
+from lepton.domains import DOMAINS, get_spec
+from lepton.domains.spec import DATA_DIR
+from lepton.tasks.preprocess import load_domain_data, validate
 
 PROVENANCE = json.loads((DATA_DIR / "PROVENANCE.json").read_text())
 

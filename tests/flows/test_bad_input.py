@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_spec
-from lepton.cli import app
+from lepton.app.cli import app
+from lepton.domains import get_spec
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("finance")

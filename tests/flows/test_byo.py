@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import lepton
 from bench.real_tables import TABLES, frame
-from lepton.cli import app
+from lepton.app.cli import app
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton.cli import app
+from lepton.app.cli import app
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 CACHED = ("preprocess", "features", "train", "optimise")
@@ -23,7 +23,7 @@ def test_a_no_change_rerun_reuses_each_stage_and_a_change_reruns_from_there(lept
     first = pipeline(domain="medical", trials=1)
     assert not any(_reused(first).values())
     entries = sorted(p.parent.parent.name for p in (lepton_home / "cache" / "medical").rglob("entry.json"))
-    assert entries == ["optimise", "prepared", "run", "train"]  # "run": the whole result (lepton.rerun)
+    assert entries == ["optimise", "prepared", "run", "train"]  # "run": the whole result (lepton.flows.rerun)
 
     again = pipeline(domain="medical", trials=1)
     assert _reused(again) == {**dict.fromkeys(CACHED, True), "deploy": False, "monitor": False}
@@ -70,8 +70,8 @@ def _counts(experiment: str) -> tuple[int, int]:
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
 
-    from lepton import tracking
-    from lepton.settings import load_settings
+    from lepton.core import tracking
+    from lepton.core.settings import load_settings
 
     with get_client(sync_client=True) as client:
         flow_runs = len(client.read_flow_runs())

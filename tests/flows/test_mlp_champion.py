@@ -7,13 +7,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from domains import get_spec
-from lepton import tracking
-from lepton.settings import load_settings
-from tasks.deploy import deploy_task, input_frame
-from tasks.optimise import OptimiseResult, decision_threshold
-from tasks.preprocess import load_domain_data, prepare
-from tasks.train import train_model, train_task
+from lepton.core import tracking
+from lepton.core.inputs import input_frame
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
+from lepton.tasks.deploy import deploy_task
+from lepton.tasks.optimise import OptimiseResult, decision_threshold
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.train import train_model, train_task
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton.cli import app
-from tasks.drift_demo import drifted_batch
+from lepton.app.cli import app
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
+from lepton.tasks.drift_demo import drifted_batch
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("medical")
@@ -33,7 +33,7 @@ def _monitor(*args: str) -> dict:
 
 def _steady(tmp_path: Path) -> Path:
     """Held-out-like rows of the domain's own data: the same population as training."""
-    from tasks.ingest import read_table
+    from lepton.core.tables import read_table
 
     path = tmp_path / "steady.parquet"
     read_table(SPEC.data.resolve(SPEC.data.path)).sample(3_000, seed=5).write_parquet(path)
@@ -72,9 +72,9 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
 
 
 def test_the_prediction_log_is_monitored_with_labels_joined_by_request(champion, tmp_path):
-    from lepton.predlog import PredictionLog
-    from lepton.settings import load_settings
-    from tasks.deploy import input_records
+    from lepton.core.inputs import input_records
+    from lepton.core.predlog import PredictionLog
+    from lepton.core.settings import load_settings
 
     batch, _ = drifted_batch(SPEC, 400, seed=2)
     rows = input_records(SPEC, batch)

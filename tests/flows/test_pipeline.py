@@ -9,11 +9,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton import cost, tracking
-from lepton.cli import app
-from lepton.settings import load_settings
+from lepton.app.cli import app
+from lepton.core import cost, tracking
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -123,8 +123,8 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
     assert {"model.json", "model.ubj"} & set(files) and "encoder.json" in files
     model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}@champion")
     assert model.metadata.get_input_schema() is not None
-    from tasks.deploy import input_frame
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.core.inputs import input_frame
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     frame, holdout = load_domain_data(spec)
     data = prepare(spec, frame, holdout)
@@ -246,7 +246,7 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
         "notes",
     ]
     assert payload["family"] in {"linear", "xgboost", "mlp"} and payload["reasons"]  # why promoted or not
-    assert payload["up_to_date"] is False  # a first run (lepton.rerun)
+    assert payload["up_to_date"] is False  # a first run (lepton.flows.rerun)
     assert payload["model_name"] == "lepton-medical" and payload["primary_metric"] == "roc_auc"
     assert set(payload["stages"]) == {"preprocess", "features", "train", "optimise", "deploy", "monitor"}
     assert {"address", "workers", "threads", "feature_workers", "dashboard"} <= set(payload["engine"])
@@ -318,9 +318,9 @@ def test_calibration_is_fitted_on_validation_only_and_logged_before_and_after(le
     from those rows alone), and scrambling the holdout's labels leaves it exactly as it was."""
     from pathlib import Path
 
-    from lepton.scoring import Calibrated, Scorer
-    from tasks.calibrate import fit_calibration
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.core.scoring import Calibrated, Scorer
+    from lepton.tasks.calibrate import fit_calibration
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec("medical")
     first = pipeline(domain="medical", trials=0)
@@ -393,7 +393,7 @@ def test_personal_data_never_reaches_any_file_under_lepton_home(lepton_home, tmp
     import numpy as np
     import polars as pl
 
-    from lepton.api import run as lepton_run
+    from lepton.app.api import run as lepton_run
 
     rng = np.random.default_rng(7)
     n = 600

@@ -4,11 +4,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton.cli import app
-from lepton.settings import load_settings
-from tasks.ingest import read_table
+from lepton.app.cli import app
+from lepton.core.settings import load_settings
+from lepton.core.tables import read_table
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("finance")
@@ -28,8 +28,8 @@ def _source() -> pl.DataFrame:
 def test_a_file_is_scored_in_chunks_like_the_pyfunc(champion, tmp_path, suffix):
     import mlflow
 
-    from lepton import tracking
-    from tasks.deploy import input_frame
+    from lepton.core import tracking
+    from lepton.core.inputs import input_frame
 
     frame = _source().drop(SPEC.target).head(5_000)
     source = tmp_path / f"in{suffix}"

@@ -125,7 +125,7 @@ def _mlflow(page, shot, tracking: str, domain: str) -> None:
     from mlflow import MlflowClient
     from playwright.sync_api import expect
 
-    from lepton.tracking import ui_link
+    from lepton.core.tracking import ui_link
 
     client = MlflowClient(tracking, tracking)
     experiment = client.get_experiment_by_name(f"lepton-{domain}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from flows.pipeline import pipeline
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 DASK = str(Path(sys.executable).with_name("dask"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lepton.stack import free_port
+from lepton.app.stack import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -15,9 +15,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton.stack import free_port
+from lepton.app.stack import free_port
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("finance")

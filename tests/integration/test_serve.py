@@ -17,12 +17,12 @@ import httpx
 import mlflow
 import pytest
 
-from domains import get_spec
-from lepton import tracking
-from lepton.predlog import read_log
-from lepton.settings import load_settings
-from tasks.deploy import input_frame, input_records
-from tasks.preprocess import load_domain_data, prepare
+from lepton.core import tracking
+from lepton.core.inputs import input_frame, input_records
+from lepton.core.predlog import read_log
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
+from lepton.tasks.preprocess import load_domain_data, prepare
 
 pytestmark = [pytest.mark.flow]
 SPEC = get_spec("finance")
@@ -43,7 +43,7 @@ def _rows(n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, dask_cluster, prefect_harness) -> Iterator[Path]:
     """A LEPTON_HOME holding two registered versions of the finance model (version 1 champion)."""
-    from flows.pipeline import pipeline
+    from lepton.flows.pipeline import pipeline
 
     home = tmp_path_factory.mktemp("serve") / "home"
     with pytest.MonkeyPatch.context() as mp:
@@ -225,9 +225,9 @@ def test_the_monitor_drift_check_reads_the_prediction_log(service, registry):
     for row in rows * 5:
         assert httpx.post(f"{service}/predict", json=row, timeout=10).status_code == 200
     time.sleep(1.5)  # the log's writer flushes every second
-    from lepton.predlog import served_inputs
-    from lepton.scoring import read_reference
-    from tasks.monitor import drift_report
+    from lepton.core.predlog import served_inputs
+    from lepton.core.scoring import read_reference
+    from lepton.tasks.monitor import drift_report
 
     with pytest.MonkeyPatch.context() as mp, tracking.scratch_dir() as tmp:
         mp.setenv("LEPTON_HOME", str(registry))
@@ -235,7 +235,7 @@ def test_the_monitor_drift_check_reads_the_prediction_log(service, registry):
         version = tracking.alias_version(SPEC.model_name, tracking.CHAMPION)
         bundle = tracking.download_bundle(SPEC.model_name, version, Path(tmp))
         reference = read_reference(bundle)
-    from domains import recipes
+    from lepton.domains import recipes
 
     served = recipes.apply(SPEC.recipe_config(), served_inputs(registry / "predictions" / "finance"))
     report = drift_report(SPEC, reference, served)  # the reference includes the recipe's features

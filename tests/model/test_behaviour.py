@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from domains import get_spec
-from lepton.scoring import encode
-from tasks.preprocess import load_domain_data, prepare
-from tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, train_model
+from lepton.core.scoring import encode
+from lepton.domains import get_spec
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, train_model
 
 
 @functools.cache

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from sklearn.metrics import r2_score, roc_auc_score
 
-from domains import get_spec
-from lepton.scoring import MLPModel, load_model
-from tasks.optimise import families, search
-from tasks.preprocess import load_domain_data, prepare
-from tasks.train import fit_linear, fit_mlp, torch_device
+from lepton.core.scoring import MLPModel, load_model
+from lepton.domains import get_spec
+from lepton.tasks.optimise import families, search
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.train import fit_linear, fit_mlp, torch_device
 
 
 def _rings(n=3000, seed=0):

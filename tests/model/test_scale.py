@@ -7,12 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from domains import get_spec
-from tasks.metrics import primary_score
-from tasks.optimise import final_fit, refit_with_validation
-from tasks.preprocess import load_domain_data, prepare
-from tasks.synth import synthesize
-from tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, search_sample, train_model
+from lepton.domains import get_spec
+from lepton.tasks.metrics import primary_score
+from lepton.tasks.optimise import final_fit, refit_with_validation
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.synth import synthesize
+from lepton.tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, search_sample, train_model
 
 
 @functools.cache

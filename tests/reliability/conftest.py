@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def finance_home(tmp_path_factory, dask_cluster, prefect_harness) -> Iterator[Path]:
-    from flows.pipeline import pipeline
+    from lepton.flows.pipeline import pipeline
 
     home = tmp_path_factory.mktemp("reliability") / "home"
     with pytest.MonkeyPatch.context() as mp:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from domains import DOMAINS
+from lepton.domains import DOMAINS
 
 pytestmark = pytest.mark.slow
 LEPTON = str(Path(sys.executable).parent / "lepton")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lepton.core.tables import load
 from lepton.errors import LeptonError
-from tasks.ingest import load
 
 pytestmark = pytest.mark.slow
 

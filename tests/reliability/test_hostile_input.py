@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_spec
-from lepton.cli import app
+from lepton.app.cli import app
+from lepton.core.tables import MAX_COLUMNS, load
+from lepton.domains import get_spec
 from lepton.errors import InputPathError
-from tasks.ingest import MAX_COLUMNS, load
-from tasks.preprocess import validate_tables
+from lepton.tasks.preprocess import validate_tables
 
 SPEC = get_spec("finance")
 

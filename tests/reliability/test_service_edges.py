@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domains import get_spec
-from lepton.serve import MAX_BODY_BYTES, ServeConfig, create_app
-from lepton.settings import load_settings
-from tasks.deploy import input_records
-from tasks.preprocess import load_domain_data, prepare
+from lepton.app.serve import MAX_BODY_BYTES, ServeConfig, create_app
+from lepton.core.inputs import input_records
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
+from lepton.tasks.preprocess import load_domain_data, prepare
 
 pytestmark = [pytest.mark.flow]
 SPEC = get_spec("finance")

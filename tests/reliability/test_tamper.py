@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from domains import get_spec
-from flows.pipeline import pipeline
-from lepton.cli import app
-from tasks.ingest import read_table
+from lepton.app.cli import app
+from lepton.core.tables import read_table
+from lepton.domains import get_spec
+from lepton.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SPEC = get_spec("finance")
@@ -42,8 +42,8 @@ def _model_dir(home: Path) -> Path:
 def test_a_changed_model_store_is_refused_by_lepton_and_the_registry_is_untouched(lepton_home, tmp_path):
     import mlflow
 
-    from lepton import tracking
-    from lepton.settings import load_settings
+    from lepton.core import tracking
+    from lepton.core.settings import load_settings
 
     pipeline(domain="finance", trials=0)
     tracking.configure(load_settings())
@@ -87,8 +87,8 @@ def test_a_changed_model_store_is_refused_by_lepton_and_the_registry_is_untouche
     (bundle_model,) = [p for p in (model / "artifacts" / "bundle").iterdir() if p.name.startswith("model.")]
     bundle_model.write_bytes(bundle_model.read_bytes()[:-8])
     score_refused(f"artifacts/bundle/{bundle_model.name}")
-    from lepton.digest import ModelIntegrityError
-    from lepton.serve import Champion
+    from lepton.app.serve import Champion
+    from lepton.core.digest import ModelIntegrityError
 
     with pytest.raises(ModelIntegrityError, match="not the ones registered"):
         Champion(SPEC.model_name).refresh()

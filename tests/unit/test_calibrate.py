@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from lepton.scoring import apply_calibration
-from tasks.calibrate import fit_calibration
-from tasks.metrics import calibration_error
+from lepton.core.scoring import apply_calibration
+from lepton.tasks.calibrate import fit_calibration
+from lepton.tasks.metrics import calibration_error
 
 
 def _outcomes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

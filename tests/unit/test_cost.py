@@ -9,7 +9,7 @@ import numpy as np
 import psutil
 import pytest
 
-from lepton import cost
+from lepton.core import cost
 from lepton.errors import SettingsError
 
 

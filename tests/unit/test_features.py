@@ -5,11 +5,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from domains import DOMAINS, get_spec, recipes
-from domains.spec import Dtype
-from lepton.engine import cpu_threads, dask_engine
-from tasks.features import compute_features, partitions
-from tasks.ingest import read_table
+from lepton.core.engine import cpu_threads, dask_engine
+from lepton.core.tables import read_table
+from lepton.domains import DOMAINS, get_spec, recipes
+from lepton.domains.spec import Dtype
+from lepton.tasks.features import compute_features, partitions
 
 
 def _raw(name: str) -> pl.DataFrame:
@@ -68,7 +68,7 @@ def test_rolling_features_use_only_the_past():
 
 
 def test_one_row_scored_alone_gets_what_the_frame_path_gives_it():
-    from lepton.scoring import smooth_scores
+    from lepton.core.scoring import smooth_scores
 
     spec = get_spec("manufacturing")
     config = spec.recipe_config()
@@ -85,8 +85,8 @@ def test_one_row_scored_alone_gets_what_the_frame_path_gives_it():
 
 
 def test_trials_on_dask_match_trials_in_one_process(dask_cluster):
-    from tasks.optimise import search
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.tasks.optimise import search
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec("medical")
     data = prepare(spec, *load_domain_data(spec))
@@ -110,7 +110,7 @@ def test_an_existing_cluster_is_used_and_left_running(dask_cluster):
 
 
 def test_a_local_cluster_is_sized_to_the_machine_and_closed_after_the_run():
-    from lepton.engine import machine_cores
+    from lepton.core.engine import machine_cores
 
     with dask_engine() as engine:
         assert not engine.external and engine.address.startswith("inproc://")  # worker threads, shared memory
@@ -121,7 +121,7 @@ def test_a_local_cluster_is_sized_to_the_machine_and_closed_after_the_run():
 
 
 def test_model_inputs_carry_what_the_recipe_orders_rows_by():
-    from tasks.deploy import input_frame
+    from lepton.core.inputs import input_frame
 
     spec = get_spec("manufacturing")
     frame = _raw("manufacturing").head(5)

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domains.infer import Hints, infer_spec, infer_task, make_hints, pii_check, pii_reason, render_spec, slug
-from domains.spec import DomainSpec, Dtype, Role
+from lepton.core.tables import coerce_types
+from lepton.domains.infer import Hints, infer_spec, infer_task, make_hints, pii_check, pii_reason, render_spec, slug
+from lepton.domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import DataError, LeptonError, SpecError
-from tasks.ingest import coerce_types
 
 
 def _table(n=200, seed=0, **extra):
@@ -193,7 +193,7 @@ def test_spec_file_reads_back_to_the_same_spec(tmp_path):
     frame = _table(200, opened=[f"2021-01-{1 + i % 28:02d}" for i in range(200)])
     data = tmp_path / "table.csv"
     frame.write_csv(data)
-    from lepton.api import spec_from_file
+    from lepton.app.api import spec_from_file
 
     inferred = spec_from_file(data, Hints(target="label", template="medical", allow_leakage=("amount",)))
     text = render_spec(inferred.spec, inferred.notes, tmp_path, inferred.why)
@@ -248,10 +248,10 @@ _messy = st.one_of(
 @given(columns=st.lists(_messy, min_size=2, max_size=4), task=st.sampled_from([None, "binary", "regression"]))
 def test_any_table_that_passes_inference_and_preparation_trains_and_scores(columns, task):
     """NaN, infinities, text numbers and dates anywhere: a typed error, or models that score."""
-    from tasks.ingest import coerce_types
-    from tasks.metrics import evaluate
-    from tasks.preprocess import prepare
-    from tasks.train import train_model
+    from lepton.core.tables import coerce_types
+    from lepton.tasks.metrics import evaluate
+    from lepton.tasks.preprocess import prepare
+    from lepton.tasks.train import train_model
 
     table = coerce_types(pl.DataFrame({f"c{i}": v for i, v in enumerate(columns)}, strict=False))
     try:

@@ -4,11 +4,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from domains.infer import Hints, infer_spec
-from domains.spec import LeakageSpec, Role
+from lepton.domains.infer import Hints, infer_spec
+from lepton.domains.spec import LeakageSpec, Role
 from lepton.errors import LeakageError
-from tasks.leakage import check_leakage, feature_scores
-from tasks.preprocess import class_labels, prepare
+from lepton.tasks.labels import class_labels
+from lepton.tasks.leakage import check_leakage, feature_scores
+from lepton.tasks.preprocess import prepare
 
 N = 600
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from domains import get_spec
-from domains.spec import CostModel
-from tasks.deploy import gate_failures
-from tasks.metrics import EvalContext, calibration_error, detection_delay, evaluate, expected_cost
-from tasks.optimise import cost_threshold
+from lepton.domains import get_spec
+from lepton.domains.spec import CostModel
+from lepton.tasks.deploy import gate_failures
+from lepton.tasks.metrics import EvalContext, calibration_error, detection_delay, evaluate, expected_cost
+from lepton.tasks.optimise import cost_threshold
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -71,7 +71,7 @@ def test_gates_name_each_failure_with_numbers():
 
 @pytest.mark.parametrize("metric", ["f1_macro", "accuracy", "balanced_accuracy"])
 def test_the_primary_score_shortcut_equals_the_full_evaluation(metric):
-    from tasks.metrics import primary_score
+    from lepton.tasks.metrics import primary_score
 
     spec = get_spec("manufacturing").model_copy(update={"primary_metric": metric})
     rng = np.random.default_rng(3)

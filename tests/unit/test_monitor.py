@@ -2,8 +2,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from domains.spec import DomainSpec
-from tasks.monitor import drift_report, reference_statistics
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.monitor import drift_report, reference_statistics
 
 SPEC = DomainSpec.model_validate(
     {
@@ -54,8 +54,8 @@ def test_ks_from_the_stored_sketch_matches_scipy_on_the_raw_training_values():
     ks_2samp on the raw data (exact for discrete), and the same verdict at p = 0.01."""
     from scipy import stats
 
-    from domains.spec import DriftSpec
-    from tasks.monitor import numeric_drift, numeric_reference
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import numeric_drift, numeric_reference
 
     rng = np.random.default_rng(3)
     draws = {
@@ -78,8 +78,8 @@ def test_ks_from_the_stored_sketch_matches_scipy_on_the_raw_training_values():
 def test_chi_squared_of_categories_against_the_training_proportions():
     from scipy import stats
 
-    from domains.spec import DriftSpec
-    from tasks.monitor import categorical_drift, categorical_reference
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import categorical_drift, categorical_reference
 
     rng = np.random.default_rng(4)
     training = pl.Series("c", rng.choice(["a", "b", "c"], 30_000, p=[0.5, 0.3, 0.2]))
@@ -95,7 +95,7 @@ def test_chi_squared_of_categories_against_the_training_proportions():
 
 
 def test_prediction_drift_and_the_verdict():
-    from tasks.monitor import prediction_reference
+    from lepton.tasks.monitor import prediction_reference
 
     reference = reference_statistics(_frame(5000), SPEC)
     reference["prediction"] = prediction_reference(SPEC, np.random.default_rng(0).normal(0, 1, 5000), [])
@@ -117,8 +117,8 @@ def test_columns_on_dask_workers_equal_columns_on_local_threads(dask_cluster):
 
 @pytest.mark.parametrize("kind", ["normal", "heavy", "ties", "spikes", "outside"])
 def test_grid_rank_equals_searchsorted_and_psi_bins_equal_a_direct_count(kind):
-    from domains.spec import DriftSpec
-    from tasks.monitor import _bin_proportions, grid_rank, numeric_drift, numeric_reference
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import _bin_proportions, grid_rank, numeric_drift, numeric_reference
 
     rng = np.random.default_rng(7)
     draws = {
@@ -154,8 +154,8 @@ def test_sturges_psi_from_the_sketch_matches_evidently_on_raw_values(shape):
     """``psi_bins: sturges`` reads the training side from the stored sketch; Evidently bins the
     raw training values. Within 0.003 (or 2%) of each other, and the same verdict at 0.1, on shifts
     from none to large (the tails, where the outer bins are small, included)."""
-    from domains.spec import DriftSpec
-    from tasks.monitor import numeric_drift, numeric_reference
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import numeric_drift, numeric_reference
 
     rng = np.random.default_rng(7)
     n = 200_000
@@ -181,7 +181,7 @@ def test_sturges_psi_from_the_sketch_matches_evidently_on_raw_values(shape):
 
 
 def test_reference_cdf_is_exact_at_the_sketch_and_monotone_between():
-    from tasks.monitor import numeric_reference, reference_cdf
+    from lepton.tasks.monitor import numeric_reference, reference_cdf
 
     values = np.random.default_rng(1).gamma(2.0, size=50_000)
     reference = numeric_reference(values, 10, len(values))
@@ -195,8 +195,8 @@ def test_reference_cdf_is_exact_at_the_sketch_and_monotone_between():
 
 
 def test_sturges_psi_counts_infinities_as_missing_and_survives_a_column_of_them():
-    from domains.spec import DriftSpec
-    from tasks.monitor import numeric_drift, numeric_reference, sturges_edges
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import numeric_drift, numeric_reference, sturges_edges
 
     rng = np.random.default_rng(0)
     reference = numeric_reference(rng.normal(size=50_000), 10, 50_000)

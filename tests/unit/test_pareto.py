@@ -3,11 +3,19 @@
 import numpy as np
 import pytest
 
-from domains import get_spec
+from lepton.domains import get_spec
 from lepton.errors import LatencyBudgetError
-from tasks.optimise import as_good_as
-from tasks.pareto import ServingCost, choose, pareto_front, serving_cost
-from tasks.train import DEFAULT_TREE_PARAMS, PRUNE_EVERY, Pruning, TrainedModel, fit_linear, fit_xgboost, train_model
+from lepton.tasks.optimise import as_good_as
+from lepton.tasks.pareto import ServingCost, choose, pareto_front, serving_cost
+from lepton.tasks.train import (
+    DEFAULT_TREE_PARAMS,
+    PRUNE_EVERY,
+    Pruning,
+    TrainedModel,
+    fit_linear,
+    fit_xgboost,
+    train_model,
+)
 
 FAMILIES = ["linear", "xgboost", "mlp"]
 
@@ -95,7 +103,7 @@ def test_the_paired_test_tells_a_model_within_the_noise_from_a_worse_one():
 
 
 def test_a_tree_trial_behind_the_median_of_earlier_ones_is_pruned_at_the_warmup():
-    from tasks.preprocess import load_domain_data, prepare
+    from lepton.tasks.preprocess import load_domain_data, prepare
 
     spec = get_spec("medical")
     data = prepare(spec, *load_domain_data(spec))

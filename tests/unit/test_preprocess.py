@@ -4,10 +4,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domains.spec import DomainSpec
+from lepton.core.tables import fingerprint, read_table
+from lepton.domains.spec import DomainSpec
 from lepton.errors import EmptyDataError, InputPathError, SchemaError
-from tasks.ingest import read_table
-from tasks.preprocess import TabularEncoder, drop_unlabelled, fingerprint, prepare, split_frame, validate
+from lepton.tasks.preprocess import TabularEncoder, drop_unlabelled, prepare, split_frame, validate
 
 
 def _spec(kind="stratified", task="binary"):
@@ -170,8 +170,8 @@ def test_validate_fuzz_only_raises_schema_errors(data):
 
 
 def test_a_holdout_file_is_refused_where_the_split_would_ignore_it(tmp_path):
-    from domains import get_spec
-    from tasks.preprocess import load_domain_data
+    from lepton.domains import get_spec
+    from lepton.tasks.preprocess import load_domain_data
 
     path = tmp_path / "test.csv"
     _frame().write_csv(path)

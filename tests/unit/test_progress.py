@@ -7,19 +7,19 @@ import logging
 
 from rich.console import Console
 
-from domains import get_spec
-from lepton import progress
-from lepton.progress import Event, Steps
-from lepton.terminal import Terminal
-from tasks.optimise import search
-from tasks.preprocess import load_domain_data, prepare
-from tasks.train import search_sample
+from lepton.app.terminal import Terminal
+from lepton.core import progress
+from lepton.core.progress import Event, Steps
+from lepton.domains import get_spec
+from lepton.tasks.optimise import search
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.train import search_sample
 
 SPEC = get_spec("medical")
 
 
 def test_the_search_emits_one_event_per_trial_with_the_best_score_so_far(monkeypatch):
-    monkeypatch.setattr("tasks.optimise.families", lambda: ["linear", "xgboost"])  # no MLP: seconds, not tens
+    monkeypatch.setattr("lepton.tasks.optimise.families", lambda: ["linear", "xgboost"])  # no MLP: seconds, not tens
     data = search_sample(prepare(SPEC, *load_domain_data(SPEC)), 1500, SPEC.split.seed)
     heard: list[Event] = []
     with progress.listening(heard.append, domain="medical"):

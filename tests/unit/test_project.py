@@ -5,14 +5,14 @@ from pathlib import Path
 
 import yaml
 
-from domains import DOMAINS
+from lepton.domains import DOMAINS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_process_pool():
-    from domains import get_spec
-    from flows.monitor import EVENT, resource
+    from lepton.domains import get_spec
+    from lepton.flows.monitor import EVENT, resource
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
@@ -42,6 +42,6 @@ def test_import_has_no_side_effects_on_mlflow():
     import mlflow
 
     before = mlflow.get_tracking_uri()
-    importlib.import_module("lepton.tracking")
-    importlib.import_module("flows.pipeline")
+    importlib.import_module("lepton.core.tracking")
+    importlib.import_module("lepton.flows.pipeline")
     assert mlflow.get_tracking_uri() == before

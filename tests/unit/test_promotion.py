@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from domains import get_spec
-from tasks.promotion import paired_bootstrap, promotion_lock, run_key
+from lepton.domains import get_spec
+from lepton.tasks.promotion import paired_bootstrap, promotion_lock, run_key
 
 SPEC = get_spec("finance")  # primary metric: ROC AUC
 
@@ -115,7 +115,7 @@ def test_the_run_key_changes_with_any_input(change):
 def test_weighted_metrics_equal_sklearn_on_the_drawn_rows():
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from tasks.promotion import _Scorer
+    from lepton.tasks.promotion import _Scorer
 
     y, scores, rng = _scores(500)
     scores = np.round(scores, 1)  # ties

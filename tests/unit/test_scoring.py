@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from lepton.scoring import LinearModel, Scorer, encode, smooth_scores, write_bundle
-from tasks.train import fit_linear, fit_mlp, fit_xgboost
+from lepton.core.scoring import LinearModel, Scorer, encode, smooth_scores, write_bundle
+from lepton.tasks.train import fit_linear, fit_mlp, fit_xgboost
 
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
 
@@ -86,7 +86,7 @@ def test_scorer_names_missing_columns(tmp_path):
 def test_metric_keys_from_any_column_name_are_valid_and_distinct():
     from mlflow.utils.validation import _validate_metric_name
 
-    from lepton.tracking import metric_key
+    from lepton.core.tracking import metric_key
 
     names = ["psi_Balance (€)", "psi_Balance ($)", "psi_plain_name", "psi_größe"]
     keys = [metric_key(n) for n in names]
@@ -114,7 +114,7 @@ def test_smoothing_averages_past_rows_of_the_same_group_only():
 
 
 def test_level_lookup_for_a_few_rows_equals_the_pandas_path():
-    from lepton.scoring import _level_codes
+    from lepton.core.scoring import _level_codes
 
     values = ["x", None, "y", float("nan"), "zzz", 1, 1.5, True, "1"] * 2500  # 22,500 rows: the pandas path
     levels = ["x", "y", "1", "1.5", "True"]

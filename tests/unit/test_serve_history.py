@@ -3,8 +3,8 @@ the whole series would get in one batch."""
 
 import numpy as np
 
-from lepton.scoring import Scorer, load_model
-from lepton.serve import History, Loaded, score_rows
+from lepton.app.serve import History, Loaded, score_rows
+from lepton.core.scoring import Scorer, load_model
 
 RECIPE = {"name": "rolling", "window": 3, "numeric": ["a"], "group": "run", "time": "t"}
 SMOOTHING = {"window": 4, "group": "run", "time": "t"}
@@ -53,7 +53,7 @@ def test_history_is_bounded_per_series_and_in_series():
 
 
 def test_the_prediction_log_keeps_every_row_of_mixed_requests(tmp_path):
-    from lepton.predlog import PredictionLog, read_log
+    from lepton.core.predlog import PredictionLog, read_log
 
     log = PredictionLog(tmp_path, flush_seconds=0.05)
     log.start()

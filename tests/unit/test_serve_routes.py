@@ -7,9 +7,9 @@ import functools
 import httpx
 from fastapi import FastAPI
 
-from domains import get_spec
-from lepton.serve import ServeConfig, create_app
-from lepton.settings import load_settings
+from lepton.app.serve import ServeConfig, create_app
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
 
 SPEC = get_spec("finance")
 

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from domains import DOMAINS, get_spec
-from domains.spec import DomainSpec
+from lepton.domains import DOMAINS, get_spec
+from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, SpecError
 
 

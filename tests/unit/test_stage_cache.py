@@ -5,13 +5,20 @@ import dataclasses
 import numpy as np
 import pytest
 
-from domains import get_spec
-from lepton.cache import KEEP, MANIFEST, StageCache, key
-from tasks.features import FeatureRun
-from tasks.optimise import optimise
-from tasks.preprocess import load_domain_data, prepare
-from tasks.stored import read_optimised, read_prepared, read_trained, write_optimised, write_prepared, write_trained
-from tasks.train import train_task
+from lepton.core.cache import KEEP, MANIFEST, StageCache, key
+from lepton.domains import get_spec
+from lepton.tasks.features import FeatureRun
+from lepton.tasks.optimise import optimise
+from lepton.tasks.preprocess import load_domain_data, prepare
+from lepton.tasks.stored import (
+    read_optimised,
+    read_prepared,
+    read_trained,
+    write_optimised,
+    write_prepared,
+    write_trained,
+)
+from lepton.tasks.train import train_task
 
 SAFE = {".parquet", ".npy", ".json", ".ubj"}
 

@@ -6,11 +6,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from domains import get_spec
-from lepton.cli import app
-from tasks.ingest import read_table
-from tasks.preprocess import validate
-from tasks.synth import synthesize, write_synthetic
+from lepton.app.cli import app
+from lepton.core.tables import read_table
+from lepton.domains import get_spec
+from lepton.tasks.preprocess import validate
+from lepton.tasks.synth import synthesize, write_synthetic
 
 
 def _source(name):
@@ -34,7 +34,7 @@ def test_synthetic_finance_rows_keep_the_schema_and_the_dependence_on_the_target
 def test_synthetic_labels_are_drawn_so_a_model_cannot_memorise_its_way_to_a_perfect_holdout():
     import xgboost as xgb
 
-    from tasks.preprocess import prepare
+    from lepton.tasks.preprocess import prepare
 
     spec, source = _source("finance")
     synthetic = pl.concat(list(synthesize(spec, source, 40_000, seed=5)))
@@ -71,16 +71,16 @@ def test_cli_writes_parquet_and_a_holdout_and_refuses_to_overwrite(tmp_path):
 
 
 def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    import tasks.synth
+    import lepton.tasks.synth
 
     spec, source = _source("finance")
-    real = tasks.synth.synthesize
+    real = lepton.tasks.synth.synthesize
 
     def fails_after_one_chunk(*args, **kwargs):
         yield next(real(*args, **kwargs))
         raise OSError("disk full")  # injected after the first chunk is on disk
 
-    monkeypatch.setattr(tasks.synth, "synthesize", fails_after_one_chunk)
+    monkeypatch.setattr(lepton.tasks.synth, "synthesize", fails_after_one_chunk)
     for name in ("out.parquet", "out.csv"):
         with pytest.raises(OSError, match="disk full"):
             write_synthetic(spec, source, 10, tmp_path / name)

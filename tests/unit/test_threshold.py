@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import stats
 
-from tasks.optimise import cost_threshold, sensitivity_threshold
+from lepton.tasks.optimise import cost_threshold, sensitivity_threshold
 
 
 def _draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def test_no_positives_or_an_unreachable_target():
 
 
 def test_the_cost_threshold_minimises_cost_on_new_rows_better_than_the_default():
-    from domains.spec import CostModel
+    from lepton.domains.spec import CostModel
 
     cost = CostModel(false_negative=5.0, false_positive=1.0)
     y, p = _draw(5000, 2)
@@ -59,7 +59,7 @@ def _normal_scores(n: int, seed: int) -> np.ndarray:
 
 
 def test_the_false_alarm_budget_holds_on_new_normal_rows_at_the_lowest_threshold_the_bound_allows():
-    from tasks.optimise import alarm_threshold
+    from lepton.tasks.optimise import alarm_threshold
 
     budget = 0.05
     scores = _normal_scores(1500, 0)
@@ -77,7 +77,7 @@ def test_the_false_alarm_budget_holds_on_new_normal_rows_at_the_lowest_threshold
 
 
 def test_too_few_normal_rows_raise_no_alarm_on_them_and_say_so():
-    from tasks.optimise import alarm_threshold
+    from lepton.tasks.optimise import alarm_threshold
 
     scores = _normal_scores(30, 1)  # even no alarm in 30 rows cannot show a 5% rate (bound 0.074)
     rule = alarm_threshold(scores, 0.05)
@@ -86,7 +86,7 @@ def test_too_few_normal_rows_raise_no_alarm_on_them_and_say_so():
 
 
 def test_the_alarm_rule_decides_normal_unless_the_fault_probability_reaches_the_threshold():
-    from lepton.scoring import alarm_classes
+    from lepton.core.scoring import alarm_classes
 
     proba = np.array(
         [
@@ -104,7 +104,7 @@ def test_the_alarm_rule_decides_normal_unless_the_fault_probability_reaches_the_
 
 
 def test_autocorrelated_normal_rows_count_as_fewer_and_move_the_threshold_up():
-    from tasks.optimise import alarm_threshold, effective_rows
+    from lepton.tasks.optimise import alarm_threshold, effective_rows
 
     rng = np.random.default_rng(3)
     independent = _normal_scores(2000, 4)

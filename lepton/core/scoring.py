@@ -221,7 +221,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def apply_calibration(state: Mapping[str, Any], p: np.ndarray) -> np.ndarray:
-    """A fitted calibration map (``tasks.calibrate``) applied to probabilities ``p``: sigmoid
+    """A fitted calibration map (``lepton.tasks.calibrate``) applied to probabilities ``p``: sigmoid
     of ``a * logit(p) + b``, or isotonic (linear between its breakpoints, clipped at the ends)."""
     if state["method"] == "sigmoid":
         return 1.0 / (1.0 + np.exp(-(state["a"] * logit(p) + state["b"])))
@@ -278,7 +278,7 @@ def _apply_recipe(recipe: dict, rows: Any) -> dict[str, Any]:
     """``rows`` (a pandas or polars frame, or a mapping of columns) as a mapping of columns,
     with the recipe's derived columns added."""
     try:
-        from domains import recipes
+        from lepton.domains import recipes
     except ImportError:  # inside a logged MLflow model: recipes.py sits beside this file
         import recipes  # type: ignore[no-redef]
 

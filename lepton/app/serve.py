@@ -10,7 +10,7 @@ the model name and version, and the features that moved the score most (XGBoost 
 or coefficient times value for linear models). The champion is re-read from the registry every
 ``poll_seconds``; a moved alias loads the new version beside the old one and swaps it in between
 requests, so no request fails during a promotion. Every prediction goes to the prediction log
-(``lepton.predlog``) that the monitor stage reads.
+(``lepton.core.predlog``) that the monitor stage reads.
 """
 
 import asyncio
@@ -33,13 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from domains.spec import DomainSpec, Dtype
-from lepton import tracking
-from lepton.predlog import PredictionLog
-from lepton.scoring import Scorer, read_reference, smoothed
-from lepton.settings import Settings
+from lepton.core import tracking
+from lepton.core.predlog import PredictionLog
+from lepton.core.scoring import Scorer, read_reference, smoothed
+from lepton.core.settings import Settings
+from lepton.domains.spec import DomainSpec, Dtype
 
-log = logging.getLogger("lepton.serve")
+log = logging.getLogger("lepton.app.serve")
 MAX_BODY_BYTES = 1 << 20  # at least 1 MiB; more when the largest batch of rows needs it
 MAX_BATCH_ROWS = 5_000
 ROW_BYTES = 48  # room per field of a JSON row beyond its name (a full-precision float, quotes, comma)

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from domains import DOMAINS
-from lepton.api import prepare_environment
-from lepton.settings import DEFAULT_TRIALS, load_settings
+from lepton.app.api import prepare_environment
+from lepton.core.settings import DEFAULT_TRIALS, load_settings
+from lepton.domains import DOMAINS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lepton: tabular data to a monitored model.")
 err = Console(stderr=True)
@@ -30,7 +30,7 @@ err = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Lepton: tabular data to a monitored, served, continuously retrained model."""
-    from lepton.settings import quiet_consoles
+    from lepton.core.settings import quiet_consoles
 
     quiet_consoles()  # every command, before its first import of Prefect or MLflow
 
@@ -43,7 +43,7 @@ def start_prefect_api_early() -> threading.Thread:
     import prefect  # noqa: F401
 
     def start() -> None:
-        from lepton.stack import start_temporary_prefect
+        from lepton.app.stack import start_temporary_prefect
 
         with contextlib.suppress(Exception):  # the flow's own start reports any real failure
             start_temporary_prefect(load_settings().home)
@@ -179,11 +179,11 @@ def _environment(distributed: bool) -> Path:
 
 
 def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True, view: Any = None):
-    """Run one pipeline (a ``lepton.api.Job``) with live progress on ``view`` (a
-    ``lepton.terminal.Terminal``; None with --json); a user error exits with its message."""
-    from flows.pipeline import pipeline
-    from lepton import progress
+    """Run one pipeline (a ``lepton.app.api.Job``) with live progress on ``view`` (a
+    ``lepton.app.terminal.Terminal``; None with --json); a user error exits with its message."""
+    from lepton.core import progress
     from lepton.errors import LeptonError
+    from lepton.flows.pipeline import pipeline
 
     label = job.spec.name
     _print_notes(label, job.notes)
@@ -203,11 +203,11 @@ def _run_one(job: Any, trials: int, as_json: bool, cache: bool = True, view: Any
 
 
 def _reuse(job: Any, trials: int, as_json: bool, cache: bool):
-    """The earlier result when nothing this run depends on changed (``lepton.rerun``), shown
+    """The earlier result when nothing this run depends on changed (``lepton.flows.rerun``), shown
     as a run's would be; None when the pipeline must run."""
-    from lepton.rerun import up_to_date
+    from lepton.flows.rerun import up_to_date
 
-    result = up_to_date(job, trials, cache)
+    result = up_to_date(job.spec, job.data, job.holdout, job.append, trials, cache)
     if result is None:
         return None
     label = job.spec.name
@@ -231,7 +231,7 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = Tru
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    from lepton.engine import dask_engine
+    from lepton.core.engine import dask_engine
 
     settings = load_settings()
     previous = os.environ.get("LEPTON_DASK_ADDRESS")
@@ -334,9 +334,9 @@ def _run_command(
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
     home = _environment(distributed)
 
-    from lepton.api import preflight, resolve
+    from lepton.app.api import preflight, resolve
+    from lepton.core.tables import resolve_input
     from lepton.errors import LeptonError
-    from tasks.ingest import resolve_input
 
     try:
         if all_domains:
@@ -361,7 +361,7 @@ def _run_command(
         _quiet_console_for_user_errors()
         api_started.join()
         run_jobs = _run_together if len(pending) > 1 else lambda js, *rest: [_run_one(js[0], *rest)]
-        from lepton.terminal import Terminal
+        from lepton.app.terminal import Terminal
 
         view = None if as_json else Terminal(err)
         with view or contextlib.nullcontext():
@@ -409,8 +409,8 @@ def init(
     encoding: Encoding = None,
 ) -> None:
     """Write a commented domain spec for your table, to review and then `lepton run --spec`."""
-    from domains.infer import make_hints, render_spec
-    from lepton.api import spec_from_file
+    from lepton.app.api import spec_from_file
+    from lepton.domains.infer import make_hints, render_spec
     from lepton.errors import InputPathError, LeptonError
 
     if (data is None) == (data_option is None):
@@ -453,9 +453,9 @@ def synth(
     domain split on a given test file, a holdout file is written beside it."""
     import polars as pl
 
-    from domains import get_spec
-    from tasks.ingest import read_table
-    from tasks.synth import write_synthetic
+    from lepton.core.tables import read_table
+    from lepton.domains import get_spec
+    from lepton.tasks.synth import write_synthetic
 
     if domain not in DOMAINS:
         _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
@@ -495,8 +495,8 @@ def monitor(
     """Drift of a new batch, or of what the service logged, against the champion's training
     data: PSI and KS / chi-squared per feature, drift of the model's output, metrics when labels
     come with the rows; an HTML report, an MLflow run, and a Prefect event when it drifted."""
-    from flows.monitor import monitor as monitor_flow
     from lepton.errors import LeptonError
+    from lepton.flows.monitor import monitor as monitor_flow
 
     _environment(False)
     chosen = _chosen_spec(domain, spec)
@@ -550,7 +550,7 @@ def cost(
 ) -> None:
     """The domain's pipeline runs, oldest first: cost (USD, CPU-seconds, memory, energy), holdout
     quality and single-row scoring latency side by side, from MLflow."""
-    from lepton import tracking
+    from lepton.core import tracking
 
     _environment(False)
     chosen = _chosen_spec(domain, spec)
@@ -608,7 +608,7 @@ def simulate_drift(
     """Write a realistically drifted, labelled batch in the domain's schema (a riskier applicant
     mix, an older cohort, a plant where some faults became common), to watch the loop:
     `lepton monitor DOMAIN --data PATH`."""
-    from tasks.drift_demo import write_drifted
+    from lepton.tasks.drift_demo import write_drifted
 
     chosen = _chosen_spec(domain, spec)
     if output is None:
@@ -633,7 +633,7 @@ def ui(
     """Start a Prefect server (schedules, runs, automations) and an MLflow server (runs, models)
     on 127.0.0.1 with lean settings, over Lepton's state (LEPTON_HOME, or PostgreSQL from
     LEPTON_PREFECT_DATABASE_URL and LEPTON_MLFLOW_BACKEND_URI); stop both with Ctrl-C."""
-    from lepton import stack
+    from lepton.app import stack
     from lepton.errors import LeptonError
 
     home = _environment(False)
@@ -675,7 +675,7 @@ def deploy_command() -> None:
     """Create the `lepton-process` work pool and apply prefect.yaml on the Prefect server at
     PREFECT_API_URL: per domain a pipeline deployment (weekly, and on a drift event) and a
     monitor deployment (daily)."""
-    from lepton import stack
+    from lepton.app import stack
     from lepton.errors import LeptonError
 
     _environment(False)
@@ -691,7 +691,7 @@ def deploy_command() -> None:
 def worker() -> None:
     """Run the `lepton-process` pool's worker (Prefect), which starts the deployments' flow runs
     with this environment (LEPTON_HOME, MLFLOW_TRACKING_URI, PREFECT_API_URL)."""
-    from lepton import stack
+    from lepton.app import stack
 
     _environment(False)
     env = stack.lean_environment(load_settings())
@@ -704,7 +704,7 @@ def worker() -> None:
 def _mlflow_ui(tracking_uri: str) -> str:
     """Where to compare runs: the tracking server itself, or the command that opens a local store."""
     if tracking_uri.startswith(("http://", "https://")):
-        from lepton.tracking import ui_link
+        from lepton.core.tracking import ui_link
 
         return ui_link(tracking_uri)
     return f"mlflow ui --backend-store-uri {tracking_uri}"
@@ -721,8 +721,8 @@ def _unknown_domain(name: str) -> str:
 
 def _chosen_spec(domain: str | None, spec: Path | None):
     """The built-in domain or the spec file the user named (exactly one); exits 2 otherwise."""
-    from domains import get_spec
-    from domains.spec import DomainSpec
+    from lepton.domains import get_spec
+    from lepton.domains.spec import DomainSpec
     from lepton.errors import LeptonError
 
     try:
@@ -751,8 +751,8 @@ def score(
     group and time columns with `prediction` and `score`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from flows.score import score as score_flow
     from lepton.errors import LeptonError
+    from lepton.flows.score import score as score_flow
 
     _environment(False)
     if spec is not None and input_file is None and domain is not None:  # `lepton score --spec S INPUT`
@@ -765,8 +765,8 @@ def score(
     total = _row_count(input_file)
     _quiet_console_for_user_errors()  # a bad file is one clear message, not a traceback too
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    from lepton import progress
-    from lepton.terminal import Terminal
+    from lepton.app.terminal import Terminal
+    from lepton.core import progress
 
     plain = None if err.is_terminal else Terminal(err)  # off a terminal: a plain line per chunk, now and then
     with Progress(*columns, console=err, transient=True) as bar, progress.listening(plain, domain=chosen.name):
@@ -818,7 +818,7 @@ def serve(
     /metrics)."""
     import uvicorn
 
-    from lepton.serve import ServeConfig, create_app
+    from lepton.app.serve import ServeConfig, create_app
 
     home = _environment(False)
     chosen = _chosen_spec(domain, spec)

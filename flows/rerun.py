@@ -18,16 +18,16 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING
 
-from lepton.cache import StageCache, read_json, stage_keys, write_json
-from lepton.cost import Prices, Usage, total
-from lepton.engine import choose_device
-from lepton.result import STAGES, PipelineResult
-from lepton.settings import load_settings
+from lepton.core.cache import StageCache, read_json, stage_keys, write_json
+from lepton.core.cost import Prices, Usage, total
+from lepton.core.engine import choose_device
+from lepton.core.result import STAGES, PipelineResult
+from lepton.core.settings import load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from lepton.api import Job
+    from lepton.domains.spec import DomainSpec
 
 STAGE = "run"  # the record's folder in the stage cache, beside preprocess, train, optimise
 RESULT = "result.json"
@@ -42,19 +42,27 @@ def remember(store: StageCache, entry: str, result: PipelineResult) -> None:
     store.store(STAGE, entry, result, write, replace=True)  # the newest run with these inputs
 
 
-def up_to_date(job: Job, trials: int, cache: bool = True) -> PipelineResult | None:
-    """The earlier result of this very run when nothing it depends on changed, else None."""
+def up_to_date(
+    spec: DomainSpec,
+    data: str | None,
+    holdout: str | None,
+    append: str | None,
+    trials: int,
+    cache: bool = True,
+) -> PipelineResult | None:
+    """The earlier result of this very run (``spec`` on the files the flow would read) when
+    nothing it depends on changed, else None."""
     if not cache:
         return None
     started = time.perf_counter()
     settings = load_settings()
     device = choose_device(settings.device)
-    from tasks.ingest import input_files
+    from lepton.core.tables import input_files
 
-    keys = stage_keys(job.spec, input_files(job.spec, job.data, job.holdout, job.append), settings, device, trials)
+    keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials)
     if keys is None:
         return None
-    store = StageCache(settings.home / "cache", job.spec.name)
+    store = StageCache(settings.home / "cache", spec.name)
     record = store.load(STAGE, keys.run, lambda folder: PipelineResult(**read_json(folder / RESULT)))
     if record is None or not _registry_agrees(record, settings):
         return None
@@ -64,7 +72,7 @@ def up_to_date(job: Job, trials: int, cache: bool = True) -> PipelineResult | No
 
 def _registry_agrees(record: PipelineResult, settings) -> bool:
     """The run finished and the aliases are where it left them."""
-    from lepton import tracking
+    from lepton.core import tracking
 
     tracking.configure(settings)
     if tracking.run_status(record.run_id) != "FINISHED":

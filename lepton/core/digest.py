@@ -4,7 +4,7 @@ The manifest lists every file of a logged model (``MLmodel``, ``code/``, the bun
 examples, the environment files) by relative path with its SHA-256; the digest is the SHA-256
 of that list. Both are recorded as tags of the model version at registration (``lepton.digest``,
 ``lepton.files``): in the tracking database, not in the artifact store, so write access to the
-artifacts alone cannot make a changed model pass. (``lepton/pyfunc_entry.py`` computes the same
+artifacts alone cannot make a changed model pass. (``lepton/core/pyfunc_entry.py`` computes the same
 digest with its own few lines: it must not import the code it is checking.)
 """
 

@@ -1,4 +1,4 @@
-"""How ``lepton run`` shows a run's progress events (``lepton.progress``) on its stderr.
+"""How ``lepton run`` shows a run's progress events (``lepton.core.progress``) on its stderr.
 
 On a terminal, one live line per domain (rich: spinner, stage, trial k of N with the best score
 so far, elapsed and ETA) above which each finished stage is printed once. Elsewhere (CI, cron,
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from lepton.progress import Event
+from lepton.core.progress import Event
 
 PLAIN_EVERY = 10.0  # seconds between two plain lines of one stage's steps
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lepton.core import tables
+from lepton.core.tables import NULL_TOKENS, coerce_types, load, read_table
 from lepton.errors import EmptyDataError, InputPathError, LeptonError, SchemaError
-from tasks import ingest
-from tasks.ingest import NULL_TOKENS, coerce_types, load, read_table
 
 
 def _write(tmp_path, name, text, encoding="utf-8"):
@@ -121,7 +121,7 @@ def test_bad_paths_are_refused_with_the_reason(tmp_path, monkeypatch):
     for name, (error, message) in cases.items():
         with pytest.raises(error, match=message):
             read_table(tmp_path / name)
-    monkeypatch.setattr(ingest, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(tables, "MAX_FILE_BYTES", 100)
     with pytest.raises(InputPathError, match="over the"):
         read_table(tmp_path / "big.csv")
 

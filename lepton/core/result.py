@@ -1,5 +1,5 @@
 """What one domain's run produced: the ``lepton run --json`` summary, kept free of heavy imports
-(the no-change re-run in ``lepton.rerun`` rebuilds it from the cache without Prefect or Dask)."""
+(the no-change re-run in ``lepton.flows.rerun`` rebuilds it from the cache without Prefect or Dask)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class PipelineResult:
     notes: list[str] = field(default_factory=list)
     choice: str = ""  # why the optimiser chose this model
     engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
-    cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.cost)
-    up_to_date: bool = False  # nothing changed since the run it repeats: reused whole (lepton.rerun)
+    cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.core.cost)
+    up_to_date: bool = False  # nothing changed since the run it repeats: reused whole (lepton.flows.rerun)
 
     def as_json(self) -> dict[str, Any]:
         keys = (

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from domains.spec import DomainSpec
-    from lepton.settings import Settings
+    from lepton.core.settings import Settings
+    from lepton.domains.spec import DomainSpec
 
 T = TypeVar("T")
 KEEP = 5
 MANIFEST = "entry.json"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("lepton", "tasks", "flows", "domains")
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class StageKeys:
     prepared: str  # preprocess and features together: the input files' bytes, the spec, the code
     train: str
     optimise: str
-    run: str  # the whole run's result (``lepton.rerun``): the optimise key and the MLflow store
+    run: str  # the whole run's result (``lepton.flows.rerun``): the optimise key and the MLflow store
 
 
 def stage_keys(

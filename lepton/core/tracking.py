@@ -23,9 +23,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from domains import recipes
-from lepton import digest
-from lepton.settings import Settings
+from lepton.core import digest
+from lepton.core.settings import Settings
+from lepton.domains import recipes
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -47,7 +47,7 @@ def configure(settings: Settings) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if uri not in _READY and uri.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
-        from lepton.locks import exclusive
+        from lepton.core.locks import exclusive
 
         with exclusive(settings.home, "mlflow-store", store_lock_url(settings)):
             client = MlflowClient()

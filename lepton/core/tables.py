@@ -1,9 +1,12 @@
-"""Ingest: read a user's CSV or Parquet file as it really is, into a typed polars frame.
+"""Tables: read a user's CSV or Parquet file as it really is, into a typed polars frame.
 
 Real files are messy. This module sniffs the delimiter and quoting, accepts a UTF-8 BOM, decodes
 other encodings only when asked (and says so when a file is not UTF-8), rejects duplicate column
 names, trims whitespace, reads numbers stored as text as numbers and datetimes as datetimes. Every
 decision is returned as a note so the CLI can say what it did.
+
+A foundation module, not a stage: the preprocess stage, the monitor, the scoring flow, the
+Python API and the service all read tables through it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import bz2
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -26,7 +30,7 @@ import polars as pl
 from lepton.errors import DataError, EmptyDataError, InputPathError, Problem, SchemaError
 
 if TYPE_CHECKING:
-    from domains.spec import DomainSpec
+    from lepton.domains.spec import DomainSpec
 
 MAX_FILE_BYTES = 20 * 2**30
 READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -448,3 +452,12 @@ def input_files(
         return [resolve_input(path) for path in paths]
     except DataError:
         return None
+
+
+def fingerprint(*frames: pl.DataFrame) -> str:
+    """Content hash of the tables (schema and every value); equal data gives equal fingerprints."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(str(frame.schema).encode())
+        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+    return digest.hexdigest()

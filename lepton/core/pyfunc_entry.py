@@ -1,9 +1,9 @@
 """MLflow "model from code" entry point: MLflow copies this file into each logged model.
 
 It holds no weights: ``load_context`` reads the safe bundle (JSON + XGBoost UBJ) logged beside
-it, with ``lepton/scoring.py`` carried in the model's ``code/`` directory. Before it imports that
+it, with ``lepton/core/scoring.py`` carried in the model's ``code/`` directory. Before it imports that
 code or reads the bundle, it checks every file of the model against the fingerprint the registry
-recorded for the version (``lepton.digest``, see ``lepton/digest.py``), when MLflow loaded it from
+recorded for the version (``lepton.digest``, see ``lepton/core/digest.py``), when MLflow loaded it from
 the registry (``models:/...``). MLflow itself has by then read ``MLmodel`` and run this file:
 what they say runs before any check (see the README's security notes).
 """

@@ -19,11 +19,11 @@ from typing import Any
 
 import polars as pl
 
-from domains.infer import Hints, Inferred, infer_spec, make_hints, slug
-from domains.spec import DomainSpec, LeakageSpec, Role
-from lepton.cost import load_prices
+from lepton.core.cost import load_prices
+from lepton.core.settings import DEFAULT_TRIALS, load_settings, quiet_consoles, quiet_telemetry
+from lepton.domains.infer import Hints, Inferred, infer_spec, make_hints, slug
+from lepton.domains.spec import DomainSpec, LeakageSpec, Role
 from lepton.errors import SpecError
-from lepton.settings import DEFAULT_TRIALS, load_settings, quiet_consoles, quiet_telemetry
 
 
 def prepare_environment() -> Path:
@@ -42,7 +42,7 @@ def prepare_environment() -> Path:
 def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = None) -> Inferred:
     """Read the user's file (sniffing its format) and infer its spec; the reader's notes first.
     A ``holdout`` file makes the split "given": it is the test set, checked against the same spec."""
-    from tasks.ingest import load
+    from lepton.core.tables import load
 
     loaded = load(path, hints.encoding)
     inferred = infer_spec(loaded.frame, hints, loaded.path, _holdout_path(holdout))
@@ -50,7 +50,7 @@ def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = 
 
 
 def _holdout_path(holdout: str | Path | None) -> Path | None:
-    from tasks.ingest import resolve_input
+    from lepton.core.tables import resolve_input
 
     return resolve_input(holdout) if holdout is not None else None
 
@@ -58,8 +58,7 @@ def _holdout_path(holdout: str | Path | None) -> Path | None:
 def spec_from_frame(frame: Any, hints: Hints, home: Path, holdout: str | Path | None = None) -> Inferred:
     """Infer a spec for an in-memory table and keep a copy of it (PII columns left out) under
     ``home/inputs`` for the flow to read; the file name carries the content hash."""
-    from tasks.ingest import coerce_types
-    from tasks.preprocess import fingerprint
+    from lepton.core.tables import coerce_types, fingerprint
 
     if not isinstance(frame, pl.DataFrame):
         try:
@@ -103,7 +102,7 @@ class RunResult:
 
     spec: DomainSpec
     notes: tuple[str, ...]
-    pipeline: Any = field(repr=False)  # lepton.result.PipelineResult
+    pipeline: Any = field(repr=False)  # lepton.core.result.PipelineResult
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -145,7 +144,7 @@ class RunResult:
     def _model(self):
         import mlflow.pyfunc
 
-        from lepton import tracking
+        from lepton.core import tracking
 
         tracking.configure(load_settings())
         return mlflow.pyfunc.load_model(self.model_uri)
@@ -154,8 +153,8 @@ class RunResult:
         """Score rows (polars or pandas, typed as the training file was read: text numbers,
         percentages and dates are parsed the same way) with the registered model, as MLflow
         serves it: a pandas frame with ``prediction`` (and ``score`` for classes)."""
-        from tasks.deploy import input_frame
-        from tasks.ingest import coerce_types
+        from lepton.core.inputs import input_frame
+        from lepton.core.tables import coerce_types
 
         frame = coerce_types(rows if isinstance(rows, pl.DataFrame) else pl.from_pandas(rows))
         inputs = input_frame(self.spec, frame, strict=False)
@@ -186,7 +185,7 @@ def run(
         holdout: a test file, for specs that split on a given file.
         allow_leakage_of: columns the leakage sentinel may let through.
         cache: reuse the stages whose inputs, spec and code are unchanged, or the whole earlier
-            result when nothing changed (``lepton.rerun``); False: ``--no-cache``.
+            result when nothing changed (``lepton.flows.rerun``); False: ``--no-cache``.
         **hints: anything ``lepton run`` takes as a flag: task, template, name, time_col, group_col,
             id_cols, pii_cols, drop_cols, positive_class, encoding.
     Returns:
@@ -194,12 +193,13 @@ def run(
     """
     home = prepare_environment()
     job = resolve(data, target, spec, domain, tuple(allow_leakage_of), hints, home, holdout)
-    from lepton.rerun import up_to_date
+    from lepton.flows.rerun import up_to_date
 
-    result = up_to_date(job, trials, cache)  # nothing changed since the same run: its result
+    # nothing changed since the same run: its result
+    result = up_to_date(job.spec, job.data, job.holdout, job.append, trials, cache)
     if result is None:
-        from flows.pipeline import pipeline
-        from lepton.stack import start_temporary_prefect
+        from lepton.app.stack import start_temporary_prefect
+        from lepton.flows.pipeline import pipeline
 
         preflight(job)
         start_temporary_prefect(home)
@@ -231,7 +231,7 @@ def resolve(
 ) -> Job:
     """Turn what the user gave into a Job: a built-in domain (optionally on the user's files), a
     spec file, or a table and its target (the spec inferred, a holdout file making a given split)."""
-    from domains import DOMAINS, get_spec
+    from lepton.domains import DOMAINS, get_spec
 
     given = [n for n, v in (("spec", spec), ("domain", domain), ("target", target)) if v is not None]
     if len(given) != 1:
@@ -264,8 +264,8 @@ def resolve(
 
 def preflight(job: Job) -> None:
     """Bad input and leaking columns stop the run here, with a typed error, before Prefect, Dask
-    or MLflow start (``tasks.preprocess.preflight``); the flow checks again on its own."""
-    from tasks.preprocess import preflight as check
+    or MLflow start (``lepton.flows.pipeline.preflight``); the flow checks again on its own."""
+    from lepton.flows.pipeline import preflight as check
 
     check(job.spec, job.data, job.holdout, job.append)
 

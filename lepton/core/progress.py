@@ -2,7 +2,7 @@
 
 Stages, trials, scoring chunks and decisions call ``emit``. The event goes to the listener the
 caller set with ``listening`` (the CLI draws it: a live line on a terminal, periodic plain lines
-otherwise; ``lepton.terminal``) and, inside a Prefect flow or task run, to that run's logger, so
+otherwise; ``lepton.app.terminal``) and, inside a Prefect flow or task run, to that run's logger, so
 the same words are in the UI's Logs tab and in a worker's terminal. Flows and tasks stay free
 of display code; a listener never changes what a run computes.
 """

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton.core.settings import Settings
 from lepton.errors import LeptonError
-from lepton.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]  # where prefect.yaml and the flows live
 POOL = "lepton-process"
@@ -128,7 +128,7 @@ def start_temporary_prefect(home: Path) -> None:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
-    from lepton.locks import exclusive
+    from lepton.core.locks import exclusive
 
     server = SubprocessASGIServer()
     if server.running:
@@ -163,7 +163,7 @@ def lean_environment(settings: Settings, base: Mapping[str, str] | None = None) 
     env.setdefault("PREFECT_API_SERVICES_FOREMAN_ENABLED", "false")  # no work-pool health pings
     env.setdefault("PREFECT_SERVER_SERVICES_FOREMAN_ENABLED", "false")
     # Flow and task run logs at INFO reach the API (the UI's Logs tab) and a worker's terminal;
-    # the CLI's own console stays at WARNING (``lepton.api.prepare_environment``) but not here.
+    # the CLI's own console stays at WARNING (``lepton.app.api.prepare_environment``) but not here.
     for name in ("PREFECT_LOGGING_LEVEL", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"):
         env[name] = "INFO"
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts its server by name

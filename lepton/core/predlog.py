@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-log = logging.getLogger("lepton.predlog")
+log = logging.getLogger("lepton.core.predlog")
 _STOP = object()
 
 
