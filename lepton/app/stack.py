@@ -24,7 +24,7 @@ from pathlib import Path
 from lepton.core.settings import Settings
 from lepton.errors import LeptonError
 
-PROJECT = Path(__file__).resolve().parents[1]  # where prefect.yaml and the flows live
+PROJECT = Path(__file__).resolve().parents[2]  # where prefect.yaml and the flows live
 POOL = "lepton-process"
 BIN = Path(sys.executable).parent
 

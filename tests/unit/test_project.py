@@ -1,6 +1,10 @@
 """The project's declarative files agree with the code."""
 
 import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -22,7 +26,8 @@ def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_
         domain, kind = name.rsplit("-", 1)
         path, function = deployment["entrypoint"].split(":")
         assert (ROOT / path).is_file()
-        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+        module = "lepton." + path.removesuffix(".py").replace("/", ".")  # flows/ installs as lepton.flows
+        flow = getattr(importlib.import_module(module), function)
         assert flow.name == flows[kind]
         assert deployment["parameters"]["domain"] == domain
         assert deployment["work_pool"]["name"] == "lepton-process"
@@ -38,10 +43,31 @@ def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_
             assert len(deployment["schedules"]) == 1
 
 
-def test_import_has_no_side_effects_on_mlflow():
-    import mlflow
+# Run in a fresh interpreter: in the suite's own process every module is long imported, so an
+# import's side effect would have happened before the check.
+IMPORT_EVERYTHING = """
+import json, os, pkgutil, importlib, sys
+import mlflow
+before = (mlflow.get_tracking_uri(), dict(os.environ), sorted(os.listdir(".")))
+import lepton
+names = sorted(m.name for m in pkgutil.walk_packages(lepton.__path__, "lepton."))
+for extra in ("lepton.domains", "lepton.tasks", "lepton.flows"):
+    names += sorted(m.name for m in pkgutil.walk_packages(importlib.import_module(extra).__path__, extra + "."))
+for name in names:
+    importlib.import_module(name)
+after = (mlflow.get_tracking_uri(), dict(os.environ), sorted(os.listdir(".")))
+print(json.dumps({"modules": len(names), "same": before == after,
+                  "env": sorted(set(after[1].items()) ^ set(before[1].items())), "files": after[2]}))
+"""
 
-    before = mlflow.get_tracking_uri()
-    importlib.import_module("lepton.core.tracking")
-    importlib.import_module("lepton.flows.pipeline")
-    assert mlflow.get_tracking_uri() == before
+
+def test_importing_every_module_changes_nothing(tmp_path):
+    """No module of any layer configures MLflow, writes the environment or creates a file when
+    imported: that happens when a command or flow runs, never at import."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LEPTON_"))}
+    out = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["modules"] > 50  # every layer was imported, not an empty walk
+    assert report["same"], report
