@@ -252,7 +252,7 @@ def record(
     history = _history(spec.model_name)
     created = datetime.now(UTC)
     experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings, f"Drift of {spec.name} batches")
-    tags = {"lepton.domain": spec.name, "lepton.model_version": version, "lepton.role": "monitor"}
+    tags = {tracking.Tag.DOMAIN: spec.name, tracking.Tag.MODEL_VERSION: version, tracking.Tag.ROLE: "monitor"}
     run_id = tracking.start_run(experiment, f"{spec.name}-monitor v{version}", tags)
     try:
         tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
@@ -272,8 +272,8 @@ def record(
         tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
         local = _keep_report(settings, spec, created, page)
         tracking.log_artifact(run_id, local, "monitor")
-        tracking.set_tags(run_id, {"lepton.drift": "detected" if report.detected else "none",
-                                   "lepton.drifted_features": ",".join(report.drifted)[:5000]})  # fmt: skip
+        tracking.set_tags(run_id, {tracking.Tag.DRIFT: "detected" if report.detected else "none",
+                                   tracking.Tag.DRIFTED_FEATURES: ",".join(report.drifted)[:5000]})  # fmt: skip
         _artifact(spec, version, report, str(local))
         tracking.end_run(run_id)
     except BaseException:

@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from lepton.core import tracking
+from lepton.core.identity import code_identity
 from lepton.core.inputs import input_frame, input_records, signature
 from lepton.core.progress import emit
 from lepton.core.scoring import Scorer, alarm_classes, smoothed, write_bundle
@@ -31,7 +32,6 @@ from lepton.tasks.preprocess import PreparedData
 from lepton.tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
 from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, holdout_context
 
-RUN_KEY = "lepton.run_key"  # tags the version a run's inputs registered (lepton.tasks.promotion.run_key)
 REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
 
 
@@ -256,11 +256,11 @@ def _log_trials(experiment: str, run_id: str, spec: DomainSpec, opt: OptimiseRes
         }
         tags = {
             **common,
-            "lepton.role": "trial",
-            "lepton.trial_state": t.state,
-            "lepton.source": t.source,
-            "lepton.on_front": str(t.on_front),
-            "lepton.chosen": str(t.chosen),
+            tracking.Tag.ROLE: "trial",
+            tracking.Tag.TRIAL_STATE: t.state,
+            tracking.Tag.SOURCE: t.source,
+            tracking.Tag.ON_FRONT: str(t.on_front),
+            tracking.Tag.CHOSEN: str(t.chosen),
         }
         children.append((f"{spec.name}-trial-{t.number}", {"family": t.family, **t.params}, metrics, tags))
     tracking.log_child_runs(experiment, run_id, children)
@@ -299,12 +299,13 @@ def record_run(
         spec.model_name, settings, f"{spec.description or spec.name} (Lepton pipeline runs)"
     )
     common = {
-        "lepton.domain": spec.name,
-        "lepton.data_fingerprint": data.fingerprint,
-        "lepton.spec_hash": spec.spec_hash(),
-        "lepton.git_commit": tracking.git_commit(),
+        tracking.Tag.DOMAIN: spec.name,
+        tracking.Tag.DATA_FINGERPRINT: data.fingerprint,
+        tracking.Tag.SPEC_HASH: spec.spec_hash(),
+        tracking.Tag.CODE: code_identity().key,
+        tracking.Tag.GIT_COMMIT: tracking.git_commit(),
     }
-    run_id = tracking.start_run(experiment, f"{spec.name}-pipeline", {**common, "lepton.role": "candidate"})
+    run_id = tracking.start_run(experiment, f"{spec.name}-pipeline", {**common, tracking.Tag.ROLE: "candidate"})
     candidate = opt.candidate
     run_params = {
         "domain": spec.name,
@@ -325,7 +326,7 @@ def record_run(
     tracking.log_params(run_id, {**run_params, **model})
     if spec.task == "binary":
         tracking.log_params(run_id, {"threshold": round(evaluation.threshold, 6)})
-    tracking.set_tags(run_id, {"lepton.choice": opt.reason, "lepton.device": candidate.device})
+    tracking.set_tags(run_id, {tracking.Tag.CHOICE: opt.reason, tracking.Tag.DEVICE: candidate.device})
     tracking.log_metrics(
         run_id,
         {
@@ -339,7 +340,7 @@ def record_run(
     _log_plots(run_id, spec, data, candidate, evaluation)
 
     base_id = tracking.start_run(
-        experiment, f"{spec.name}-baseline", {**common, "lepton.role": "baseline"}, parent_run_id=run_id
+        experiment, f"{spec.name}-baseline", {**common, tracking.Tag.ROLE: "baseline"}, parent_run_id=run_id
     )
     threshold = {"threshold": round(evaluation.baseline_threshold, 6)} if spec.task == "binary" else {}
     tracking.log_params(base_id, {"family": "linear", **trained.baseline.params, **threshold})
@@ -369,7 +370,7 @@ def register_and_gate(
         spec, evaluation.scores, [str(c) for c in data.classes], alarm_normal(spec, data.classes), evaluation.threshold
     )
     with promotion_lock(settings.home, spec.model_name, settings.lock_url):
-        version = tracking.find_version(spec.model_name, RUN_KEY, key)
+        version = tracking.find_version(spec.model_name, tracking.Tag.RUN_KEY, key)
         resumed = version is not None
         if version is None:
             version, latency = _register(spec, data, opt, evaluation, run_id, reference, key)
@@ -403,12 +404,12 @@ def register_and_gate(
         tracking.set_alias(spec.model_name, tracking.CHAMPION if promoted else tracking.CHALLENGER, version)
         if promoted and tracking.alias_version(spec.model_name, tracking.CHALLENGER) == version:
             tracking.delete_alias(spec.model_name, tracking.CHALLENGER)  # one version, one role
-        tracking.set_version_tags(spec.model_name, version, {"lepton.decision": decision})  # the decision is done
+        tracking.set_version_tags(spec.model_name, version, {tracking.Tag.DECISION: decision})  # the decision is done
         tracking.describe_version(spec.model_name, version, version_description(spec, version, promoted, reasons))
-    tags = {"lepton.promoted": str(promoted), "lepton.version": version, "lepton.decision": decision}
+    tags = {tracking.Tag.PROMOTED: str(promoted), tracking.Tag.VERSION: version, tracking.Tag.DECISION: decision}
     tags[tracking.NOTE] = f"{version_description(spec, version, promoted, reasons)}\n\nChosen: {opt.reason}"
     if resumed:
-        tags["lepton.resumed_version"] = version  # registered by an earlier run with the same inputs
+        tags[tracking.Tag.RESUMED_VERSION] = version  # registered by an earlier run with the same inputs
     tracking.set_tags(run_id, tags)
     if comparison is not None:
         tracking.log_metrics(run_id, {"champion_delta": comparison.delta, "champion_p_value": comparison.p_value})
@@ -468,11 +469,12 @@ def _register(
         tracking.log_metrics(run_id, latency)
         model_uri = tracking.log_model(run_id, bundle, example, signature(spec), REQUIREMENTS)
     tags = {
-        "lepton.run_id": run_id,
-        RUN_KEY: key,
-        "lepton.data_fingerprint": data.fingerprint,
-        "lepton.spec_hash": spec.spec_hash(),
-        "lepton.git_commit": tracking.git_commit(),
+        tracking.Tag.RUN_ID: run_id,
+        tracking.Tag.RUN_KEY: key,
+        tracking.Tag.DATA_FINGERPRINT: data.fingerprint,
+        tracking.Tag.SPEC_HASH: spec.spec_hash(),
+        tracking.Tag.CODE: code_identity().key,
+        tracking.Tag.GIT_COMMIT: tracking.git_commit(),
         spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
     }
     version = tracking.register(model_uri, spec.model_name, run_id, tags)
@@ -523,7 +525,7 @@ def deploy_task(
         "distributed_rows": settings.distributed_rows,
         "device": settings.device,
     }
-    key = run_key(spec, data.fingerprint, tracking.git_commit(), trials, search)
+    key = run_key(spec, data.fingerprint, code_identity().key, trials, search)
     run_id = record_run(spec, data, trained, opt, evaluation, settings, trials)
     try:
         deployed = register_and_gate(spec, data, opt, evaluation, run_id, settings, key)

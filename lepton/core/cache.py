@@ -1,12 +1,13 @@
 """Content caching of pipeline stages: a re-run with nothing changed reuses what was computed.
 
 Each cached stage is keyed by a hash of what it depends on: the input files' bytes, the spec,
-the code (every ``.py`` file of Lepton's packages), and the settings that change its result;
-a stage's key includes the key of the stage before it, so a change re-runs that stage and every
-one after it. Entries live under ``$LEPTON_HOME/cache/<domain>/<stage>/<key>/`` in safe formats
-only (Parquet, ``.npy`` without pickle, JSON, XGBoost's UBJ), written to a temporary folder and
-renamed into place once complete (a crash leaves no entry, never half of one); an entry that
-cannot be read is a miss. The newest ``KEEP`` entries per domain and stage are kept.
+the code (``lepton.core.identity``: the sources, the extras, the libraries' versions), and
+the settings that change its result; a stage's key includes the key of the stage before it, so
+a change re-runs that stage and every one after it. Entries live under
+``$LEPTON_HOME/cache/<domain>/<stage>/<key>/`` in safe formats only (Parquet, ``.npy`` without
+pickle, JSON, XGBoost's UBJ), written to a temporary folder and renamed into place once complete
+(a crash leaves no entry, never half of one); an entry that cannot be read is a miss.
+The newest ``KEEP`` entries per domain and stage are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from lepton.core.identity import code_identity
+
 if TYPE_CHECKING:
     from lepton.core.settings import Settings
     from lepton.domains.spec import DomainSpec
@@ -32,22 +35,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 KEEP = 5
 MANIFEST = "entry.json"
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("lepton", "tasks", "flows", "domains")
 log = logging.getLogger(__name__)
 
 
 @functools.cache
-def code_version() -> str:
-    """A hash of the source of Lepton's packages: any code change invalidates every entry."""
-    digest = hashlib.sha256()
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            digest.update(str(path.relative_to(ROOT)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def file_digest(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -83,7 +74,7 @@ def stage_keys(
         digests = [file_digest(path) for path in files]
     except OSError:
         return None
-    prepared = key("prepared", code_version(), spec.spec_hash(), digests)
+    prepared = key("prepared", code_identity().key, spec.spec_hash(), digests)
     train = key("train", prepared, device, settings.search_rows)
     optimise = key("optimise", train, trials, device, settings.search_rows, settings.distributed_rows)
     return StageKeys(prepared, train, optimise, key("run", optimise, settings.tracking_uri))
@@ -127,7 +118,7 @@ class StageCache:
         scratch = Path(tempfile.mkdtemp(prefix=f".{entry}-", dir=folder.parent))
         try:
             write(value, scratch)
-            (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "key": entry, "code": code_version()}))
+            (scratch / MANIFEST).write_text(json.dumps({"stage": stage, "key": entry, "code": code_identity().key}))
             if replace and folder.exists():
                 stale = Path(tempfile.mkdtemp(prefix=f".{entry}-stale-", dir=folder.parent))
                 folder.rename(stale / "entry")

@@ -33,6 +33,35 @@ SCORING_CODE = Path(__file__).with_name("scoring.py")
 RECIPES_CODE = Path(recipes.__file__)  # feature recipes travel with each model as code
 
 
+
+class Tag:
+    """The tag keys Lepton writes on MLflow runs and model versions, in one place."""
+
+    ROLE = "lepton.role"  # pipeline candidate, baseline, trial or monitor
+    VERSION = "lepton.version"  # a run: the version it registered
+    SPEC_HASH = "lepton.spec_hash"  # the spec's hash
+    PROMOTED = "lepton.promoted"  # a run: whether it moved the champion alias
+    GIT_COMMIT = "lepton.git_commit"  # the checkout's commit (provenance only)
+    DOMAIN = "lepton.domain"  # the domain (every run)
+    DECISION = "lepton.decision"  # a version: the promotion decision, once made
+    DATA_FINGERPRINT = "lepton.data_fingerprint"  # the tables' content hash
+    CODE = "lepton.code"  # lepton.core.identity: what "the same code" is
+    TRIAL_STATE = "lepton.trial_state"  # a trial: complete, pruned or failed
+    SOURCE = "lepton.source"  # a trial: where it came from
+    RUN_KEY = "lepton.run_key"  # a version: the identity of its inputs (lepton.tasks.promotion.run_key)
+    RUN_ID = "lepton.run_id"  # a version: the run that registered it
+    RESUMED_VERSION = "lepton.resumed_version"  # a run: the version an earlier run with its inputs registered
+    ON_FRONT = "lepton.on_front"  # a trial: on the Pareto front
+    MODEL_VERSION = "lepton.model_version"  # a monitor run: the version it checked
+    DRIFTED_FEATURES = "lepton.drifted_features"  # a monitor run: the drifted columns
+    DRIFT = "lepton.drift"  # a monitor run: detected or none
+    DEVICE = "lepton.device"  # cpu or cuda
+    DASK = "lepton.dask"  # the Dask cluster the run used
+    CHOSEN = "lepton.chosen"  # a trial: the one chosen
+    CHOICE = "lepton.choice"  # why the optimiser chose this model
+    DIGEST, FILES = digest.TAG, digest.FILES_TAG  # a version: its files' fingerprint and manifest
+
+
 _READY: set[str] = set()  # database stores this process has seen initialised
 
 
@@ -110,6 +139,9 @@ def ui_link(server: str, route: str = "/experiments") -> str:
 
 @functools.cache
 def git_commit() -> str:
+    """The checkout's commit, a provenance tag only: what decides "the same code" is
+    ``lepton.core.identity`` (a checkout with uncommitted edits has the commit it started from;
+    outside a checkout there is none)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
