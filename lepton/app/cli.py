@@ -1,4 +1,5 @@
-"""The ``lepton`` command: a thin Typer layer over the flows."""
+"""The ``lepton`` command: Typer commands over the Python API (``lepton.app.api``), the flows and
+the local servers (``lepton.app.stack``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lepton.app.api import prepare_environment
-from lepton.core.settings import DEFAULT_TRIALS, load_settings
+from lepton.core.settings import DEFAULT_TRIALS, load_settings, overrides
 from lepton.domains import DOMAINS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Lepton: tabular data to a monitored model.")
@@ -165,7 +166,7 @@ def _print_notes(name: str, notes: tuple[str, ...] | list[str]) -> None:
         err.print(f"  [cyan]{escape(name)}[/] [{style}]{escape(note)}[/]", highlight=False, soft_wrap=True)
 
 
-def _environment(distributed: bool) -> Path:
+def _environment() -> Path:
     """Lepton's home and settings, checked before anything runs (a bad LEPTON_* value exits 2)."""
     from lepton.errors import LeptonError
 
@@ -173,8 +174,6 @@ def _environment(distributed: bool) -> Path:
         home = prepare_environment()
     except LeptonError as exc:
         _fail(str(exc))
-    if distributed:
-        os.environ["LEPTON_DISTRIBUTED_ROWS"] = "0"
     return home
 
 
@@ -234,24 +233,17 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = Tru
     from lepton.core.engine import dask_engine
 
     settings = load_settings()
-    previous = os.environ.get("LEPTON_DASK_ADDRESS")
-    with dask_engine(settings.dask_address, settings.dask_threads) as engine:
+    with dask_engine(settings.dask_address, settings.dask_threads) as engine, overrides(dask_address=engine.address):
         err.print(f"[bold]{len(jobs)} domains at once[/] on {engine.describe()}", highlight=False, soft_wrap=True)
         if view is not None:
             view.seen.add(engine.describe())  # said once here, not once per domain
-        os.environ["LEPTON_DASK_ADDRESS"] = engine.address  # each run connects to this cluster
-        try:
-            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
-                futures = [
-                    pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache, view)
-                    for job in jobs
-                ]
-                return [future.result() for future in futures]
-        finally:
-            if previous is None:
-                os.environ.pop("LEPTON_DASK_ADDRESS", None)
-            else:
-                os.environ["LEPTON_DASK_ADDRESS"] = previous
+        # each run connects to this cluster: its thread copies this context, and the override with it
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache, view)
+                for job in jobs
+            ]
+            return [future.result() for future in futures]
 
 
 @app.command()
@@ -302,9 +294,12 @@ def run(
     (--spec), a built-in domain, or all of them (--all). Prints what it inferred."""
     hints = _hints(ctx.params)
     JSON_ERRORS["on"] = as_json
+    # --distributed: this command's runs train with xgboost.dask from the first row
+    scope = overrides(distributed_rows=0) if distributed else contextlib.nullcontext()
     try:
-        _run_command(domain, all_domains, data, target, spec, holdout, append, allow_leakage, trials, as_json,
-                     distributed, no_cache, hints)  # fmt: skip
+        with scope:
+            _run_command(domain, all_domains, data, target, spec, holdout, append, allow_leakage, trials, as_json,
+                         no_cache, hints)  # fmt: skip
     finally:
         JSON_ERRORS["on"] = False  # one command's --json, not the next one's in the same process
 
@@ -320,7 +315,6 @@ def _run_command(
     allow_leakage: str | None,
     trials: int,
     as_json: bool,
-    distributed: bool,
     no_cache: bool,
     hints: dict[str, Any],
 ) -> None:
@@ -332,7 +326,7 @@ def _run_command(
         _fail("--data needs --target COLUMN (or a DOMAIN whose schema the file follows)")
     if not (all_domains or domain or spec or target):
         _fail("say what to run: --data FILE --target COLUMN, --spec FILE, a domain name, or --all")
-    home = _environment(distributed)
+    home = _environment()
 
     from lepton.app.api import preflight, resolve
     from lepton.core.tables import resolve_input
@@ -498,7 +492,7 @@ def monitor(
     from lepton.errors import LeptonError
     from lepton.flows.monitor import monitor as monitor_flow
 
-    _environment(False)
+    _environment()
     chosen = _chosen_spec(domain, spec)
     if data is not None and (since is not None or labels is not None):
         _fail("--since and --labels read the prediction log; with --data, the file's target column is the labels")
@@ -552,7 +546,7 @@ def cost(
     quality and single-row scoring latency side by side, from MLflow."""
     from lepton.core import tracking
 
-    _environment(False)
+    _environment()
     chosen = _chosen_spec(domain, spec)
     tracking.configure(load_settings())
     runs = tracking.run_history(chosen.model_name, limit, role="candidate")
@@ -561,8 +555,8 @@ def cost(
         {
             "started": run["start"].isoformat(timespec="seconds"),
             "run_id": run["run_id"],
-            "version": run["tags"].get("lepton.version"),
-            "promoted": run["tags"].get("lepton.promoted") == "True",
+            "version": run["tags"].get(tracking.Tag.VERSION),
+            "promoted": run["tags"].get(tracking.Tag.PROMOTED) == "True",
             "family": run["params"].get("family"),
             "device": run["params"].get("device"),
             metric: run["metrics"].get(metric),
@@ -636,7 +630,7 @@ def ui(
     from lepton.app import stack
     from lepton.errors import LeptonError
 
-    home = _environment(False)
+    home = _environment()
     settings = load_settings()
     env = stack.lean_environment(settings)
     children: list = []
@@ -678,7 +672,7 @@ def deploy_command() -> None:
     from lepton.app import stack
     from lepton.errors import LeptonError
 
-    _environment(False)
+    _environment()
     try:
         names = stack.deploy(stack.lean_environment(load_settings()), say=lambda text: err.print(text, highlight=False))
     except LeptonError as exc:
@@ -693,7 +687,7 @@ def worker() -> None:
     with this environment (LEPTON_HOME, MLFLOW_TRACKING_URI, PREFECT_API_URL)."""
     from lepton.app import stack
 
-    _environment(False)
+    _environment()
     env = stack.lean_environment(load_settings())
     if not env.get("PREFECT_API_URL"):
         _fail("no Prefect server: start one with `lepton ui`, or set PREFECT_API_URL")
@@ -754,7 +748,7 @@ def score(
     from lepton.errors import LeptonError
     from lepton.flows.score import score as score_flow
 
-    _environment(False)
+    _environment()
     if spec is not None and input_file is None and domain is not None:  # `lepton score --spec S INPUT`
         domain, input_file = None, Path(domain)
     if input_file is None or output is None:
@@ -820,7 +814,7 @@ def serve(
 
     from lepton.app.serve import ServeConfig, create_app
 
-    home = _environment(False)
+    home = _environment()
     chosen = _chosen_spec(domain, spec)
     config = ServeConfig(
         poll_seconds=poll,

@@ -1,16 +1,28 @@
-"""Where Lepton keeps its state. Read from the environment when asked, never at import."""
+"""Where Lepton keeps its state. Read from the environment when asked, never at import.
+
+A caller that decides a setting for its own runs (``lepton run --distributed``, the cluster
+that ``lepton run --all`` starts for its domains) says so with ``overrides``: the runs it starts
+in that context, threads copied from it included, see the value; the environment is left as
+the user set it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lepton.errors import SettingsError
 
 DEFAULT_TRIALS = 8  # Optuna trials per domain: small, so a first run takes minutes
 SEARCH_ROWS = 1_000_000  # candidates are fitted on at most this many training rows
 DISTRIBUTED_ROWS = 2_000_000  # the chosen tree model trains with xgboost.dask from this many rows
+_OVERRIDES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("lepton_settings", default={})  # noqa: B039
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,7 @@ def load_settings() -> Settings:
     device = os.environ.get("LEPTON_DEVICE", "auto").lower()
     if device not in {"auto", "cpu", "cuda"}:
         raise SettingsError(f"LEPTON_DEVICE must be auto, cpu or cuda, not {device!r}")
-    return Settings(
+    settings = Settings(
         home=home,
         tracking_uri=tracking_uri,
         artifact_root=home / "artifacts",
@@ -48,6 +60,21 @@ def load_settings() -> Settings:
         distributed_rows=_count("LEPTON_DISTRIBUTED_ROWS", DISTRIBUTED_ROWS, minimum=0),
         lock_url=os.environ.get("LEPTON_LOCK_URL") or None,
     )
+    return dataclasses.replace(settings, **_OVERRIDES.get()) if _OVERRIDES.get() else settings
+
+
+@contextlib.contextmanager
+def overrides(**fields: Any) -> Iterator[None]:
+    """``load_settings()`` in this context (and in threads that copy it) gives ``fields`` over
+    what the environment says."""
+    unknown = set(fields) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise TypeError(f"not settings: {sorted(unknown)}")
+    token = _OVERRIDES.set({**_OVERRIDES.get(), **fields})
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 def _count(name: str, default: int, minimum: int) -> int:

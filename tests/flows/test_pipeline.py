@@ -1,6 +1,7 @@
 """Real Prefect runs of each domain pipeline against a temporary MLflow store."""
 
 import json
+import os
 
 import mlflow
 import numpy as np
@@ -289,9 +290,10 @@ def test_large_table_path_samples_candidates_and_trains_the_chosen_tree_across_t
     # The finance sample stands in for a large table: candidates see 2,000 of its training rows,
     # and --distributed trains the chosen tree model with xgboost.dask whatever its size.
     monkeypatch.setenv("LEPTON_SEARCH_ROWS", "2_000")
-    monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "2000000")  # restored after the CLI sets it to 0
+    monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "2000000")  # --distributed overrides it for its runs
     result = CliRunner().invoke(app, ["run", "finance", "--trials", "2", "--json", "--distributed"])
     assert result.exit_code == 0, result.output
+    assert os.environ["LEPTON_DISTRIBUTED_ROWS"] == "2000000"  # and leaves the environment as it was
     payload = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     rows = payload["engine"]["trained_on"].split(" rows")[0]
     run = _client().get_run(payload["run_id"])
