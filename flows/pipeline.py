@@ -1,13 +1,11 @@
-"""The domain pipeline: preprocess -> train -> optimise -> deploy -> monitor."""
+"""The domain pipeline: preprocess -> features -> train -> optimise -> deploy -> monitor."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import flow
 
@@ -18,6 +16,7 @@ from lepton.core.engine import choose_device, dask_engine
 from lepton.core.progress import emit
 from lepton.core.result import PipelineResult
 from lepton.core.settings import DEFAULT_TRIALS, load_settings
+from lepton.core.stages import COST_HEADINGS, Stages
 from lepton.core.tables import input_files
 from lepton.domains import get_spec
 from lepton.domains.spec import DomainSpec
@@ -38,90 +37,13 @@ from lepton.tasks.stored import (
 )
 from lepton.tasks.train import train_task
 
-GPU_STAGES = ("train", "optimise")  # the stages that fit XGBoost on the device
 NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
-T = TypeVar("T")
 
 
 def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None) -> None:
     """The preprocess stage's input checks on their own, for a caller to run before it starts
     Prefect, Dask or MLflow: bad input and leaking columns raise their typed error here."""
     check_inputs(spec, data, holdout, append)
-
-
-@dataclass
-class Stages:
-    """Each stage's measured usage and cost (``lepton.core.cost``), in the order they ran."""
-
-    prices: cost.Prices
-    device: str = "cpu"
-    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def run(self, name: str, call: Callable[[], T], client: Any = None, hit: Callable[[T], bool] | None = None) -> T:
-        """Run one stage, measured: ``client`` is an external Dask cluster the stage uses; ``hit``
-        tells from the output whether it was reused from the cache. Its start and end are progress
-        events (``lepton.core.progress``): the terminal's lines and the Prefect run's logs."""
-        emit("start", name, "started")
-        with cost.measure(gpu=self.device == "cuda" and name in GPU_STAGES, client=client) as meter:
-            out = call()
-        assert meter.usage is not None
-        cached = bool(hit and hit(out))
-        self.usage[name] = {**meter.usage.priced(self.prices), "cached": cached}
-        seconds = meter.usage.wall_seconds
-        done = f"reused from the cache in {seconds:.2f}s" if cached else f"done in {seconds:.2f}s"
-        emit("done", name, done, seconds=seconds)
-        return out
-
-    def cached(
-        self,
-        store: StageCache,
-        name: str,
-        entry: str | None,
-        compute: Callable[[], T],
-        formats: tuple[Callable[[Path], T], Callable[[T, Path], None]],
-        client: Any = None,
-    ) -> T:
-        """Run one stage through the cache: its stored output under ``entry`` when there is
-        one, else computed and stored (``entry`` None: not cacheable, computed)."""
-        read, write = formats
-
-        def call() -> tuple[T, bool]:
-            found = store.load(name, entry, read) if entry else None
-            if found is not None:
-                return found, True
-            out = compute()
-            if entry:
-                store.store(name, entry, out, write)
-            return out, False
-
-        out, _ = self.run(name, call, client, hit=lambda result: result[1])
-        return out
-
-    def metrics(self) -> dict[str, float]:
-        """In total: seconds, CPU-seconds, peak MB, GPU-seconds, USD and Wh (per stage: ``table``)."""
-        return {f"{key}_total": float(value) for key, value in cost.total(self.usage).items()}
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The cost table, one row per stage and a total (a Prefect table artifact)."""
-        columns = ("seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
-        rows = [*self.usage.items(), ("total", cost.total(self.usage))]
-        return [{"stage": name, **{column: stage.get(column, 0.0) for column in columns}} for name, stage in rows]
-
-    def table(self) -> dict[str, list[Any]]:
-        """The same table by column (an MLflow table artifact)."""
-        rows = self.rows()
-        return {column: [row[column] for row in rows] for column in rows[0]}
-
-
-COST_HEADINGS = {  # the cost table's columns as a person reads them, and the digits they need
-    "stage": ("stage", None),
-    "seconds": ("seconds", 2),
-    "cpu_seconds": ("CPU-seconds", 1),
-    "peak_mb": ("peak memory (MB)", 0),
-    "gpu_seconds": ("GPU-seconds", 1),
-    "cost_usd": ("cost (USD)", 6),
-    "energy_wh": ("energy (Wh)", 3),
-}
 
 
 def _cost_artifact(spec: DomainSpec, version: str, stages: Stages) -> None:
@@ -151,7 +73,7 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
-def _links_artifact(spec: DomainSpec, deployed: Any, experiment: str) -> None:
+def _links_artifact(spec: DomainSpec, deployed: Any, experiment: str, tracking_uri: str) -> None:
     """From the flow run to its MLflow run and model version: links into MLflow's UI when MLflow
     is a server, else the ids and how to open the local store (a markdown artifact)."""
     from prefect.artifacts import create_markdown_artifact
@@ -159,7 +81,7 @@ def _links_artifact(spec: DomainSpec, deployed: Any, experiment: str) -> None:
 
     if FlowRunContext.get() is None:
         return
-    uri = load_settings().tracking_uri.rstrip("/")
+    uri = tracking_uri.rstrip("/")
     role = "champion" if deployed.promoted else "challenger"
     heading = f"# {spec.name}: {deployed.model_name} v{deployed.version} ({role})\n\n"
     if uri.startswith(("http://", "https://")):
@@ -299,10 +221,10 @@ def pipeline(
         tracking.log_metrics(deployed.run_id, stages.metrics())
         tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
         tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
-        tracking.set_tags(deployed.run_id, {"lepton.dask": engine.describe() if engine else NO_ENGINE})
+        tracking.set_tags(deployed.run_id, {tracking.Tag.DASK: engine.describe() if engine else NO_ENGINE})
         _log_datasets(spec, deployed.run_id, prepared, input_files(spec, data, holdout, append))
         _cost_artifact(spec, deployed.version, stages)
-        _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings))
+        _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings), settings.tracking_uri)
     except BaseException:
         tracking.end_run(deployed.run_id, "FAILED")
         raise

@@ -63,8 +63,13 @@ class OptimiseResult:
     candidate: TrainedModel
     threshold: float
     trials: tuple[TrialRecord, ...]
-    reason: str
+    reasons: tuple[str, ...]  # why this candidate, one sentence each: the choice first, then what followed
     calibration: Calibration | None = None  # binary tasks: what was fitted on validation, and why
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one line (a run's ``lepton.choice`` tag, the log)."""
+        return "; ".join(self.reasons)
 
 
 def families() -> list[str]:
@@ -447,37 +452,39 @@ def optimise(
     sources = ["baseline", "default"] + ["search"] * len(found)
     pool = [m for m in everything if not m.pruned]
     choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families())
-    candidate, reason = pool[choice.index], choice.reason
+    candidate, reasons = pool[choice.index], [choice.reason]
     if len(pool) < len(everything):
-        reason += f"; {len(everything) - len(pool)} tree trial(s) pruned by the median rule"
+        reasons.append(f"{len(everything) - len(pool)} tree trial(s) pruned by the median rule")
     if sample is not data:
-        reason += f"; candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows"
+        reasons.append(f"candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows")
     emit("note", "optimise", f"chose {candidate.family} of {len(pool)} candidate(s); fitting it on every training row")
     final = final_fit(spec, data, candidate, device, client, distributed_rows)
     if final is not candidate:
-        reason += f"; refitted on {final.trained_on} (validation {spec.primary_metric} {abs(final.valid_score):.4f})"
+        score = abs(final.valid_score)
+        reasons.append(f"refitted on {final.trained_on} (validation {spec.primary_metric} {score:.4f})")
         candidate = final
     calibration = None
     if spec.task == "binary":
         calibration = calibrate_candidate(spec, data, candidate)
-        reason += f"; {calibration.reason}"
+        reasons.append(calibration.reason)
         if calibration.state is not None:
             candidate = dataclasses.replace(candidate, calibration=calibration.state)
     if alarm_normal(spec, data.classes) is not None:
         alarm = validation_alarm(spec, data, candidate)
-        threshold, reason = alarm.threshold, f"{reason}; {alarm.describe()}"
+        threshold = alarm.threshold
+        reasons.append(alarm.describe())
     else:
         threshold = decision_threshold(spec, data, candidate)
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device)
         if refitted is not candidate:
-            reason += f"; refitted on train + validation ({refitted.train_rows:,} rows)"
+            reasons.append(f"refitted on train + validation ({refitted.train_rows:,} rows)")
             candidate = refitted
     records = _records(everything, sources, pool, choice)
-    reason += f"; search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s"
-    emit("decision", "optimise", f"candidate {candidate.family}: {reason}")
+    reasons.append(f"search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s")
+    emit("decision", "optimise", f"candidate {candidate.family}: {'; '.join(reasons)}")
     return OptimiseResult(
-        candidate=candidate, threshold=threshold, trials=records, reason=reason, calibration=calibration
+        candidate=candidate, threshold=threshold, trials=records, reasons=tuple(reasons), calibration=calibration
     )
 
 

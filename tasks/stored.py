@@ -96,7 +96,7 @@ def write_optimised(value: OptimiseResult, folder: Path) -> None:
         folder / "optimised.json",
         {
             "threshold": value.threshold,
-            "reason": value.reason,
+            "reasons": list(value.reasons),
             "trials": [dataclasses.asdict(t) for t in value.trials],
             "calibration": dataclasses.asdict(value.calibration) if value.calibration else None,
         },
@@ -110,6 +110,6 @@ def read_optimised(folder: Path) -> OptimiseResult:
         candidate=_read_model(folder / "candidate"),
         threshold=meta["threshold"],
         trials=tuple(TrialRecord(**t) for t in meta["trials"]),
-        reason=meta["reason"],
+        reasons=tuple(meta["reasons"]),
         calibration=Calibration(**calibration) if calibration else None,
     )

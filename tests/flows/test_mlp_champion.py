@@ -24,7 +24,7 @@ def test_an_mlp_candidate_is_registered_and_served_without_torch(lepton_home):
     data = prepare(spec, *load_domain_data(spec))
     trained = train_task.fn(spec, data, "cpu")
     mlp = train_model(spec, data, "mlp", {"hidden": 32, "layers": 2, "learning_rate": 3e-3})
-    optimised = OptimiseResult(mlp, decision_threshold(spec, data, mlp), (), "test: an MLP candidate")
+    optimised = OptimiseResult(mlp, decision_threshold(spec, data, mlp), (), ("test: an MLP candidate",))
     settings = load_settings()
     deployed, evaluation = deploy_task.fn(spec, data, trained, optimised, settings, 0)
     tracking.end_run(deployed.run_id, "FINISHED")
