@@ -253,8 +253,7 @@ def record(
     created = datetime.now(UTC)
     experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings, f"Drift of {spec.name} batches")
     tags = {tracking.Tag.DOMAIN: spec.name, tracking.Tag.MODEL_VERSION: version, tracking.Tag.ROLE: "monitor"}
-    run_id = tracking.start_run(experiment, f"{spec.name}-monitor v{version}", tags)
-    try:
+    with tracking.recorded_run(experiment, f"{spec.name}-monitor v{version}", tags) as run_id:
         tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
         tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
         tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
@@ -275,10 +274,6 @@ def record(
         tracking.set_tags(run_id, {tracking.Tag.DRIFT: "detected" if report.detected else "none",
                                    tracking.Tag.DRIFTED_FEATURES: ",".join(report.drifted)[:5000]})  # fmt: skip
         _artifact(spec, version, report, str(local))
-        tracking.end_run(run_id)
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
     return run_id, local
 
 

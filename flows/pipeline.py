@@ -14,14 +14,14 @@ from lepton.core.cache import StageCache, StageKeys, file_digest, stage_keys
 from lepton.core.digest import rows_digest
 from lepton.core.engine import choose_device, dask_engine
 from lepton.core.progress import emit
-from lepton.core.result import PipelineResult
+from lepton.core.result import EngineInfo, PipelineResult
 from lepton.core.settings import DEFAULT_TRIALS, load_settings
 from lepton.core.stages import COST_HEADINGS, Stages
 from lepton.core.tables import input_files
 from lepton.domains import get_spec
 from lepton.domains.spec import DomainSpec
 from lepton.flows import rerun
-from lepton.tasks.deploy import deploy_task
+from lepton.tasks.deploy import deploy_task, pipeline_run
 from lepton.tasks.features import FeatureRun, features_task
 from lepton.tasks.monitor import monitor_task
 from lepton.tasks.optimise import optimise_task
@@ -211,10 +211,10 @@ def pipeline(
             (read_optimised, write_optimised),
             workers,
         )
-    deployed, evaluation = stages.run(
-        "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials)
-    )
-    try:
+    with tracking.recorded_run(*pipeline_run(spec, prepared, settings)) as run_id:  # FAILED if anything raises
+        deployed, evaluation = stages.run(
+            "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials, run_id)
+        )
         drift = stages.run(
             "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
         )
@@ -225,20 +225,16 @@ def pipeline(
         _log_datasets(spec, deployed.run_id, prepared, input_files(spec, data, holdout, append))
         _cost_artifact(spec, deployed.version, stages)
         _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings), settings.tracking_uri)
-    except BaseException:
-        tracking.end_run(deployed.run_id, "FAILED")
-        raise
-    tracking.end_run(deployed.run_id, "FINISHED")
-    engine_info = {
-        "address": engine.address if engine else None,
-        "external": engine.external if engine else False,
-        "workers": engine.workers if engine else 0,
-        "threads": engine.threads if engine else 0,
-        "dashboard": engine.dashboard if engine else None,
-        "feature_partitions": feature_run.partitions,
-        "feature_workers": list(feature_run.workers),
-        "trained_on": optimised.candidate.trained_on,
-    }
+    cluster = (
+        {"address": engine.address, "external": engine.external, "workers": engine.workers,
+         "threads": engine.threads, "dashboard": engine.dashboard} if engine else {}
+    )  # fmt: skip
+    engine_info = EngineInfo(
+        **cluster,
+        feature_partitions=feature_run.partitions,
+        feature_workers=tuple(feature_run.workers),
+        trained_on=optimised.candidate.trained_on,
+    )
     result = PipelineResult(
         domain=spec.name,
         run_id=deployed.run_id,

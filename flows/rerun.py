@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from lepton.core.cache import StageCache, read_json, stage_keys, write_json
 from lepton.core.cost import Prices, Usage, total
 from lepton.core.engine import choose_device
-from lepton.core.result import STAGES, PipelineResult
+from lepton.core.result import STAGES, EngineInfo, PipelineResult
 from lepton.core.settings import load_settings
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def up_to_date(
     if keys is None:
         return None
     store = StageCache(settings.home / "cache", spec.name)
-    record = store.load(STAGE, keys.run, lambda folder: PipelineResult(**read_json(folder / RESULT)))
+    record = store.load(STAGE, keys.run, lambda folder: PipelineResult.from_json(read_json(folder / RESULT)))
     if record is None or not _registry_agrees(record, settings):
         return None
     seconds = round(time.perf_counter() - started, 3)
@@ -89,13 +89,7 @@ def _reused(record: PipelineResult, seconds: float) -> PipelineResult:
     stages["preprocess"]["seconds"] = seconds
     alias = "the champion" if record.promoted else f"the challenger (v{record.champion_version} is the champion)"
     reason = f"up to date: nothing changed since run {record.run_id}, whose v{record.version} is {alias}"
-    engine = {
-        **dict.fromkeys(("address", "dashboard")),
-        **dict.fromkeys(("workers", "threads", "feature_partitions"), 0),
-        "external": False,
-        "feature_workers": [],
-        "trained_on": record.engine.get("trained_on"),
-    }
+    engine = EngineInfo(trained_on=record.engine.trained_on)  # no cluster: nothing was computed
     return dataclasses.replace(
         record,
         stages=stages,

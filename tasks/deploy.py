@@ -285,27 +285,39 @@ def _log_trials(experiment: str, run_id: str, spec: DomainSpec, opt: OptimiseRes
     )
 
 
-def record_run(
-    spec: DomainSpec,
-    data: PreparedData,
-    trained: TrainResult,
-    opt: OptimiseResult,
-    evaluation: Evaluation,
-    settings: Settings,
-    trials: int,
-) -> str:
-    """Create the pipeline run and its baseline child run; log params, metrics, plots, trials."""
-    experiment = tracking.experiment_id(
-        spec.model_name, settings, f"{spec.description or spec.name} (Lepton pipeline runs)"
-    )
-    common = {
+def run_tags(spec: DomainSpec, data: PreparedData) -> dict[str, str]:
+    """The tags every run of this pipeline carries: the pipeline run, its baseline and its trials."""
+    return {
         tracking.Tag.DOMAIN: spec.name,
         tracking.Tag.DATA_FINGERPRINT: data.fingerprint,
         tracking.Tag.SPEC_HASH: spec.spec_hash(),
         tracking.Tag.CODE: code_identity().key,
         tracking.Tag.GIT_COMMIT: tracking.git_commit(),
     }
-    run_id = tracking.start_run(experiment, f"{spec.name}-pipeline", {**common, tracking.Tag.ROLE: "candidate"})
+
+
+def pipeline_run(spec: DomainSpec, data: PreparedData, settings: Settings) -> tuple[str, str, dict[str, str]]:
+    """(experiment, run name, tags) of the pipeline's MLflow run, which the flow opens
+    (``tracking.recorded_run``) around deploy and monitor."""
+    tracking.configure(settings)
+    experiment = tracking.experiment_id(
+        spec.model_name, settings, f"{spec.description or spec.name} (Lepton pipeline runs)"
+    )
+    return experiment, f"{spec.name}-pipeline", {**run_tags(spec, data), tracking.Tag.ROLE: "candidate"}
+
+
+def record_run(
+    spec: DomainSpec,
+    data: PreparedData,
+    trained: TrainResult,
+    opt: OptimiseResult,
+    evaluation: Evaluation,
+    run_id: str,
+    trials: int,
+) -> None:
+    """Log the pipeline run's params, metrics, plots and trials, and its baseline child run."""
+    experiment = tracking.run_experiment(run_id)
+    common = run_tags(spec, data)
     candidate = opt.candidate
     run_params = {
         "domain": spec.name,
@@ -339,16 +351,12 @@ def record_run(
     _log_trials(experiment, run_id, spec, opt, common)
     _log_plots(run_id, spec, data, candidate, evaluation)
 
-    base_id = tracking.start_run(
-        experiment, f"{spec.name}-baseline", {**common, tracking.Tag.ROLE: "baseline"}, parent_run_id=run_id
-    )
-    threshold = {"threshold": round(evaluation.baseline_threshold, 6)} if spec.task == "binary" else {}
-    tracking.log_params(base_id, {"family": "linear", **trained.baseline.params, **threshold})
-    tracking.log_metrics(
-        base_id, {**evaluation.baseline_metrics, f"valid_{spec.primary_metric}": abs(trained.baseline.valid_score)}
-    )
-    tracking.end_run(base_id)
-    return run_id
+    baseline = {**common, tracking.Tag.ROLE: "baseline"}
+    with tracking.recorded_run(experiment, f"{spec.name}-baseline", baseline, parent_run_id=run_id) as base_id:
+        threshold = {"threshold": round(evaluation.baseline_threshold, 6)} if spec.task == "binary" else {}
+        tracking.log_params(base_id, {"family": "linear", **trained.baseline.params, **threshold})
+        valid = abs(trained.baseline.valid_score)
+        tracking.log_metrics(base_id, {**evaluation.baseline_metrics, f"valid_{spec.primary_metric}": valid})
 
 
 def register_and_gate(
@@ -504,9 +512,15 @@ def version_description(spec: DomainSpec, version: str, promoted: bool, reasons:
 
 @task(name="deploy", cache_policy=NO_CACHE)
 def deploy_task(
-    spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult, settings: Settings, trials: int
+    spec: DomainSpec,
+    data: PreparedData,
+    trained: TrainResult,
+    opt: OptimiseResult,
+    settings: Settings,
+    trials: int,
+    run_id: str,
 ) -> tuple[Deployment, Evaluation]:
-    """Evaluate on the holdout, record the runs, register, and gate the promotion.
+    """Evaluate on the holdout, log the run, register, and gate the promotion.
 
     Args:
         spec: the domain (gates, metrics).
@@ -515,6 +529,7 @@ def deploy_task(
         opt: the candidate and its threshold.
         settings: where MLflow keeps runs and artifacts.
         trials: the trial budget (logged).
+        run_id: the pipeline's MLflow run, opened and ended by the flow (``pipeline_run``).
     Returns:
         (Deployment, Evaluation): the registered version and whether it became champion.
     """
@@ -526,12 +541,8 @@ def deploy_task(
         "device": settings.device,
     }
     key = run_key(spec, data.fingerprint, code_identity().key, trials, search)
-    run_id = record_run(spec, data, trained, opt, evaluation, settings, trials)
-    try:
-        deployed = register_and_gate(spec, data, opt, evaluation, run_id, settings, key)
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
+    record_run(spec, data, trained, opt, evaluation, run_id, trials)
+    deployed = register_and_gate(spec, data, opt, evaluation, run_id, settings, key)
     role = "is the champion" if deployed.promoted else "stays a challenger"
     emit("decision", "deploy", f"{deployed.model_name} v{deployed.version} {role}: {'; '.join(deployed.reasons)}")
     return deployed, evaluation

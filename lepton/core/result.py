@@ -9,6 +9,26 @@ from typing import Any
 STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")  # in the order they run
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """Where a run computed: its Dask cluster (none when every stage that uses one was reused),
+    the feature stage's partitions and the worker processes that computed them, and the rows and
+    engine the chosen model trained on."""
+
+    address: str | None = None
+    external: bool = False  # a cluster the run connected to, not one it started
+    workers: int = 0
+    threads: int = 0
+    dashboard: str | None = None
+    feature_partitions: int = 0
+    feature_workers: tuple[Any, ...] = ()
+    trained_on: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineInfo:
+        return cls(**{**data, "feature_workers": tuple(data.get("feature_workers") or ())})
+
+
 @dataclass
 class PipelineResult:
     """What one domain's run produced; ``as_json`` is the stable ``lepton run --json`` shape."""
@@ -29,9 +49,14 @@ class PipelineResult:
     drifted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     choice: str = ""  # why the optimiser chose this model
-    engine: dict[str, Any] = field(default_factory=dict)  # the Dask cluster, and where features ran
+    engine: EngineInfo = field(default_factory=EngineInfo)
     cost: dict[str, float] = field(default_factory=dict)  # the run's totals (lepton.core.cost)
     up_to_date: bool = False  # nothing changed since the run it repeats: reused whole (lepton.flows.rerun)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipelineResult:
+        """The result ``dataclasses.asdict`` wrote (the no-change re-run's record)."""
+        return cls(**{**data, "engine": EngineInfo.from_json(data.get("engine") or {})})
 
     def as_json(self) -> dict[str, Any]:
         keys = (

@@ -6,6 +6,7 @@ Every function takes explicit run ids so stages can log from any thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,26 @@ def log_child_runs(
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def recorded_run(
+    experiment: str, name: str, tags: dict[str, str], parent_run_id: str | None = None
+) -> Iterator[str]:
+    """One MLflow run's whole life in one place: created, its id yielded to the block, then
+    FINISHED when the block completes or FAILED when it raises (the error goes on)."""
+    run_id = start_run(experiment, name, tags, parent_run_id)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
+    end_run(run_id, "FINISHED")
+
+
+def run_experiment(run_id: str) -> str:
+    """The experiment a run belongs to."""
+    return _client().get_run(run_id).info.experiment_id
 
 
 def run_status(run_id: str) -> str | None:

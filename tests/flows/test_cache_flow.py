@@ -29,7 +29,7 @@ def test_a_no_change_rerun_reuses_each_stage_and_a_change_reruns_from_there(lept
     assert _reused(again) == {**dict.fromkeys(CACHED, True), "deploy": False, "monitor": False}
     assert again.version == first.version and again.promoted  # the run key finds the same version
     assert again.metrics == first.metrics and again.choice == first.choice
-    assert again.engine["workers"] == 0  # nothing needed the Dask cluster
+    assert again.engine.workers == 0  # nothing needed the Dask cluster
 
     more = pipeline(domain="medical", trials=2)  # the optimise stage's input changed
     assert _reused(more) == {

@@ -11,7 +11,7 @@ from lepton.core import tracking
 from lepton.core.inputs import input_frame
 from lepton.core.settings import load_settings
 from lepton.domains import get_spec
-from lepton.tasks.deploy import deploy_task
+from lepton.tasks.deploy import deploy_task, pipeline_run
 from lepton.tasks.optimise import OptimiseResult, decision_threshold
 from lepton.tasks.preprocess import load_domain_data, prepare
 from lepton.tasks.train import train_model, train_task
@@ -26,8 +26,9 @@ def test_an_mlp_candidate_is_registered_and_served_without_torch(lepton_home):
     mlp = train_model(spec, data, "mlp", {"hidden": 32, "layers": 2, "learning_rate": 3e-3})
     optimised = OptimiseResult(mlp, decision_threshold(spec, data, mlp), (), ("test: an MLP candidate",))
     settings = load_settings()
-    deployed, evaluation = deploy_task.fn(spec, data, trained, optimised, settings, 0)
-    tracking.end_run(deployed.run_id, "FINISHED")
+    with tracking.recorded_run(*pipeline_run(spec, data, settings)) as run_id:
+        deployed, evaluation = deploy_task.fn(spec, data, trained, optimised, settings, 0, run_id)
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
 
     assert evaluation.metrics["roc_auc"] > 0.75
     run = MlflowClient().get_run(deployed.run_id)

@@ -83,8 +83,8 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
         assert 0 < result.metrics["detection_delay"] < 960 and "alarm when 1 - P(normal) >= " in result.choice
     assert list(result.stages) == ["preprocess", "features", "train", "optimise", "deploy", "monitor"]
     # Features and trials ran on the session's Dask cluster (LEPTON_DASK_ADDRESS).
-    assert result.engine["external"] and result.engine["workers"] == 2
-    workers = result.engine["feature_workers"]
+    assert result.engine.external and result.engine.workers == 2
+    workers = result.engine.feature_workers
     assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)
 
     client = _client()

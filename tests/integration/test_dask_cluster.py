@@ -91,8 +91,8 @@ def test_a_pipeline_runs_its_features_and_trials_on_an_existing_cluster(lepton_h
     result = pipeline(domain="manufacturing", trials=2)
     after = cluster.executed()
 
-    assert result.engine["address"] == cluster.address and result.engine["external"]
-    assert set(result.engine["feature_workers"]) <= set(cluster.pids) and result.engine["feature_workers"]
+    assert result.engine.address == cluster.address and result.engine.external
+    assert set(result.engine.feature_workers) <= set(cluster.pids) and result.engine.feature_workers
     assert all(after[w] > before[w] for w in cluster.pids), (before, after)  # both workers did work
     assert result.promoted and result.metrics["f1_macro"] >= result.baseline_metrics["f1_macro"]
     assert cluster.client.nthreads() and len(cluster.client.nthreads()) == 2  # left running
@@ -117,7 +117,7 @@ def test_killing_a_worker_mid_features_still_gives_the_same_result(lepton_home, 
     survived = pipeline(domain="medical", trials=2)
     killer.join(timeout=5)
     assert killed, "no feature task was seen running: the kill did not happen mid-features"
-    assert set(survived.engine["feature_workers"]) == set(cluster.pids) - set(killed)
+    assert set(survived.engine.feature_workers) == set(cluster.pids) - set(killed)
 
     monkeypatch.setenv("LEPTON_DASK_ADDRESS", dask_cluster.scheduler.address)
     reference = pipeline(domain="medical", trials=2)
