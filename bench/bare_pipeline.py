@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lepton.core.engine import choose_device
 from lepton.domains import get_spec
-from lepton.tasks.deploy import evaluate_holdout
+from lepton.tasks.evaluation import evaluate_holdout
 from lepton.tasks.monitor import drift_report, reference_statistics
 from lepton.tasks.optimise import optimise
 from lepton.tasks.preprocess import load_domain_data, prepare

@@ -1,7 +1,7 @@
 """Feature recipes: derived columns computed from a domain's raw inputs.
 
 A recipe is named in the DomainSpec (``features: {name: ..., window: ...}``) and described to this
-module by a plain dict (``DomainSpec.recipe_config()``), so the same file computes features in
+module by a ``RecipeConfig`` (``DomainSpec.recipe_config()``), so the same file computes features in
 training (per partition, on Dask workers) and inside a logged model (it travels with the model as
 code). It imports nothing but NumPy and polars.
 
@@ -20,11 +20,16 @@ take the same time as the polars expressions did. ``apply`` takes a polars frame
 
 Every recipe is partition-local: ``rolling`` needs whole groups in one partition (``partition_by``
 says which column); the others work on any block of rows.
+
+``SmoothingConfig`` (decision smoothing, applied to a model's scores by ``scoring.smoothed``) is
+kept here beside ``RecipeConfig`` because both travel with a logged model as plain JSON in its
+bundle and are read back without Lepton installed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,52 @@ INPUTS = {
     "clinical": ("kappa", "lambda", "age", "creatinine"),
 }
 Columns = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """A recipe as this module reads it: its name and window; for ``rolling`` the numeric
+    columns it rolls, per ``group`` (None: one series) in ``time`` order."""
+
+    name: str
+    window: int = 0
+    numeric: tuple[str, ...] = ()
+    group: str | None = None
+    time: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "numeric": list(self.numeric)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RecipeConfig | None:
+        if not data:
+            return None
+        return cls(
+            name=str(data["name"]),
+            window=int(data.get("window") or 0),
+            numeric=tuple(data.get("numeric") or ()),
+            group=data.get("group"),
+            time=data.get("time"),
+        )
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """Decision smoothing: each row's scores averaged over the last ``window`` rows of its
+    ``group`` in ``time`` order."""
+
+    window: int
+    group: str | None
+    time: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> SmoothingConfig | None:
+        if not data:
+            return None
+        return cls(window=int(data["window"]), group=data.get("group"), time=str(data["time"]))
 
 
 def _number(values: Any) -> np.ndarray:
@@ -56,7 +107,7 @@ def _known(values: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), np.nan, out)
 
 
-def credit(columns: Columns, config: dict[str, Any]) -> dict[str, np.ndarray]:
+def credit(columns: Columns, config: RecipeConfig) -> dict[str, np.ndarray]:
     rate = _number(columns["int_rate"])
     inquiries = [_number(columns[c]) for c in INQUIRIES if c in columns]
     grades = columns["sub_grade"]
@@ -69,7 +120,7 @@ def credit(columns: Columns, config: dict[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
-def clinical(columns: Columns, config: dict[str, Any]) -> dict[str, np.ndarray]:
+def clinical(columns: Columns, config: RecipeConfig) -> dict[str, np.ndarray]:
     kappa, lam = _number(columns["kappa"]), _number(columns["lambda"])
     age, creatinine = _number(columns["age"]), _number(columns["creatinine"])
     return {
@@ -91,13 +142,13 @@ def in_order(frame: pl.DataFrame, group: str | None, time: str) -> bool:
     return bool(starts == frame[group].n_unique() and forward)
 
 
-def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
-    window, group, time = int(config["window"]), config.get("group"), config["time"]
+def rolling(frame: pl.DataFrame, config: RecipeConfig) -> pl.DataFrame:
+    window, group, time = config.window, config.group, config.time
     keys = [group] if group else []
     ready = in_order(frame, group, time)
     ordered = frame if ready else frame.with_row_index("__row").sort([*keys, time, "__row"])
     exprs = []
-    for name in config["numeric"]:
+    for name in config.numeric:
         x = pl.col(name).cast(pl.Float64)
         mean = x.rolling_mean(window, min_samples=1)
         std = x.rolling_std(window, min_samples=2)
@@ -109,18 +160,18 @@ def rolling(frame: pl.DataFrame, config: dict[str, Any]) -> pl.DataFrame:
     return out if ready else out.sort("__row").drop("__row")
 
 
-def _rolling_one_row(config: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
+def _rolling_one_row(config: RecipeConfig, columns: Columns) -> dict[str, np.ndarray]:
     """``rolling`` for a single row (a scoring call's usual size), without building a frame:
     its own value is the window's mean; a spread and a difference need two rows."""
-    window, out = int(config["window"]), {}
-    for name in config["numeric"]:
+    window, out = config.window, {}
+    for name in config.numeric:
         x = np.asarray(columns[name], dtype=np.float64)
         out[f"{name}_mean{window}"] = x
         out[f"{name}_std{window}"] = out[f"{name}_diff"] = np.full(1, np.nan)
     return out
 
 
-RowWise = Callable[[Columns, dict[str, Any]], dict[str, np.ndarray]]
+RowWise = Callable[[Columns, RecipeConfig], dict[str, np.ndarray]]
 ROW_WISE: dict[str, RowWise] = {"credit": credit, "clinical": clinical}
 
 # The columns each recipe adds: (name, dtype) where dtype is a DomainSpec dtype.
@@ -141,36 +192,36 @@ OUTPUTS = {
 }
 
 
-def outputs(config: dict[str, Any]) -> list[tuple[str, str]]:
-    if config["name"] == "rolling":
-        w = int(config["window"])
-        return [(f"{n}_{k}", "float") for n in config["numeric"] for k in (f"mean{w}", f"std{w}", "diff")]
-    return list(OUTPUTS[config["name"]])
+def outputs(config: RecipeConfig) -> list[tuple[str, str]]:
+    if config.name == "rolling":
+        w = config.window
+        return [(f"{n}_{k}", "float") for n in config.numeric for k in (f"mean{w}", f"std{w}", "diff")]
+    return list(OUTPUTS[config.name])
 
 
 _POLARS = {"float": pl.Float64, "int": pl.Int64, "category": pl.String}
 
 
-def apply(config: dict[str, Any] | None, frame: pl.DataFrame) -> pl.DataFrame:
+def apply(config: RecipeConfig | None, frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the recipe's columns added (unchanged without a recipe)."""
     if not config:
         return frame
-    if config["name"] == "rolling":
+    if config.name == "rolling":
         return rolling(frame, config)
-    names = [*INPUTS[config["name"]], *(c for c in INQUIRIES if c in frame.columns)]
+    names = [*INPUTS[config.name], *(c for c in INQUIRIES if c in frame.columns)]
     columns = {name: frame[name].to_numpy() for name in dict.fromkeys(names) if name in frame.columns}
-    derived = ROW_WISE[config["name"]](columns, config)
+    derived = ROW_WISE[config.name](columns, config)
     return frame.with_columns(
         pl.Series(name, derived[name], nan_to_null=dtype != "category").cast(_POLARS[dtype])
         for name, dtype in outputs(config)
     )
 
 
-def derive(config: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
+def derive(config: RecipeConfig, columns: Columns) -> dict[str, np.ndarray]:
     """The recipe's columns for a mapping of raw columns (name -> array): what a scoring call
     needs, without building a frame for row-wise recipes."""
-    if config["name"] in ROW_WISE:
-        return ROW_WISE[config["name"]](columns, config)
+    if config.name in ROW_WISE:
+        return ROW_WISE[config.name](columns, config)
     if len(next(iter(columns.values()), ())) == 1:
         return _rolling_one_row(config, columns)
     out = rolling(pl.DataFrame({name: np.asarray(values) for name, values in columns.items()}), config)

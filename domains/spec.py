@@ -10,7 +10,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -298,15 +298,16 @@ class DomainSpec(_Frozen):
     def group_column(self) -> str | None:
         return next((c.name for c in self.columns if c.role is Role.GROUP), None)
 
-    def recipe_config(self) -> dict[str, Any] | None:
-        """The feature recipe as plain data, for ``lepton.domains.recipes`` (and a logged model)."""
+    def recipe_config(self) -> recipes.RecipeConfig | None:
+        """The feature recipe as ``lepton.domains.recipes`` reads it (and a logged model carries)."""
         if self.features is None:
             return None
-        config: dict[str, Any] = {"name": self.features.name, "window": self.features.window}
-        if self.features.name == "rolling":
-            numeric = [c.name for c in self.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT)]
-            config |= {"numeric": numeric, "group": self.group_column, "time": self.time_column}
-        return config
+        if self.features.name != "rolling":
+            return recipes.RecipeConfig(name=self.features.name, window=self.features.window)
+        numeric = tuple(c.name for c in self.feature_columns if c.dtype in (Dtype.FLOAT, Dtype.INT))
+        return recipes.RecipeConfig(
+            name="rolling", window=self.features.window, numeric=numeric, group=self.group_column, time=self.time_column
+        )
 
     @property
     def partition_by(self) -> str | None:
@@ -321,20 +322,18 @@ class DomainSpec(_Frozen):
         extra = {self.group_column, self.time_column} - {None} if ordered else set()
         return (*self.feature_columns, *(c for c in self.columns if c.name in extra and c.role is not Role.FEATURE))
 
-    def smoothing_config(self) -> dict[str, Any] | None:
+    def smoothing_config(self) -> recipes.SmoothingConfig | None:
         """Decision smoothing as the scoring code reads it (None without it)."""
         if self.smoothing is None:
             return None
-        return {"window": self.smoothing, "group": self.group_column, "time": self.time_column}
+        return recipes.SmoothingConfig(window=self.smoothing, group=self.group_column, time=self.time_column)
 
     def with_features(self) -> DomainSpec:
         """The spec the model sees: the raw columns plus the recipe's derived feature columns."""
         config = self.recipe_config()
         if config is None:
             return self
-        from lepton.domains.recipes import outputs
-
-        derived = tuple(Column(name=n, dtype=Dtype(d)) for n, d in outputs(config))
+        derived = tuple(Column(name=n, dtype=Dtype(d)) for n, d in recipes.outputs(config))
         return self.model_copy(update={"columns": (*self.columns, *derived)})
 
     @property

@@ -130,8 +130,8 @@ def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: p
     known = labels.is_not_null().to_numpy()
     if known.sum() < 2:
         return {}
-    y = encode_labels(labels.filter(labels.is_not_null()), spec, scorer.meta.get("classes") or [])
-    context = EvalContext(threshold=float(scorer.meta.get("threshold", 0.5)))
+    y = encode_labels(labels.filter(labels.is_not_null()), spec, list(scorer.meta.classes))
+    context = EvalContext(threshold=0.5 if scorer.meta.threshold is None else scorer.meta.threshold)
     return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
 
 

@@ -1,50 +1,42 @@
-"""Deploy: register the candidate, gate it, and move the ``champion`` alias only if it passes.
+"""Deploy: evaluate the candidate, record its run, register it, and move the ``champion`` alias
+only if the promotion decision says so.
 
-``gate_failures`` is the pure decision; ``deploy_task`` is the MLflow edge around it.
+The stage wires four modules: ``lepton.tasks.evaluation`` measures (the holdout, the latency,
+the champion on the same rows), ``lepton.tasks.promotion.decide`` decides (a pure function),
+``lepton.tasks.registration`` writes the bundle and the registry, and this module logs the
+pipeline's MLflow run (params, metrics, plots, trials, the baseline's child run), which the flow
+opens and closes (``pipeline_run`` and ``lepton.core.tracking.recorded_run``).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from lepton.core import tracking
 from lepton.core.identity import code_identity
-from lepton.core.inputs import input_frame, input_records, signature
 from lepton.core.progress import emit
-from lepton.core.scoring import Scorer, alarm_classes, smoothed, write_bundle
+from lepton.core.scoring import alarm_classes
 from lepton.core.settings import Settings
-from lepton.core.timing import ATTEMPTS, MAX_SPREAD, time_calls
 from lepton.domains.spec import DomainSpec
 from lepton.errors import PromotionConflictError
 from lepton.tasks import plots
-from lepton.tasks.metrics import evaluate
+from lepton.tasks.evaluation import (
+    Evaluation,
+    calibration_metrics,
+    champion_scores,
+    compare_with_champion,
+    evaluate_holdout,
+)
 from lepton.tasks.monitor import PREDICTION, prediction_reference, reference_statistics
-from lepton.tasks.optimise import OptimiseResult, decision_threshold
+from lepton.tasks.optimise import OptimiseResult
 from lepton.tasks.preprocess import PreparedData
-from lepton.tasks.promotion import Comparison, paired_bootstrap, promotion_lock, run_key
-from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, holdout_context
-
-REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Holdout metrics of the candidate and the baseline, each at its own threshold."""
-
-    metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
-    threshold: float
-    baseline_threshold: float
-    scores: np.ndarray = field(repr=False)
-    baseline_scores: np.ndarray = field(repr=False)
+from lepton.tasks.promotion import decide, gate_failures, latency_failures, promotion_lock, run_key, version_description
+from lepton.tasks.registration import apply_decision, register, registered_latency
+from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal
 
 
 @dataclass(frozen=True)
@@ -56,153 +48,6 @@ class Deployment:
     champion_version: str | None
     reasons: tuple[str, ...]
     reference: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-def _within(spec: DomainSpec, metric: str, value: float, bound: float) -> bool:
-    return value >= bound if spec.higher_is_better(metric) else value <= bound
-
-
-def gate_failures(spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float]) -> list[str]:
-    """Every gate the candidate fails and whether it is worse than the baseline, with the numbers."""
-    failures = []
-    for metric, bound in spec.gates.items():
-        value = metrics.get(metric, float("nan"))
-        if math.isnan(value) or not _within(spec, metric, value, bound):
-            op = ">=" if spec.higher_is_better(metric) else "<="
-            failures.append(f"gate {metric} {op} {bound}: got {value:.4f}")
-    primary = spec.primary_metric
-    if not _within(spec, primary, metrics[primary], baseline[primary]):
-        failures.append(f"worse than the baseline on {primary}: {metrics[primary]:.4f} vs {baseline[primary]:.4f}")
-    return failures
-
-
-def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult) -> Evaluation:
-    baseline_threshold = decision_threshold(spec, data, trained.baseline)
-    y = data.holdout.y
-    smoothing, frame = spec.smoothing_config(), data.holdout.frame  # as the served model scores
-    scores = smoothed(smoothing, opt.candidate.predict(data.holdout.X), frame)
-    baseline_scores = smoothed(smoothing, trained.baseline.predict(data.holdout.X), frame)
-    return Evaluation(
-        metrics=evaluate(spec, y, scores, holdout_context(spec, data, opt.threshold)),
-        baseline_metrics=evaluate(spec, y, baseline_scores, holdout_context(spec, data, baseline_threshold)),
-        threshold=opt.threshold,
-        baseline_threshold=baseline_threshold,
-        scores=scores,
-        baseline_scores=baseline_scores,
-    )
-
-
-LATENCY_ROWS = 1000  # holdout rows timed: each alone, then as one batch
-
-
-def scoring_latency(scorer: Scorer, records: list[dict[str, Any]], repeats: int = 5) -> dict[str, float]:
-    """The bundle's scoring cost, as the service calls it (``Scorer.scores``, recipe and encoding
-    included, no HTTP): single rows one at a time, by the CPU time of this thread as the optimiser
-    times a model (``lepton.core.timing``: p50 and p99, ms; the wall-clock figures and the blocks'
-    spread beside them), and the rows as one batch (rows per second, best of ``repeats``)."""
-    columns = list(records[0]) if records else []
-    rows = [{name: [record[name]] for name in columns} for record in records]
-    single = time_calls(lambda i: scorer.scores(rows[i % len(rows)]), len(rows), warmup=20)
-    batch = {name: [record[name] for record in records] for name in columns}
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scorer.scores(batch)
-        best = min(best, time.perf_counter() - start)
-    return {
-        "latency_p50_ms": single.cpu_p50_ms,
-        "latency_p99_ms": single.cpu_p99_ms,
-        "latency_wall_p50_ms": single.wall_p50_ms,
-        "latency_wall_p99_ms": single.wall_p99_ms,
-        "latency_spread": single.spread,
-        "batch_rows_per_s": len(records) / best,
-    }
-
-
-def latency_failures(spec: DomainSpec, latency: dict[str, float]) -> list[str]:
-    """The latency gate on the bundle's measured single-row cost: a failure with both figures,
-    or, when the measurement was not steady enough to decide on, a reason that says so."""
-    if latency["latency_spread"] > MAX_SPREAD:
-        return [
-            f"latency not decided: the quietest blocks of single-row timings disagreed by "
-            f"{latency['latency_spread']:.0%} after {ATTEMPTS} measurements (at most {MAX_SPREAD:.0%} to decide); "
-            "not promoted until it can be measured"
-        ]
-    if latency["latency_p50_ms"] > spec.latency_budget_ms:
-        return [
-            f"latency budget {spec.latency_budget_ms:g} ms: single-row p50 {latency['latency_p50_ms']:.2f} ms "
-            f"of CPU time (wall p50 {latency['latency_wall_p50_ms']:.2f} ms)"
-        ]
-    return []
-
-
-def calibration_metrics(spec: DomainSpec, data: PreparedData, opt: OptimiseResult) -> dict[str, float]:
-    """Before and after calibration: out of fold on validation (every method tried), and on
-    the holdout the raw scores' Brier and calibration error (the calibrated ones are the
-    run's ``brier`` and ``calibration_error``)."""
-    if opt.calibration is None:
-        return {}
-    out = opt.calibration.metrics()
-    if opt.candidate.calibration is not None:
-        from sklearn.metrics import brier_score_loss
-
-        from lepton.tasks.metrics import calibration_error
-
-        raw = opt.candidate.raw_predict(data.holdout.X)
-        out["brier_uncalibrated"] = float(brier_score_loss(data.holdout.y, raw))
-        out["calibration_error_uncalibrated"] = calibration_error(data.holdout.y, raw)
-    return out
-
-
-@dataclass(frozen=True)
-class ChampionScores:
-    """The current champion scored on this run's holdout (``scores`` None: compared on gates only)."""
-
-    version: str | None
-    scores: np.ndarray | None = None
-    threshold: float = 0.5
-    note: str | None = None
-    normal: int | None = None  # multiclass: the normal class's index when it decides by the alarm rule
-
-
-def champion_scores(spec: DomainSpec, data: PreparedData) -> ChampionScores:
-    """Score the current champion on this run's holdout, from its own bundle with the same
-    ``Scorer`` its pyfunc wraps, straight from the holdout frame (large holdouts skip the pandas
-    round trip of pyfunc's schema checks)."""
-    version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
-    if version is None:
-        return ChampionScores(None)
-    try:
-        with tracking.scratch_dir() as tmp:
-            scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, version, Path(tmp)))
-        scores = scorer.scores(data.holdout.frame)
-    except Exception as exc:  # an unloadable champion must not block a good model
-        note = f"champion v{version} cannot score this holdout ({exc.__class__.__name__}: {exc})"
-        return ChampionScores(version, note=note)
-    if spec.task != "regression" and scorer.meta.get("classes") != [str(c) for c in data.classes]:
-        return ChampionScores(version, note=f"champion v{version} predicts other classes; compared on gates only")
-    threshold = scorer.meta.get("threshold")
-    threshold = 0.5 if threshold is None else float(threshold)
-    return ChampionScores(version, scores, threshold, normal=scorer.meta.get("alarm_normal"))
-
-
-def compare_with_champion(
-    spec: DomainSpec, data: PreparedData, evaluation: Evaluation, champion: ChampionScores
-) -> Comparison | None:
-    if champion.scores is None:
-        return None
-    groups = data.holdout.frame[spec.group_column].to_numpy() if spec.group_column else None
-    return paired_bootstrap(
-        spec,
-        data.holdout.y,
-        evaluation.scores,
-        champion.scores,
-        groups,
-        evaluation.threshold,
-        champion.threshold,
-        normal=alarm_normal(spec, data.classes),
-        champion_normal=champion.normal,
-    )
 
 
 def _log_plots(run_id: str, spec: DomainSpec, data: PreparedData, model: TrainedModel, evaluation: Evaluation) -> None:
@@ -381,7 +226,7 @@ def register_and_gate(
         version = tracking.find_version(spec.model_name, tracking.Tag.RUN_KEY, key)
         resumed = version is not None
         if version is None:
-            version, latency = _register(spec, data, opt, evaluation, run_id, reference, key)
+            version, latency = register(spec, data, opt, evaluation, run_id, reference, key)
         else:  # found, not waved through: its registered bundle is timed again and gated as a new one
             latency = registered_latency(spec, version, data)
             tracking.log_metrics(run_id, latency)
@@ -398,24 +243,14 @@ def register_and_gate(
             raise PromotionConflictError(
                 f"the champion alias of {spec.model_name} kept moving while v{version} was compared"
             )
-        reasons, promoted = list(failures), not failures
-        if comparison is not None:
-            reasons.append(comparison.describe(spec.primary_metric, spec.promotion.level))
-            promoted = promoted and comparison.p_value < spec.promotion.level
-        if champion.version == version:
-            promoted, reasons = True, [f"v{version} is already the champion (a re-run with the same inputs)"]
-        elif promoted:
-            reasons.insert(0, "passed every gate")
-        if champion.note:
-            reasons.append(champion.note)
-        decision = "; ".join(reasons)
-        tracking.set_alias(spec.model_name, tracking.CHAMPION if promoted else tracking.CHALLENGER, version)
-        if promoted and tracking.alias_version(spec.model_name, tracking.CHALLENGER) == version:
-            tracking.delete_alias(spec.model_name, tracking.CHALLENGER)  # one version, one role
-        tracking.set_version_tags(spec.model_name, version, {tracking.Tag.DECISION: decision})  # the decision is done
-        tracking.describe_version(spec.model_name, version, version_description(spec, version, promoted, reasons))
-    tags = {tracking.Tag.PROMOTED: str(promoted), tracking.Tag.VERSION: version, tracking.Tag.DECISION: decision}
-    tags[tracking.NOTE] = f"{version_description(spec, version, promoted, reasons)}\n\nChosen: {opt.reason}"
+        decision = decide(spec, version, failures, comparison, champion.version, champion.note)
+        apply_decision(spec, version, decision)
+    tags = {
+        tracking.Tag.PROMOTED: str(decision.promoted),
+        tracking.Tag.VERSION: version,
+        tracking.Tag.DECISION: decision.summary,
+    }
+    tags[tracking.NOTE] = f"{version_description(spec, version, decision)}\n\nChosen: {opt.reason}"
     if resumed:
         tags[tracking.Tag.RESUMED_VERSION] = version  # registered by an earlier run with the same inputs
     tracking.set_tags(run_id, tags)
@@ -425,89 +260,11 @@ def register_and_gate(
         run_id=run_id,
         model_name=spec.model_name,
         version=version,
-        promoted=promoted,
-        champion_version=version if promoted else champion.version,
-        reasons=tuple(reasons),
+        promoted=decision.promoted,
+        champion_version=version if decision.promoted else champion.version,
+        reasons=decision.reasons,
         reference=reference,
     )
-
-
-def registered_latency(spec: DomainSpec, version: str, data: PreparedData) -> dict[str, float]:
-    """A registered version's bundle, downloaded and timed as at registration."""
-    with tracking.scratch_dir() as tmp:
-        scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, version, Path(tmp)))
-    return scoring_latency(scorer, input_records(spec, data.holdout.frame.head(LATENCY_ROWS)))
-
-
-def _register(
-    spec: DomainSpec,
-    data: PreparedData,
-    opt: OptimiseResult,
-    evaluation: Evaluation,
-    run_id: str,
-    reference: dict[str, Any],
-    key: str,
-) -> tuple[str, dict[str, float]]:
-    """Log the model bundle to the run and register it as a new version tagged with the run key;
-    the version and the bundle's measured scoring latency."""
-    candidate = opt.candidate
-    meta = {
-        "domain": spec.name,
-        "task": spec.task,
-        "classes": [str(c) for c in data.classes],
-        "threshold": evaluation.threshold,
-        "alarm_normal": alarm_normal(spec, data.classes),  # multiclass decisions by the alarm rule
-        "primary_metric": spec.primary_metric,
-        "inputs": [c.name for c in spec.model_inputs],
-        "recipe": spec.recipe_config(),
-        "smoothing": spec.smoothing_config(),
-        "calibration": candidate.calibration,
-    }
-    example = input_frame(spec, data.holdout.frame.head(5))
-    with tracking.scratch_dir() as tmp:
-        bundle = write_bundle(
-            Path(tmp) / "bundle",
-            meta=meta,
-            encoder=data.encoder,
-            family=candidate.family,
-            payload=candidate.payload,
-            reference=reference,
-        )
-        latency = scoring_latency(Scorer.from_dir(bundle), input_records(spec, data.holdout.frame.head(LATENCY_ROWS)))
-        tracking.log_metrics(run_id, latency)
-        model_uri = tracking.log_model(run_id, bundle, example, signature(spec), REQUIREMENTS)
-    tags = {
-        tracking.Tag.RUN_ID: run_id,
-        tracking.Tag.RUN_KEY: key,
-        tracking.Tag.DATA_FINGERPRINT: data.fingerprint,
-        tracking.Tag.SPEC_HASH: spec.spec_hash(),
-        tracking.Tag.CODE: code_identity().key,
-        tracking.Tag.GIT_COMMIT: tracking.git_commit(),
-        spec.primary_metric: f"{evaluation.metrics[spec.primary_metric]:.6f}",
-    }
-    version = tracking.register(model_uri, spec.model_name, run_id, tags)
-    tracking.describe_model(spec.model_name, model_description(spec))
-    return version, latency
-
-
-def model_description(spec: DomainSpec) -> str:
-    """The registered model's description, from its spec: what it predicts and how it is judged."""
-    gates = ", ".join(f"{m} {'>=' if spec.higher_is_better(m) else '<='} {b:g}" for m, b in spec.gates.items())
-    lines = [
-        f"**{spec.description or spec.name}**",
-        "",
-        f"A {spec.task} model of `{spec.target}` ({len(spec.model_inputs)} input columns), trained by Lepton. "
-        f"Judged on {spec.primary_metric} on the holdout; promoted to `champion` only when it passes "
-        f"every gate ({gates or 'none'}), stays within {spec.latency_budget_ms:g} ms a row, and beats the "
-        f"current champion by a paired bootstrap test at the {spec.promotion.level:g} level.",
-    ]
-    return "\n".join(lines)
-
-
-def version_description(spec: DomainSpec, version: str, promoted: bool, reasons: list[str]) -> str:
-    """A version's description: the promotion decision in words, first what was decided."""
-    head = f"Champion: v{version} serves {spec.name}." if promoted else f"Not promoted: v{version} stays a challenger."
-    return "\n".join([head, "", *(f"- {reason}" for reason in reasons)])
 
 
 @task(name="deploy", cache_policy=NO_CACHE)

@@ -97,9 +97,9 @@ def compute_features(
     workers = max(1, len(client.nthreads()))
     count = parts or max(workers, -(-frame.height // ROW_BLOCK))
     restore = None
-    if spec.partition_by is not None and not recipes.in_order(frame, spec.partition_by, config["time"]):
+    if spec.partition_by is not None and not recipes.in_order(frame, spec.partition_by, config.time):
         # Put each group's rows together, in time order, once; the original order comes back below.
-        frame = frame.with_row_index(_ROW).sort([spec.partition_by, config["time"], _ROW])
+        frame = frame.with_row_index(_ROW).sort([spec.partition_by, config.time, _ROW])
         restore = frame[_ROW].arg_sort()
         frame = frame.drop(_ROW)
     pieces = partitions(frame, spec, count)

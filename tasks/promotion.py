@@ -1,5 +1,10 @@
-"""Promotion you can trust: a paired significance test against the champion, one promotion at a
-time per model, and a registration that a re-run finds instead of repeating.
+"""Promotion you can trust: a pure decision from the gates, the latency and a paired significance
+test against the champion, one promotion at a time per model, and a registration that a re-run
+finds instead of repeating.
+
+- ``decide``: the whole promotion decision as a function of what was measured (the gate and
+  latency failures, the comparison with the champion); it reads and writes nothing, so every
+  branch is tested without a registry. ``Decision.reasons`` are sentences, first what decided.
 
 - ``paired_bootstrap``: the challenger's and the champion's scores on the same holdout rows,
   resampled together (whole groups for series), give the distribution of the difference in the
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ import numpy as np
 
 from lepton.core.locks import exclusive
 from lepton.core.scoring import alarm_classes
+from lepton.core.timing import ATTEMPTS, MAX_SPREAD
 from lepton.domains.spec import DomainSpec
 from lepton.tasks.metrics import primary_score
 
@@ -45,6 +52,88 @@ class Comparison:
             f"lower {1 - level:.0%} bound {self.low:+.4f}, p={self.p_value:.3f} "
             f"(paired bootstrap, {self.resamples} draws)"
         )
+
+
+def _within(spec: DomainSpec, metric: str, value: float, bound: float) -> bool:
+    return value >= bound if spec.higher_is_better(metric) else value <= bound
+
+
+def gate_failures(spec: DomainSpec, metrics: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """Every gate the candidate fails and whether it is worse than the baseline, with the numbers."""
+    failures = []
+    for metric, bound in spec.gates.items():
+        value = metrics.get(metric, float("nan"))
+        if math.isnan(value) or not _within(spec, metric, value, bound):
+            op = ">=" if spec.higher_is_better(metric) else "<="
+            failures.append(f"gate {metric} {op} {bound}: got {value:.4f}")
+    primary = spec.primary_metric
+    if not _within(spec, primary, metrics[primary], baseline[primary]):
+        failures.append(f"worse than the baseline on {primary}: {metrics[primary]:.4f} vs {baseline[primary]:.4f}")
+    return failures
+
+
+def latency_failures(spec: DomainSpec, latency: dict[str, float]) -> list[str]:
+    """The latency gate on the bundle's measured single-row cost: a failure with both figures,
+    or, when the measurement was not steady enough to decide on, a reason that says so."""
+    if latency["latency_spread"] > MAX_SPREAD:
+        return [
+            f"latency not decided: the quietest blocks of single-row timings disagreed by "
+            f"{latency['latency_spread']:.0%} after {ATTEMPTS} measurements (at most {MAX_SPREAD:.0%} to decide); "
+            "not promoted until it can be measured"
+        ]
+    if latency["latency_p50_ms"] > spec.latency_budget_ms:
+        return [
+            f"latency budget {spec.latency_budget_ms:g} ms: single-row p50 {latency['latency_p50_ms']:.2f} ms "
+            f"of CPU time (wall p50 {latency['latency_wall_p50_ms']:.2f} ms)"
+        ]
+    return []
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a version becomes the champion, and why, in sentences (first what decided)."""
+
+    promoted: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        """The reasons in one line, as the version's ``lepton.decision`` tag reads."""
+        return "; ".join(self.reasons)
+
+
+def decide(
+    spec: DomainSpec,
+    version: str,
+    failures: list[str],
+    comparison: Comparison | None,
+    champion_version: str | None,
+    champion_note: str | None = None,
+) -> Decision:
+    """Promote ``version`` when it fails no gate (``failures``: the gate and latency failures)
+    and, where the champion could be scored on the same rows, beats it by the paired test at the
+    spec's level. A version that already is the champion (a re-run with the same inputs) stays."""
+    reasons, promoted = list(failures), not failures
+    if comparison is not None:
+        reasons.append(comparison.describe(spec.primary_metric, spec.promotion.level))
+        promoted = promoted and comparison.p_value < spec.promotion.level
+    if champion_version == version:
+        promoted, reasons = True, [f"v{version} is already the champion (a re-run with the same inputs)"]
+    elif promoted:
+        reasons.insert(0, "passed every gate")
+    if champion_note:
+        reasons.append(champion_note)
+    return Decision(promoted, tuple(reasons))
+
+
+def version_description(spec: DomainSpec, version: str, decision: Decision) -> str:
+    """A version's description: the promotion decision in words, first what was decided."""
+    head = (
+        f"Champion: v{version} serves {spec.name}."
+        if decision.promoted
+        else f"Not promoted: v{version} stays a challenger."
+    )
+    return "\n".join([head, "", *(f"- {reason}" for reason in decision.reasons)])
 
 
 def paired_bootstrap(

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from lepton.core import tracking
 from lepton.core.predlog import PredictionLog
-from lepton.core.scoring import Scorer, read_reference, smoothed
+from lepton.core.scoring import BundleMeta, Scorer, read_reference, smoothed
 from lepton.core.settings import Settings
 from lepton.domains.spec import DomainSpec, Dtype
 
@@ -129,7 +129,7 @@ class Loaded:
 
     @property
     def threshold(self) -> float | None:
-        return float(self.scorer.meta["threshold"]) if self.scorer.meta["task"] == "binary" else None
+        return float(self.scorer.meta.threshold) if self.scorer.meta.task == "binary" else None
 
 
 class Champion:
@@ -194,7 +194,7 @@ def score_rows(
     columns = {name: _column([row.get(name) for row in every]) for name in scorer.raw_inputs}
     frame, X = scorer.matrix(columns)
     flagged = outside(loaded.ranges, {n: v[len(context) :] for n, v in columns.items()}, len(rows))
-    scores = smoothed(scorer.meta.get("smoothing"), scorer.model.predict(X), frame)[len(context) :]
+    scores = smoothed(scorer.meta.smoothing, scorer.model.predict(X), frame)[len(context) :]
     X = X[len(context) :]
     predictions, values, outputs = scorer.decide(scores)
     values = scores if values is None else values  # regression: the score is the value
@@ -219,11 +219,11 @@ class History:
     scored after the rows its series sent before, so it gets the answer the whole series would.
     Bounded: ``depth`` rows per series, the ``max_series`` most recently seen series."""
 
-    def __init__(self, meta: dict[str, Any], max_series: int = 10_000) -> None:
-        recipe, smoothing = meta.get("recipe") or {}, meta.get("smoothing") or {}
-        window = int(recipe.get("window", 0)) if recipe.get("name") == "rolling" else 0
-        self.depth = window + int(smoothing.get("window", 0))  # 0: rows stand alone
-        self.group = smoothing.get("group") or recipe.get("group")
+    def __init__(self, meta: BundleMeta | None, max_series: int = 10_000) -> None:
+        recipe, smoothing = (meta.recipe, meta.smoothing) if meta is not None else (None, None)
+        window = recipe.window if recipe is not None and recipe.name == "rolling" else 0
+        self.depth = window + (smoothing.window if smoothing else 0)  # 0: rows stand alone
+        self.group = (smoothing.group if smoothing else None) or (recipe.group if recipe else None)
         self.max_series = max_series
         self.series: OrderedDict[Any, deque[dict[str, Any]]] = OrderedDict()
 
@@ -452,7 +452,7 @@ class Service:
         self.metrics = ServiceMetrics()
         self.batcher = Batcher(self.answer, limit=config.max_batch_rows)
         self.body_limit = config.max_body_bytes or body_limit(spec, config.max_batch_rows)
-        self.history = History({})  # sized from the first champion's bundle
+        self.history = History(None)  # sized from the first champion's bundle
         self.Row = row_model(spec)
         self.Batch = create_model(
             f"{self.Row.__name__}Batch",

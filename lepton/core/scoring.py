@@ -2,7 +2,8 @@
 
 A bundle is a directory of safe files only — no pickle anywhere:
 
-    meta.json       task, classes, threshold, input columns, model family
+    meta.json       ``BundleMeta``: task, classes, threshold, input columns, model family,
+                    the recipe and smoothing configs, the calibration map
     encoder.json    fitted preprocessing (categorical levels), learned on train only
     model.json      a linear model's coefficients          (family "linear")
                     or an MLP's layer weights               (family "mlp", trained with torch)
@@ -10,9 +11,9 @@ A bundle is a directory of safe files only — no pickle anywhere:
     reference.json.gz  training-time statistics for drift monitoring (gzip: a wide table's
                     quantile sketches are megabytes of JSON)
 
-This module needs only numpy, pandas and (for trees) xgboost — and polars with the feature
-recipe (``domains/recipes.py``) when the model has one — so a model logged to MLflow carries
-both files as code and loads without Lepton installed.
+This module needs only numpy, pandas, polars and (for trees) xgboost, and the feature recipes
+(``domains/recipes.py``, which also defines the recipe and smoothing configs), so a model logged
+to MLflow carries both files as code and loads without Lepton installed.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+try:
+    from lepton.domains import recipes
+except ImportError:  # inside a logged MLflow model: recipes.py sits beside this file
+    import recipes  # type: ignore[no-redef]
 
 BUNDLE_FORMAT = 1
 REFERENCE = "reference.json.gz"
@@ -252,14 +259,65 @@ def calibrated(model: Any, state: Mapping[str, Any] | None) -> Any:
 
 
 # ---- bundle ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BundleMeta:
+    """What a bundle's ``meta.json`` says about its model: what it predicts (task, classes, the
+    decision threshold, the alarm rule's normal class), what it takes (the raw input columns),
+    what runs around it (the recipe before, the calibration map and smoothing after) and how it
+    is stored (family, format)."""
+
+    domain: str
+    task: str
+    family: str
+    classes: tuple[str, ...] = ()
+    threshold: float | None = None
+    alarm_normal: int | None = None  # multiclass: the normal class's index when it decides by the alarm rule
+    primary_metric: str | None = None
+    inputs: tuple[str, ...] = ()
+    recipe: recipes.RecipeConfig | None = None
+    smoothing: recipes.SmoothingConfig | None = None
+    calibration: Mapping[str, Any] | None = None
+    format: int = BUNDLE_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "classes": list(self.classes),
+            "inputs": list(self.inputs),
+            "recipe": self.recipe.to_json() if self.recipe else None,
+            "smoothing": self.smoothing.to_json() if self.smoothing else None,
+            "calibration": dict(self.calibration) if self.calibration else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BundleMeta:
+        """A ``meta.json`` read back; a bundle of another format is refused."""
+        if data.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"bundle format {data.get('format')} is not {BUNDLE_FORMAT}")
+        threshold, normal = data.get("threshold"), data.get("alarm_normal")
+        return cls(
+            domain=str(data.get("domain", "")),
+            task=str(data["task"]),
+            family=str(data["family"]),
+            classes=tuple(str(c) for c in data.get("classes") or ()),
+            threshold=None if threshold is None else float(threshold),
+            alarm_normal=None if normal is None else int(normal),
+            primary_metric=data.get("primary_metric"),
+            inputs=tuple(data.get("inputs") or ()),
+            recipe=recipes.RecipeConfig.from_json(data.get("recipe")),
+            smoothing=recipes.SmoothingConfig.from_json(data.get("smoothing")),
+            calibration=data.get("calibration") or None,
+        )
+
+
 def write_bundle(
-    directory: Path, *, meta: dict, encoder: dict, family: str, payload: bytes | Mapping[str, Any], reference: dict
+    directory: Path, *, meta: BundleMeta, encoder: dict, payload: bytes | Mapping[str, Any], reference: dict
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "meta.json").write_text(json.dumps({**meta, "family": family, "format": BUNDLE_FORMAT}, indent=1))
+    (directory / "meta.json").write_text(json.dumps(meta.to_json(), indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
     (directory / REFERENCE).write_bytes(gzip.compress(json.dumps(reference).encode(), mtime=0))
-    if family in JSON_FAMILIES:
+    if meta.family in JSON_FAMILIES:
         (directory / "model.json").write_text(json.dumps(payload))
     else:
         (directory / "model.ubj").write_bytes(bytes(payload))
@@ -274,14 +332,9 @@ def read_reference(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "reference.json").read_text())
 
 
-def _apply_recipe(recipe: dict, rows: Any) -> dict[str, Any]:
+def _apply_recipe(recipe: recipes.RecipeConfig, rows: Any) -> dict[str, Any]:
     """``rows`` (a pandas or polars frame, or a mapping of columns) as a mapping of columns,
     with the recipe's derived columns added."""
-    try:
-        from lepton.domains import recipes
-    except ImportError:  # inside a logged MLflow model: recipes.py sits beside this file
-        import recipes  # type: ignore[no-redef]
-
     if isinstance(rows, pd.DataFrame):  # through polars: nullable pandas types become NaN / None
         import polars as pl
 
@@ -311,13 +364,13 @@ def smooth_scores(scores: np.ndarray, groups: np.ndarray, order: np.ndarray, win
     return smoothed.select(names).to_numpy().reshape(scores.shape)
 
 
-def smoothed(config: Mapping[str, Any] | None, scores: np.ndarray, rows: Any) -> np.ndarray:
+def smoothed(config: recipes.SmoothingConfig | None, scores: np.ndarray, rows: Any) -> np.ndarray:
     """``scores`` through a decision-smoothing config (``DomainSpec.smoothing_config``), reading
     the group and time columns from ``rows``; unchanged without one."""
-    if not config:
+    if config is None:
         return scores
-    groups, order = np.asarray(rows[config["group"]]), np.asarray(rows[config["time"]])
-    return smooth_scores(scores, groups, order, config["window"])
+    groups, order = np.asarray(rows[config.group]), np.asarray(rows[config.time])
+    return smooth_scores(scores, groups, order, config.window)
 
 
 def alarm_classes(proba: np.ndarray, normal: int | None = None, threshold: float | None = None) -> np.ndarray:
@@ -333,7 +386,7 @@ def alarm_classes(proba: np.ndarray, normal: int | None = None, threshold: float
 class Scorer:
     """Score raw rows (a pandas or polars frame, or a mapping of columns) with a bundle."""
 
-    def __init__(self, meta: dict, encoder: dict, model: Any) -> None:
+    def __init__(self, meta: BundleMeta, encoder: dict, model: Any) -> None:
         self.meta = meta
         self.encoder = encoder
         self.model = model
@@ -342,16 +395,14 @@ class Scorer:
     @classmethod
     def from_dir(cls, directory: str | Path) -> Scorer:
         directory = Path(directory)
-        meta = json.loads((directory / "meta.json").read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"bundle format {meta.get('format')} is not {BUNDLE_FORMAT}")
+        meta = BundleMeta.from_json(json.loads((directory / "meta.json").read_text()))
         encoder = json.loads((directory / "encoder.json").read_text())
-        if meta["family"] in JSON_FAMILIES:
+        if meta.family in JSON_FAMILIES:
             payload: Any = json.loads((directory / "model.json").read_text())
         else:
             payload = (directory / "model.ubj").read_bytes()
-        model = load_model(meta["family"], payload, meta["task"], len(feature_names(encoder)))
-        return cls(meta, encoder, calibrated(model, meta.get("calibration")))
+        model = load_model(meta.family, payload, meta.task, len(feature_names(encoder)))
+        return cls(meta, encoder, calibrated(model, meta.calibration))
 
     @property
     def input_columns(self) -> list[str]:
@@ -360,21 +411,20 @@ class Scorer:
     @property
     def raw_inputs(self) -> list[str]:
         """The columns a caller must send: before the recipe's derived features."""
-        return list(self.meta.get("inputs") or self.input_columns)
+        return list(self.meta.inputs or self.input_columns)
 
     def matrix(self, rows: Any) -> tuple[Any, np.ndarray]:
         """The rows with the recipe's derived columns, and their model matrix."""
         missing = [c for c in self.raw_inputs if c not in rows]
         if missing:
             raise KeyError(f"input lacks column(s) {missing}")
-        recipe = self.meta.get("recipe")
-        if recipe:
-            rows = _apply_recipe(recipe, rows)
+        if self.meta.recipe is not None:
+            rows = _apply_recipe(self.meta.recipe, rows)
         return rows, encode(self.encoder, rows)
 
     def scores(self, rows: Any) -> np.ndarray:
         rows, X = self.matrix(rows)
-        return smoothed(self.meta.get("smoothing"), self.model.predict(X), rows)
+        return smoothed(self.meta.smoothing, self.model.predict(X), rows)
 
     def reasons(self, X: np.ndarray, outputs: np.ndarray, top: int = 3) -> list[list[tuple[str, float]]] | None:
         """The ``top`` features that moved each row's raw output most (name, contribution), for
@@ -402,13 +452,13 @@ class Scorer:
         """(prediction, score, output) per row: the class label or value; the binary positive
         probability or the predicted class's probability (None for regression); and the index
         of the model output behind the decision (the predicted class; 0 otherwise)."""
-        task, classes = self.meta["task"], self.meta.get("classes")
+        task, classes = self.meta.task, list(self.meta.classes)
         first = np.zeros(len(scores), dtype=np.int64)
         if task == "regression":
             return scores, None, first
         if task == "binary":
-            return np.where(scores >= self.meta["threshold"], classes[1], classes[0]), scores, first
-        best = alarm_classes(scores, self.meta.get("alarm_normal"), self.meta.get("threshold"))
+            return np.where(scores >= self.meta.threshold, classes[1], classes[0]), scores, first
+        best = alarm_classes(scores, self.meta.alarm_normal, self.meta.threshold)
         return np.asarray(classes, dtype=object)[best], scores[np.arange(len(best)), best], best
 
     def predict(self, rows: Any) -> pd.DataFrame:

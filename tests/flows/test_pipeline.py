@@ -349,12 +349,12 @@ def test_calibration_is_fitted_on_validation_only_and_logged_before_and_after(le
     for version in ("1", "2"):
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{spec.model_name}/{version}"))
         scorers.append(Scorer.from_dir(next(local.rglob("meta.json")).parent))
-    meta = scorers[0].meta["calibration"]
+    meta = scorers[0].meta.calibration
     assert (meta or {"method": "none"})["method"] == method
     raw_model = scorers[0].model.model if isinstance(scorers[0].model, Calibrated) else scorers[0].model
     expected = fit_calibration(data.valid.y, raw_model.predict(data.valid.X), spec.split.seed)
     assert meta == expected.state
-    assert scorers[1].meta["calibration"] == meta  # the holdout had no say
+    assert scorers[1].meta.calibration == meta  # the holdout had no say
     if meta is not None:  # chosen because it helped out of fold; before and after on the holdout logged
         assert run.data.metrics[f"valid_brier_{method}"] < run.data.metrics["valid_brier_raw"]
         assert {"brier_uncalibrated", "calibration_error_uncalibrated"} <= set(run.data.metrics)

@@ -148,7 +148,7 @@ def test_row_wise_recipes_on_edge_values_and_one_row_at_a_time():
             "int_rate": [7.0, 7.01, None, 30.0],
         }
     )
-    config = {"name": "credit", "window": 10}
+    config = recipes.RecipeConfig(name="credit", window=10)
     out = recipes.apply(config, frame)
     assert out["loan_to_income"].to_list() == [None, 0.02, None, None]
     assert out["il_utilisation"].to_list() == [0.5, None, None, 0.5]
@@ -169,7 +169,7 @@ def test_row_wise_recipes_on_edge_values_and_one_row_at_a_time():
 
 def test_clinical_recipe_keeps_missing_values_missing():
     frame = pl.DataFrame({"kappa": [1.0, None], "lambda": [2.0, 1.0], "age": [59.9, None], "creatinine": [1.3, None]})
-    out = recipes.apply({"name": "clinical", "window": 10}, frame)
+    out = recipes.apply(recipes.RecipeConfig(name="clinical", window=10), frame)
     assert out["flc_total"].to_list() == [3.0, None]
     assert out["kappa_lambda_ratio"].to_list() == [0.5, None]
     assert out["age_decade"].to_list() == [5, None]

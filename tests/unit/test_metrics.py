@@ -4,9 +4,9 @@ from sklearn.metrics import roc_auc_score
 
 from lepton.domains import get_spec
 from lepton.domains.spec import CostModel
-from lepton.tasks.deploy import gate_failures
 from lepton.tasks.metrics import EvalContext, calibration_error, detection_delay, evaluate, expected_cost
 from lepton.tasks.optimise import cost_threshold
+from lepton.tasks.promotion import gate_failures
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,4 +1,4 @@
-"""The paired test a challenger must pass, the promotion lock, and the run key."""
+"""The promotion decision, the paired test a challenger must pass, the promotion lock, and the run key."""
 
 import os
 import threading
@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from lepton.domains import get_spec
-from lepton.tasks.promotion import paired_bootstrap, promotion_lock, run_key
+from lepton.tasks.promotion import (
+    Comparison,
+    decide,
+    paired_bootstrap,
+    promotion_lock,
+    run_key,
+    version_description,
+)
 
 SPEC = get_spec("finance")  # primary metric: ROC AUC
 
@@ -127,3 +134,32 @@ def test_weighted_metrics_equal_sklearn_on_the_drawn_rows():
     proba = rng.dirichlet(np.ones(4), 500) + np.eye(4)[labels] * 0.3
     expected = f1_score(labels[rows], proba[rows].argmax(axis=1), average="macro", labels=range(4), zero_division=0)
     assert _Scorer(spec, labels, proba, 0.5)(weights) == pytest.approx(expected, abs=1e-12)
+
+
+BETTER = Comparison(delta=0.02, low=0.01, p_value=0.001, resamples=1000)
+NOISY = Comparison(delta=0.001, low=-0.01, p_value=0.4, resamples=1000)
+
+
+@pytest.mark.parametrize(
+    ("failures", "comparison", "champion", "note", "promoted", "first"),
+    [
+        ([], None, None, None, True, "passed every gate"),  # the first version: gates only
+        ([], BETTER, "1", None, True, "passed every gate"),
+        ([], NOISY, "1", None, False, "not significantly better"),
+        (["gate roc_auc >= 0.7: got 0.6500"], BETTER, "1", None, False, "gate roc_auc"),
+        (["gate roc_auc >= 0.7: got 0.6500"], None, "2", None, True, "v2 is already the champion"),
+        ([], None, "1", "champion v1 cannot score this holdout", True, "passed every gate"),
+    ],
+)
+def test_the_decision_is_a_function_of_what_was_measured(failures, comparison, champion, note, promoted, first):
+    decision = decide(SPEC, "2", failures, comparison, champion, note)
+    assert decision.promoted is promoted
+    assert decision.reasons[0].startswith(first) or first in decision.reasons[0]
+    assert decision.summary == "; ".join(decision.reasons)
+    assert all(reason and not reason.startswith(";") for reason in decision.reasons)  # sentences, not a joined string
+    if note:
+        assert decision.reasons[-1] == note
+    if comparison is not None and champion != "2":
+        assert any("paired bootstrap" in reason for reason in decision.reasons)
+    head = version_description(SPEC, "2", decision).splitlines()[0]
+    assert head == ("Champion: v2 serves finance." if promoted else "Not promoted: v2 stays a challenger.")

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from lepton.core.scoring import LinearModel, Scorer, encode, smooth_scores, write_bundle
+from lepton.core.scoring import BundleMeta, LinearModel, Scorer, encode, smooth_scores, write_bundle
 from lepton.tasks.train import fit_linear, fit_mlp, fit_xgboost
 
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
@@ -59,8 +59,8 @@ def test_bundle_round_trip_scores_the_same(tmp_path, family):
         payload, _ = fit_mlp(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"hidden": 8, "epochs": 30})
     else:
         payload, _, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], "binary", 2, {"n_estimators": 20})
-    meta = {"task": "binary", "classes": ["no", "yes"], "threshold": 0.5}
-    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, family=family, payload=payload, reference={})
+    meta = BundleMeta(domain="t", task="binary", family=family, classes=("no", "yes"), threshold=0.5)
+    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, payload=payload, reference={})
     assert not [p for p in (tmp_path / "b").iterdir() if p.suffix in {".pkl", ".pickle", ".joblib"}]
     scorer = Scorer.from_dir(tmp_path / "b")
     out = scorer.predict(frame)
@@ -73,9 +73,8 @@ def test_scorer_names_missing_columns(tmp_path):
     X, y = _data()
     write_bundle(
         tmp_path / "b",
-        meta={"task": "binary", "classes": [0, 1], "threshold": 0.5},
+        meta=BundleMeta(domain="t", task="binary", family="linear", classes=("0", "1"), threshold=0.5),
         encoder=ENCODER,
-        family="linear",
         payload=fit_linear(encode(ENCODER, {"a": X[:, 0], "b": X[:, 1], "c": ["x"] * 300}), y, "binary"),
         reference={},
     )
@@ -133,8 +132,9 @@ def test_reasons_are_the_largest_contributions_that_add_up_to_the_raw_output(tmp
         payload = fit_linear(M, y, task)
     else:
         payload, _, _ = fit_xgboost(M[:200], y[:200], M[200:], y[200:], task, classes, {"n_estimators": 20})
-    meta = {"task": task, "classes": [str(c) for c in range(classes)], "threshold": 0.5}
-    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, family=family, payload=payload, reference={})
+    classes_ = tuple(str(c) for c in range(classes))
+    meta = BundleMeta(domain="t", task=task, family=family, classes=classes_, threshold=0.5)
+    write_bundle(tmp_path / "b", meta=meta, encoder=ENCODER, payload=payload, reference={})
     scorer = Scorer.from_dir(tmp_path / "b")
     contributions = scorer.model.contributions(M)
     assert contributions.shape == (len(M), 1 if classes == 2 else classes, M.shape[1])
@@ -150,3 +150,26 @@ def test_reasons_are_the_largest_contributions_that_add_up_to_the_raw_output(tmp
         assert len(chosen) == 2 and {n for n, _ in chosen} <= set(names)
         size = np.sort(np.abs(contributions[row, min(k, contributions.shape[1] - 1)]))[::-1]
         assert [abs(c) for _, c in chosen] == pytest.approx(size[:2], rel=1e-5)
+
+
+def test_bundle_meta_reads_back_what_it_wrote_and_refuses_another_format():
+    from lepton.domains import get_spec
+
+    spec = get_spec("manufacturing")  # a rolling recipe and decision smoothing
+    meta = BundleMeta(
+        domain=spec.name,
+        task=spec.task,
+        family="xgboost",
+        classes=("0", "1"),
+        threshold=0.3,
+        alarm_normal=0,
+        inputs=tuple(c.name for c in spec.model_inputs),
+        recipe=spec.recipe_config(),
+        smoothing=spec.smoothing_config(),
+        calibration={"method": "sigmoid", "a": 1.0, "b": 0.0},
+    )
+    text = json.loads(json.dumps(meta.to_json()))
+    assert BundleMeta.from_json(text) == meta
+    assert text["recipe"]["name"] == "rolling" and text["recipe"]["numeric"]
+    with pytest.raises(ValueError, match="bundle format 0"):
+        BundleMeta.from_json({**text, "format": 0})

@@ -4,10 +4,11 @@ the whole series would get in one batch."""
 import numpy as np
 
 from lepton.app.serve import History, Loaded, score_rows
-from lepton.core.scoring import Scorer, load_model
+from lepton.core.scoring import BundleMeta, Scorer, load_model
+from lepton.domains.recipes import RecipeConfig, SmoothingConfig
 
-RECIPE = {"name": "rolling", "window": 3, "numeric": ["a"], "group": "run", "time": "t"}
-SMOOTHING = {"window": 4, "group": "run", "time": "t"}
+RECIPE = RecipeConfig(name="rolling", window=3, numeric=("a",), group="run", time="t")
+SMOOTHING = SmoothingConfig(window=4, group="run", time="t")
 ENCODER = {"numeric": ["a", "a_mean3", "a_std3", "a_diff"], "categorical": {}}
 
 
@@ -15,8 +16,8 @@ def _loaded() -> Loaded:
     state = {"task": "multiclass", "fill": [0.0] * 4, "mean": [0.0] * 4, "scale": [1.0] * 4,
              "coef": [[0.5, -1.0, 2.0, 0.3], [-0.2, 0.8, -1.5, 1.0], [0.1, 0.1, 0.1, -0.9]],
              "intercept": [0.0, 0.1, -0.1]}  # fmt: skip
-    meta = {"task": "multiclass", "classes": ["0", "1", "2"], "threshold": 0.5, "inputs": ["a", "run", "t"],
-            "recipe": RECIPE, "smoothing": SMOOTHING, "family": "linear"}  # fmt: skip
+    meta = BundleMeta(domain="t", task="multiclass", family="linear", classes=("0", "1", "2"), threshold=0.5,
+                      inputs=("a", "run", "t"), recipe=RECIPE, smoothing=SMOOTHING)  # fmt: skip
     return Loaded(version="1", scorer=Scorer(meta, ENCODER, load_model("linear", state, "multiclass", 4)))
 
 
@@ -42,14 +43,16 @@ def test_single_rows_with_history_equal_the_whole_series_scored_at_once():
 
 
 def test_history_is_bounded_per_series_and_in_series():
-    history = History({"smoothing": {"window": 3, "group": "run", "time": "t"}}, max_series=2)
+    meta = BundleMeta(domain="t", task="binary", family="linear", smoothing=SmoothingConfig(3, "run", "t"))
+    history = History(meta, max_series=2)
     for t in range(10):
         history.add({"run": "a", "t": t})
     assert [r["t"] for r in history.context({"run": "a"})] == [7, 8, 9]
     history.add({"run": "b", "t": 0})
     history.add({"run": "c", "t": 0})
     assert history.context({"run": "a"}) == [] and len(history.series) == 2
-    assert History({"recipe": {"name": "credit", "window": 10}}).depth == 0
+    credit = BundleMeta(domain="t", task="binary", family="linear", recipe=RecipeConfig(name="credit", window=10))
+    assert History(credit).depth == 0
 
 
 def test_the_prediction_log_keeps_every_row_of_mixed_requests(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from lepton.domains import DOMAINS, get_spec
+from lepton.domains.recipes import SmoothingConfig
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, SpecError
 
@@ -131,5 +132,6 @@ def test_smoothing_adds_the_group_and_time_columns_to_the_model_inputs():
     columns = [*_raw()["columns"], {"name": "g", "dtype": "int", "role": "group"}]
     spec = DomainSpec.model_validate(_raw(columns=columns, smoothing=4))
     assert [c.name for c in spec.model_inputs] == ["x", "t", "g"]
-    assert spec.smoothing_config() == {"window": 4, "group": "g", "time": "t"}
+    assert spec.smoothing_config() == SmoothingConfig(window=4, group="g", time="t")
+    assert SmoothingConfig.from_json(spec.smoothing_config().to_json()) == spec.smoothing_config()
     assert DomainSpec.model_validate(_raw(columns=columns)).smoothing_config() is None
