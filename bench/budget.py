@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 def domain_curve(domain: str, budgets: list[int]) -> list[dict]:
     from lepton.core.scoring import smoothed
     from lepton.domains import get_spec
+    from lepton.tasks.families import searched
     from lepton.tasks.metrics import evaluate
-    from lepton.tasks.optimise import families, measured, search, within_noise
+    from lepton.tasks.optimise import measured, search, within_noise
     from lepton.tasks.pareto import choose
     from lepton.tasks.preprocess import load_domain_data, prepare
     from lepton.tasks.train import holdout_context, train_task
@@ -47,7 +48,7 @@ def domain_curve(domain: str, budgets: list[int]) -> list[dict]:
     rows = []
     for budget in sorted(budgets):
         pool = [m for m in [*base, *found[:budget]] if not m.pruned]
-        choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families())
+        choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), searched())
         model = pool[choice.index]
         scores = smoothed(spec.smoothing_config(), model.predict(data.holdout.X), data.holdout.frame)
         holdout = evaluate(spec, data.holdout.y, scores, holdout_context(spec, data))[spec.primary_metric]

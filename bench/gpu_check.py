@@ -3,7 +3,7 @@
     python bench/gpu_check.py [--rows 1000000] [--rounds 300]
 
 Uses the finance recipe on ``lepton synth``-style data (drawn from the real Lending Club sample),
-Lepton's own encoder and ``lepton.tasks.train.fit_xgboost``, once with ``device="cpu"`` and once with
+Lepton's own encoder and ``lepton.tasks.families.trees.fit_xgboost``, once with ``device="cpu"`` and once with
 ``device="cuda"``: the same parameters, split and early stopping. Prints and writes
 ``bench/results/gpu_check.json``: seconds per device, the speed-up, the validation ROC AUC of each
 and their difference (parity: within 0.005). Without a CUDA-capable GPU it measures the CPU side,
@@ -26,9 +26,9 @@ from lepton.core.engine import gpu_visible
 from lepton.core.tables import read_table
 from lepton.domains import get_spec
 from lepton.domains.recipes import apply
+from lepton.tasks.families.trees import fit_xgboost
 from lepton.tasks.preprocess import prepare_parts
 from lepton.tasks.synth import synthesize
-from lepton.tasks.train import fit_xgboost
 
 PARAMS = {"max_depth": 8, "learning_rate": 0.1, "max_bin": 256}
 

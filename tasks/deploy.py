@@ -199,7 +199,7 @@ def record_run(
     baseline = {**common, tracking.Tag.ROLE: "baseline"}
     with tracking.recorded_run(experiment, f"{spec.name}-baseline", baseline, parent_run_id=run_id) as base_id:
         threshold = {"threshold": round(evaluation.baseline_threshold, 6)} if spec.task == "binary" else {}
-        tracking.log_params(base_id, {"family": "linear", **trained.baseline.params, **threshold})
+        tracking.log_params(base_id, {"family": trained.baseline.family, **trained.baseline.params, **threshold})
         valid = abs(trained.baseline.valid_score)
         tracking.log_metrics(base_id, {**evaluation.baseline_metrics, f"valid_{spec.primary_metric}": valid})
 

@@ -21,19 +21,13 @@ from lepton.core.progress import Steps, emit
 from lepton.core.scoring import smoothed
 from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from lepton.domains.spec import CostModel, DomainSpec
+from lepton.tasks import families
 from lepton.tasks.calibrate import Calibration, fit_calibration
+from lepton.tasks.families import Pruning
 from lepton.tasks.metrics import primary_score
 from lepton.tasks.pareto import Choice, choose, objectives, serving_cost
 from lepton.tasks.preprocess import PreparedData
-from lepton.tasks.train import (
-    Pruning,
-    TrainedModel,
-    TrainResult,
-    alarm_normal,
-    search_sample,
-    torch_available,
-    train_model,
-)
+from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, search_sample, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
 DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # lepton.tasks.pareto.objectives
@@ -72,35 +66,11 @@ class OptimiseResult:
         return "; ".join(self.reasons)
 
 
-def families() -> list[str]:
-    """The model families, simplest first: the torch MLP when torch is installed."""
-    return ["linear", "xgboost", *(["mlp"] if torch_available() else [])]
-
-
 def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
-    """The search space: family first, then that family's hyper-parameters."""
-    family = trial.suggest_categorical("family", families())
-    if family == "linear":
-        return family, {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
-    if family == "mlp":
-        return family, {
-            "hidden": trial.suggest_int("hidden", 16, 256, log=True),
-            "layers": trial.suggest_int("layers", 1, 3),
-            "learning_rate": trial.suggest_float("mlp_learning_rate", 1e-4, 1e-2, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
-            "epochs": 60,
-        }
-    return family, {
-        "max_depth": trial.suggest_int("max_depth", 2, 8),
-        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
-        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
-        "max_bin": 128,
-        "n_estimators": 300,
-    }
+    """The search space: a family first (``lepton.tasks.families.searched``), then its own
+    hyper-parameters."""
+    family = trial.suggest_categorical("family", families.searched())
+    return family, families.get(family).suggest(trial, task)
 
 
 def _fit_trial(
@@ -119,7 +89,7 @@ def measured(model: TrainedModel, data: PreparedData) -> TrainedModel:
 
 
 def _pruning(models: list[TrainedModel]) -> Pruning | None:
-    return Pruning.from_curves([m.curve for m in models if m.family == "xgboost" and not m.pruned])
+    return Pruning.from_curves([m.curve for m in models if not m.pruned])  # families that stop early have curves
 
 
 def _tell(study: Any, trial: Any, model: TrainedModel) -> None:
@@ -400,12 +370,12 @@ def final_fit(
     the table is large enough to train across the cluster (``xgboost.dask`` from
     ``distributed_rows`` rows; 0 always, given a client). A linear model keeps its fit: a
     regularised linear model on a million rows has nothing left to learn from more."""
-    if candidate.family != "xgboost":
+    if not families.get(candidate.family).refits_on_all_rows:
         return candidate
     distributed = client is not None and data.train.rows >= distributed_rows
     if candidate.train_rows == data.train.rows and not distributed:
         return candidate
-    return train_model(spec, data, "xgboost", candidate.params, device, client if distributed else None)
+    return train_model(spec, data, candidate.family, candidate.params, device, client if distributed else None)
 
 
 def refit_with_validation(spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str) -> TrainedModel:
@@ -413,11 +383,9 @@ def refit_with_validation(spec: DomainSpec, data: PreparedData, model: TrainedMo
     rounds early stopping chose); its validation score stays the one measured before, as the
     refitted model has seen those rows. An MLP keeps its fit (its epochs count is not comparable
     on more rows)."""
-    if model.family == "mlp":
+    params = families.get(model.family).refit_params(model.params, model.best_iteration)
+    if params is None:
         return model
-    params = dict(model.params)
-    if model.family == "xgboost":
-        params["n_estimators"] = int(model.best_iteration or 0) + 1
     train = dataclasses.replace(
         data.train, X=np.concatenate([data.train.X, data.valid.X]), y=np.concatenate([data.train.y, data.valid.y])
     )
@@ -451,7 +419,7 @@ def optimise(
     everything = [measured(trained.baseline, data), measured(trained.default_tree, data), *found]
     sources = ["baseline", "default"] + ["search"] * len(found)
     pool = [m for m in everything if not m.pruned]
-    choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families())
+    choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families.searched())
     candidate, reasons = pool[choice.index], [choice.reason]
     if len(pool) < len(everything):
         reasons.append(f"{len(everything) - len(pool)} tree trial(s) pruned by the median rule")

@@ -125,7 +125,7 @@ def choose(
     name = spec.primary_metric
     if any(eligible):
         pick = _cheapest([i for i, ok in enumerate(eligible) if ok], pool, costs, simplest)
-        if pool[pick].family == "linear" and eligible[0] and as_good[0]:
+        if pool[pick].family == pool[0].family and eligible[0] and as_good[0]:
             pick = 0  # the untuned baseline: tuning it was not worth more than the noise
         reason = (
             f"the cheapest of {sum(eligible)} model(s) as good as the best within the noise and within "

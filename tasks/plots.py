@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from lepton.tasks.families import FAMILIES
+
 
 def _pyplot():
     import matplotlib
@@ -80,8 +82,7 @@ def pareto_figure(trials: list, metric: str, budget_ms: float):
     Pareto front joined, the chosen model starred, pruned trials greyed, the budget a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    colours = {"linear": "tab:blue", "xgboost": "tab:orange", "mlp": "tab:green"}
-    for family, colour in colours.items():
+    for family, colour in ((f.name, f.colour) for f in FAMILIES.values()):
         done = [t for t in trials if t.family == family and t.state == "complete"]
         if done:
             ax.scatter([t.latency_ms for t in done], [abs(t.valid_score) for t in done], c=colour, s=22, label=family)

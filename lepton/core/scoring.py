@@ -107,9 +107,6 @@ def feature_names(encoder: Mapping[str, Any]) -> list[str]:
     return names
 
 
-JSON_FAMILIES = ("linear", "mlp")  # stored as plain numbers in model.json
-
-
 # ---- models ------------------------------------------------------------------------------------
 class Standardiser:
     """Median fill for missing values, then centring and scaling, fitted on training rows; the
@@ -213,13 +210,27 @@ class TreeModel:
         return out
 
 
+# The served side of each model family (``lepton.tasks.families`` trains them): the safe file its
+# payload is stored in (``.json``: plain numbers; otherwise the library's own bytes) and the
+# predictor that loads it from (payload, task, number of features).
+MODELS: dict[str, tuple[str, Any]] = {
+    "linear": ("model.json", lambda state, task, n: LinearModel(state)),
+    "mlp": ("model.json", lambda state, task, n: MLPModel(state)),
+    "xgboost": ("model.ubj", lambda raw, task, n: TreeModel(bytes(raw), task, n)),
+}
+
+
+def _model_file(family: str) -> str:
+    if family not in MODELS:
+        raise ValueError(f"unknown model family {family!r}; this bundle needs a newer Lepton")
+    return MODELS[family][0]
+
+
 def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_features: int):
-    if family in JSON_FAMILIES:
-        state = payload if isinstance(payload, Mapping) else json.loads(payload)
-        return MLPModel(state) if family == "mlp" else LinearModel(state)
-    if family == "xgboost":
-        return TreeModel(bytes(payload), task, n_features)
-    raise ValueError(f"unknown model family {family!r}")
+    """The predictor of ``family`` from its payload (bytes as read from its file, or a mapping)."""
+    if _model_file(family).endswith(".json") and not isinstance(payload, Mapping):
+        payload = json.loads(payload)
+    return MODELS[family][1](payload, task, n_features)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -317,10 +328,11 @@ def write_bundle(
     (directory / "meta.json").write_text(json.dumps(meta.to_json(), indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
     (directory / REFERENCE).write_bytes(gzip.compress(json.dumps(reference).encode(), mtime=0))
-    if meta.family in JSON_FAMILIES:
-        (directory / "model.json").write_text(json.dumps(payload))
+    name = _model_file(meta.family)
+    if name.endswith(".json"):
+        (directory / name).write_text(json.dumps(payload))
     else:
-        (directory / "model.ubj").write_bytes(bytes(payload))
+        (directory / name).write_bytes(bytes(payload))
     return directory
 
 
@@ -397,11 +409,9 @@ class Scorer:
         directory = Path(directory)
         meta = BundleMeta.from_json(json.loads((directory / "meta.json").read_text()))
         encoder = json.loads((directory / "encoder.json").read_text())
-        if meta.family in JSON_FAMILIES:
-            payload: Any = json.loads((directory / "model.json").read_text())
-        else:
-            payload = (directory / "model.ubj").read_bytes()
-        model = load_model(meta.family, payload, meta.task, len(feature_names(encoder)))
+        model = load_model(
+            meta.family, (directory / _model_file(meta.family)).read_bytes(), meta.task, len(feature_names(encoder))
+        )
         return cls(meta, encoder, calibrated(model, meta.calibration))
 
     @property

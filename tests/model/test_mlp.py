@@ -8,9 +8,11 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from lepton.core.scoring import MLPModel, load_model
 from lepton.domains import get_spec
-from lepton.tasks.optimise import families, search
+from lepton.tasks.families import searched
+from lepton.tasks.families.linear import fit_linear
+from lepton.tasks.families.mlp import fit_mlp, torch_device
+from lepton.tasks.optimise import search
 from lepton.tasks.preprocess import load_domain_data, prepare
-from lepton.tasks.train import fit_linear, fit_mlp, torch_device
 
 
 def _rings(n=3000, seed=0):
@@ -65,7 +67,7 @@ def test_mlp_regression_and_multiclass_outputs():
 
 
 def test_the_optimiser_searches_the_mlp_family_when_torch_is_installed():
-    assert families() == ["linear", "xgboost", "mlp"]
+    assert searched() == ["linear", "xgboost", "mlp"]
     spec = get_spec("medical")
     data = prepare(spec, *load_domain_data(spec))
     models = search(spec, data, n_trials=10, seed=spec.split.seed)

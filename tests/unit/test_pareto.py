@@ -5,17 +5,11 @@ import pytest
 
 from lepton.domains import get_spec
 from lepton.errors import LatencyBudgetError
+from lepton.tasks.families.linear import fit_linear
+from lepton.tasks.families.trees import PRUNE_EVERY, Pruning, fit_xgboost
 from lepton.tasks.optimise import as_good_as
 from lepton.tasks.pareto import ServingCost, choose, pareto_front, serving_cost
-from lepton.tasks.train import (
-    DEFAULT_TREE_PARAMS,
-    PRUNE_EVERY,
-    Pruning,
-    TrainedModel,
-    fit_linear,
-    fit_xgboost,
-    train_model,
-)
+from lepton.tasks.train import DEFAULT_TREE_PARAMS, TrainedModel, train_model
 
 FAMILIES = ["linear", "xgboost", "mlp"]
 

@@ -19,7 +19,7 @@ SPEC = get_spec("medical")
 
 
 def test_the_search_emits_one_event_per_trial_with_the_best_score_so_far(monkeypatch):
-    monkeypatch.setattr("lepton.tasks.optimise.families", lambda: ["linear", "xgboost"])  # no MLP: seconds, not tens
+    monkeypatch.setattr("lepton.tasks.families.searched", lambda: ["linear", "xgboost"])  # no MLP: seconds, not tens
     data = search_sample(prepare(SPEC, *load_domain_data(SPEC)), 1500, SPEC.split.seed)
     heard: list[Event] = []
     with progress.listening(heard.append, domain="medical"):

@@ -7,7 +7,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from lepton.core.scoring import BundleMeta, LinearModel, Scorer, encode, smooth_scores, write_bundle
-from lepton.tasks.train import fit_linear, fit_mlp, fit_xgboost
+from lepton.tasks.families.linear import fit_linear
+from lepton.tasks.families.mlp import fit_mlp
+from lepton.tasks.families.trees import fit_xgboost
 
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
 

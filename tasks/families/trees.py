@@ -1,0 +1,222 @@
+"""``xgboost``: gradient-boosted trees with early stopping on the validation split, on CUDA when a
+GPU is visible, CPU ``hist`` otherwise; exported in XGBoost's own UBJ format. Given a Dask client,
+the same model is trained by ``xgboost.dask`` across the cluster's workers (each holds a block of
+rows; the quantile sketch and the gradient histograms are merged by XGBoost's collective), and
+comes back as the same UBJ booster. ``Pruning`` stops a search trial that falls behind."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lepton.core.engine import cpu_threads
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.families.base import Family, Fit
+from lepton.tasks.preprocess import PreparedData
+
+EARLY_STOPPING_ROUNDS = 30
+PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """The median stopping rule for tree trials: from round ``warmup`` on, a trial whose best
+    validation loss so far is worse than the median of earlier complete trials' at the same round
+    stops there (Optuna's pruners serve single-objective studies only; this is its MedianPruner's
+    rule, on XGBoost's own evaluation). ``medians[k]`` is for round ``(k + 1) * PRUNE_EVERY``."""
+
+    medians: tuple[float, ...]
+    warmup: int = 100
+
+    def median(self, k: int) -> float:
+        """The median at check ``k``; past the longest earlier trial, its last value."""
+        return self.medians[min(k, len(self.medians) - 1)]
+
+    @classmethod
+    def from_curves(cls, curves: list[tuple[float, ...]], startup: int = 4) -> Pruning | None:
+        """From earlier complete trials' curves (each held at its last value after it stopped);
+        None until ``startup`` trials have finished."""
+        curves = [c for c in curves if c]
+        if len(curves) < startup:
+            return None
+        length = max(map(len, curves))
+        padded = np.array([[*c, *[c[-1]] * (length - len(c))] for c in curves])
+        return cls(tuple(float(v) for v in np.median(padded, axis=0)))
+
+
+def xgb_objective(task: str, n_classes: int) -> dict[str, Any]:
+    if task == "binary":
+        return {"objective": "binary:logistic", "eval_metric": "logloss"}
+    if task == "multiclass":
+        return {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss"}
+    return {"objective": "reg:squarederror", "eval_metric": "rmse"}
+
+
+def _booster_params(task: str, n_classes: int, params: dict[str, Any], device: str, seed: int) -> dict[str, Any]:
+    return {
+        **xgb_objective(task, n_classes),
+        "tree_method": "hist",
+        "device": device,
+        "seed": seed,
+        "verbosity": 0,
+        **params,
+    }
+
+
+def _row_blocks(client: Any, array: np.ndarray, blocks: int) -> Any:
+    """``array`` as a Dask array whose row blocks are scattered to the workers, one each in turn
+    (the graph holds references, not the data)."""
+    import dask.array as da
+
+    bounds = np.linspace(0, len(array), blocks + 1).astype(int)
+    pieces = [array[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    futures = client.scatter(pieces, hash=False)
+    return da.concatenate(
+        [da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces, strict=True)]
+    )
+
+
+def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: int, X, y, X_valid, y_valid):
+    import xgboost as xgb
+    import xgboost.dask  # ``xgb.dask`` is only bound once imported
+
+    workers = max(1, len(client.nthreads()))
+    # xgboost.dask waits on ``distributed.wait``, which takes the process's default client: make
+    # it ours, or a second client in the process (a caller's own) deadlocks the event loop.
+    with client.as_current():
+        train = xgb.dask.DaskQuantileDMatrix(
+            client, _row_blocks(client, X, workers), _row_blocks(client, y, workers), max_bin=max_bin
+        )
+        valid = xgb.dask.DaskQuantileDMatrix(
+            client,
+            _row_blocks(client, X_valid, workers),
+            _row_blocks(client, y_valid, workers),
+            ref=train,
+            max_bin=max_bin,
+        )
+        output = xgb.dask.train(
+            client,
+            params,
+            train,
+            num_boost_round=rounds,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            verbose_eval=False,
+        )
+    return output["booster"], workers
+
+
+def fit_xgboost(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_valid: np.ndarray,
+    y_valid: np.ndarray,
+    task: str,
+    n_classes: int,
+    params: dict[str, Any],
+    device: str = "cpu",
+    seed: int = 0,
+    client: Any = None,
+    callbacks: tuple[Any, ...] = (),
+) -> tuple[bytes, int, int]:
+    """Train with early stopping on the validation split, in this process or, given a Dask
+    ``client``, across its workers; return (UBJ bytes, best iteration, Dask workers used).
+    ``callbacks`` (XGBoost ``TrainingCallback``) watch a fit in this process."""
+    import xgboost as xgb
+
+    params = dict(params)
+    rounds = int(params.pop("n_estimators", 400))
+    booster_params = _booster_params(task, n_classes, params, device, seed)
+    max_bin = int(booster_params.get("max_bin", 256))
+    if client is not None:
+        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, X, y, X_valid, y_valid)
+    else:
+        train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
+        valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
+        booster = xgb.train(
+            {**booster_params, "nthread": cpu_threads()},
+            train,
+            num_boost_round=rounds,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            verbose_eval=False,
+            callbacks=list(callbacks),
+        )
+        workers = 0
+    best = int(booster.best_iteration)
+    booster = booster[: best + 1]  # keep only the trees that helped on validation
+    return bytes(booster.save_raw("ubj")), best, workers
+
+
+def _watch(pruning: Pruning | None) -> Any:
+    """An XGBoost callback that records the best validation loss every ``PRUNE_EVERY`` rounds
+    and, given a ``Pruning`` rule, stops a trial that falls behind it."""
+    import xgboost as xgb
+
+    class Watch(xgb.callback.TrainingCallback):
+        def __init__(self) -> None:
+            self.best, self.curve, self.pruned = np.inf, [], False
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+            self.best = min(self.best, float(next(reversed(evals_log["valid"].values()))[-1]))
+            if (epoch + 1) % PRUNE_EVERY:
+                return False
+            self.curve.append(self.best)
+            k = len(self.curve) - 1
+            if pruning is not None and epoch + 1 >= pruning.warmup:
+                self.pruned = self.best > pruning.median(k)
+            return self.pruned
+
+    return Watch()
+
+
+class Trees(Family):
+    name = "xgboost"
+    colour = "tab:orange"
+    summary = "gradient-boosted trees (XGBoost, on a GPU when there is one), exported as UBJ"
+    refits_on_all_rows = True  # a tree model keeps learning from rows a search sample left out
+
+    def suggest(self, trial: Any, task: str) -> dict[str, Any]:
+        return {
+            "max_depth": trial.suggest_int("max_depth", 2, 8),
+            "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+            "max_bin": 128,
+            "n_estimators": 300,
+        }
+
+    def fit(
+        self,
+        spec: DomainSpec,
+        data: PreparedData,
+        params: dict[str, Any],
+        device: str = "cpu",
+        client: Any = None,
+        pruning: Pruning | None = None,
+    ) -> Fit:
+        watch = _watch(pruning) if client is None else None
+        train, valid = data.train, data.valid
+        payload, best, workers = fit_xgboost(
+            train.X,
+            train.y,
+            valid.X,
+            valid.y,
+            spec.task,
+            len(data.classes),
+            params,
+            device,
+            spec.split.seed,
+            client,
+            (watch,) if watch else (),
+        )
+        curve, pruned = (tuple(watch.curve), bool(watch.pruned)) if watch else ((), False)
+        return Fit(payload, device=device, best_iteration=best, workers=workers, curve=curve, pruned=pruned)
+
+    def refit_params(self, params: dict[str, Any], best_iteration: int | None) -> dict[str, Any] | None:
+        return {**params, "n_estimators": int(best_iteration or 0) + 1}  # the rounds early stopping chose
