@@ -37,7 +37,7 @@ from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
-from lepton.tasks.report import markdown_summary, render
+from lepton.tasks.report import DriftPoint, markdown_summary, render
 
 EVENT = "lepton.drift.detected"
 
@@ -135,11 +135,11 @@ def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: p
     return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
 
 
-def _history(model_name: str, limit: int = 30) -> list[dict[str, Any]]:
+def _history(model_name: str, limit: int = 30) -> list[DriftPoint]:
     """Earlier monitor runs of this model: time and PSI per feature, oldest first."""
     return [
-        {"time": started, "psi": {k.removeprefix("psi_"): v for k, v in metrics.items() if k.startswith("psi_")}}
-        for started, metrics in tracking.finished_runs(f"{model_name}-monitor", limit)
+        DriftPoint(run.start, {k.removeprefix("psi_"): v for k, v in run.metrics.items() if k.startswith("psi_")})
+        for run in tracking.run_history(f"{model_name}-monitor", limit)
     ]
 
 
@@ -264,7 +264,7 @@ def record(
             source=batch.source,
             created=created,
             report=report,
-            history=[*history, {"time": created, "psi": {**report.psi, **_prediction_psi(report)}}],
+            history=[*history, DriftPoint(created, {**report.psi, **_prediction_psi(report)})],
             performance=performance,
             holdout=champion.holdout,
         )

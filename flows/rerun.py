@@ -85,8 +85,8 @@ def _registry_agrees(record: PipelineResult, settings) -> bool:
 
 def _reused(record: PipelineResult, seconds: float) -> PipelineResult:
     """The record as this re-run's result: every stage reused, the check's time in preprocess."""
-    stages = {name: {**Usage(0.0, 0.0, 0.0).priced(Prices()), "cached": True} for name in STAGES}
-    stages["preprocess"]["seconds"] = seconds
+    stages = {name: Usage(0.0, 0.0, 0.0).priced(Prices(), cached=True) for name in STAGES}
+    stages["preprocess"] = dataclasses.replace(stages["preprocess"], seconds=seconds)
     alias = "the champion" if record.promoted else f"the challenger (v{record.champion_version} is the champion)"
     reason = f"up to date: nothing changed since run {record.run_id}, whose v{record.version} is {alias}"
     engine = EngineInfo(trained_on=record.engine.trained_on)  # no cluster: nothing was computed

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -77,13 +78,21 @@ def distributions_figure(drifts: Sequence[FeatureDrift]) -> Any:
     return figure
 
 
-def history_figure(history: Sequence[dict[str, Any]], names: Sequence[str]) -> Any:
-    """``history``: earlier monitor runs then this one, each {"time": datetime, "psi": {name: value}}."""
+@dataclass(frozen=True)
+class DriftPoint:
+    """One monitor run on the drift-over-time plot: when, and the PSI of each column."""
+
+    time: datetime
+    psi: dict[str, float]
+
+
+def history_figure(history: Sequence[DriftPoint], names: Sequence[str]) -> Any:
+    """``history``: earlier monitor runs then this one."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    times = [h["time"] for h in history]
+    times = [h.time for h in history]
     for name in names:
-        axis.plot(times, [h["psi"].get(name, np.nan) for h in history], marker="o", label=name)
+        axis.plot(times, [h.psi.get(name, np.nan) for h in history], marker="o", label=name)
     axis.set(ylabel="PSI", title="Drift over time (monitor runs of this domain)")
     axis.legend(fontsize=7, ncol=2)
     figure.autofmt_xdate()
@@ -104,7 +113,7 @@ def render(
     source: str,
     created: datetime,
     report: DriftReport,
-    history: Sequence[dict[str, Any]] = (),
+    history: Sequence[DriftPoint] = (),
     performance: dict[str, float] | None = None,
     holdout: dict[str, float] | None = None,
 ) -> str:

@@ -122,8 +122,8 @@ def _summary_tables(results: list) -> tuple[Table, Table]:
         total = r.cost
         timing.add_row(
             r.domain,
-            *(("-",) * len(stages) if r.up_to_date else (f"{r.stages[s]['seconds']:.2f}" for s in stages)),
-            *([f"{r.stages['preprocess']['seconds']:.2f}" if r.up_to_date else ""] if checked else []),
+            *(("-",) * len(stages) if r.up_to_date else (f"{r.stages[s].seconds:.2f}" for s in stages)),
+            *([f"{r.stages['preprocess'].seconds:.2f}" if r.up_to_date else ""] if checked else []),
             f"{total.get('cpu_seconds', 0):.1f}",
             f"{total.get('energy_wh', 0):.3f}",
             f"{total.get('cost_usd', 0):.6f}",
@@ -214,7 +214,7 @@ def _reuse(job: Any, trials: int, as_json: bool, cache: bool):
     if as_json:
         print(json.dumps(result.as_json(), separators=(",", ":")), flush=True)
     else:
-        seconds = result.stages["preprocess"]["seconds"]
+        seconds = result.stages["preprocess"].seconds
         err.print(
             f"[bold]{escape(label)}[/]: {escape(result.reasons[0])}; checked in {seconds:.2f}s without running the "
             "pipeline (--no-cache runs it anew)",
@@ -553,14 +553,14 @@ def cost(
     metric = chosen.primary_metric
     rows = [
         {
-            "started": run["start"].isoformat(timespec="seconds"),
-            "run_id": run["run_id"],
-            "version": run["tags"].get(tracking.Tag.VERSION),
-            "promoted": run["tags"].get(tracking.Tag.PROMOTED) == "True",
-            "family": run["params"].get("family"),
-            "device": run["params"].get("device"),
-            metric: run["metrics"].get(metric),
-            **{key: run["metrics"].get(name) for key, (_, name, _) in COST_COLUMNS.items()},
+            "started": run.start.isoformat(timespec="seconds"),
+            "run_id": run.run_id,
+            "version": run.tags.get(tracking.Tag.VERSION),
+            "promoted": run.tags.get(tracking.Tag.PROMOTED) == "True",
+            "family": run.params.get("family"),
+            "device": run.params.get("device"),
+            metric: run.metrics.get(metric),
+            **{key: run.metrics.get(name) for key, (_, name, _) in COST_COLUMNS.items()},
         }
         for run in runs
     ]

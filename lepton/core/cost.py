@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -92,10 +92,36 @@ class Usage:
     def energy_wh(self, prices: Prices) -> float:
         return (self.cpu_seconds * prices.watts_core + self.gpu_seconds * prices.watts_gpu) / 3600
 
-    def priced(self, prices: Prices) -> dict[str, float]:
+    def priced(self, prices: Prices, cached: bool = False) -> StageUsage:
         """The usage with its cost and energy, rounded for logs and JSON (wall time as ``seconds``)."""
-        out = {"seconds" if key == "wall_seconds" else key: round(value, 3) for key, value in asdict(self).items()}
-        return {**out, "cost_usd": round(self.cost_usd(prices), 8), "energy_wh": round(self.energy_wh(prices), 5)}
+        return StageUsage(
+            seconds=round(self.wall_seconds, 3),
+            cpu_seconds=round(self.cpu_seconds, 3),
+            peak_mb=round(self.peak_mb, 3),
+            gpu_seconds=round(self.gpu_seconds, 3),
+            cost_usd=round(self.cost_usd(prices), 8),
+            energy_wh=round(self.energy_wh(prices), 5),
+            cached=cached,
+        )
+
+
+@dataclass(frozen=True)
+class StageUsage:
+    """One stage as a run reports it (``lepton run --json``'s ``stages``, the cost table): wall
+    seconds, CPU-seconds, peak MB and GPU-seconds, what they cost and the energy, and whether it
+    was reused from the stage cache."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_mb: float
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    energy_wh: float = 0.0
+    cached: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageUsage:
+        return cls(**data)
 
 
 def _processes() -> list[psutil.Process]:
@@ -225,9 +251,9 @@ def _worker_seconds(client: Any) -> float:
     return float(sum(seconds for host, pid, seconds in workers if not (host == here and pid in mine)))
 
 
-def total(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+def total(stages: dict[str, StageUsage]) -> dict[str, float]:
     """The run's totals over its priced stages."""
     keys = ("seconds", "cpu_seconds", "gpu_seconds", "cost_usd", "energy_wh")
-    out = {key: round(sum(stage.get(key, 0.0) for stage in stages.values()), 8) for key in keys}
-    out["peak_mb"] = max((stage.get("peak_mb", 0.0) for stage in stages.values()), default=0.0)
+    out = {key: round(sum(getattr(stage, key) for stage in stages.values()), 8) for key in keys}
+    out["peak_mb"] = max((stage.peak_mb for stage in stages.values()), default=0.0)
     return out

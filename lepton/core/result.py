@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lepton.core.cost import StageUsage
+
 STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")  # in the order they run
 
 
@@ -42,7 +44,7 @@ class PipelineResult:
     primary_metric: str
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
-    stages: dict[str, dict[str, Any]]
+    stages: dict[str, StageUsage]
     device: str = "cpu"
     family: str = ""
     reasons: list[str] = field(default_factory=list)
@@ -56,7 +58,8 @@ class PipelineResult:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PipelineResult:
         """The result ``dataclasses.asdict`` wrote (the no-change re-run's record)."""
-        return cls(**{**data, "engine": EngineInfo.from_json(data.get("engine") or {})})
+        stages = {name: StageUsage.from_json(stage) for name, stage in data["stages"].items()}
+        return cls(**{**data, "stages": stages, "engine": EngineInfo.from_json(data.get("engine") or {})})
 
     def as_json(self) -> dict[str, Any]:
         keys = (

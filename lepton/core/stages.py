@@ -9,7 +9,7 @@ says which stage runs on what; this module is where "a stage" means the same thi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ class Stages:
 
     prices: cost.Prices
     device: str = "cpu"
-    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, cost.StageUsage] = field(default_factory=dict)
 
     def run(self, name: str, call: Callable[[], T], client: Any = None, hit: Callable[[T], bool] | None = None) -> T:
         """Run one stage, measured: ``client`` is an external Dask cluster the stage uses; ``hit``
@@ -38,7 +38,7 @@ class Stages:
             out = call()
         assert meter.usage is not None
         cached = bool(hit and hit(out))
-        self.usage[name] = {**meter.usage.priced(self.prices), "cached": cached}
+        self.usage[name] = meter.usage.priced(self.prices, cached)
         seconds = meter.usage.wall_seconds
         done = f"reused from the cache in {seconds:.2f}s" if cached else f"done in {seconds:.2f}s"
         emit("done", name, done, seconds=seconds)
@@ -76,7 +76,7 @@ class Stages:
     def rows(self) -> list[dict[str, Any]]:
         """The cost table, one row per stage and a total (a Prefect table artifact)."""
         columns = ("seconds", "cpu_seconds", "peak_mb", "gpu_seconds", "cost_usd", "energy_wh")
-        rows = [*self.usage.items(), ("total", cost.total(self.usage))]
+        rows = [*((name, asdict(stage)) for name, stage in self.usage.items()), ("total", cost.total(self.usage))]
         return [{"stage": name, **{column: stage.get(column, 0.0) for column in columns}} for name, stage in rows]
 
     def table(self) -> dict[str, list[Any]]:

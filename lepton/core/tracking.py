@@ -17,6 +17,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -255,12 +256,18 @@ def log_table(run_id: str, columns: dict[str, list[Any]], path: str) -> None:
     _client().log_table(run_id, columns, path)
 
 
-def finished_runs(experiment: str, limit: int) -> list[tuple[datetime, dict[str, float]]]:
-    """The latest ``limit`` finished runs of ``experiment`` (start time, metrics), oldest first."""
-    return [(run["start"], run["metrics"]) for run in run_history(experiment, limit)]
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished MLflow run as Lepton reads it back."""
+
+    start: datetime
+    run_id: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
 
 
-def run_history(experiment: str, limit: int, role: str | None = None) -> list[dict[str, Any]]:
+def run_history(experiment: str, limit: int, role: str | None = None) -> list[RunRecord]:
     """The latest ``limit`` finished runs of ``experiment`` (with the tag ``lepton.role`` =
     ``role`` when given), oldest first: start time, run id, metrics, params and tags."""
     client = _client()
@@ -270,13 +277,13 @@ def run_history(experiment: str, limit: int, role: str | None = None) -> list[di
     query = "attributes.status = 'FINISHED'" + (f" and tags.`lepton.role` = '{role}'" if role else "")
     runs = client.search_runs([found.experiment_id], query, max_results=limit, order_by=["start_time DESC"])
     return [
-        {
-            "start": datetime.fromtimestamp(run.info.start_time / 1000, UTC),
-            "run_id": run.info.run_id,
-            "metrics": run.data.metrics,
-            "params": run.data.params,
-            "tags": run.data.tags,
-        }
+        RunRecord(
+            start=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+            run_id=run.info.run_id,
+            metrics=dict(run.data.metrics),
+            params=dict(run.data.params),
+            tags=dict(run.data.tags),
+        )
         for run in reversed(runs)
     ]
 

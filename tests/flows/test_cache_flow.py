@@ -16,7 +16,7 @@ CACHED = ("preprocess", "features", "train", "optimise")
 
 
 def _reused(result):
-    return {name: stage["cached"] for name, stage in result.stages.items()}
+    return {name: stage.cached for name, stage in result.stages.items()}
 
 
 def test_a_no_change_rerun_reuses_each_stage_and_a_change_reruns_from_there(lepton_home, tmp_path):

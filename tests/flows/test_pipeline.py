@@ -57,7 +57,7 @@ def _assert_the_run_reads_well(client, spec, run, result, table) -> None:
     the trials' names, the datasets it read, the experiment in model-training mode, and the
     registered model and version described."""
     optimise = table["data"][list(result.stages).index("optimise")]
-    assert optimise[table["columns"].index("cpu_seconds")] == pytest.approx(result.stages["optimise"]["cpu_seconds"])
+    assert optimise[table["columns"].index("cpu_seconds")] == pytest.approx(result.stages["optimise"].cpu_seconds)
     assert not [k for k in run.data.metrics if k.startswith(("baseline_", "cpu_seconds_optimise", "ks_p_", "psi_a"))]
     assert len(run.data.metrics) < 70, sorted(run.data.metrics)
     assert not [k for k in run.data.params if k.startswith("model.")] and "family" in run.data.params
@@ -100,8 +100,8 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
     assert "psi_max" in run.data.metrics
     # Cost: every stage measured and priced; the totals, the table and the latency on the run.
     for stage in result.stages.values():
-        assert stage["cost_usd"] > 0 and stage["cpu_seconds"] > 0 and stage["peak_mb"] > 100
-    assert result.as_json()["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in result.stages.values()))
+        assert stage.cost_usd > 0 and stage.cpu_seconds > 0 and stage.peak_mb > 100
+    assert result.as_json()["cost_usd"] == pytest.approx(sum(s.cost_usd for s in result.stages.values()))
     assert run.data.metrics["cost_usd_total"] == pytest.approx(result.cost["cost_usd"])
     assert 0 < run.data.metrics["latency_p50_ms"] <= run.data.metrics["latency_p99_ms"] < 1000
     assert run.data.metrics["batch_rows_per_s"] > 1000

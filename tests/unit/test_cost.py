@@ -1,5 +1,6 @@
 """Cost accounting: what a stage used (measured on real work) and what it costs under a price table."""
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -29,7 +30,8 @@ def test_cost_and_energy_follow_the_price_table():
     assert usage.cost_usd(prices) == pytest.approx(2 * 0.10 + 2 * 0.5 * 0.01 + 0.25 * 2.0)
     assert usage.energy_wh(prices) == pytest.approx(2 * 20 + 0.25 * 400)
     priced = usage.priced(prices)
-    assert priced["seconds"] == 1800 and priced["cost_usd"] == pytest.approx(0.71)
+    assert priced.seconds == 1800 and priced.cost_usd == pytest.approx(0.71) and not priced.cached
+    assert cost.StageUsage.from_json(dataclasses.asdict(priced)) == priced
 
 
 def test_prices_come_from_the_environment_and_a_bad_one_is_named(monkeypatch):
@@ -107,6 +109,6 @@ def test_an_external_clusters_workers_are_counted_once(dask_cluster):
 
 def test_totals_add_the_stages():
     keys = ("seconds", "cpu_seconds", "gpu_seconds", "cost_usd", "energy_wh", "peak_mb")
-    stages = {"a": dict(zip(keys, (1.0, 2.0, 0.0, 0.25, 1.0, 10), strict=True)),
-              "b": dict(zip(keys, (3.0, 1.0, 1.0, 0.5, 2.0, 30), strict=True))}  # fmt: skip
+    stages = {"a": cost.StageUsage(**dict(zip(keys, (1.0, 2.0, 0.0, 0.25, 1.0, 10), strict=True))),
+              "b": cost.StageUsage(**dict(zip(keys, (3.0, 1.0, 1.0, 0.5, 2.0, 30), strict=True)))}  # fmt: skip
     assert cost.total(stages) == dict(zip(keys, (4.0, 3.0, 1.0, 0.75, 3.0, 30), strict=True))
