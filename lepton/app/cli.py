@@ -445,32 +445,20 @@ def synth(
     """Write a larger dataset in a domain's schema, drawn from its real sample (rows keep their
     real dependence between features and target; floats are jittered, ids renumbered). For a
     domain split on a given test file, a holdout file is written beside it."""
-    import polars as pl
-
-    from lepton.core.tables import read_table
     from lepton.domains import get_spec
-    from lepton.tasks.synth import write_synthetic
+    from lepton.errors import LeptonError
+    from lepton.flows.datasets import synthesize
 
     if domain not in DOMAINS:
         _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
-    out = output.expanduser().resolve()
-    if out.suffix.lower() not in {".parquet", ".csv"}:
-        _fail(f"{out}: write .parquet or .csv")
-    if not out.parent.is_dir():
-        _fail(f"{out.parent}: no such directory")
-    spec = get_spec(domain)
-    targets = [(spec.data.path, out, rows)]
-    if spec.data.holdout_path:
-        targets.append((spec.data.holdout_path, out.with_name(f"{out.stem}_holdout{out.suffix}"), rows))
-    for _, path, _ in targets:
-        if path.exists() and not force:
-            _fail(f"{path}: exists; pass --force to overwrite it")
-    for i, (source, path, count) in enumerate(targets):
-        table: pl.DataFrame = read_table(spec.data.resolve(source))
-        written = write_synthetic(spec, table, count, path, seed + i)
+    try:
+        files = synthesize(get_spec(domain), rows, output, seed, force)
+    except LeptonError as exc:
+        _fail(str(exc))
+    for path, written in files:
         err.print(f"wrote {written:,} rows to [bold]{escape(str(path))}[/]")
-    hint = f" --holdout {targets[1][1]}" if len(targets) > 1 else ""
-    err.print(f"train on it: [bold]lepton run {domain} --data {escape(str(out))}{escape(hint)}[/]")
+    hint = f" --holdout {files[1][0]}" if len(files) > 1 else ""
+    err.print(f"train on it: [bold]lepton run {domain} --data {escape(str(files[0][0]))}{escape(hint)}[/]")
 
 
 @app.command()
@@ -602,19 +590,16 @@ def simulate_drift(
     """Write a realistically drifted, labelled batch in the domain's schema (a riskier applicant
     mix, an older cohort, a plant where some faults became common), to watch the loop:
     `lepton monitor DOMAIN --data PATH`."""
-    from lepton.tasks.drift_demo import write_drifted
+    from lepton.errors import LeptonError
+    from lepton.flows.datasets import simulate_drift as write_drifted
 
     chosen = _chosen_spec(domain, spec)
     if output is None:
         _fail("give --output/-o PATH")
-    out = output.expanduser().resolve()
-    if out.suffix.lower() not in {".parquet", ".csv"}:
-        _fail(f"{out}: write .parquet or .csv")
-    if not out.parent.is_dir():
-        _fail(f"{out.parent}: no such directory")
-    if out.exists() and not force:
-        _fail(f"{out}: exists; pass --force to overwrite it")
-    written, shift = write_drifted(chosen, rows, out, seed)
+    try:
+        out, written, shift = write_drifted(chosen, rows, output, seed, force)
+    except LeptonError as exc:
+        _fail(str(exc))
     err.print(f"wrote {written:,} drifted rows to [bold]{escape(str(out))}[/] ({escape(shift.description)})")
     err.print(f"check it: [bold]lepton monitor {chosen.name} --data {escape(str(out))}[/]")
 
