@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ from lepton.tasks.stored import (
 from lepton.tasks.train import train_task
 
 NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """The preprocess stage's output: the inputs' cache keys (None with the cache off) and either
+    the checked tables or, when the features stage's output is stored under those keys, that
+    output (then the features stage is a cache hit and the tables are not read at all)."""
+
+    keys: StageKeys | None
+    checked: Validated | None = None
+    stored: tuple[PreparedData, FeatureRun] | None = None
 
 
 def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None) -> None:
@@ -165,26 +177,25 @@ def pipeline(
     device = choose_device(settings.device)
     stages = Stages(cost.load_prices(), device)
     store = StageCache(settings.home / "cache", spec.name, enabled=cache)
-    keys: StageKeys | None = None
 
-    def preprocess() -> Validated | tuple[PreparedData, FeatureRun]:
-        """Hash the inputs; the prepared data stored under their key, or the checked tables."""
-        nonlocal keys
+    def preprocess() -> Preprocessed:
         keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
-        found = store.load("prepared", keys.prepared, read_prepared) if keys else None
-        return found if found is not None else preprocess_task(spec, data, holdout, append)
+        stored = store.load("prepared", keys.prepared, read_prepared) if keys else None
+        if stored is not None:
+            return Preprocessed(keys, stored=stored)
+        return Preprocessed(keys, checked=preprocess_task(spec, data, holdout, append))
 
-    first = stages.run("preprocess", preprocess, hit=lambda out: isinstance(out, tuple))
-    reused = isinstance(first, tuple)
-    needed = not reused or not (keys and store.has("optimise", keys.optimise))
+    first = stages.run("preprocess", preprocess, hit=lambda out: out.stored is not None)
+    keys, stored, checked = first.keys, first.stored, first.checked
+    needed = stored is None or not (keys and store.has("optimise", keys.optimise))
     with dask_engine(settings.dask_address, settings.dask_threads) if needed else contextlib.nullcontext() as engine:
         if engine is not None:
             emit("note", "engine", engine.describe())
         workers = engine.client if engine is not None and engine.external else None  # LocalCluster's are threads here
-        if reused:
-            prepared, feature_run = stages.run("features", lambda: first, hit=lambda _: True)
+        if stored is not None:
+            prepared, feature_run = stages.run("features", lambda: stored, hit=lambda _: True)
         else:
-            prepared, feature_run = stages.run("features", lambda: features_task(spec, first, engine.client), workers)
+            prepared, feature_run = stages.run("features", lambda: features_task(spec, checked, engine.client), workers)
             if keys:
                 store.store("prepared", keys.prepared, (prepared, feature_run), write_prepared)
         trained = stages.cached(
