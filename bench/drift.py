@@ -145,6 +145,21 @@ def _evidently_flagged(result: dict, columns: list[str]) -> set[str]:
 
 
 # ---- the comparison ------------------------------------------------------------------------------
+def measure(command: list[str], repeat: int, env: dict[str, str]) -> dict:
+    """One tool's child process run ``repeat`` times: the median time and peak, its flags and values."""
+    samples = []
+    for _ in range(repeat):
+        sample, out = run_once(command, env)
+        samples.append({**json.loads(out.strip().splitlines()[-1]), "peak_mb": sample.peak_rss_mb})
+    return {
+        "seconds": statistics.median(s["seconds"] for s in samples),
+        "peak_mb": statistics.median(s["peak_mb"] for s in samples),
+        "flagged": samples[0]["flagged"],
+        "values": samples[0]["values"],
+        **({"reference_seconds": samples[0]["reference_seconds"]} if "reference_seconds" in samples[0] else {}),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -161,6 +176,13 @@ def main() -> None:
         nargs="+",
         default=["psi", "ks", "default", "psi-deciles"],
         help="psi: Evidently's binning on both sides; psi-deciles: Lepton's default decile PSI against Evidently's",
+    )
+    parser.add_argument(
+        "--tools",
+        nargs="+",
+        choices=["lepton", "evidently"],
+        default=["lepton", "evidently"],
+        help="lepton alone re-measures Lepton's side (after a change) without Evidently's minutes",
     )
     parser.add_argument("--evidently-python", default=str(ROOT / ".venv-evidently" / "bin" / "python"))
     parser.add_argument("--child", nargs=4, metavar=("TOOL", "METHOD", "REF", "CUR"), help=argparse.SUPPRESS)
@@ -179,26 +201,20 @@ def main() -> None:
         for method in args.methods:
             runs = {}
             for tool, repeat in (("lepton", args.repeat), ("evidently", 1)):
+                if tool not in args.tools:
+                    continue
                 if tool == "evidently" and method.removesuffix("-deciles") in evidently_runs:
                     runs[tool] = evidently_runs[method.removesuffix("-deciles")]
                     continue
-                samples = []
-                for _ in range(repeat):
-                    python = sys.executable if tool == "lepton" else args.evidently_python
-                    command = [python, __file__, "--child", tool, method, str(ref), str(cur)]
-                    sample, out = run_once(command, env)
-                    samples.append({**json.loads(out.strip().splitlines()[-1]), "peak_mb": sample.peak_rss_mb})
-                runs[tool] = {
-                    "seconds": statistics.median(s["seconds"] for s in samples),
-                    "peak_mb": statistics.median(s["peak_mb"] for s in samples),
-                    "flagged": samples[0]["flagged"],
-                    "values": samples[0]["values"],
-                    **({"reference_seconds": samples[0]["reference_seconds"]} if tool == "lepton" else {}),
-                }
+                python = sys.executable if tool == "lepton" else args.evidently_python
+                runs[tool] = measure([python, __file__, "--child", tool, method, str(ref), str(cur)], repeat, env)
                 line = f"{runs[tool]['seconds']:8.2f} s, peak {runs[tool]['peak_mb']:,.0f} MB"
                 print(f"{method:>11} {tool:>9}: {line}, {len(runs[tool]['flagged'])} columns flagged", flush=True)
                 if tool == "evidently":
                     evidently_runs[method.removesuffix("-deciles")] = runs[tool]
+            if len(runs) < 2:
+                report["runs"][method] = runs
+                continue
             lep, ev = runs["lepton"], runs["evidently"]
             runs["speedup"] = ev["seconds"] / lep["seconds"]
             runs["memory_ratio"] = lep["peak_mb"] / ev["peak_mb"]
