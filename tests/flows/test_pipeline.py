@@ -267,6 +267,7 @@ def test_cli_json_prints_one_stable_object_per_domain(lepton_home):
     assert CliRunner().invoke(app, ["cost", "finance"]).exit_code == 2  # no runs yet: says so, a user error
 
 
+@pytest.mark.slow  # three domains end to end: about 3 minutes on 2 cores
 def test_all_domains_run_at_once_each_writing_only_its_own_experiment_and_model(lepton_home):
     result = CliRunner().invoke(app, ["run", "--all", "--trials", "1", "--json"])
     assert result.exit_code == 0, result.output

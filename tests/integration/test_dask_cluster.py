@@ -85,6 +85,7 @@ def cluster(tmp_path):
     running.stop()
 
 
+@pytest.mark.slow  # a whole pipeline on scheduler + worker processes: about 3 minutes on 2 cores
 def test_a_pipeline_runs_its_features_and_trials_on_an_existing_cluster(lepton_home, monkeypatch, cluster):
     monkeypatch.setenv("LEPTON_DASK_ADDRESS", cluster.address)
     before = cluster.executed()
