@@ -50,7 +50,10 @@ def main() -> None:
         run_once([str(BIN / "lepton"), "run", "finance", "--json", "--trials", "0"], env)
         for size in args.rows:
             data = [] if size == "sample" else ["--data", str(scale_up(int(size), tmpdir))]
-            lepton_cmd = [str(BIN / "lepton"), "run", "finance", "--json", "--trials", str(args.trials), *data]
+            # --no-cache: each repeat computes every stage, as the bare script does (a repeat would
+            # otherwise be a no-change re-run, answered from the stage cache in seconds)
+            lepton_cmd = [str(BIN / "lepton"), "run", "finance", "--json", "--no-cache", "--trials", str(args.trials)]
+            lepton_cmd += data
             bare_cmd = [
                 sys.executable,
                 str(ROOT / "bench" / "bare_pipeline.py"),
