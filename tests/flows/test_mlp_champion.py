@@ -16,6 +16,9 @@ from lepton.tasks.optimise import OptimiseResult, decision_threshold
 from lepton.tasks.preprocess import load_domain_data, prepare
 from lepton.tasks.train import train_model, train_task
 
+# training an MLP needs the torch extra; serving it (what this test is about) does not
+pytest.importorskip("torch", reason="the torch extra is not installed: no MLP to train")
+
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 
 

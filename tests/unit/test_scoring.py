@@ -8,9 +8,10 @@ from sklearn.linear_model import LogisticRegression
 
 from lepton.core.scoring import BundleMeta, LinearModel, Scorer, encode, smooth_scores, write_bundle
 from lepton.tasks.families.linear import fit_linear
-from lepton.tasks.families.mlp import fit_mlp
+from lepton.tasks.families.mlp import fit_mlp, torch_available
 from lepton.tasks.families.trees import fit_xgboost
 
+NEEDS_TORCH = pytest.mark.skipif(not torch_available(), reason="the torch extra is not installed")
 ENCODER = {"numeric": ["a", "b"], "categorical": {"c": ["x", "y"]}}
 
 
@@ -50,7 +51,7 @@ def test_encode_reads_pandas_and_polars_alike():
     np.testing.assert_array_equal(from_polars[1], [np.nan, 3.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("family", ["linear", "xgboost", "mlp"])
+@pytest.mark.parametrize("family", ["linear", "xgboost", pytest.param("mlp", marks=NEEDS_TORCH)])
 def test_bundle_round_trip_scores_the_same(tmp_path, family):
     X, y = _data()
     frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": np.where(X[:, 2] > 0, "x", "y")})
