@@ -315,11 +315,16 @@ class DomainSpec(_Frozen):
         return self.group_column if self.features is not None and self.features.name == "rolling" else None
 
     @property
+    def reads_series(self) -> bool:
+        """Whether a row's answer depends on the rows before it in its series (a rolling recipe,
+        decision smoothing): such rows are scored in order, with their history."""
+        return self.smoothing is not None or (self.features is not None and self.features.name == "rolling")
+
+    @property
     def model_inputs(self) -> tuple[Column, ...]:
         """What a logged model takes: the raw features, plus the group and time columns a
         rolling recipe or decision smoothing orders rows by."""
-        ordered = self.smoothing is not None or (self.features is not None and self.features.name == "rolling")
-        extra = {self.group_column, self.time_column} - {None} if ordered else set()
+        extra = {self.group_column, self.time_column} - {None} if self.reads_series else set()
         return (*self.feature_columns, *(c for c in self.columns if c.name in extra and c.role is not Role.FEATURE))
 
     def smoothing_config(self) -> recipes.SmoothingConfig | None:

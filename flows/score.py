@@ -59,7 +59,7 @@ def check_inputs(frame: pl.DataFrame, spec: DomainSpec, offset: int, source: str
 
 
 def _chunks(path: Path, spec: DomainSpec, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    series = spec.smoothing_config() is not None or (spec.features is not None and spec.features.name == "rolling")
+    series = spec.reads_series
     if path.suffix.lower() == ".parquet" and not series:
         import pyarrow.parquet as pq
 

@@ -222,7 +222,7 @@ MODELS: dict[str, tuple[str, Any]] = {
 
 def _model_file(family: str) -> str:
     if family not in MODELS:
-        raise ValueError(f"unknown model family {family!r}; this bundle needs a newer Lepton")
+        raise ValueError(f"unknown model family {family!r}; this Lepton serves {', '.join(MODELS)}")
     return MODELS[family][0]
 
 
@@ -462,7 +462,7 @@ class Scorer:
         """(prediction, score, output) per row: the class label or value; the binary positive
         probability or the predicted class's probability (None for regression); and the index
         of the model output behind the decision (the predicted class; 0 otherwise)."""
-        task, classes = self.meta.task, list(self.meta.classes)
+        task, classes = self.meta.task, self.meta.classes
         first = np.zeros(len(scores), dtype=np.int64)
         if task == "regression":
             return scores, None, first
