@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -822,6 +823,12 @@ def _interrupted(signum: int, frame: Any) -> None:
     """Ctrl-C (SIGINT) and SIGTERM unwind the stack as KeyboardInterrupt: context managers close
     the Dask cluster and the run is marked failed. Dask's own complaints about the clients and
     workers it loses on the way are not the user's business: they are silenced first."""
+    if _inside_gc_callback(frame):
+        # Raised here, the exception would be swallowed ("Exception ignored in ...") with the
+        # callback's owner left half way (Dask's GC timer then asserts at the next collection),
+        # and the run would go on. Deliver the signal again once the collection is over.
+        threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+        return
     for name in ("distributed", "distributed.client", "distributed.worker", "distributed.nanny", "prefect", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C while unwinding is not a second traceback
@@ -832,6 +839,26 @@ def _interrupted(signum: int, frame: Any) -> None:
         # and then under load, aborts the process (SIGABRT). Leave at once instead.
         _leave(signum)
     raise KeyboardInterrupt(signum)
+
+
+def _inside_gc_callback(frame: Any) -> bool:
+    """True when the interrupted Python code runs in one of ``gc.callbacks``, where Python
+    prints and drops any exception raised."""
+    codes = {getattr(getattr(c, "__func__", c), "__code__", None) for c in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _swallowed(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an interruption raised where Python cannot propagate it (a
+    ``__del__``, a weakref callback) would be printed and lost, and the run would go on. After
+    a signal, leave as the handler would have; anything else is reported as usual."""
+    if INTERRUPTED and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _leave(INTERRUPTED[0])
+    sys.__unraisablehook__(unraisable)
 
 
 def _inside_native_callback(frame: Any) -> bool:
@@ -899,6 +926,7 @@ def _usage_errors_as_ours(command: typer.Typer) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
+    sys.unraisablehook = _swallowed
     try:
         _usage_errors_as_ours(app)
     except BaseException:
