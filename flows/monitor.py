@@ -15,31 +15,19 @@ A file that is not in the domain's schema stops the run before anything is logge
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import polars as pl
-from prefect import flow, task
-from prefect.cache_policies import NONE as NO_CACHE
+from prefect import flow
 
 from lepton.core import tracking
-from lepton.core.digest import rows_digest
-from lepton.core.predlog import served_inputs
 from lepton.core.progress import emit
-from lepton.core.scoring import Scorer, read_reference
-from lepton.core.settings import Settings, load_settings
-from lepton.core.tables import read_table, resolve_input
-from lepton.domains import get_spec, recipes
+from lepton.core.settings import load_settings
+from lepton.domains import get_spec
 from lepton.domains.spec import DomainSpec
-from lepton.errors import InputPathError, Problem, SchemaError
-from lepton.tasks.labels import encode_labels
-from lepton.tasks.metrics import EvalContext, evaluate
-from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
-from lepton.tasks.report import DriftPoint, markdown_summary, render
+from lepton.tasks.watch import EVENT, alert, compare, load_champion, read_batch, record, resource
 
-EVENT = "lepton.drift.detected"
+__all__ = ["EVENT", "MonitorResult", "monitor", "resource"]
 
 
 @dataclass
@@ -63,11 +51,6 @@ class MonitorResult:
         return asdict(self)
 
 
-def resource(spec: DomainSpec) -> dict[str, str]:
-    """The Prefect event resource of a domain (what the automation's trigger matches)."""
-    return {"prefect.resource.id": f"lepton.domain.{spec.name}", "prefect.resource.name": spec.name}
-
-
 def _run_name() -> str:
     from prefect.runtime import flow_run
 
@@ -75,72 +58,6 @@ def _run_name() -> str:
     name = domain.get("name") if isinstance(domain, dict) else getattr(domain, "name", domain)
     source = "batch" if flow_run.parameters.get("data") else "log"
     return f"{name}-monitor-{source}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-
-
-# ---- what is monitored --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Batch:
-    inputs: pl.DataFrame  # the model inputs, typed
-    source: str
-    labels: pl.Series | None = None  # the target, where the rows have one
-
-    @property
-    def digest(self) -> str:
-        """A short fingerprint of the rows (MLflow's dataset lineage)."""
-        return rows_digest(self.inputs)
-
-
-def batch_from_file(spec: DomainSpec, path: str) -> Batch:
-    from lepton.flows.score import check_inputs
-
-    source = resolve_input(path)
-    frame = read_table(source)
-    if frame.is_empty():
-        raise SchemaError([Problem("empty", "(file)", "no data rows")], str(source))
-    inputs = check_inputs(frame, spec, 0, str(source))
-    labels = frame[spec.target] if spec.target in frame.columns else None
-    return Batch(inputs, source.name, labels)
-
-
-def batch_from_log(spec: DomainSpec, settings: Settings, since_hours: float | None, labels: str | None) -> Batch:
-    """The logged requests (of the last ``since_hours``), their inputs under their own names;
-    with ``labels`` (a file of request_id, optional row, and the target) joined by request."""
-    since = datetime.now(UTC) - timedelta(hours=since_hours) if since_hours else None
-    directory = settings.home / "predictions" / spec.name
-    frame = served_inputs(directory, since)
-    window = f"the prediction log ({f'last {since_hours:g} h' if since_hours else 'all of it'})"
-    if frame.is_empty():
-        raise InputPathError(f"{spec.name}: no predictions logged in {window} under {directory}")
-    target = None
-    if labels is not None:
-        truth = read_table(resolve_input(labels))
-        keys = ["request_id", "row"] if "row" in truth.columns else ["request_id"]
-        missing = [c for c in (*keys, spec.target) if c not in truth.columns]
-        if missing:
-            raise SchemaError([Problem("missing_column", c, "needed to join labels to the log") for c in missing])
-        frame = frame.join(truth.select(*keys, spec.target).unique(keys), on=keys, how="left")
-        target = frame[spec.target]
-    from lepton.flows.score import check_inputs
-
-    return Batch(check_inputs(frame, spec, 0, window), window, target)
-
-
-# ---- the flow -----------------------------------------------------------------------------------
-def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: pl.Series) -> dict[str, float]:
-    known = labels.is_not_null().to_numpy()
-    if known.sum() < 2:
-        return {}
-    y = encode_labels(labels.filter(labels.is_not_null()), spec, list(scorer.meta.classes))
-    context = EvalContext(threshold=0.5 if scorer.meta.threshold is None else scorer.meta.threshold)
-    return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
-
-
-def _history(model_name: str, limit: int = 30) -> list[DriftPoint]:
-    """Earlier monitor runs of this model: time and PSI per feature, oldest first."""
-    return [
-        DriftPoint(run.start, {k.removeprefix("psi_"): v for k, v in run.metrics.items() if k.startswith("psi_")})
-        for run in tracking.run_history(f"{model_name}-monitor", limit)
-    ]
 
 
 @flow(name="lepton-monitor", flow_run_name=_run_name, validate_parameters=True)
@@ -190,139 +107,3 @@ def monitor(
     )
 
 
-# ---- the monitor flow's steps, each a Prefect task run (what it did, and where the time went) ----
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    scorer: Scorer
-    reference: dict[str, Any]
-    holdout: dict[str, float]  # the version's holdout metrics at training, from its MLflow run
-
-
-def _step(name: str):
-    return task(name=name, cache_policy=NO_CACHE)
-
-
-@_step("load champion")
-def load_champion(spec: DomainSpec) -> Champion:
-    """The champion's bundle (checked against its registered fingerprint), its training
-    reference, and the holdout metrics it was promoted on."""
-    version = tracking.alias_version(spec.model_name, tracking.CHAMPION)
-    if version is None:
-        raise InputPathError(f"{spec.model_name} has no champion to monitor; run `lepton run {spec.name}` first")
-    with tracking.scratch_dir() as tmp:
-        bundle = tracking.download_bundle(spec.model_name, version, Path(tmp))
-        scorer = Scorer.from_dir(bundle)
-        reference = read_reference(bundle)
-    return Champion(version, scorer, reference, tracking.version_run_metrics(spec.model_name, version))
-
-
-@_step("read batch")
-def read_batch(
-    spec: DomainSpec, settings: Settings, data: str | None, since_hours: float | None, labels: str | None
-) -> Batch:
-    return batch_from_file(spec, data) if data else batch_from_log(spec, settings, since_hours, labels)
-
-
-@_step("compare")
-def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch) -> tuple[DriftReport, dict]:
-    """Score the batch with the champion; drift of every feature and of the output; the
-    metrics where the rows carry labels."""
-    scores = champion.scorer.scores(batch.inputs)
-    predictions = _monitored_output(spec, champion.scorer, scores)
-    frame = recipes.apply(spec.recipe_config(), batch.inputs)
-    if settings.dask_address:  # a cluster is configured: the columns go to its workers
-        from lepton.core.engine import dask_engine
-
-        with dask_engine(settings.dask_address) as engine:
-            report = drift_report(spec, champion.reference, frame, predictions, engine.client)
-    else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
-        report = drift_report(spec, champion.reference, frame, predictions)
-    performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
-    return report, performance
-
-
-@_step("record")
-def record(
-    spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch, report: DriftReport, performance: dict
-) -> tuple[str, Path]:
-    """The monitor's MLflow run (metrics, the batch as its input, the drift table, the HTML
-    report) and the Prefect artifact; the run id and the report's path."""
-    version = champion.version
-    history = _history(spec.model_name)
-    created = datetime.now(UTC)
-    experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings, f"Drift of {spec.name} batches")
-    tags = {tracking.Tag.DOMAIN: spec.name, tracking.Tag.MODEL_VERSION: version, tracking.Tag.ROLE: "monitor"}
-    with tracking.recorded_run(experiment, f"{spec.name}-monitor v{version}", tags) as run_id:
-        tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
-        tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
-        tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
-        page = render(
-            domain=spec.name,
-            model=spec.model_name,
-            version=version,
-            source=batch.source,
-            created=created,
-            report=report,
-            history=[*history, DriftPoint(created, {**report.psi, **_prediction_psi(report)})],
-            performance=performance,
-            holdout=champion.holdout,
-        )
-        tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
-        local = _keep_report(settings, spec, created, page)
-        tracking.log_artifact(run_id, local, "monitor")
-        tracking.set_tags(run_id, {tracking.Tag.DRIFT: "detected" if report.detected else "none",
-                                   tracking.Tag.DRIFTED_FEATURES: ",".join(report.drifted)[:5000]})  # fmt: skip
-        _artifact(spec, version, report, str(local))
-    return run_id, local
-
-
-def _monitored_output(spec: DomainSpec, scorer: Scorer, scores: np.ndarray) -> Any:
-    """The model's output as the reference has it (see ``lepton.tasks.monitor.prediction_reference``)."""
-    if spec.task == "multiclass":
-        return scorer.decide(scores)[0]  # the decided class, as served
-    return np.asarray(scores, dtype=np.float64)
-
-
-def _prediction_psi(report: DriftReport) -> dict[str, float]:
-    return {PREDICTION: report.prediction.psi} if report.prediction else {}
-
-
-def _keep_report(settings: Settings, spec: DomainSpec, created: datetime, page: str) -> Path:
-    """The report under LEPTON_HOME/reports/DOMAIN/, written whole (temporary name, rename)."""
-    directory = settings.home / "reports" / spec.name
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"drift-{created:%Y%m%dT%H%M%S%f}.html"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
-
-
-def _artifact(spec: DomainSpec, version: str, report: DriftReport, location: str) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(
-        key=f"{spec.name}-drift", markdown=markdown_summary(spec.name, version, report, location),
-        description=f"Drift of {spec.name} against version {version}'s training data",
-    )  # fmt: skip
-
-
-@_step("alert")
-def alert(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data: str | None) -> str | None:
-    """``lepton.drift.detected`` on the domain's resource, with the drifted features and scores."""
-    from prefect.events import emit_event
-
-    scores = {name: round(report.features[name].psi, 4) for name in report.drifted}
-    payload = {
-        "domain": spec.name,
-        "model_version": version,
-        "features": report.drifted,
-        "psi": scores,
-        "prediction_drifted": bool(report.prediction and report.prediction.drifted),
-        "rows": report.rows,
-        "mlflow_run_id": run_id,
-        "data": str(resolve_input(data)) if data else None,
-    }
-    event = emit_event(EVENT, resource=resource(spec), payload=payload)
-    return str(event.id) if event is not None else None

@@ -23,9 +23,9 @@ from lepton.core.progress import emit
 from lepton.core.scoring import Scorer
 from lepton.core.settings import load_settings
 from lepton.core.tables import resolve_input
-from lepton.domains.spec import DomainSpec, Dtype, Role
+from lepton.domains.spec import DomainSpec, Role
 from lepton.errors import InputPathError, Problem, SchemaError
-from lepton.tasks.preprocess import cast_column
+from lepton.tasks.preprocess import check_inputs
 
 CHUNK_ROWS = 100_000
 
@@ -37,25 +37,6 @@ class ScoreResult:
     rows: int
     output: str
     chunks: int
-
-
-def check_inputs(frame: pl.DataFrame, spec: DomainSpec, offset: int, source: str) -> pl.DataFrame:
-    """The model inputs of ``frame`` cast to the spec's types; a SchemaError names every missing
-    column and the first row (counted in the whole file) of each value that is not of its type."""
-    problems: list[Problem] = []
-    casts = []
-    for column in spec.model_inputs:
-        if column.name not in frame.columns:
-            problems.append(Problem("missing_column", column.name, f"a model input, not in {source}"))
-            continue
-        cast, problem = cast_column(frame[column.name], column.dtype, offset)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        casts.append(cast.cast(pl.String) if column.dtype in (Dtype.CATEGORY, Dtype.DATETIME) else cast)
-    if problems:
-        raise SchemaError(problems, source)
-    return pl.DataFrame(casts)
 
 
 def _chunks(path: Path, spec: DomainSpec, chunk_rows: int) -> Iterator[pl.DataFrame]:

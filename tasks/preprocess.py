@@ -423,3 +423,22 @@ def preprocess_task(
     """
     frame, test = load_domain_data(spec, data, holdout, append)
     return validate_tables(spec, frame, test)
+
+
+def check_inputs(frame: pl.DataFrame, spec: DomainSpec, offset: int, source: str) -> pl.DataFrame:
+    """The model inputs of ``frame`` cast to the spec's types; a SchemaError names every missing
+    column and the first row (counted in the whole file) of each value that is not of its type."""
+    problems: list[Problem] = []
+    casts = []
+    for column in spec.model_inputs:
+        if column.name not in frame.columns:
+            problems.append(Problem("missing_column", column.name, f"a model input, not in {source}"))
+            continue
+        cast, problem = cast_column(frame[column.name], column.dtype, offset)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        casts.append(cast.cast(pl.String) if column.dtype in (Dtype.CATEGORY, Dtype.DATETIME) else cast)
+    if problems:
+        raise SchemaError(problems, source)
+    return pl.DataFrame(casts)
