@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,9 @@ from pathlib import Path
 from lepton.core.settings import Settings
 from lepton.errors import LeptonError
 
-PROJECT = Path(__file__).resolve().parents[2]  # where prefect.yaml and the flows live
+# The project's prefect.yaml, shipped with the package (a link to the top-level file in a
+# checkout); its entrypoints are module paths, so no source checkout is needed to deploy.
+DEPLOYMENTS = Path(__file__).with_name("prefect.yaml")
 POOL = "lepton-process"
 BIN = Path(sys.executable).parent
 
@@ -70,7 +73,7 @@ def start(name: str, command: list[str], env: Mapping[str, str], log: Path, url:
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=PROJECT,
+            start_new_session=True, cwd=log.parent,
         )  # fmt: skip
     guard(process.pid, group=True)
     return Child(name, process, url, log)
@@ -211,23 +214,28 @@ def deploy(env: Mapping[str, str], say: Callable[[str], None] = lambda _: None) 
     if not env.get("PREFECT_API_URL"):
         raise StackError("no Prefect server: start one with `lepton ui`, or set PREFECT_API_URL")
     prefect = _executable("prefect")
+    # `prefect deploy` reads prefect.yaml from its working directory and records that directory
+    # for the worker's runs: a folder under LEPTON_HOME, wherever Lepton is installed
+    project = Path(env.get("LEPTON_HOME") or ".").resolve() / "deployments"
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEPLOYMENTS, project / "prefect.yaml")
     say(f"creating the work pool {POOL} ...")
     pool = subprocess.run(
         [prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-        env=dict(env), cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False,
+        env=dict(env), cwd=project, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if pool.returncode != 0:
         raise StackError(f"could not create the work pool {POOL}: {pool.stdout[-2000:]}{pool.stderr[-2000:]}")
     say("applying prefect.yaml: a pipeline and a monitor deployment per domain, their schedules and triggers ...")
     applied = subprocess.run(
-        [prefect, "--no-prompt", "deploy", "--all"], env=dict(env), cwd=PROJECT, capture_output=True, text=True,
+        [prefect, "--no-prompt", "deploy", "--all"], env=dict(env), cwd=project, capture_output=True, text=True,
         timeout=600, check=False,
     )  # fmt: skip
     if applied.returncode != 0:
         raise StackError(f"`prefect deploy --all` failed: {applied.stdout[-3000:]}{applied.stderr[-3000:]}")
     import yaml
 
-    return [d["name"] for d in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]]
+    return [d["name"] for d in yaml.safe_load(DEPLOYMENTS.read_text())["deployments"]]
 
 
 def worker_command() -> list[str]:
