@@ -1,6 +1,7 @@
 """The whole pipeline at scale: ``lepton run finance`` on tables from ``lepton synth finance``.
 
     python bench/scale.py --rows 1000000 10000000 [--trials 8]
+    python bench/scale.py --partitioned --rows 1000000 10000000 30000000 [--worker-memory 9GB]
 
 Each size: the synthetic table (the domain's schema, the real dependence between features and
 target) is written once, then ``lepton run finance --data F --json`` runs as a fresh process;
@@ -14,8 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +36,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", type=int, default=[1_000_000, 10_000_000])
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--partitioned", action="store_true", help="a folder of files on a process cluster")
+    parser.add_argument("--worker-memory", default="9GB", help="each worker's --memory-limit")
+    parser.add_argument("--file-rows", type=int, default=250_000, help="rows per file")
     args = parser.parse_args()
+    if args.partitioned:
+        partitioned(args)
+        return
     report: dict = {"benchmark": "scale", "domain": "finance", "trials": args.trials, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="lepton-scale-") as tmp:
         env = {
@@ -67,6 +79,163 @@ def main() -> None:
                 flush=True,
             )
     print(f"written to {write('scale', report)}")
+
+
+class ProcessCluster:
+    """``dask scheduler`` and two ``dask worker`` processes (nanny, memory limit) on 127.0.0.1,
+    whose resident memory is sampled (peak per worker, nanny and worker together)."""
+
+    def __init__(self, folder: Path, memory: str, workers: int = 2) -> None:
+        import psutil
+
+        self.file = folder / "scheduler.json"
+        self.file.unlink(missing_ok=True)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.scheduler = subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(self.file)], **quiet,
+        )  # fmt: skip
+        while not self.file.exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        self.address = json.loads(self.file.read_text())["address"]
+        worker = [str(BIN / "dask"), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+                  "--memory-limit", memory, "--no-dashboard"]  # fmt: skip
+        self.workers = [
+            subprocess.Popen([*worker, "--name", f"w{i}", "--local-directory", str(folder / f"w{i}")], **quiet)
+            for i in range(workers)
+        ]
+        self.processes = [psutil.Process(w.pid) for w in self.workers]
+        self.peaks = [0.0] * workers
+        self.done = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+        from distributed import Client
+
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=120)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self.done.wait(0.2):
+            for i, process in enumerate(self.processes):
+                try:
+                    tree = [process, *process.children(recursive=True)]
+                    total = sum(p.memory_info().rss for p in tree)
+                except psutil.NoSuchProcess:
+                    continue
+                self.peaks[i] = max(self.peaks[i], total / 2**20)
+
+    def reset(self) -> list[float]:
+        peaks, self.peaks = self.peaks, [0.0] * len(self.peaks)
+        return peaks
+
+    def stop(self) -> None:
+        self.done.set()
+        for process in [*self.workers, self.scheduler]:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in [*self.workers, self.scheduler]:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+
+
+XGB_PARAMS = (
+    "max_depth", "learning_rate", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda", "max_bin",
+)  # fmt: skip
+
+
+def _chosen(home: Path, run_id: str) -> tuple[dict, int]:
+    """The chosen model's parameters and its boosting rounds, from Lepton's MLflow run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    params = client.get_run(run_id).data.params
+    chosen = {k: float(params[k]) if "." in params[k] else int(params[k]) for k in XGB_PARAMS if k in params}
+    return chosen, int(params.get("n_estimators", params.get("model.n_estimators", 300)))
+
+
+def partitioned(args: argparse.Namespace) -> None:
+    report: dict = {"benchmark": "scale_partitioned", "domain": "finance", "trials": args.trials,
+                    "worker_memory": args.worker_memory, "sizes": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="lepton-scale-") as tmp:
+        home = Path(tmp) / "home"
+        cluster = ProcessCluster(Path(tmp), args.worker_memory)
+        env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "LEPTON_DASK_ADDRESS": cluster.address}  # fmt: skip
+        try:
+            for rows in args.rows:
+                data = Path(tmp) / f"finance_{rows}"
+                files = max(2, -(-rows // args.file_rows))
+                start = time.perf_counter()
+                run_once([str(BIN / "lepton"), "synth", "finance", "--rows", str(rows), "--files", str(files),
+                          "-o", str(data), "--force"], env)  # fmt: skip
+                synth_seconds = time.perf_counter() - start
+                size_mb = sum(f.stat().st_size for f in data.iterdir()) / 2**20
+                in_memory_mb = _in_memory_mb(data)
+                cluster.reset()
+                cmd = [str(BIN / "lepton"), "run", "finance", "--data", str(data), "--json",
+                       "--trials", str(args.trials), "--no-cache"]  # fmt: skip
+                sample, out = run_once(cmd, env)
+                lepton_workers = cluster.reset()
+                result = json.loads(out.strip().splitlines()[-1])
+                params, rounds = _chosen(home, result["run_id"])
+                hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
+                            "--address", cluster.address, "--params", json.dumps(params),
+                            "--rounds", str(rounds)]  # fmt: skip
+                hand, hand_out = run_once(hand_cmd, env)
+                hand_workers = cluster.reset()
+                by_hand = json.loads(hand_out.strip().splitlines()[-1])
+                entry = {
+                    "files": files,
+                    "file_mb": size_mb,
+                    "in_memory_mb": in_memory_mb,
+                    "synth_seconds": synth_seconds,
+                    "lepton": {
+                        "seconds": sample.seconds,
+                        "driver_peak_mb": sample.peak_rss_mb,
+                        "worker_peak_mb": lepton_workers,
+                        "stages": {k: v["seconds"] for k, v in result["stages"].items()},
+                        "roc_auc": result["metrics"]["roc_auc"],
+                        "baseline_roc_auc": result["baseline_metrics"]["roc_auc"],
+                        "trained_on": result["engine"]["trained_on"],
+                        "family": result["family"],
+                        "params": params,
+                        "rounds": rounds,
+                    },
+                    "by_hand": {**by_hand, "driver_peak_mb": hand.peak_rss_mb, "worker_peak_mb": hand_workers},
+                }
+                report["sizes"][str(rows)] = entry
+                write("scale_partitioned", report)
+                shutil.rmtree(data)
+                stages = entry["lepton"]["stages"]
+                mb = ", ".join(f"{w:,.0f}" for w in lepton_workers)
+                print(
+                    f"{rows:>11,} rows ({files} files, {in_memory_mb:,.0f} MB in memory): "
+                    f"Lepton {sample.seconds:.1f}s, driver {sample.peak_rss_mb:,.0f} MB, workers {mb} MB, "
+                    f"ROC AUC {entry['lepton']['roc_auc']:.4f}, {entry['lepton']['trained_on']}, stages {stages}; "
+                    f"by hand {by_hand['seconds']:.1f}s (fit {by_hand['steps']['fit']:.1f}s), driver "
+                    f"{hand.peak_rss_mb:,.0f} MB, workers {', '.join(f'{w:,.0f}' for w in hand_workers)} MB, "
+                    f"ROC AUC {by_hand['roc_auc']:.4f}",
+                    flush=True,
+                )
+        finally:
+            cluster.stop()
+    print(f"written to {write('scale_partitioned', report)}")
+
+
+def _in_memory_mb(folder: Path) -> float:
+    """The table's size in memory (Arrow), from its files' metadata."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in folder.iterdir():
+        meta = pq.ParquetFile(path).metadata
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total / 2**20
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from lepton.core.tables import read_table
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError
 from lepton.tasks.drift_demo import Shift, write_drifted
-from lepton.tasks.synth import write_synthetic
+from lepton.tasks.synth import write_partitioned, write_synthetic
 
 
 def output_path(output: Path, force: bool = False) -> Path:
@@ -27,9 +27,38 @@ def output_path(output: Path, force: bool = False) -> Path:
     return out
 
 
-def synthesize(spec: DomainSpec, rows: int, output: Path, seed: int = 0, force: bool = False) -> list[tuple[Path, int]]:
+def output_folder(output: Path, force: bool = False) -> Path:
+    """``output`` resolved: a new folder (replaced with ``force``) in an existing directory."""
+    out = output.expanduser().resolve()
+    if not out.parent.is_dir():
+        raise InputPathError(f"{out.parent}: no such directory")
+    if out.exists() and not force:
+        raise InputPathError(f"{out}: exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputPathError(f"{out}: not a folder; --files writes a folder of Parquet files")
+    return out
+
+
+def synthesize(
+    spec: DomainSpec, rows: int, output: Path, seed: int = 0, force: bool = False, files: int = 1
+) -> list[tuple[Path, int]]:
     """``rows`` synthetic rows in ``spec``'s schema at ``output`` (and, for a domain split on a
-    given test file, a holdout beside it, ``<stem>_holdout``); each path and its row count."""
+    given test file, a holdout beside it, ``<stem>_holdout``); each path and its row count.
+    ``files`` above 1: ``output`` is a new folder of that many Parquet files (a partitioned table)."""
+    if files > 1:
+        import shutil
+
+        out = output_folder(output, force)
+        targets = [(spec.data.path, out)]
+        if spec.data.holdout_path:
+            targets.append((spec.data.holdout_path, output_folder(out.with_name(f"{out.name}_holdout"), force)))
+        for _, path in targets:
+            if path.exists():
+                shutil.rmtree(path)
+        return [
+            (path, write_partitioned(spec, read_table(spec.data.resolve(source)), rows, path, files, seed + i))
+            for i, (source, path) in enumerate(targets)
+        ]
     out = output_path(output, force)
     targets = [(spec.data.path, out)]
     if spec.data.holdout_path:

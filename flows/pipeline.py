@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from prefect import flow
 from lepton.core import cost, tracking
 from lepton.core.cache import StageCache, StageKeys, file_digest, stage_keys
 from lepton.core.digest import rows_digest
-from lepton.core.engine import choose_device, dask_engine
+from lepton.core.engine import Engine, choose_device, dask_engine
 from lepton.core.progress import emit
 from lepton.core.result import EngineInfo, PipelineResult
-from lepton.core.settings import DEFAULT_TRIALS, load_settings
+from lepton.core.settings import DEFAULT_TRIALS, Settings, load_settings
 from lepton.core.stages import COST_HEADINGS, Stages
 from lepton.core.tables import input_files
 from lepton.domains import get_spec
@@ -26,8 +27,9 @@ from lepton.tasks.deploy import deploy_task, pipeline_run
 from lepton.tasks.features import FeatureRun, features_task
 from lepton.tasks.monitor import monitor_task
 from lepton.tasks.optimise import optimise_task
-from lepton.tasks.preprocess import PreparedData, Validated, preprocess_task
+from lepton.tasks.preprocess import PreparedData, Validated, partitioned_inputs, preprocess_task
 from lepton.tasks.preprocess import preflight as check_inputs
+from lepton.tasks.scan import CheckedTable, check_table_task, prepare_table_task
 from lepton.tasks.stored import (
     read_optimised,
     read_prepared,
@@ -44,12 +46,21 @@ NO_ENGINE = "not started: every stage that uses Dask was reused from the cache"
 @dataclass(frozen=True)
 class Preprocessed:
     """The preprocess stage's output: the inputs' cache keys (None with the cache off) and either
-    the checked tables or, when the features stage's output is stored under those keys, that
-    output (then the features stage is a cache hit and the tables are not read at all)."""
+    the checked tables, a partitioned table checked where it lies (``lepton.tasks.scan``) or,
+    when the features stage's output is stored under those keys, that output (then the features
+    stage is a cache hit and the tables are not read at all)."""
 
     keys: StageKeys | None
     checked: Validated | None = None
     stored: tuple[PreparedData, FeatureRun] | None = None
+    table: CheckedTable | None = None
+
+
+@contextlib.contextmanager
+def _engine(settings: Settings) -> Iterator[Engine]:
+    with dask_engine(settings.dask_address, settings.dask_threads) as engine:
+        emit("note", "engine", engine.describe())
+        yield engine
 
 
 def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None) -> None:
@@ -177,25 +188,37 @@ def pipeline(
     device = choose_device(settings.device)
     stages = Stages(cost.load_prices(), device)
     store = StageCache(settings.home / "cache", spec.name, enabled=cache)
+    partitioned = partitioned_inputs(spec, data, holdout, append)  # a table stored as many files
 
-    def preprocess() -> Preprocessed:
+    def preprocess(engine: Engine | None) -> Preprocessed:
+        if partitioned is not None and engine is not None:
+            data_set, test_set = partitioned
+            return Preprocessed(None, table=check_table_task(spec, data_set, engine.client, test_set))
         keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
         stored = store.load("prepared", keys.prepared, read_prepared) if keys else None
         if stored is not None:
             return Preprocessed(keys, stored=stored)
         return Preprocessed(keys, checked=preprocess_task(spec, data, holdout, append))
 
-    first = stages.run("preprocess", preprocess, hit=lambda out: out.stored is not None)
-    keys, stored, checked = first.keys, first.stored, first.checked
-    needed = stored is None or not (keys and store.has("optimise", keys.optimise))
-    with dask_engine(settings.dask_address, settings.dask_threads) if needed else contextlib.nullcontext() as engine:
-        if engine is not None:
-            emit("note", "engine", engine.describe())
+    def features(engine: Engine, first: Preprocessed) -> tuple[PreparedData, FeatureRun]:
+        if first.table is not None:
+            table = prepare_table_task(spec, first.table, engine.client, settings.search_rows)
+            return table, FeatureRun(len(first.table.held), first.table.workers)
+        return features_task(spec, first.checked, engine.client)
+
+    with contextlib.ExitStack() as scope:
+        # a partitioned table is read on the workers from the start; a file only when a stage needs them
+        engine = scope.enter_context(_engine(settings)) if partitioned else None
+        external = engine.client if engine is not None and engine.external else None
+        first = stages.run("preprocess", lambda: preprocess(engine), external, hit=lambda out: out.stored is not None)
+        keys, stored = first.keys, first.stored
+        if engine is None and (stored is None or not (keys and store.has("optimise", keys.optimise))):
+            engine = scope.enter_context(_engine(settings))
         workers = engine.client if engine is not None and engine.external else None  # LocalCluster's are threads here
         if stored is not None:
             prepared, feature_run = stages.run("features", lambda: stored, hit=lambda _: True)
         else:
-            prepared, feature_run = stages.run("features", lambda: features_task(spec, checked, engine.client), workers)
+            prepared, feature_run = stages.run("features", lambda: features(engine, first), workers)
             if keys:
                 store.store("prepared", keys.prepared, (prepared, feature_run), write_prepared)
         trained = stages.cached(
@@ -233,7 +256,8 @@ def pipeline(
         tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
         tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
         tracking.set_tags(deployed.run_id, {tracking.Tag.DASK: engine.describe() if engine else NO_ENGINE})
-        _log_datasets(spec, deployed.run_id, prepared, input_files(spec, data, holdout, append))
+        files = [Path(d.root) for d in partitioned if d] if partitioned else input_files(spec, data, holdout, append)
+        _log_datasets(spec, deployed.run_id, prepared, files)
         _cost_artifact(spec, deployed.version, stages)
         _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings), settings.tracking_uri)
     cluster = (

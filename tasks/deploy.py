@@ -171,9 +171,10 @@ def record_run(
         "family": candidate.family,
         "device": candidate.device,
         "trained_on": candidate.trained_on,
-        "rows_train": data.train.rows,
-        "rows_valid": data.valid.rows,
-        "rows_holdout": data.holdout.rows,
+        "rows_train": data.rows("train"),
+        "rows_valid": data.rows("valid"),
+        "rows_holdout": data.rows("holdout"),
+        "rows_holdout_scored": data.holdout.rows,  # a sample of a partitioned table's holdout
         "features": len(data.feature_names),
         "split": spec.split.kind,
     }

@@ -15,12 +15,13 @@ from lepton.errors import Problem, SchemaError
 def encode_labels(target: pl.Series, spec: DomainSpec, classes: list[Any]) -> np.ndarray:
     if spec.task == "regression":
         return target.cast(pl.Float64).to_numpy()
-    as_text = target.cast(pl.String).to_numpy().astype(str)
-    index = {str(c): i for i, c in enumerate(classes)}
-    unknown = sorted(set(as_text) - set(index))
-    if unknown:
+    as_text = target.cast(pl.String)
+    names = [str(c) for c in classes]
+    codes = as_text.replace_strict(names, list(range(len(names))), default=None, return_dtype=pl.Int32)
+    if codes.null_count():
+        unknown = sorted(as_text.filter(codes.is_null()).unique().cast(pl.String).fill_null("None").to_list())
         raise SchemaError([Problem("unknown_class", spec.target, f"class(es) {unknown[:5]} not seen in training")])
-    return np.array([index[v] for v in as_text], dtype=np.int32) if len(as_text) else np.zeros(0, np.int32)
+    return codes.to_numpy().astype(np.int32, copy=False)
 
 
 def class_labels(train_target: pl.Series, spec: DomainSpec) -> list[Any]:

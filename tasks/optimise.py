@@ -21,6 +21,7 @@ from lepton.core.progress import Steps, emit
 from lepton.core.scoring import smoothed
 from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from lepton.domains.spec import CostModel, DomainSpec
+from lepton.errors import EngineError
 from lepton.tasks import families
 from lepton.tasks.calibrate import Calibration, fit_calibration
 from lepton.tasks.families import Pruning
@@ -372,6 +373,10 @@ def final_fit(
     regularised linear model on a million rows has nothing left to learn from more."""
     if not families.get(candidate.family).refits_on_all_rows:
         return candidate
+    if data.table is not None:  # a partitioned table: fitted where its partitions lie
+        if client is None:
+            raise EngineError("a partitioned table is fitted on its Dask cluster, and none was given")
+        return train_model(spec, data, candidate.family, candidate.params, device, client)
     distributed = client is not None and data.train.rows >= distributed_rows
     if candidate.train_rows == data.train.rows and not distributed:
         return candidate
@@ -423,8 +428,10 @@ def optimise(
     candidate, reasons = pool[choice.index], [choice.reason]
     if len(pool) < len(everything):
         reasons.append(f"{len(everything) - len(pool)} tree trial(s) pruned by the median rule")
-    if sample is not data:
-        reasons.append(f"candidates fitted on a sample of {sample.train.rows:,} of {data.train.rows:,} training rows")
+    if sample is not data or data.table is not None:
+        reasons.append(
+            f"candidates fitted on a sample of {sample.train.rows:,} of {data.rows('train'):,} training rows"
+        )
     emit("note", "optimise", f"chose {candidate.family} of {len(pool)} candidate(s); fitting it on every training row")
     final = final_fit(spec, data, candidate, device, client, distributed_rows)
     if final is not candidate:

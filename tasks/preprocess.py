@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,9 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
+from lepton.core.partitions import Dataset, Partition, WorkerTable, is_dataset, open_dataset
 from lepton.core.scoring import encode, feature_names
-from lepton.core.tables import fingerprint, read_table
+from lepton.core.tables import fingerprint, read_table, resolve_input
 from lepton.domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
 from lepton.tasks.labels import class_labels, encode_labels
@@ -60,6 +62,15 @@ class PreparedData:
     classes: list[Any]
     fingerprint: str
     notes: tuple[str, ...] = field(default=())
+    # A partitioned table (``lepton.tasks.scan``): its encoded training and validation rows stay on
+    # the Dask workers for the final fit; the parts above are then samples of each side.
+    table: WorkerTable | None = None
+
+    def rows(self, side: str) -> int:
+        """Rows on a side ("train", "valid", "holdout") of the whole table, not only the sample here."""
+        if self.table is not None:
+            return self.table.total(side)
+        return getattr(self, side).rows
 
     @property
     def feature_names(self) -> list[str]:
@@ -71,12 +82,15 @@ class PreparedData:
         def slim(part: Part, rows: int | None = None) -> Part:
             return Part(frame=part.frame.head(0), X=part.X[:rows], y=part.y[:rows])
 
-        return dataclasses.replace(self, train=slim(self.train), valid=slim(self.valid), holdout=slim(self.holdout, 0))
+        return dataclasses.replace(
+            self, train=slim(self.train), valid=slim(self.valid), holdout=slim(self.holdout, 0), table=None
+        )
 
 
 # ---- validation --------------------------------------------------------------------------------
-def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.DataFrame:
+def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data", whole: bool = True) -> pl.DataFrame:
     """Check ``frame`` against the schema and cast it; raise one SchemaError naming every problem.
+    ``whole`` False: ``frame`` is one partition of a table, whose target is checked once merged.
 
     PII columns are dropped here, before anything else sees them, and their values are never
     quoted in an error."""
@@ -105,8 +119,8 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data") -> pl.
             problems.append(Problem("all_null", column.name, "every value is missing"))
             continue
         casts.append(cast)
-    if not problems:
-        problems.extend(_target_problems(frame[spec.target], spec))
+    if not problems and whole:
+        problems.extend(target_problems(frame[spec.target], spec))
     if problems:
         raise SchemaError(problems, source)
     return frame.with_columns(casts).select([c.name for c in spec.columns if c.role is not Role.PII])
@@ -148,7 +162,7 @@ def drop_unlabelled(frame: pl.DataFrame, spec: DomainSpec, source: str = "data")
     return frame.filter(~unusable), [note]
 
 
-def _target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
+def target_problems(target: pl.Series, spec: DomainSpec) -> list[Problem]:
     problems = []
     values = target.drop_nulls().unique()
     if spec.task != "regression" and values.len() < 2:
@@ -320,7 +334,7 @@ def prepare_parts(
             raise EmptyDataError(f"the {name} split is empty: {frame.height} labelled row(s) are too few to split")
     if spec.task != "regression":
         for name, part_frame in (("training", train), ("validation", valid), ("holdout", test)):
-            single = [p for p in _target_problems(part_frame[spec.target], spec) if p.kind == "single_class"]
+            single = [p for p in target_problems(part_frame[spec.target], spec) if p.kind == "single_class"]
             if single:
                 raise SchemaError(single, f"the {name} split ({part_frame.height} rows)")
     classes = class_labels(train[spec.target], spec)
@@ -381,6 +395,32 @@ def _domain_tables(spec: DomainSpec, data: str | None, holdout: str | None) -> t
     return main, None
 
 
+def partitioned_inputs(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
+) -> tuple[Dataset, Dataset | None] | None:
+    """The training table and a given holdout as datasets when the training table is stored as
+    many files (a directory or a glob, ``lepton.core.partitions``); None for a single file."""
+    source = data or str(spec.data.resolve(spec.data.path))
+    if not is_dataset(source):
+        return None
+    if append:
+        raise InputPathError(f"{source} is a partitioned table: add the batch to it as one more file, not --append")
+    if holdout and spec.split.kind != "given":
+        raise InputPathError(f"domain {spec.name!r} holds out by a {spec.split.kind} split; a holdout would be ignored")
+    test = holdout or (None if data else spec.data.resolve(spec.data.holdout_path))
+    if spec.split.kind == "given" and test is None:
+        raise InputPathError(f"domain {spec.name!r} splits on a given test file: pass holdout data too")
+    return open_dataset(source), (open_dataset(test) if test and is_dataset(test) else _single(test))
+
+
+def _single(path: str | Path | None) -> Dataset | None:
+    """A single holdout file as a dataset of one partition."""
+    if path is None:
+        return None
+    resolved = resolve_input(path)
+    return Dataset(root=str(resolved), format="file", partitions=(Partition(resolved),))
+
+
 PREFLIGHT_ROWS = 2_000_000  # larger tables are checked inside the flow, on the cluster
 
 
@@ -391,6 +431,8 @@ def preflight(spec: DomainSpec, data: str | None = None, holdout: str | None = N
     rows checked (0 when the table is larger than ``PREFLIGHT_ROWS``: the flow checks it)."""
     from lepton.domains.recipes import apply
 
+    if partitioned_inputs(spec, data, holdout, append) is not None:
+        return 0  # listed and its footers read; the flow checks every partition on the workers
     frame, test = load_domain_data(spec, data, holdout, append)
     if frame.height > PREFLIGHT_ROWS:
         return 0

@@ -123,6 +123,46 @@ def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path
     return written
 
 
+def write_partitioned(
+    spec: DomainSpec, source: pl.DataFrame, rows: int, folder: Path, files: int, seed: int = 0
+) -> int:
+    """Write ``rows`` synthetic rows as ``files`` Parquet files ``part-NNNNN.parquet`` in the new
+    folder ``folder`` (a partitioned table, ``lepton.core.partitions``), atomically: the folder is
+    renamed into place once every file is written. Whole groups stay in one file."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    per_file = -(-rows // files)
+    whole = spec.group_column is not None and spec.time_column is not None
+    written, index, in_file, writer = 0, 0, 0, None
+    try:
+        for made in synthesize(spec, source, rows, seed):
+            chunk = made
+            while chunk.height:
+                take = chunk.height if whole else min(chunk.height, per_file - in_file)
+                table = chunk.head(take).to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(partial / f"part-{index:05d}.parquet", table.schema, compression="zstd")
+                writer.write_table(table)
+                chunk, written, in_file = chunk.slice(take), written + take, in_file + take
+                if in_file >= per_file:
+                    writer.close()
+                    writer, index, in_file = None, index + 1, 0
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    partial.replace(folder)
+    return written
+
+
 def _write(spec: DomainSpec, source: pl.DataFrame, rows: int, path: Path, csv: bool, seed: int) -> int:
     import pyarrow.parquet as pq
 

@@ -96,7 +96,7 @@ def train_model(
         fit_seconds=time.perf_counter() - start,
         device=fitted.device,
         best_iteration=fitted.best_iteration,
-        train_rows=len(data.train.y),
+        train_rows=data.rows("train") if fitted.workers and data.table is not None else len(data.train.y),
         workers=fitted.workers,
         curve=fitted.curve,
         pruned=fitted.pruned,

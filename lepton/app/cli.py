@@ -442,10 +442,15 @@ def synth(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.parquet or .csv).")],
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+    files: Annotated[
+        int,
+        typer.Option(min=1, max=100_000, help="Write a folder of this many Parquet files (a partitioned table)."),
+    ] = 1,
 ) -> None:
     """Write a larger dataset in a domain's schema, drawn from its real sample (rows keep their
     real dependence between features and target; floats are jittered, ids renumbered). For a
-    domain split on a given test file, a holdout file is written beside it."""
+    domain split on a given test file, a holdout file is written beside it. With --files, a
+    folder of Parquet files that `lepton run DOMAIN --data FOLDER` reads partition by partition."""
     from lepton.domains import get_spec
     from lepton.errors import LeptonError
     from lepton.flows.datasets import synthesize
@@ -453,13 +458,13 @@ def synth(
     if domain not in DOMAINS:
         _fail(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     try:
-        files = synthesize(get_spec(domain), rows, output, seed, force)
+        written = synthesize(get_spec(domain), rows, output, seed, force, files)
     except LeptonError as exc:
         _fail(str(exc))
-    for path, written in files:
-        err.print(f"wrote {written:,} rows to [bold]{escape(str(path))}[/]")
-    hint = f" --holdout {files[1][0]}" if len(files) > 1 else ""
-    err.print(f"train on it: [bold]lepton run {domain} --data {escape(str(files[0][0]))}{escape(hint)}[/]")
+    for path, count in written:
+        err.print(f"wrote {count:,} rows to [bold]{escape(str(path))}[/]")
+    hint = f" --holdout {written[1][0]}" if len(written) > 1 else ""
+    err.print(f"train on it: [bold]lepton run {domain} --data {escape(str(written[0][0]))}{escape(hint)}[/]")
 
 
 @app.command()

@@ -6,18 +6,23 @@ comes back as the same UBJ booster. ``Pruning`` stops a search trial that falls 
 
 from __future__ import annotations
 
+import contextvars
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lepton.core.engine import cpu_threads
+from lepton.core.partitions import WorkerTable
 from lepton.domains.spec import DomainSpec
 from lepton.tasks.families.base import Family, Fit
 from lepton.tasks.preprocess import PreparedData
 
 EARLY_STOPPING_ROUNDS = 30
+COLLECTIVE_TIMEOUT_S = 300  # an XGBoost collective call waiting this long for a peer fails
+WATCH_EVERY_S = 0.5  # how often a fit across the cluster checks that its workers are all there
 PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
 
 
@@ -80,33 +85,55 @@ def _row_blocks(client: Any, array: np.ndarray, blocks: int) -> Any:
 
 
 def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: int, X, y, X_valid, y_valid):
+    """Train across the cluster; the arrays are Dask arrays whose blocks are on the workers.
+
+    A worker lost mid-fit would leave the others waiting in XGBoost's collective and the fit's
+    future unresolved (its task is pinned to the lost worker): the fit is watched, and the loss
+    raises an EngineError at once (the collective's own timeout frees the others)."""
     import xgboost as xgb
     import xgboost.dask  # ``xgb.dask`` is only bound once imported
+    from xgboost.collective import Config
 
-    workers = max(1, len(client.nthreads()))
-    # xgboost.dask waits on ``distributed.wait``, which takes the process's default client: make
-    # it ours, or a second client in the process (a caller's own) deadlocks the event loop.
-    with client.as_current():
-        train = xgb.dask.DaskQuantileDMatrix(
-            client, _row_blocks(client, X, workers), _row_blocks(client, y, workers), max_bin=max_bin
-        )
-        valid = xgb.dask.DaskQuantileDMatrix(
-            client,
-            _row_blocks(client, X_valid, workers),
-            _row_blocks(client, y_valid, workers),
-            ref=train,
-            max_bin=max_bin,
-        )
-        output = xgb.dask.train(
-            client,
-            params,
-            train,
-            num_boost_round=rounds,
-            evals=[(valid, "valid")],
-            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
-            verbose_eval=False,
-        )
-    return output["booster"], workers
+    from lepton.errors import EngineError
+
+    started = set(client.nthreads())
+    out: dict[str, Any] = {}
+
+    def fit() -> None:
+        # xgboost.dask waits on ``distributed.wait``, which takes the process's default client:
+        # make it ours, or a second client in the process (a caller's own) deadlocks the event loop.
+        try:
+            with client.as_current():
+                train = xgb.dask.DaskQuantileDMatrix(client, X, y, max_bin=max_bin)
+                valid = xgb.dask.DaskQuantileDMatrix(client, X_valid, y_valid, ref=train, max_bin=max_bin)
+                out["fit"] = xgb.dask.train(
+                    client,
+                    params,
+                    train,
+                    num_boost_round=rounds,
+                    evals=[(valid, "valid")],
+                    early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+                    verbose_eval=False,
+                    coll_cfg=Config(timeout=COLLECTIVE_TIMEOUT_S),
+                )
+        except BaseException as exc:  # handed to the caller's thread below
+            out["error"] = exc
+
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(fit,), daemon=True, name="xgboost.dask")
+    runner.start()
+    while runner.is_alive():
+        runner.join(WATCH_EVERY_S)
+        lost = started - set(client.nthreads())
+        if lost and runner.is_alive():
+            raise EngineError(
+                f"the Dask cluster lost {len(lost)} worker(s) ({', '.join(sorted(lost))}) during the final fit "
+                "with xgboost.dask; nothing was registered. Run again (the cluster's other workers recompute the "
+                "lost partitions), or give the workers more memory (dask worker --memory-limit) if they were killed "
+                "for using too much"
+            )
+    if "error" in out:
+        raise out["error"]
+    return out["fit"]["booster"], max(1, len(started))
 
 
 def fit_xgboost(
@@ -121,18 +148,25 @@ def fit_xgboost(
     seed: int = 0,
     client: Any = None,
     callbacks: tuple[Any, ...] = (),
+    table: WorkerTable | None = None,
 ) -> tuple[bytes, int, int]:
     """Train with early stopping on the validation split, in this process or, given a Dask
-    ``client``, across its workers; return (UBJ bytes, best iteration, Dask workers used).
-    ``callbacks`` (XGBoost ``TrainingCallback``) watch a fit in this process."""
+    ``client``, across its workers (from the arrays, or from ``table``'s partitions where they
+    lie); return (UBJ bytes, best iteration, Dask workers used). ``callbacks`` (XGBoost
+    ``TrainingCallback``) watch a fit in this process."""
     import xgboost as xgb
 
     params = dict(params)
     rounds = int(params.pop("n_estimators", 400))
     booster_params = _booster_params(task, n_classes, params, device, seed)
     max_bin = int(booster_params.get("max_bin", 256))
-    if client is not None:
-        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, X, y, X_valid, y_valid)
+    if client is not None and table is not None:
+        arrays = (*table.arrays(client, "train"), *table.arrays(client, "valid"))
+        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, *arrays)
+    elif client is not None:
+        blocks = max(1, len(client.nthreads()))
+        arrays = tuple(_row_blocks(client, a, blocks) for a in (X, y, X_valid, y_valid))
+        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, *arrays)
     else:
         train = xgb.QuantileDMatrix(X, label=y, max_bin=max_bin)
         valid = xgb.QuantileDMatrix(X_valid, label=y_valid, ref=train, max_bin=max_bin)
@@ -214,6 +248,7 @@ class Trees(Family):
             spec.split.seed,
             client,
             (watch,) if watch else (),
+            data.table if client is not None else None,
         )
         curve, pruned = (tuple(watch.curve), bool(watch.pruned)) if watch else ((), False)
         return Fit(payload, device=device, best_iteration=best, workers=workers, curve=curve, pruned=pruned)

@@ -63,6 +63,25 @@ class Cluster:
                 raise TimeoutError("the Dask scheduler did not start")
             time.sleep(0.1)
 
+    def kill_when_running(self, prefix: str, within: float) -> tuple[list[str], threading.Thread]:
+        """Watch the scheduler from a thread and SIGKILL the first worker seen running a task whose
+        key starts with ``prefix``; the list names it once it is killed."""
+        killed: list[str] = []
+
+        def watch() -> None:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline and not killed:
+                for worker, keys in self.client.processing().items():
+                    if any(str(k).startswith(prefix) for k in keys):
+                        os.kill(self.pids[worker], signal.SIGKILL)
+                        killed.append(worker)
+                        return
+                time.sleep(0.005)
+
+        killer = threading.Thread(target=watch, daemon=True)
+        killer.start()
+        return killed, killer
+
     def executed(self) -> dict[str, int]:
         return self.client.run(lambda dask_worker: dask_worker.state.executed_count)
 
@@ -101,20 +120,7 @@ def test_a_pipeline_runs_its_features_and_trials_on_an_existing_cluster(lepton_h
 
 def test_killing_a_worker_mid_features_still_gives_the_same_result(lepton_home, monkeypatch, cluster, dask_cluster):
     monkeypatch.setenv("LEPTON_DASK_ADDRESS", cluster.address)
-    killed: list[str] = []
-
-    def kill_first_feature_worker() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for worker, keys in cluster.client.processing().items():
-                if any(str(k).startswith("_compute") for k in keys):
-                    os.kill(cluster.pids[worker], signal.SIGKILL)
-                    killed.append(worker)
-                    return
-            time.sleep(0.005)
-
-    killer = threading.Thread(target=kill_first_feature_worker, daemon=True)
-    killer.start()
+    killed, killer = cluster.kill_when_running("_compute", within=120)
     survived = pipeline(domain="medical", trials=2)
     killer.join(timeout=5)
     assert killed, "no feature task was seen running: the kill did not happen mid-features"
@@ -125,3 +131,24 @@ def test_killing_a_worker_mid_features_still_gives_the_same_result(lepton_home, 
     assert survived.metrics == pytest.approx(reference.metrics)
     # The same inputs on another cluster: the same run key, so the version is found, not repeated.
     assert survived.version == reference.version == "1"
+
+
+@pytest.mark.slow  # a partitioned table on scheduler + worker processes, one killed: about a minute
+def test_a_worker_killed_in_the_final_fit_registers_nothing(nothing_recorded, monkeypatch, cluster, tmp_path):
+    """A partitioned table's final fit runs ``xgboost.dask`` where its partitions lie; a worker
+    killed by PID mid-fit must fail the run with a typed error, not hang, and register nothing."""
+    from lepton.core.tables import read_table
+    from lepton.domains import get_spec
+    from lepton.errors import EngineError
+    from lepton.tasks.synth import write_partitioned
+
+    spec = get_spec("finance")
+    folder = tmp_path / "loans"  # large enough for a fit of seconds, in which the kill can land
+    write_partitioned(spec, read_table(spec.data.resolve(spec.data.path)), 100_000, folder, files=4)
+    monkeypatch.setenv("LEPTON_DASK_ADDRESS", cluster.address)
+    killed, killer = cluster.kill_when_running("fn-", within=240)  # xgboost.dask's work runs as "fn-..." tasks
+    with pytest.raises(EngineError, match="during the final fit"):
+        pipeline(domain="finance", trials=0, data=str(folder))
+    killer.join(timeout=5)
+    assert killed, "no xgboost.dask task was seen running: the kill did not happen mid-fit"
+    nothing_recorded()

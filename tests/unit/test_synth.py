@@ -85,3 +85,19 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         with pytest.raises(OSError, match="disk full"):
             write_synthetic(spec, source, 10, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_a_folder_of_files_that_holds_every_row_once(tmp_path):
+    out = tmp_path / "loans"
+    runner = CliRunner()
+    done = runner.invoke(app, ["synth", "finance", "--rows", "5000", "--files", "3", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    ids = pl.concat([pl.read_parquet(f) for f in files])["rownames"]
+    assert ids.len() == 5000 and ids.n_unique() == 5000
+    again = runner.invoke(app, ["synth", "finance", "--rows", "10", "--files", "2", "-o", str(out)])
+    assert again.exit_code == 2 and "exists; pass --force" in again.stderr
+    forced = runner.invoke(app, ["synth", "finance", "--rows", "10", "--files", "2", "-o", str(out), "--force"])
+    assert forced.exit_code == 0
+    assert sum(pl.read_parquet(f).height for f in out.iterdir()) == 10

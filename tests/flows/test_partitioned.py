@@ -1,0 +1,126 @@
+"""Tables stored as many files, checked, split and encoded on a real Dask cluster's worker
+processes (``lepton.tasks.scan``), on the vendored public samples cut into partitions: the split
+does not depend on the partitioning, a bad value in the last file is named with its file and row
+before anything is recorded, and a partitioned table trains, registers and monitors end to end."""
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from lepton.app.cli import app
+from lepton.core.partitions import open_dataset
+from lepton.domains import get_spec
+from lepton.errors import InputPathError, SchemaError
+from lepton.flows.pipeline import pipeline
+from lepton.tasks.preprocess import split_frame, validate_tables
+from lepton.tasks.scan import check_table, prepare_table
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _sample(name: str) -> pl.DataFrame:
+    spec = get_spec(name)
+    return pl.read_parquet(spec.data.resolve(spec.data.path))
+
+
+def _write(frame: pl.DataFrame, folder, files: int, seed: int, csv: bool = False) -> str:
+    """``frame``'s rows shuffled and cut into ``files`` files under ``folder``."""
+    folder.mkdir(parents=True)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    for i, rows in enumerate(np.array_split(np.arange(frame.height), files)):
+        part = shuffled[rows]
+        if csv:
+            part.write_csv(folder / f"part-{i:03d}.csv")
+        else:
+            part.write_parquet(folder / f"part-{i:03d}.parquet")
+    return str(folder)
+
+
+def _split(spec, path, client, search_rows=1_000_000):
+    return prepare_table(spec, check_table(spec, open_dataset(path), client), client, search_rows)
+
+
+def test_the_split_is_the_same_for_any_partitioning(dask_cluster, tmp_path):
+    spec, frame = get_spec("finance"), _sample("finance")
+    three = _write(frame, tmp_path / "three", 3, seed=1)
+    seven = _write(frame, tmp_path / "seven", 7, seed=2, csv=True)
+    a = _split(spec, three, dask_cluster, search_rows=1_000)
+    b = _split(spec, f"{seven}/part-*.csv", dask_cluster, search_rows=1_000)
+
+    assert a.fingerprint == b.fingerprint
+    assert sorted(a.holdout.frame["rownames"]) == sorted(b.holdout.frame["rownames"])
+    assert a.train.frame["rownames"].to_list() == b.train.frame["rownames"].to_list()  # same sample, same order
+    assert np.array_equal(a.train.X, b.train.X, equal_nan=True) and a.encoder == b.encoder
+    assert [a.rows(s) for s in ("train", "valid", "holdout")] == [b.rows(s) for s in ("train", "valid", "holdout")]
+    assert a.train.rows == 1_000 < a.rows("train")  # the driver holds a sample of the training side
+    assert a.rows("holdout") == pytest.approx(0.2 * frame.height, rel=0.1)
+    assert set(a.holdout.frame["rownames"]).isdisjoint(a.train.frame["rownames"])
+    # the encoded rows stay on the workers, one block per file
+    assert len(a.table.blocks) == 3 and sum(a.table.rows["train"]) == a.rows("train")
+
+
+def test_a_time_split_cuts_where_sorting_every_row_would(dask_cluster, tmp_path):
+    """The medical sample (a time split on the sampling year, many rows per year) in hive
+    folders by sex: the same holdout and validation rows as the single-file path."""
+    spec, frame = get_spec("medical"), _sample("medical")
+    root = tmp_path / "medical"
+    for sex, rows in frame.group_by("sex"):
+        (root / f"sex={sex[0]}").mkdir(parents=True)
+        rows.drop("sex").write_parquet(root / f"sex={sex[0]}" / "part-0.parquet")
+    scanned = _split(spec, root, dask_cluster)
+
+    train, valid, holdout = split_frame(validate_tables(spec, frame).frame, spec)
+    assert sorted(scanned.holdout.frame["rownames"]) == sorted(holdout["rownames"])
+    assert sorted(scanned.valid.frame["rownames"]) == sorted(valid["rownames"])
+    assert scanned.rows("train") == train.height
+    assert set(scanned.train.frame["sex"]) == set(frame["sex"])  # the folder's key is a column again
+
+
+def test_a_bad_value_in_the_last_file_is_named_before_anything_is_recorded(nothing_recorded, tmp_path):
+    folder = tmp_path / "loans"
+    _write(_sample("finance"), folder, 4, seed=3)
+    last = folder / "part-003.parquet"
+    rows = pl.read_parquet(last)
+    bad = pl.when(pl.int_range(pl.len()) == 41).then(pl.lit("twelve")).otherwise(pl.col("int_rate").cast(pl.String))
+    rows.with_columns(bad.alias("int_rate")).write_parquet(last)
+
+    result = CliRunner().invoke(app, ["run", "finance", "--data", str(folder), "--trials", "0"])
+    assert result.exit_code == 2, result.output
+    assert "column 'int_rate': wrong dtype" in result.stderr
+    assert f"{last}: expected float, row 42 holds 'twelve'" in " ".join(result.stderr.split())
+    nothing_recorded()
+
+
+def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path):
+    folder = _write(_sample("finance"), tmp_path / "loans", 4, seed=4)
+    result = pipeline(domain="finance", trials=2, data=folder)
+
+    assert result.version == "1" and result.promoted
+    assert result.metrics["roc_auc"] > result.baseline_metrics["roc_auc"] - 0.05
+    assert result.engine.feature_partitions == 4
+    if result.family == "xgboost":  # the chosen tree model is fitted where the partitions lie
+        assert "xgboost.dask" in result.engine.trained_on
+    assert any("split on the workers into" in note for note in result.notes)
+    assert result.drifted is not None  # the monitor ran on the holdout
+
+
+def test_dataset_paths_are_checked(tmp_path):
+    with pytest.raises(InputPathError, match="no CSV or Parquet files"):
+        open_dataset(tmp_path)
+    (tmp_path / "a.parquet").write_bytes(b"")
+    (tmp_path / "b.csv").write_text("x\n1\n")
+    with pytest.raises(InputPathError, match="mixes CSV and Parquet"):
+        open_dataset(tmp_path)
+    (tmp_path / "a.parquet").unlink()
+    (tmp_path / "_SUCCESS").write_text("")  # what Spark leaves beside its files is not data
+    assert [p.path.name for p in open_dataset(tmp_path).partitions] == ["b.csv"]
+    with pytest.raises(InputPathError, match="no CSV or Parquet files"):
+        open_dataset(tmp_path / "nothing-*.parquet")
+
+
+def test_groups_that_span_files_are_refused_for_rolling_features(dask_cluster, tmp_path):
+    spec, frame = get_spec("manufacturing"), _sample("manufacturing")
+    folder = _write(frame, tmp_path / "runs", 2, seed=5)  # shuffled: every run in both files
+    with pytest.raises(SchemaError, match="is in both"):
+        check_table(spec, open_dataset(folder), dask_cluster)
