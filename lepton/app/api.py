@@ -42,16 +42,28 @@ def prepare_environment() -> Path:
 def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = None) -> Inferred:
     """Read the user's file (sniffing its format) and infer its spec; the reader's notes first.
     A ``holdout`` file makes the split "given": it is the test set, checked against the same spec."""
+    from lepton.core.partitions import is_dataset, open_dataset, read_partition
     from lepton.core.tables import load
 
+    if is_dataset(path):  # a table stored as many files: inferred from its first file
+        dataset = open_dataset(path)
+        first = dataset.partitions[0]
+        frame, notes = read_partition(first, hints.encoding)
+        named = hints if hints.name else hints.model_copy(update={"name": slug(Path(dataset.folder).name)})
+        inferred = infer_spec(frame, named, dataset.root, _holdout_path(holdout))
+        seen = f"{dataset.describe()}: the spec is inferred from its first file, {first.path.name}"
+        return Inferred(spec=inferred.spec, notes=(seen, *notes, *inferred.notes), why=inferred.why)
     loaded = load(path, hints.encoding)
     inferred = infer_spec(loaded.frame, hints, loaded.path, _holdout_path(holdout))
     return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes, why=inferred.why)
 
 
 def _holdout_path(holdout: str | Path | None) -> Path | None:
+    from lepton.core.partitions import is_dataset, open_dataset
     from lepton.core.tables import resolve_input
 
+    if holdout is not None and is_dataset(holdout):
+        return Path(open_dataset(holdout).root)
     return resolve_input(holdout) if holdout is not None else None
 
 

@@ -48,6 +48,7 @@ class Dataset:
     root: str  # as the user gave it, resolved
     format: str  # "parquet" or "csv"
     partitions: tuple[Partition, ...]
+    folder: str = ""  # the folder it lies in (a glob's fixed part)
 
     @property
     def rows(self) -> int | None:
@@ -91,7 +92,7 @@ def open_dataset(path: str | Path) -> Dataset:
     names = [dict(p.keys).keys() for p in partitions]
     if len({tuple(n) for n in names}) > 1:
         raise InputPathError(f"{where}: the files sit under different key=value folders; one layout for all")
-    return Dataset(root=where, format=formats.pop() or "", partitions=partitions)
+    return Dataset(root=where, format=formats.pop() or "", partitions=partitions, folder=str(root))
 
 
 def _fixed_prefix(pattern: str) -> str:

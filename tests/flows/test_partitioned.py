@@ -3,6 +3,8 @@ processes (``lepton.tasks.scan``), on the vendored public samples cut into parti
 does not depend on the partitioning, a bad value in the last file is named with its file and row
 before anything is recorded, and a partitioned table trains, registers and monitors end to end."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -12,7 +14,6 @@ from lepton.app.cli import app
 from lepton.core.partitions import open_dataset
 from lepton.domains import get_spec
 from lepton.errors import InputPathError, SchemaError
-from lepton.flows.pipeline import pipeline
 from lepton.tasks.preprocess import split_frame, validate_tables
 from lepton.tasks.scan import check_table, prepare_table
 
@@ -93,16 +94,24 @@ def test_a_bad_value_in_the_last_file_is_named_before_anything_is_recorded(nothi
 
 
 def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path):
+    """A stranger's folder of files through the CLI: the spec inferred from its first file, then
+    the whole run on the cluster, registered and monitored."""
     folder = _write(_sample("finance"), tmp_path / "loans", 4, seed=4)
-    result = pipeline(domain="finance", trials=2, data=folder)
+    done = CliRunner().invoke(app, ["run", "--data", folder, "--target", "Class", "--trials", "2", "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert result.version == "1" and result.promoted
-    assert result.metrics["roc_auc"] > result.baseline_metrics["roc_auc"] - 0.05
-    assert result.engine.feature_partitions == 4
-    if result.family == "xgboost":  # the chosen tree model is fitted where the partitions lie
-        assert "xgboost.dask" in result.engine.trained_on
-    assert any("split on the workers into" in note for note in result.notes)
-    assert result.drifted is not None  # the monitor ran on the holdout
+    assert result["domain"] == "loans" and result["version"] == "1" and result["promoted"]
+    assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"] - 0.05
+    assert result["engine"]["feature_partitions"] == 4
+    if result["family"] == "xgboost":  # the chosen tree model is fitted where the partitions lie
+        assert "xgboost.dask" in result["engine"]["trained_on"]
+    assert "inferred from its first file" in " ".join(done.stderr.split())
+    assert any("split on the workers into" in note for note in result["notes"])
+    from mlflow import MlflowClient
+
+    monitored = [a.path for a in MlflowClient().list_artifacts(result["run_id"], "monitor")]
+    assert "monitor/holdout_drift.json" in monitored  # the monitor ran on the holdout's sample
 
 
 def test_dataset_paths_are_checked(tmp_path):
