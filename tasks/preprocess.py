@@ -41,7 +41,9 @@ _POLARS_DTYPES = {
 # ---- artifacts ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Part:
-    """One side of the split: raw frame (for monitoring and examples), model matrix, labels."""
+    """One side of the split: raw frame (for monitoring and examples), model matrix, labels.
+    For a partitioned table's training side the frame holds only the first rows of the sample
+    (``lepton.tasks.scan.REFERENCE_ROWS``); ``rows`` counts the matrix."""
 
     frame: pl.DataFrame
     X: np.ndarray

@@ -17,7 +17,8 @@ samples, never the table:
    each partition is encoded on its worker and stays there for the final fit
    (``PreparedData.table``). The driver gathers uniform samples of each side (at most
    ``search_rows`` training rows for the search, ``SAMPLE_ROWS`` of validation and holdout),
-   in an order that does not depend on the partitioning.
+   in an order that does not depend on the partitioning; of the training sample's raw values
+   only ``REFERENCE_ROWS`` are kept (the monitor's reference statistics).
 
 Group recipes (rolling windows over a series) need each group whole in one file; the scan says
 which group spans which files when it is not.
@@ -53,7 +54,8 @@ from lepton.tasks.preprocess import (
     validate,
 )
 
-SAMPLE_ROWS = 500_000  # validation and holdout rows gathered to the driver (each)
+SAMPLE_ROWS = 250_000  # validation and holdout rows gathered to the driver (each)
+REFERENCE_ROWS = 200_000  # training rows whose raw values the driver keeps, for the monitor's reference
 GATHER_ROWS = 1_000_000  # a cutoff's last candidates are gathered and sorted once this few remain
 BINS = 4096
 TRAIN, VALID, HOLDOUT = 0, 1, 2
@@ -446,9 +448,10 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
         f"and {rows[HOLDOUT]:,} holdout rows; the driver holds samples of {samples[TRAIN].height:,}, "
         f"{samples[VALID].height:,} and {samples[HOLDOUT].height:,} of them"
     )
+    train = part(samples[TRAIN])  # the search's rows, encoded; their raw values only as many as the reference needs
     return PreparedData(
         domain=spec.name,
-        train=part(samples[TRAIN]),
+        train=Part(frame=samples[TRAIN].head(REFERENCE_ROWS), X=train.X, y=train.y),
         valid=part(samples[VALID]),
         holdout=part(samples[HOLDOUT]),
         encoder=encoder,
