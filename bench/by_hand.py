@@ -46,10 +46,11 @@ def main() -> None:
         train_X, valid_X, test_X = X.random_split([0.6, 0.2, 0.2], random_state=0)
         train_y, valid_y, test_y = y.random_split([0.6, 0.2, 0.2], random_state=0)
         mark = time.perf_counter()
-        train = xgb.dask.DaskQuantileDMatrix(client, train_X, train_y, enable_categorical=True, max_bin=128)
-        valid = xgb.dask.DaskQuantileDMatrix(client, valid_X, valid_y, ref=train, enable_categorical=True)
         params = {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist"}
         params.update(json.loads(args.params))
+        bins = int(params.get("max_bin", 256))
+        train = xgb.dask.DaskQuantileDMatrix(client, train_X, train_y, enable_categorical=True, max_bin=bins)
+        valid = xgb.dask.DaskQuantileDMatrix(client, valid_X, valid_y, ref=train, enable_categorical=True, max_bin=bins)
         output = xgb.dask.train(
             client, params, train, num_boost_round=args.rounds, evals=[(valid, "valid")], early_stopping_rounds=30
         )

@@ -183,6 +183,9 @@ def partitioned(args: argparse.Namespace) -> None:
                 lepton_workers = cluster.reset()
                 result = json.loads(out.strip().splitlines()[-1])
                 params, rounds = _chosen(home, result["run_id"])
+                peaks = {"driver_peak_mb": sample.peak_rss_mb, "worker_peak_mb": lepton_workers}
+                report["sizes"][str(rows)] = {"lepton": {"seconds": sample.seconds, **peaks, "result": result}}
+                write("scale_partitioned", report)  # kept should the script by hand fail
                 hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
                             "--address", cluster.address, "--params", json.dumps(params),
                             "--rounds", str(rounds)]  # fmt: skip
