@@ -133,7 +133,7 @@ BYO_CASES = {
         ["--target", "outcome", "--template", "astrology"],
         "template",
     ),
-    "directory": (lambda d: d, ["--target", "outcome"], "is a directory"),
+    "empty_directory": (lambda d: d, ["--target", "outcome"], "no CSV or Parquet files"),
     "no_target_flag": (lambda d: _write_csv(_byo_table(), d / "t.csv"), [], "--data needs --target"),
 }
 
