@@ -208,6 +208,7 @@ def partitioned(args: argparse.Namespace) -> None:
                         "family": result["family"],
                         "params": params,
                         "rounds": rounds,
+                        "final_fit_seconds": _final_fit_seconds(home, result["run_id"]),
                     },
                     "by_hand": {**by_hand, "driver_peak_mb": hand.peak_rss_mb, "worker_peak_mb": hand_workers},
                 }
@@ -231,14 +232,23 @@ def partitioned(args: argparse.Namespace) -> None:
 
 
 def _in_memory_mb(folder: Path) -> float:
-    """The table's size in memory (Arrow), from its files' metadata."""
+    """The table's size in memory as polars holds it: one file read, scaled by the rows."""
+    import polars as pl
     import pyarrow.parquet as pq
 
-    total = 0
-    for path in folder.iterdir():
-        meta = pq.ParquetFile(path).metadata
-        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    return total / 2**20
+    files = sorted(folder.iterdir())
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    first = pl.read_parquet(files[0])
+    return first.estimated_size() / max(1, first.height) * rows / 2**20
+
+
+def _final_fit_seconds(home: Path, run_id: str) -> float | None:
+    """How long the chosen model's last fit took (the run's ``fit_seconds``), if it was logged."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}").get_run(run_id)
+    value = run.data.metrics.get("fit_seconds", run.data.params.get("fit_seconds"))
+    return float(value) if value is not None else None
 
 
 if __name__ == "__main__":

@@ -190,6 +190,7 @@ def record_run(
         {
             **evaluation.metrics,
             f"valid_{spec.primary_metric}": abs(candidate.valid_score),
+            "fit_seconds": candidate.fit_seconds,  # the chosen model's last fit, as its trials report theirs
         },  # the baseline's metrics are on its own run, nested under this one
     )
     tracking.log_metrics(run_id, calibration_metrics(spec, data, opt))
