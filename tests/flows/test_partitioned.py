@@ -93,6 +93,7 @@ def test_a_bad_value_in_the_last_file_is_named_before_anything_is_recorded(nothi
     nothing_recorded()
 
 
+@pytest.mark.slow  # a whole run through the CLI: about 90 s on 2 cores
 def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path):
     """A stranger's folder of files through the CLI: the spec inferred from its first file, then
     the whole run on the cluster, registered and monitored."""
