@@ -90,15 +90,6 @@ class Sides:
 
 
 # ---- on the workers ------------------------------------------------------------------------------
-def _where() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "local"
-
-
 def _uniform(hashes: pl.Series) -> np.ndarray:
     """64-bit hashes as floats uniform in [0, 1) (their top 53 bits)."""
     return (hashes.to_numpy() >> np.uint64(11)).astype(np.float64) * 2.0**-53
@@ -348,7 +339,7 @@ def _gather_sample(client: Any, held: list[Any], side: int, rows: int, limit: in
     return pl.concat(kept, how="vertical_relaxed").sort(PICK).head(limit).drop(PICK)
 
 
-def _run(client: Any, futures: list[Any], what: str, attempts: int = 3) -> list[Any]:
+def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
     """Gather ``futures`` with progress; a lost cluster is an EngineError."""
     from distributed import CancelledError, as_completed
     from distributed.comm import CommClosedError
