@@ -225,8 +225,10 @@ def pipeline(
             store,
             "train",
             keys and keys.train,
-            lambda: train_task(spec, prepared, device, settings.search_rows),
+            # a partitioned table's sample is fitted on the workers: this process keeps the driver's memory flat
+            lambda: train_task(spec, prepared, device, settings.search_rows, engine.client if partitioned else None),
             (read_trained, write_trained),
+            workers,
         )
         optimised = stages.cached(
             store,

@@ -28,7 +28,7 @@ from lepton.tasks.families import Pruning
 from lepton.tasks.metrics import primary_score
 from lepton.tasks.pareto import Choice, choose, objectives, serving_cost
 from lepton.tasks.preprocess import PreparedData
-from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, search_sample, train_model
+from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, fit_on_worker, search_sample, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
 DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # lepton.tasks.pareto.objectives
@@ -72,14 +72,6 @@ def suggest(trial: Any, task: str) -> tuple[str, dict[str, Any]]:
     hyper-parameters."""
     family = trial.suggest_categorical("family", families.searched())
     return family, families.get(family).suggest(trial, task)
-
-
-def _fit_trial(
-    spec: DomainSpec, data: PreparedData, family: str, params: dict[str, Any], device: str, pruning: Pruning | None
-) -> TrainedModel:
-    """One trial, on a Dask worker: the fitted model without its loaded predictor (sent back
-    as its safe payload only)."""
-    return dataclasses.replace(train_model(spec, data, family, params, device, pruning=pruning))
 
 
 def measured(model: TrainedModel, data: PreparedData) -> TrainedModel:
@@ -150,7 +142,7 @@ def search(
         futures = []
         for trial in batch:
             family, params = suggest(trial, spec.task)
-            futures.append(client.submit(_fit_trial, spec, shared, family, params, device, pruning, pure=False))
+            futures.append(client.submit(fit_on_worker, spec, shared, family, params, device, pruning, pure=False))
         for trial, fitted in zip(batch, client.gather(futures), strict=True):
             model = measured(fitted, data)
             _tell(study, trial, model)

@@ -105,6 +105,19 @@ def train_model(
     return dataclasses.replace(model, valid_score=score)
 
 
+def fit_on_worker(
+    spec: DomainSpec,
+    data: PreparedData,
+    family: str,
+    params: dict[str, Any],
+    device: str = "cpu",
+    pruning: Pruning | None = None,
+) -> TrainedModel:
+    """``train_model`` run as a Dask task: the fitted model without its loaded predictor (sent
+    back as its safe payload only)."""
+    return dataclasses.replace(train_model(spec, data, family, params, device, pruning=pruning))
+
+
 def search_sample(data: PreparedData, limit: int, seed: int = 0) -> PreparedData:
     """``data`` with at most ``limit`` training rows (a uniform sample, in their original order),
     for fitting many candidates; validation stays whole, so every candidate is scored on the same
@@ -148,7 +161,9 @@ class TrainResult:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(spec: DomainSpec, data: PreparedData, device: str, search_rows: int = SEARCH_ROWS) -> TrainResult:
+def train_task(
+    spec: DomainSpec, data: PreparedData, device: str, search_rows: int = SEARCH_ROWS, client: Any = None
+) -> TrainResult:
     """Fit the untuned linear baseline and an untuned XGBoost model.
 
     Args:
@@ -156,10 +171,19 @@ def train_task(spec: DomainSpec, data: PreparedData, device: str, search_rows: i
         data: prepared splits.
         device: ``cpu`` or ``cuda`` for XGBoost.
         search_rows: both are fitted on at most this many training rows (``search_sample``).
+        client: a Dask client: both are fitted on its workers, at once (a partitioned table's
+            sample, so that this process never holds a model's working memory); None: here.
     Returns:
         TrainResult: the baseline (the bar every model must clear) and the default tree model.
     """
     sample = search_sample(data, search_rows, spec.split.seed)
+    if client is not None:
+        shared = client.scatter(sample.for_training(), broadcast=True)
+        baseline, tree = client.gather([
+            client.submit(fit_on_worker, spec, shared, "linear", BASELINE_PARAMS, pure=False),
+            client.submit(fit_on_worker, spec, shared, "xgboost", DEFAULT_TREE_PARAMS, device, pure=False),
+        ])  # fmt: skip
+        return TrainResult(baseline=baseline, default_tree=tree)
     return TrainResult(
         baseline=train_model(spec, sample, "linear", BASELINE_PARAMS),
         default_tree=train_model(spec, sample, "xgboost", DEFAULT_TREE_PARAMS, device),
