@@ -247,6 +247,7 @@ def pipeline(
             (read_optimised, write_optimised),
             workers,
         )
+        prepared = prepared.searched()  # a partitioned table's training sample is not needed past here
     with tracking.recorded_run(*pipeline_run(spec, prepared, settings)) as run_id:  # FAILED if anything raises
         deployed, evaluation = stages.run(
             "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials, run_id)

@@ -375,14 +375,22 @@ def final_fit(
     return train_model(spec, data, candidate.family, candidate.params, device, client if distributed else None)
 
 
-def refit_with_validation(spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str) -> TrainedModel:
+def refit_with_validation(
+    spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str, client: Any = None
+) -> TrainedModel:
     """``model`` fitted again on train + validation with the same settings (a tree model with the
     rounds early stopping chose); its validation score stays the one measured before, as the
     refitted model has seen those rows. An MLP keeps its fit (its epochs count is not comparable
-    on more rows)."""
+    on more rows). A partitioned table's tree model is refitted where the rows lie, on all of them."""
     params = families.get(model.family).refit_params(model.params, model.best_iteration)
     if params is None:
         return model
+    if data.table is not None and model.workers:
+        if client is None:
+            raise EngineError("a partitioned table is fitted on its Dask cluster, and none was given")
+        both = dataclasses.replace(data, table=data.table.with_validation())
+        refitted = train_model(spec, both, model.family, params, device, client)
+        return dataclasses.replace(refitted, valid_score=model.valid_score)
     train = dataclasses.replace(
         data.train, X=np.concatenate([data.train.X, data.valid.X]), y=np.concatenate([data.train.y, data.valid.y])
     )
@@ -443,7 +451,7 @@ def optimise(
     else:
         threshold = decision_threshold(spec, data, candidate)
     if spec.split.refit:
-        refitted = refit_with_validation(spec, data, candidate, device)
+        refitted = refit_with_validation(spec, data, candidate, device, client)
         if refitted is not candidate:
             reasons.append(f"refitted on train + validation ({refitted.train_rows:,} rows)")
             candidate = refitted

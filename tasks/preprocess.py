@@ -64,8 +64,8 @@ class PreparedData:
     classes: list[Any]
     fingerprint: str
     notes: tuple[str, ...] = field(default=())
-    # A partitioned table (``lepton.tasks.scan``): its encoded training and validation rows stay on
-    # the Dask workers for the final fit; the parts above are then samples of each side.
+    # A partitioned table (``lepton.tasks.scan``): its split rows stay on the Dask workers for the
+    # final fit; the parts above are then samples of each side.
     table: WorkerTable | None = None
 
     def rows(self, side: str) -> int:
@@ -77,6 +77,16 @@ class PreparedData:
     @property
     def feature_names(self) -> list[str]:
         return feature_names(self.encoder)
+
+    def searched(self) -> PreparedData:
+        """After the search, a partitioned table's data without the training sample's matrix (the
+        driver's largest array, which only the candidates' fits read); its raw reference rows stay.
+        A single table's data as it is (``rows`` counts its matrix)."""
+        if self.table is None:
+            return self
+        X, y = self.train.X, self.train.y
+        empty = Part(frame=self.train.frame, X=np.empty((0, *X.shape[1:]), X.dtype), y=np.empty(0, y.dtype))
+        return dataclasses.replace(self, train=empty)
 
     def for_training(self) -> PreparedData:
         """The arrays a trial needs, without the raw frames (what is sent to Dask workers)."""

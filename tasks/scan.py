@@ -14,9 +14,11 @@ samples, never the table:
    the rows from the exact cutoff that a sort of every time would give (found from merged
    histograms, never a sort on one machine).
 3. **encode**: the encoder's levels are merged from per-partition counts on the training side;
-   each partition is encoded on its worker and stays there for the final fit
-   (``PreparedData.table``). The driver gathers uniform samples of each side (at most
-   ``search_rows`` training rows for the search, ``SAMPLE_ROWS`` of validation and holdout),
+   each split partition stays on its worker for the final fit (``PreparedData.table``), which
+   encodes it there as XGBoost reads it (``SideEncoder``): no encoded copy of the table is kept.
+   The driver gathers uniform samples of each side (at most
+   ``search_rows`` training rows for the search, ``SAMPLE_ROWS`` of validation and holdout, and
+   never more than ``SAMPLE_MIB`` of encoded rows: ``sample_limits``),
    in an order that does not depend on the partitioning; of the training sample's raw values
    only ``REFERENCE_ROWS`` are kept (the monitor's reference statistics).
 
@@ -55,6 +57,9 @@ from lepton.tasks.preprocess import (
 )
 
 SAMPLE_ROWS = 250_000  # validation and holdout rows gathered to the driver (each)
+# The driver's samples are bounded in bytes too, whatever the table's width: its encoded training
+# sample at most this many MiB (the search's rows), validation and holdout half of it each.
+SAMPLE_MIB = 256
 REFERENCE_ROWS = 200_000  # training rows whose raw values the driver keeps, for the monitor's reference
 GATHER_ROWS = 1_000_000  # a cutoff's last candidates are gathered and sorted once this few remain
 BINS = 4096
@@ -221,15 +226,20 @@ def sample(frame: pl.DataFrame, side: int, fraction: float) -> pl.DataFrame:
     return picked.drop([c for c in HELPERS if c in picked.columns and c != PICK])
 
 
-def encode_partition(frame: pl.DataFrame, spec: DomainSpec, encoder: dict[str, Any], classes: list[Any]) -> dict:
-    """Step 3 for one partition: the model matrix and labels of its training and validation
-    rows, which stay on this worker for the final fit."""
-    out = {}
-    for name, side in (("train", TRAIN), ("valid", VALID)):
-        rows = frame.filter(pl.col(SIDE) == side)
-        columns = {c: rows[c].to_numpy() for c in [*encoder["numeric"], *encoder["datetime"], *encoder["categorical"]]}
-        out[name] = (encode(encoder, columns), encode_labels(rows[spec.target], spec, classes).astype(np.float32))
-    return out
+@dataclass(frozen=True)
+class SideEncoder:
+    """Step 3, where a partition lies: the model matrix and labels of its rows on one side
+    (``train`` or ``valid``), made as the final fit reads them (``WorkerTable.encode``)."""
+
+    spec: DomainSpec
+    encoder: dict[str, Any]
+    classes: list[Any]
+
+    def __call__(self, frame: pl.DataFrame, side: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = frame.filter(pl.col(SIDE) == {"train": TRAIN, "valid": VALID}[side])
+        names = [*self.encoder["numeric"], *self.encoder["datetime"], *self.encoder["categorical"]]
+        X = encode(self.encoder, {c: rows[c].to_numpy() for c in names})
+        return X, encode_labels(rows[self.spec.target], self.spec, self.classes).astype(np.float32)
 
 
 # ---- on the driver -------------------------------------------------------------------------------
@@ -407,14 +417,11 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
     del second
     rows: tuple[int, int, int] = tuple(sum(s.rows[i] for s in sides) for i in (TRAIN, VALID, HOLDOUT))  # type: ignore[assignment]
     _check_sides(spec, sides, rows)
-    limits = (search_rows, SAMPLE_ROWS, SAMPLE_ROWS)
-    samples = [_gather_sample(client, frames, s, rows[s], limits[s]) for s in (TRAIN, VALID, HOLDOUT)]
     train_labels: Counter = Counter()
     for s in sides:
         train_labels.update(s.labels[TRAIN])
     classes = class_labels(pl.Series(spec.target, list(train_labels)), spec)
     model_spec = spec.with_features()
-    notes = [*table.notes, *check_leakage(samples[TRAIN], model_spec, classes).notes]  # on the training sample
     kinds = {c.name: c.dtype for c in model_spec.feature_columns}
     levels = _levels(sides)
     encoder = {
@@ -422,11 +429,14 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
         "datetime": [n for n, d in kinds.items() if d is Dtype.DATETIME],
         "categorical": {n: levels.get(n, []) for n, d in kinds.items() if d is Dtype.CATEGORY},
     }
-    blocks = tuple(client.submit(encode_partition, f, spec, encoder, classes, pure=False) for f in frames)
+    limits = sample_limits(_width(encoder), search_rows)
+    samples = [_gather_sample(client, frames, s, rows[s], limits[s]) for s in (TRAIN, VALID, HOLDOUT)]
+    notes = [*table.notes, *check_leakage(samples[TRAIN], model_spec, classes).notes]  # on the training sample
     workers = WorkerTable(
-        blocks=blocks,
+        frames=tuple(frames),
         rows={"train": tuple(s.rows[TRAIN] for s in sides), "valid": tuple(s.rows[VALID] for s in sides)},
         features=_width(encoder),
+        encode=SideEncoder(spec, encoder, classes),
         holdout_rows=rows[HOLDOUT],
     )
 
@@ -465,6 +475,14 @@ def prepare_table_task(spec: DomainSpec, table: CheckedTable, client: Any, searc
     """A checked partitioned table split, encoded where it lies, and sampled for the driver
     (the features stage of ``features_task``)."""
     return prepare_table(spec, table, client, search_rows)
+
+
+def sample_limits(width: int, search_rows: int) -> tuple[int, int, int]:
+    """The rows gathered to the driver from each side (train, validation, holdout): at most
+    ``search_rows``/``SAMPLE_ROWS``, and no more than ``SAMPLE_MIB`` (half of it for validation
+    and holdout) of float32 model matrix at ``width`` columns."""
+    fits = SAMPLE_MIB * 2**20 // (4 * max(1, width))
+    return min(search_rows, fits), min(SAMPLE_ROWS, fits // 2), min(SAMPLE_ROWS, fits // 2)
 
 
 def _width(encoder: dict[str, Any]) -> int:

@@ -45,7 +45,7 @@ class TrainedModel:
     device: str = "cpu"
     best_iteration: int | None = None
     train_rows: int = 0  # the rows it was fitted on
-    workers: int = 0  # Dask workers that trained it with xgboost.dask; 0: one process
+    workers: int = 0  # Dask workers that trained it together (XGBoost's collective); 0: one process
     calibration: dict[str, Any] | None = None  # binary: a map fitted on validation (lepton.tasks.calibrate)
     curve: tuple[float, ...] = ()  # xgboost: best validation loss so far, every PRUNE_EVERY rounds
     pruned: bool = False  # stopped by the median rule (``Pruning``): not a candidate
@@ -53,7 +53,7 @@ class TrainedModel:
 
     @property
     def trained_on(self) -> str:
-        where = f"xgboost.dask on {self.workers} worker(s)" if self.workers else "one process"
+        where = f"XGBoost across {self.workers} Dask worker(s)" if self.workers else "one process"
         return f"{self.train_rows:,} rows, {where}"
 
     @functools.cached_property

@@ -11,8 +11,10 @@ through it, the CLI and the API tell a dataset from a file with ``is_dataset``.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,34 +140,49 @@ def read_partition(partition: Partition, encoding: str | None = None) -> tuple[p
     return frame, tuple(f"{partition.path.name}: {note}" for note in loaded.notes)
 
 
-def _block(blocks: dict, side: str, item: int):
-    return blocks[side][item]
+@dataclass(frozen=True)
+class _WithValidation:
+    """An encoder whose training side is both sides (``WorkerTable.with_validation``)."""
+
+    encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
+
+    def __call__(self, frame: Any, side: str) -> tuple[np.ndarray, np.ndarray]:
+        if side != "train":
+            return self.encode(frame, side)
+        (X, y), (Xv, yv) = self.encode(frame, "train"), self.encode(frame, "valid")
+        return np.concatenate([X, Xv]), np.concatenate([y, yv])
 
 
 @dataclass(frozen=True)
 class WorkerTable:
-    """Encoded rows that stay on the Dask workers: for each partition a future of
-    ``{"train": (X, y), "valid": (X, y)}``, and how many rows each side holds there."""
+    """A split table that stays on the Dask workers: for each partition a future of its rows
+    (raw values and their side), how many rows each side holds there, and ``encode``, which turns a
+    partition's rows of one side into the model matrix and labels where they lie (``encode(frame,
+    side) -> (X, y)``, float32), so no encoded copy of the table is ever kept."""
 
-    blocks: tuple[Any, ...]  # distributed futures, one per partition
+    frames: tuple[Any, ...]  # distributed futures, one per partition
     rows: dict[str, tuple[int, ...]]  # side -> rows per partition
     features: int
+    encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
     holdout_rows: int = 0
 
     def total(self, side: str) -> int:
         return self.holdout_rows if side == "holdout" else sum(self.rows[side])
 
-    def arrays(self, client: Any, side: str) -> tuple[Any, Any]:
-        """A side as Dask arrays (X, y) whose row blocks are the partitions where they lie (empty
-        ones left out): the graph references the futures, nothing moves to the driver."""
-        import dask.array as da
+    def with_validation(self) -> WorkerTable:
+        """The same table whose training side holds its validation rows too (a refit on both)."""
+        rows = {**self.rows, "train": tuple(t + v for t, v in zip(self.rows["train"], self.rows["valid"], strict=True))}
+        return dataclasses.replace(self, rows=rows, encode=_WithValidation(self.encode))
 
-        xs, ys = [], []
-        for future, rows in zip(self.blocks, self.rows[side], strict=True):
-            if not rows:
-                continue
-            x = client.submit(_block, future, side, 0, pure=False)
-            y = client.submit(_block, future, side, 1, pure=False)
-            xs.append(da.from_delayed(x, shape=(rows, self.features), dtype=np.float32))
-            ys.append(da.from_delayed(y, shape=(rows,), dtype=np.float32))
-        return da.concatenate(xs), da.concatenate(ys)
+    def placed(self, client: Any) -> dict[str, list[int]]:
+        """The partitions with training or validation rows, by index, grouped by the worker that
+        holds each (computed again first, where a lost worker held some)."""
+        from distributed import wait
+
+        used = [i for i, rows in enumerate(zip(self.rows["train"], self.rows["valid"], strict=True)) if any(rows)]
+        wait([self.frames[i] for i in used])
+        where = client.who_has([self.frames[i] for i in used])
+        out: dict[str, list[int]] = {}
+        for i in used:
+            out.setdefault(sorted(where[self.frames[i].key])[0], []).append(i)
+        return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,17 @@ def feature_names(encoder: Mapping[str, Any]) -> list[str]:
 
 
 # ---- models ------------------------------------------------------------------------------------
+CHUNK_ROWS = 32_768  # rows a NumPy model scores at once: its float64 copies stay small on any batch
+
+
+def by_rows(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> np.ndarray:
+    """``score`` applied to ``X`` in blocks of ``CHUNK_ROWS`` rows (a row's score depends on that
+    row alone), so scoring a large batch never holds several float64 copies of it."""
+    if len(X) <= CHUNK_ROWS:
+        return score(X)
+    return np.concatenate([score(X[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)])
+
+
 class Standardiser:
     """Median fill for missing values, then centring and scaling, fitted on training rows; the
     inputs of the linear and MLP families."""
@@ -132,6 +143,9 @@ class LinearModel(Standardiser):
         self.intercept = np.asarray(state["intercept"], dtype=np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        return by_rows(self._predict, X)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
         return _link(self.task, self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept)
 
     def importance(self) -> np.ndarray:
@@ -168,6 +182,9 @@ class MLPModel(Standardiser):
         ]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        return by_rows(self._predict, X)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
         h = self.standardise(np.asarray(X, dtype=np.float64))
         for weight, bias in self.layers[:-1]:
             h = np.maximum(h @ weight.T + bias, 0.0)

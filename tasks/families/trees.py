@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextvars
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from lepton.tasks.preprocess import PreparedData
 EARLY_STOPPING_ROUNDS = 30
 COLLECTIVE_TIMEOUT_S = 300  # an XGBoost collective call waiting this long for a peer fails
 WATCH_EVERY_S = 0.5  # how often a fit across the cluster checks that its workers are all there
+T = TypeVar("T")
 PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
 
 
@@ -84,42 +86,24 @@ def _row_blocks(client: Any, array: np.ndarray, blocks: int) -> Any:
     )
 
 
-def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: int, X, y, X_valid, y_valid):
-    """Train across the cluster; the arrays are Dask arrays whose blocks are on the workers.
+def _watched(client: Any, fit: Callable[[], T]) -> T:
+    """``fit()`` (a fit across the cluster), watched from this thread.
 
     A worker lost mid-fit would leave the others waiting in XGBoost's collective and the fit's
-    future unresolved (its task is pinned to the lost worker): the fit is watched, and the loss
-    raises an EngineError at once (the collective's own timeout frees the others)."""
-    import xgboost as xgb
-    import xgboost.dask  # ``xgb.dask`` is only bound once imported
-    from xgboost.collective import Config
-
+    future unresolved (its task is pinned to the lost worker): the loss raises an EngineError at
+    once (the collective's own timeout frees the others)."""
     from lepton.errors import EngineError
 
     started = set(client.nthreads())
     out: dict[str, Any] = {}
 
-    def fit() -> None:
-        # xgboost.dask waits on ``distributed.wait``, which takes the process's default client:
-        # make it ours, or a second client in the process (a caller's own) deadlocks the event loop.
+    def run() -> None:
         try:
-            with client.as_current():
-                train = xgb.dask.DaskQuantileDMatrix(client, X, y, max_bin=max_bin)
-                valid = xgb.dask.DaskQuantileDMatrix(client, X_valid, y_valid, ref=train, max_bin=max_bin)
-                out["fit"] = xgb.dask.train(
-                    client,
-                    params,
-                    train,
-                    num_boost_round=rounds,
-                    evals=[(valid, "valid")],
-                    early_stopping_rounds=EARLY_STOPPING_ROUNDS,
-                    verbose_eval=False,
-                    coll_cfg=Config(timeout=COLLECTIVE_TIMEOUT_S),
-                )
+            out["fit"] = fit()
         except BaseException as exc:  # handed to the caller's thread below
             out["error"] = exc
 
-    runner = threading.Thread(target=contextvars.copy_context().run, args=(fit,), daemon=True, name="xgboost.dask")
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True, name="xgboost.dask")
     runner.start()
     while runner.is_alive():
         runner.join(WATCH_EVERY_S)
@@ -127,13 +111,159 @@ def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: in
         if lost and runner.is_alive():
             raise EngineError(
                 f"the Dask cluster lost {len(lost)} worker(s) ({', '.join(sorted(lost))}) during the final fit "
-                "with xgboost.dask; nothing was registered. Run again (the cluster's other workers recompute the "
+                "with XGBoost; nothing was registered. Run again (the cluster's other workers recompute the "
                 "lost partitions), or give the workers more memory (dask worker --memory-limit) if they were killed "
                 "for using too much"
             )
     if "error" in out:
         raise out["error"]
-    return out["fit"]["booster"], max(1, len(started))
+    return out["fit"]
+
+
+def _train_on_dask(client: Any, params: dict[str, Any], rounds: int, max_bin: int, X, y, X_valid, y_valid):
+    """Train with ``xgboost.dask`` from Dask arrays whose blocks are on the workers."""
+    import xgboost as xgb
+    import xgboost.dask  # ``xgb.dask`` is only bound once imported
+    from xgboost.collective import Config
+
+    def fit() -> Any:
+        # xgboost.dask waits on ``distributed.wait``, which takes the process's default client:
+        # make it ours, or a second client in the process (a caller's own) deadlocks the event loop.
+        with client.as_current():
+            train = xgb.dask.DaskQuantileDMatrix(client, X, y, max_bin=max_bin)
+            valid = xgb.dask.DaskQuantileDMatrix(client, X_valid, y_valid, ref=train, max_bin=max_bin)
+            return xgb.dask.train(
+                client,
+                params,
+                train,
+                num_boost_round=rounds,
+                evals=[(valid, "valid")],
+                early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+                verbose_eval=False,
+                coll_cfg=Config(timeout=COLLECTIVE_TIMEOUT_S),
+            )["booster"]
+
+    return _watched(client, fit), max(1, len(client.nthreads()))
+
+
+def _start_tracker(client: Any, workers: int) -> dict[str, Any]:
+    """XGBoost's tracker (which pairs the workers in its collective) started in the scheduler's
+    process, as ``xgboost.dask`` does, on the scheduler's host; the arguments each worker joins
+    with. Defined here by value: the scheduler needs XGBoost, not Lepton."""
+    from distributed.comm import get_address_host
+    from xgboost.collective import Config
+
+    def start(n_workers: int, host: str, timeout: int) -> dict[str, Any]:
+        import threading
+
+        from xgboost.tracker import RabitTracker
+
+        tracker = RabitTracker(n_workers=n_workers, host_ip=host, sortby="task", timeout=timeout)
+        tracker.start()
+        threading.Thread(target=tracker.wait_for, daemon=True).start()  # holds the tracker until all leave
+        return tracker.worker_args()
+
+    host = get_address_host(client.scheduler.address).strip("/:")
+    args = client.run_on_scheduler(start, workers, host, COLLECTIVE_TIMEOUT_S)
+    return Config(timeout=COLLECTIVE_TIMEOUT_S).get_comm_config(args)
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One worker's part in a fit across the cluster: where it must run, how XGBoost's
+    collective is joined, and how its partitions are encoded."""
+
+    address: str
+    collective: dict[str, Any]
+    encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
+    features: int
+    rows: dict[str, int]  # side -> rows of this worker's partitions
+
+
+def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int, *frames: Any) -> bytes | None:
+    """On one worker: its partitions, encoded batch by batch as XGBoost reads them (a quantised
+    matrix is all that is kept), trained together with the other workers in XGBoost's collective.
+    The booster (UBJ) from a worker that held training rows."""
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost.dask import CommunicatorContext
+
+    from lepton.errors import EngineError
+
+    worker = get_worker()
+    if worker.address != share.address:  # the fit is paired by address: a stand-in would hang the rest
+        raise EngineError(f"the final fit's task for {share.address} ran on {worker.address}: that worker was lost")
+    threads = worker.state.nthreads
+
+    class Batches(xgb.DataIter):
+        def __init__(self, side: str) -> None:
+            self.side, self.at = side, 0
+            super().__init__(release_data=True)
+
+        def next(self, input_data: Callable[..., None]) -> bool:
+            while self.at < len(frames):
+                X, y = share.encode(frames[self.at], self.side)
+                self.at += 1
+                if len(y):
+                    input_data(data=X, label=y)
+                    return True
+            return False
+
+        def reset(self) -> None:
+            self.at = 0
+
+    def matrix(side: str, ref: Any = None) -> Any:
+        if not share.rows[side]:  # none here: this worker takes part without
+            return xgb.QuantileDMatrix(np.empty((0, share.features), np.float32), ref=ref, max_bin=max_bin)
+        return xgb.QuantileDMatrix(Batches(side), ref=ref, max_bin=max_bin, nthread=threads)
+
+    with CommunicatorContext(**share.collective):
+        train = matrix("train")
+        valid = matrix("valid", ref=train)
+        booster = xgb.train(
+            {**params, "nthread": threads},
+            train,
+            num_boost_round=rounds,
+            evals=[(valid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            verbose_eval=False,
+        )
+    return bytes(booster.save_raw("ubj")) if train.num_row() else None
+
+
+def _train_on_table(client: Any, params: dict[str, Any], rounds: int, max_bin: int, table: WorkerTable):
+    """Train across the workers that hold ``table``'s training and validation rows, each on its
+    own partitions."""
+    import xgboost as xgb
+
+    placed = table.placed(client)
+
+    def fit() -> Any:
+        collective = _start_tracker(client, len(placed))
+        futures = []
+        for address, parts in placed.items():
+            rows = {side: sum(table.rows[side][i] for i in parts) for side in ("train", "valid")}
+            share = _Share(address, collective, table.encode, table.features, rows)
+            frames = [table.frames[i] for i in parts]
+            futures.append(
+                client.submit(
+                    _fit_here,
+                    share,
+                    params,
+                    rounds,
+                    max_bin,
+                    *frames,
+                    workers=[address],
+                    allow_other_workers=False,
+                    pure=False,
+                )
+            )
+        raw = next(b for b in client.gather(futures) if b is not None)
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw))
+        return booster
+
+    return _watched(client, fit), len(placed)
 
 
 def fit_xgboost(
@@ -161,8 +291,7 @@ def fit_xgboost(
     booster_params = _booster_params(task, n_classes, params, device, seed)
     max_bin = int(booster_params.get("max_bin", 256))
     if client is not None and table is not None:
-        arrays = (*table.arrays(client, "train"), *table.arrays(client, "valid"))
-        booster, workers = _train_on_dask(client, booster_params, rounds, max_bin, *arrays)
+        booster, workers = _train_on_table(client, booster_params, rounds, max_bin, table)
     elif client is not None:
         blocks = max(1, len(client.nthreads()))
         arrays = tuple(_row_blocks(client, a, blocks) for a in (X, y, X_valid, y_valid))

@@ -58,7 +58,22 @@ def test_the_split_is_the_same_for_any_partitioning(dask_cluster, tmp_path):
     assert a.rows("holdout") == pytest.approx(0.2 * frame.height, rel=0.1)
     assert set(a.holdout.frame["rownames"]).isdisjoint(a.train.frame["rownames"])
     # the encoded rows stay on the workers, one block per file
-    assert len(a.table.blocks) == 3 and sum(a.table.rows["train"]) == a.rows("train")
+    assert len(a.table.frames) == 3 and sum(a.table.rows["train"]) == a.rows("train")
+
+
+def test_the_driver_samples_stay_within_their_byte_budget(dask_cluster, tmp_path, monkeypatch):
+    """Whatever the table's width, the driver holds at most SAMPLE_MIB of encoded training rows
+    (half of it for validation and holdout); the counts still describe the whole table."""
+    from lepton.tasks import scan
+
+    spec = get_spec("finance")
+    frame = _sample("finance")
+    monkeypatch.setattr(scan, "SAMPLE_MIB", 1)
+    data = _split(spec, _write(frame, tmp_path / "three", 3, seed=1), dask_cluster)
+    assert data.train.X.nbytes <= 2**20 < data.rows("train") * data.train.X.shape[1] * 4
+    assert data.valid.X.nbytes <= 2**19 and data.holdout.X.nbytes <= 2**19
+    assert data.train.rows == 2**20 // (4 * data.train.X.shape[1])  # as many as fit: a uniform sample
+    assert data.rows("train") + data.rows("valid") + data.rows("holdout") == frame.height
 
 
 def test_a_time_split_cuts_where_sorting_every_row_would(dask_cluster, tmp_path):
@@ -106,7 +121,7 @@ def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path
     assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"] - 0.05
     assert result["engine"]["feature_partitions"] == 4
     if result["family"] == "xgboost":  # the chosen tree model is fitted where the partitions lie
-        assert "xgboost.dask" in result["engine"]["trained_on"]
+        assert "XGBoost across" in result["engine"]["trained_on"]
     assert "inferred from its first file" in " ".join(done.stderr.split())
     assert any("split on the workers into" in note for note in result["notes"])
     from mlflow import MlflowClient
@@ -134,3 +149,27 @@ def test_groups_that_span_files_are_refused_for_rolling_features(dask_cluster, t
     folder = _write(frame, tmp_path / "runs", 2, seed=5)  # shuffled: every run in both files
     with pytest.raises(SchemaError, match="is in both"):
         check_table(spec, open_dataset(folder), dask_cluster)
+
+
+@pytest.mark.slow  # TEP's rolling features and a fit across the cluster, twice: minutes on 2 cores
+def test_a_refit_on_train_and_validation_uses_every_row_where_it_lies(lepton_home, tmp_path):
+    """TEP refits its chosen model on train + validation (its validation holds the later fault
+    dynamics): for a partitioned table that refit runs on the workers over both sides of every
+    file, not on the driver's samples."""
+    from lepton.flows.pipeline import pipeline
+
+    spec = get_spec("manufacturing")
+    runs = _sample("manufacturing").partition_by(spec.group_column, maintain_order=True)
+    folder = tmp_path / "tep"  # whole runs per file, as rolling features need
+    folder.mkdir()
+    for i, chunk in enumerate(np.array_split(np.arange(len(runs)), 3)):
+        pl.concat([runs[k] for k in chunk]).write_parquet(folder / f"part-{i}.parquet")
+    test = str(spec.data.resolve(spec.data.holdout_path))
+
+    result = pipeline(domain="manufacturing", trials=0, data=str(folder), holdout=test, cache=False)
+    assert result.family == "xgboost", "the default tree is TEP's model: the refit under test is a tree refit"
+    table_rows = sum(runs[k].height for k in range(len(runs)))
+    trained_on = f"{table_rows:,} rows, XGBoost across"
+    # every training and validation row, on the workers (a refit on the driver's samples said
+    # "one process" and counted the samples' rows)
+    assert result.engine.trained_on.startswith(trained_on), result.engine.trained_on

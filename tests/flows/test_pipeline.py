@@ -300,7 +300,7 @@ def test_large_table_path_samples_candidates_and_trains_the_chosen_tree_across_t
     run = _client().get_run(payload["run_id"])
     assert run.data.params["trained_on"] == payload["engine"]["trained_on"]
     assert rows == f"{int(run.data.params['rows_train']):,}"  # every training row, not the sample
-    assert payload["engine"]["trained_on"].endswith("xgboost.dask on 2 worker(s)")
+    assert payload["engine"]["trained_on"].endswith("XGBoost across 2 Dask worker(s)")
     choice = run.data.tags["lepton.choice"]
     assert f"a sample of 2,000 of {rows} training rows" in choice and "refitted on" in choice
     assert payload["metrics"]["roc_auc"] >= payload["baseline_metrics"]["roc_auc"]

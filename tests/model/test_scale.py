@@ -72,7 +72,7 @@ def test_final_fit_refits_the_chosen_tree_on_every_row_across_the_cluster(dask_c
     assert local.train_rows == data.train.rows and local.workers == 0
     spread = final_fit(spec, data, tree, "cpu", dask_cluster, distributed_rows=0)
     assert spread.train_rows == data.train.rows and spread.workers == 2
-    assert spread.trained_on == f"{data.train.rows:,} rows, xgboost.dask on 2 worker(s)"
+    assert spread.trained_on == f"{data.train.rows:,} rows, XGBoost across 2 Dask worker(s)"
     # Already fitted on every row and below the distributed size: kept as it is.
     assert final_fit(spec, data, local, "cpu", None, distributed_rows=0) is local
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from lepton.core.scoring import BundleMeta, LinearModel, Scorer, encode, smooth_scores, write_bundle
+from lepton.core.scoring import CHUNK_ROWS, BundleMeta, LinearModel, Scorer, encode, smooth_scores, write_bundle
 from lepton.tasks.families.linear import fit_linear
 from lepton.tasks.families.mlp import fit_mlp, torch_available
 from lepton.tasks.families.trees import fit_xgboost
@@ -31,6 +31,19 @@ def test_linear_json_model_matches_sklearn(classes):
     expected = reference.predict_proba(model.standardise(X))
     got = model.predict(X)
     np.testing.assert_allclose(got, expected[:, 1] if classes == 2 else expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_large_batch_is_scored_in_blocks_with_the_scores_of_one_pass(classes):
+    """A batch longer than CHUNK_ROWS (a partitioned table's holdout sample) is scored block by
+    block: every row, the last partial block included, gets the score of one pass over the batch."""
+    X, y = _data(classes=classes)
+    model = LinearModel(fit_linear(X, y, "binary" if classes == 2 else "multiclass"))
+    big = np.random.default_rng(1).normal(size=(2 * CHUNK_ROWS + 17, X.shape[1])).astype(np.float32)
+    whole = model._predict(big)
+    got = model.predict(big)
+    assert got.shape == whole.shape
+    np.testing.assert_allclose(got, whole, rtol=1e-12)
 
 
 def test_linear_model_imputes_missing_with_train_median():
