@@ -219,6 +219,7 @@ def pipeline(
             prepared, feature_run = stages.run("features", lambda: stored, hit=lambda _: True)
         else:
             prepared, feature_run = stages.run("features", lambda: features(engine, first), workers)
+            del first  # a partitioned table's checked rows leave the workers: later stages read the files again
             if keys:
                 store.store("prepared", keys.prepared, (prepared, feature_run), write_prepared)
         trained = stages.cached(

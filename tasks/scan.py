@@ -43,7 +43,7 @@ from lepton.core.progress import Steps
 from lepton.core.scoring import DATETIME_PARTS, encode
 from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec, Dtype, Role
-from lepton.errors import EmptyDataError, EngineError, LeptonError, Problem, SchemaError
+from lepton.errors import DataError, EmptyDataError, EngineError, LeptonError, Problem, SchemaError
 from lepton.tasks.labels import class_labels, encode_labels
 from lepton.tasks.leakage import check_leakage
 from lepton.tasks.preprocess import (
@@ -227,6 +227,26 @@ def sample(frame: pl.DataFrame, side: int, fraction: float) -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
+class PartitionReader:
+    """Steps 1 and 2 again for one file, where a later step needs its rows (the final fit): read,
+    checked, featured and split exactly as the scan did, so no worker has to hold the table
+    between stages. A file whose rows changed since the scan is refused, naming it."""
+
+    spec: DomainSpec
+    encoding: str | None
+    cutoffs: dict[str, int]
+
+    def __call__(self, partition: Partition, role: str, digest: int) -> pl.DataFrame:
+        held, checked = check_partition(self.spec, partition, self.encoding, role)
+        if held is None or checked.digest != digest:
+            raise DataError(
+                f"{partition.name} changed while the run was using it (its rows differ from those checked at the "
+                "start); nothing was registered. Leave the files as they are during a run and start it again"
+            )
+        return assign(held, self.spec, self.cutoffs)[0]
+
+
+@dataclass(frozen=True)
 class SideEncoder:
     """Step 3, where a partition lies: the model matrix and labels of its rows on one side
     (``train`` or ``valid``), made as the final fit reads them (``WorkerTable.encode``)."""
@@ -373,6 +393,7 @@ class CheckedTable:
     held: tuple[Any, ...]  # futures of (frame, role), data partitions first
     checked: tuple[Checked, ...]
     workers: tuple[str, ...]
+    jobs: tuple[tuple[Partition, str], ...] = ()  # (file, role) of each held partition
 
     @property
     def fingerprint(self) -> str:
@@ -403,7 +424,7 @@ def check_table(spec: DomainSpec, data: Dataset, client: Any, holdout: Dataset |
         _whole_groups(list(checked), spec)
     held = tuple(client.submit(operator.itemgetter(0), f, pure=False) for f in first)
     workers = tuple(sorted(str(w) for w in client.nthreads()))
-    return CheckedTable(data, held, checked, workers)
+    return CheckedTable(data, held, checked, workers, tuple(jobs))
 
 
 def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_rows: int) -> PreparedData:
@@ -432,10 +453,12 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
     limits = sample_limits(_width(encoder), search_rows)
     samples = [_gather_sample(client, frames, s, rows[s], limits[s]) for s in (TRAIN, VALID, HOLDOUT)]
     notes = [*table.notes, *check_leakage(samples[TRAIN], model_spec, classes).notes]  # on the training sample
+    del frames  # the workers let the table go: the final fit reads each file again where it runs
     workers = WorkerTable(
-        frames=tuple(frames),
+        sources=tuple((p, role, c.digest) for (p, role), c in zip(table.jobs, table.checked, strict=True)),
         rows={"train": tuple(s.rows[TRAIN] for s in sides), "valid": tuple(s.rows[VALID] for s in sides)},
         features=_width(encoder),
+        read=PartitionReader(spec, spec.data.encoding, cutoffs),
         encode=SideEncoder(spec, encoder, classes),
         holdout_rows=rows[HOLDOUT],
     )

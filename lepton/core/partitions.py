@@ -155,14 +155,16 @@ class _WithValidation:
 
 @dataclass(frozen=True)
 class WorkerTable:
-    """A split table that stays on the Dask workers: for each partition a future of its rows
-    (raw values and their side), how many rows each side holds there, and ``encode``, which turns a
-    partition's rows of one side into the model matrix and labels where they lie (``encode(frame,
-    side) -> (X, y)``, float32), so no encoded copy of the table is ever kept."""
+    """A split table the Dask workers read where they need it, never held whole: its partitions
+    (each a file, its role and the digest of the rows the scan checked), how many rows each side
+    holds there, ``read``, which reads a partition again and splits it as the scan did
+    (``read(partition, role, digest) -> frame``), and ``encode``, which turns a frame's rows of one
+    side into the model matrix and labels (``encode(frame, side) -> (X, y)``, float32)."""
 
-    frames: tuple[Any, ...]  # distributed futures, one per partition
+    sources: tuple[tuple[Partition, str, int], ...]  # (file, role, digest), one per partition
     rows: dict[str, tuple[int, ...]]  # side -> rows per partition
     features: int
+    read: Callable[[Partition, str, int], Any]
     encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
     holdout_rows: int = 0
 
@@ -174,15 +176,16 @@ class WorkerTable:
         rows = {**self.rows, "train": tuple(t + v for t, v in zip(self.rows["train"], self.rows["valid"], strict=True))}
         return dataclasses.replace(self, rows=rows, encode=_WithValidation(self.encode))
 
-    def placed(self, client: Any) -> dict[str, list[int]]:
-        """The partitions with training or validation rows, by index, grouped by the worker that
-        holds each (computed again first, where a lost worker held some)."""
-        from distributed import wait
-
+    def placed(self, workers: list[str]) -> dict[str, list[int]]:
+        """The partitions with training or validation rows, by index, shared among ``workers``
+        so that each reads about as many rows (the largest first, each to the least loaded; the
+        same workers give the same shares). Workers with no share are left out."""
         used = [i for i, rows in enumerate(zip(self.rows["train"], self.rows["valid"], strict=True)) if any(rows)]
-        wait([self.frames[i] for i in used])
-        where = client.who_has([self.frames[i] for i in used])
+        size = {i: self.rows["train"][i] + self.rows["valid"][i] for i in used}
+        load = dict.fromkeys(sorted(workers), 0)
         out: dict[str, list[int]] = {}
-        for i in used:
-            out.setdefault(sorted(where[self.frames[i].key])[0], []).append(i)
-        return out
+        for i in sorted(used, key=lambda i: (-size[i], i)):
+            worker = min(load, key=lambda w: (load[w], w))
+            load[worker] += size[i]
+            out.setdefault(worker, []).append(i)
+        return {w: sorted(parts) for w, parts in sorted(out.items())}

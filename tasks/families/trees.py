@@ -171,19 +171,21 @@ def _start_tracker(client: Any, workers: int) -> dict[str, Any]:
 @dataclass(frozen=True)
 class _Share:
     """One worker's part in a fit across the cluster: where it must run, how XGBoost's
-    collective is joined, and how its partitions are encoded."""
+    collective is joined, and the partitions it reads and encodes."""
 
     address: str
     collective: dict[str, Any]
+    sources: tuple[tuple[Any, str, int], ...]  # WorkerTable.sources of this worker's partitions
+    read: Callable[..., Any]
     encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
     features: int
     rows: dict[str, int]  # side -> rows of this worker's partitions
 
 
-def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int, *frames: Any) -> bytes | None:
-    """On one worker: its partitions, encoded batch by batch as XGBoost reads them (a quantised
-    matrix is all that is kept), trained together with the other workers in XGBoost's collective.
-    The booster (UBJ) from a worker that held training rows."""
+def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) -> bytes | None:
+    """On one worker: its partitions, read from their files and encoded batch by batch as XGBoost
+    asks for them (a quantised matrix is all that is kept), trained together with the other
+    workers in XGBoost's collective. The booster (UBJ) from a worker that had training rows."""
     import xgboost as xgb
     from distributed import get_worker
     from xgboost.dask import CommunicatorContext
@@ -201,8 +203,8 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int, 
             super().__init__(release_data=True)
 
         def next(self, input_data: Callable[..., None]) -> bool:
-            while self.at < len(frames):
-                X, y = share.encode(frames[self.at], self.side)
+            while self.at < len(share.sources):
+                X, y = share.encode(share.read(*share.sources[self.at]), self.side)
                 self.at += 1
                 if len(y):
                     input_data(data=X, label=y)
@@ -232,30 +234,21 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int, 
 
 
 def _train_on_table(client: Any, params: dict[str, Any], rounds: int, max_bin: int, table: WorkerTable):
-    """Train across the workers that hold ``table``'s training and validation rows, each on its
-    own partitions."""
+    """Train across the cluster's workers, each reading its share of ``table``'s files."""
     import xgboost as xgb
 
-    placed = table.placed(client)
+    placed = table.placed(list(client.nthreads()))
 
     def fit() -> Any:
         collective = _start_tracker(client, len(placed))
         futures = []
         for address, parts in placed.items():
             rows = {side: sum(table.rows[side][i] for i in parts) for side in ("train", "valid")}
-            share = _Share(address, collective, table.encode, table.features, rows)
-            frames = [table.frames[i] for i in parts]
+            sources = tuple(table.sources[i] for i in parts)
+            share = _Share(address, collective, sources, table.read, table.encode, table.features, rows)
             futures.append(
                 client.submit(
-                    _fit_here,
-                    share,
-                    params,
-                    rounds,
-                    max_bin,
-                    *frames,
-                    workers=[address],
-                    allow_other_workers=False,
-                    pure=False,
+                    _fit_here, share, params, rounds, max_bin, workers=[address], allow_other_workers=False, pure=False
                 )
             )
         raw = next(b for b in client.gather(futures) if b is not None)

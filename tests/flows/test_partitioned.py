@@ -58,7 +58,7 @@ def test_the_split_is_the_same_for_any_partitioning(dask_cluster, tmp_path):
     assert a.rows("holdout") == pytest.approx(0.2 * frame.height, rel=0.1)
     assert set(a.holdout.frame["rownames"]).isdisjoint(a.train.frame["rownames"])
     # the encoded rows stay on the workers, one block per file
-    assert len(a.table.frames) == 3 and sum(a.table.rows["train"]) == a.rows("train")
+    assert len(a.table.sources) == 3 and sum(a.table.rows["train"]) == a.rows("train")
 
 
 def test_the_driver_samples_stay_within_their_byte_budget(dask_cluster, tmp_path, monkeypatch):
@@ -74,6 +74,27 @@ def test_the_driver_samples_stay_within_their_byte_budget(dask_cluster, tmp_path
     assert data.valid.X.nbytes <= 2**19 and data.holdout.X.nbytes <= 2**19
     assert data.train.rows == 2**20 // (4 * data.train.X.shape[1])  # as many as fit: a uniform sample
     assert data.rows("train") + data.rows("valid") + data.rows("holdout") == frame.height
+
+
+def test_the_fit_reads_each_file_again_as_the_scan_split_it_and_refuses_a_changed_one(dask_cluster, tmp_path):
+    """Workers do not hold the table between stages: the final fit reads each file again
+    (``WorkerTable.read``), which gives the rows and sides the scan counted, and refuses a file
+    whose rows changed since, naming it."""
+    from lepton.errors import DataError
+    from lepton.tasks.scan import SIDE, TRAIN, VALID
+
+    spec = get_spec("finance")
+    folder = tmp_path / "three"
+    data = _split(spec, _write(_sample("finance"), folder, 3, seed=1), dask_cluster)
+    table = data.table
+    for i, (partition, role, digest) in enumerate(table.sources):
+        sides = table.read(partition, role, digest)[SIDE]
+        assert ((sides == TRAIN).sum(), (sides == VALID).sum()) == (table.rows["train"][i], table.rows["valid"][i])
+    partition, role, digest = table.sources[1]
+    changed = pl.read_parquet(partition.path).head(-1)  # one row fewer than the scan saw
+    changed.write_parquet(partition.path)
+    with pytest.raises(DataError, match=f"{partition.name} changed while the run was using it"):
+        table.read(partition, role, digest)
 
 
 def test_a_time_split_cuts_where_sorting_every_row_would(dask_cluster, tmp_path):

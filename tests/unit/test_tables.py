@@ -178,3 +178,21 @@ def test_quoted_tables_round_trip_through_the_reader(tmp_path, names, data, deli
     for name in names:
         got, want = frame[name].to_list(), expected[name].to_list()
         assert got == want, (name, got, want)
+
+
+def test_a_partitioned_fit_shares_the_files_evenly_and_the_same_way_each_time():
+    """``WorkerTable.placed``: every file with training or validation rows goes to exactly one
+    worker, the rows each worker reads are balanced, files with neither are left out, and the
+    same workers (in any order) give the same shares."""
+    from pathlib import Path
+
+    from lepton.core.partitions import Partition, WorkerTable
+
+    rows = {"train": (500, 100, 0, 120, 90, 0), "valid": (0, 20, 300, 0, 10, 0)}
+    sources = tuple((Partition(Path(f"part-{i}.parquet")), "data", 0) for i in range(6))
+    table = WorkerTable(sources, rows, features=3, read=print, encode=print)
+    shares = table.placed(["tcp://b:2", "tcp://a:1"])
+    assert shares == table.placed(["tcp://a:1", "tcp://b:2"])
+    assert sorted(i for parts in shares.values() for i in parts) == [0, 1, 2, 3, 4]  # part 5 has no rows
+    read = sorted(sum(rows["train"][i] + rows["valid"][i] for i in parts) for parts in shares.values())
+    assert read == [540, 600]  # largest first, each to the lighter worker: 500 + 100 and 300 + 120 + 120
