@@ -14,8 +14,9 @@ samples, never the table:
    the rows from the exact cutoff that a sort of every time would give (found from merged
    histograms, never a sort on one machine).
 3. **encode**: the encoder's levels are merged from per-partition counts on the training side;
-   each split partition stays on its worker for the final fit (``PreparedData.table``), which
-   encodes it there as XGBoost reads it (``SideEncoder``): no encoded copy of the table is kept.
+   then the workers let the rows go: the final fit (``PreparedData.table``) reads each file again
+   where it runs (``PartitionReader``) and encodes it as XGBoost asks (``SideEncoder``), so no
+   copy of the table, raw or encoded, is kept between stages.
    The driver gathers uniform samples of each side (at most
    ``search_rows`` training rows for the search, ``SAMPLE_ROWS`` of validation and holdout, and
    never more than ``SAMPLE_MIB`` of encoded rows: ``sample_limits``),
