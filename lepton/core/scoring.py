@@ -130,8 +130,12 @@ class Standardiser:
         self.scale = np.asarray(state["scale"], dtype=np.float64)
 
     def standardise(self, X: np.ndarray) -> np.ndarray:
-        X = np.where(np.isnan(X), self.fill, X)
-        return (X - self.mean) / self.scale
+        """A float64 copy of ``X``, filled, centred and scaled in place (one copy, however large)."""
+        Z = np.array(X, dtype=np.float64)
+        np.copyto(Z, self.fill, where=np.isnan(Z))
+        Z -= self.mean
+        Z /= self.scale
+        return Z
 
 
 class LinearModel(Standardiser):
@@ -146,7 +150,7 @@ class LinearModel(Standardiser):
         return by_rows(self._predict, X)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return _link(self.task, self.standardise(np.asarray(X, dtype=np.float64)) @ self.coef.T + self.intercept)
+        return _link(self.task, self.standardise(X) @ self.coef.T + self.intercept)
 
     def importance(self) -> np.ndarray:
         return np.abs(self.coef).mean(axis=0)
@@ -154,7 +158,7 @@ class LinearModel(Standardiser):
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Each input's share of the raw output, (rows, outputs, inputs): coefficient times
         standardised value."""
-        z = self.standardise(np.asarray(X, dtype=np.float64))
+        z = self.standardise(X)
         return z[:, None, :] * self.coef[None, :, :]
 
 
@@ -185,7 +189,7 @@ class MLPModel(Standardiser):
         return by_rows(self._predict, X)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        h = self.standardise(np.asarray(X, dtype=np.float64))
+        h = self.standardise(X)
         for weight, bias in self.layers[:-1]:
             h = np.maximum(h @ weight.T + bias, 0.0)
         weight, bias = self.layers[-1]

@@ -21,7 +21,8 @@ def standardisation(X: np.ndarray) -> dict[str, list[float]]:
         warnings.simplefilter("ignore", RuntimeWarning)
         fill = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
     fill = np.where(np.isnan(fill), 0.0, fill)
-    Xf = np.where(np.isnan(X), fill, X).astype(np.float64)
+    Xf = np.array(X, dtype=np.float64)  # filled in place: one float64 copy of a large sample, not three
+    np.copyto(Xf, fill, where=np.isnan(Xf))
     mean, scale = Xf.mean(axis=0), Xf.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     return {"fill": fill.tolist(), "mean": mean.tolist(), "scale": scale.tolist()}
@@ -30,7 +31,7 @@ def standardisation(X: np.ndarray) -> dict[str, list[float]]:
 def fit_linear(X: np.ndarray, y: np.ndarray, task: str, C: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Fit on median-imputed, standardised features; return the model as plain numbers."""
     state = {"task": task, **standardisation(X)}
-    Z = Standardiser(state).standardise(X.astype(np.float64))
+    Z = Standardiser(state).standardise(X)
     if task == "regression":
         model = Ridge(alpha=1.0 / C).fit(Z, y)
         coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
