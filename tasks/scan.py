@@ -394,7 +394,7 @@ class CheckedTable:
     held: tuple[Any, ...]  # futures of (frame, role), data partitions first
     checked: tuple[Checked, ...]
     workers: tuple[str, ...]
-    jobs: tuple[tuple[Partition, str], ...] = ()  # (file, role) of each held partition
+    jobs: tuple[tuple[Partition, str], ...]  # (file, role) of each held partition
 
     @property
     def fingerprint(self) -> str:

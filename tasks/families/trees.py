@@ -24,8 +24,8 @@ from lepton.tasks.preprocess import PreparedData
 EARLY_STOPPING_ROUNDS = 30
 COLLECTIVE_TIMEOUT_S = 300  # an XGBoost collective call waiting this long for a peer fails
 WATCH_EVERY_S = 0.5  # how often a fit across the cluster checks that its workers are all there
-T = TypeVar("T")
 PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _watched(client: Any, fit: Callable[[], T]) -> T:
         except BaseException as exc:  # handed to the caller's thread below
             out["error"] = exc
 
-    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True, name="xgboost.dask")
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True, name="final-fit")
     runner.start()
     while runner.is_alive():
         runner.join(WATCH_EVERY_S)
@@ -179,7 +179,7 @@ class _Share:
     read: Callable[..., Any]
     encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
     features: int
-    rows: dict[str, int]  # side -> rows of this worker's partitions
+    rows: dict[str, tuple[int, ...]]  # side -> rows of each of this worker's partitions
 
 
 def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) -> bytes | None:
@@ -204,8 +204,10 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
 
         def next(self, input_data: Callable[..., None]) -> bool:
             while self.at < len(share.sources):
-                X, y = share.encode(share.read(*share.sources[self.at]), self.side)
-                self.at += 1
+                at, self.at = self.at, self.at + 1
+                if not share.rows[self.side][at]:  # nothing on this side: the file is not read for it
+                    continue
+                X, y = share.encode(share.read(*share.sources[at]), self.side)
                 if len(y):
                     input_data(data=X, label=y)
                     return True
@@ -215,7 +217,7 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
             self.at = 0
 
     def matrix(side: str, ref: Any = None) -> Any:
-        if not share.rows[side]:  # none here: this worker takes part without
+        if not sum(share.rows[side]):  # none here: this worker takes part without
             return xgb.QuantileDMatrix(np.empty((0, share.features), np.float32), ref=ref, max_bin=max_bin)
         return xgb.QuantileDMatrix(Batches(side), ref=ref, max_bin=max_bin, nthread=threads)
 
@@ -243,7 +245,7 @@ def _train_on_table(client: Any, params: dict[str, Any], rounds: int, max_bin: i
         collective = _start_tracker(client, len(placed))
         futures = []
         for address, parts in placed.items():
-            rows = {side: sum(table.rows[side][i] for i in parts) for side in ("train", "valid")}
+            rows = {side: tuple(table.rows[side][i] for i in parts) for side in ("train", "valid")}
             sources = tuple(table.sources[i] for i in parts)
             share = _Share(address, collective, sources, table.read, table.encode, table.features, rows)
             futures.append(
