@@ -107,6 +107,57 @@ def feature_names(encoder: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def category_blocks(encoder: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(first column, levels) of each categorical's one-hot block in the model matrix; the
+    blocks follow the numeric and datetime columns."""
+    offset = len(encoder["numeric"]) + len(DATETIME_PARTS) * len(encoder.get("datetime", []))
+    blocks = []
+    for levels in encoder["categorical"].values():
+        blocks.append((offset, len(levels)))
+        offset += len(levels)
+    return blocks
+
+
+def compact(X: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
+    """A one-hot model matrix with each categorical's block folded into one column of level
+    codes (NaN: unseen or missing), after the columns before the blocks: the input of a tree
+    model that splits on categories natively (a few columns where one-hot makes hundreds)."""
+    if not blocks:
+        return X
+    head = blocks[0][0]
+    out = np.empty((len(X), head + len(blocks)), dtype=np.float32)
+    out[:, :head] = X[:, :head]
+    for j, (offset, n) in enumerate(blocks):
+        block = X[:, offset : offset + n]
+        codes = block @ np.arange(n, dtype=np.float32)  # one level is 1 in a row, or none
+        codes[block.sum(axis=1) == 0] = np.nan
+        out[:, head + j] = codes
+    return out
+
+
+def feature_types(blocks: list[tuple[int, int]], width: int) -> list[str] | None:
+    """XGBoost's feature types of ``compact``'s output for a ``width``-column model matrix:
+    quantitative, then one categorical per block (None without categoricals)."""
+    if not blocks:
+        return None
+    return ["q"] * blocks[0][0] + ["c"] * len(blocks)
+
+
+def _spread(values: np.ndarray, X: np.ndarray, blocks: list[tuple[int, int]], width: int) -> np.ndarray:
+    """Per-column values of a compact matrix (the last axis) back on the one-hot columns: a
+    categorical's value on the row's level, or shared by its levels where the row has none."""
+    head = blocks[0][0]
+    out = np.zeros((*values.shape[:-1], width), dtype=values.dtype)
+    out[..., :head] = values[..., :head]
+    for j, (offset, n) in enumerate(blocks):
+        if not n:
+            continue
+        active = X[:, offset : offset + n].astype(values.dtype)
+        active += (active.sum(axis=1, keepdims=True) == 0) / n
+        out[..., offset : offset + n] = values[..., head + j, None] * active[:, None, :]
+    return out
+
+
 # ---- models ------------------------------------------------------------------------------------
 CHUNK_ROWS = 32_768  # rows a NumPy model scores at once: its float64 copies stay small on any batch
 
@@ -201,7 +252,11 @@ class MLPModel(Standardiser):
 
 
 class TreeModel:
-    """An XGBoost booster loaded from its own UBJ format."""
+    """An XGBoost booster loaded from its own UBJ format. A booster trained with native
+    categorical splits names its categoricals' one-hot blocks (``CATEGORY_BLOCKS``); it takes
+    the one-hot matrix like every model and folds the blocks itself (``compact``)."""
+
+    CATEGORY_BLOCKS = "lepton_category_blocks"
 
     def __init__(self, raw: bytes, task: str, n_features: int) -> None:
         import xgboost as xgb
@@ -210,25 +265,41 @@ class TreeModel:
         self.n_features = n_features
         self.booster = xgb.Booster()
         self.booster.load_model(bytearray(raw))
+        blocks = self.booster.attr(self.CATEGORY_BLOCKS)
+        self.blocks = [(int(a), int(n)) for a, n in json.loads(blocks)] if blocks else []
+
+    def _input(self, X: np.ndarray) -> np.ndarray:
+        return compact(np.asarray(X, dtype=np.float32), self.blocks)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.inplace_predict(np.asarray(X, dtype=np.float32)))
+        return np.asarray(self.booster.inplace_predict(self._input(X)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """XGBoost's per-feature contributions (SHAP values) to the raw output, (rows, outputs,
-        inputs), the bias left out."""
+        inputs), the bias left out; a native categorical's on its one-hot columns (``_spread``)."""
         import xgboost as xgb
 
-        raw = self.booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32)), pred_contribs=True)
-        raw = raw.reshape(len(X), -1, raw.shape[-1])
-        return raw[:, :, :-1]
+        types = feature_types(self.blocks, self.n_features)
+        matrix = xgb.DMatrix(self._input(X), feature_types=types, enable_categorical=bool(types))
+        raw = self.booster.predict(matrix, pred_contribs=True)
+        raw = raw.reshape(len(X), -1, raw.shape[-1])[:, :, :-1]
+        return _spread(raw, np.asarray(X), self.blocks, self.n_features) if self.blocks else raw
 
     def importance(self) -> np.ndarray:
+        """Total gain of each input; a native categorical's shared by its one-hot columns."""
         gains = self.booster.get_score(importance_type="gain")
-        out = np.zeros(self.n_features)
+        width = self.blocks[0][0] + len(self.blocks) if self.blocks else self.n_features
+        out = np.zeros(width)
         for key, value in gains.items():
             out[int(key[1:])] = value
-        return out
+        if not self.blocks:
+            return out
+        spread = np.zeros(self.n_features)
+        head = self.blocks[0][0]
+        spread[:head] = out[:head]
+        for j, (offset, n) in enumerate(self.blocks):
+            spread[offset : offset + n] = out[head + j] / max(n, 1)
+        return spread
 
 
 # The served side of each model family (``lepton.tasks.families`` trains them): the safe file its

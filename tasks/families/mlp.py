@@ -77,7 +77,8 @@ def fit_mlp(
     on = torch.device(torch_device(device))
 
     def tensor(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=on)
+        # an array that came through Dask is read-only: torch would warn on the screen, so copy it
+        return torch.as_tensor(np.require(a, requirements=["C", "W"]), dtype=dtype, device=on)
 
     outputs = n_classes if task == "multiclass" else 1
     y_mean, y_scale = (float(np.mean(y)), float(np.std(y)) or 1.0) if task == "regression" else (0.0, 1.0)

@@ -189,3 +189,71 @@ def test_bundle_meta_reads_back_what_it_wrote_and_refuses_another_format():
     assert text["recipe"]["name"] == "rolling" and text["recipe"]["numeric"]
     with pytest.raises(ValueError, match="bundle format 0"):
         BundleMeta.from_json({**text, "format": 0})
+
+
+def _categorical_table(n=3000, seed=0):
+    """A target that turns on which of 40 levels a row has (one-hot needs many splits for it)
+    and on a number; a few rows with the level missing."""
+    rng = np.random.default_rng(seed)
+    levels = [f"L{i:02d}" for i in range(40)]
+    good = set(levels[::3])
+    level = rng.choice(levels, size=n).astype(object)
+    level[rng.random(n) < 0.05] = None
+    x = rng.normal(size=n)
+    y = (np.array([v in good for v in level]) * 1.5 + x + rng.normal(scale=0.5, size=n) > 0.8).astype(int)
+    encoder = {"numeric": ["x"], "categorical": {"level": levels, "flag": ["a", "b"]}}
+    rows = {"x": x, "level": level, "flag": np.where(x > 0, "a", "b")}
+    return encoder, rows, y
+
+
+def test_trees_split_categoricals_natively_and_serve_the_one_hot_matrix(tmp_path):
+    """Trees train on level codes (one column per categorical), while the bundle takes the
+    one-hot matrix like every model: its scores, SHAP contributions and importance come back on
+    the one-hot columns, a row's categorical share on its own level."""
+    import xgboost as xgb
+
+    from lepton.core.scoring import TreeModel, category_blocks, compact
+
+    encoder, rows, y = _categorical_table()
+    M = encode(encoder, rows)
+    blocks = category_blocks(encoder)
+    assert blocks == [(1, 40), (41, 2)]
+    codes = compact(M, blocks)
+    assert codes.shape == (len(y), 3)
+    missing = np.array([v is None for v in rows["level"]])
+    assert np.isnan(codes[missing, 1]).all() and not np.isnan(codes[~missing, 1]).any()
+    expected_codes = [encoder["categorical"]["level"].index(v) for v in rows["level"][~missing]]
+    np.testing.assert_array_equal(codes[~missing, 1], expected_codes)
+
+    params = {"n_estimators": 200, "max_depth": 3}
+    native, _, _ = fit_xgboost(M[:2000], y[:2000], M[2000:], y[2000:], "binary", 2, params, blocks=blocks)
+    model = TreeModel(native, "binary", M.shape[1])
+    assert model.blocks == blocks
+    assert model.booster.feature_types == ["q", "c", "c"]
+    expected = model.booster.predict(xgb.DMatrix(codes, feature_types=["q", "c", "c"], enable_categorical=True))
+    np.testing.assert_allclose(model.predict(M), expected, rtol=1e-6)
+
+    contributions = model.contributions(M[:50])
+    assert contributions.shape == (50, 1, M.shape[1])
+    margin = model.booster.predict(
+        xgb.DMatrix(codes[:50], feature_types=["q", "c", "c"], enable_categorical=True), output_margin=True
+    )
+    bias = margin - contributions.sum(axis=(1, 2))
+    np.testing.assert_allclose(bias, bias[0], atol=1e-4)  # every row's shares add up to its margin
+    level_block = contributions[:, 0, 1:41]
+    present = ~missing[:50]
+    inactive = (M[:50, 1:41] == 0) & present[:, None]
+    assert (level_block[inactive] == 0).all()  # a present level carries the whole share
+
+    importance = model.importance()
+    assert importance.shape == (M.shape[1],) and importance[1:41].sum() > 0
+
+    one_hot, _, _ = fit_xgboost(M[:2000], y[:2000], M[2000:], y[2000:], "binary", 2, params)
+    assert TreeModel(one_hot, "binary", M.shape[1]).booster.num_features() == M.shape[1]
+    meta = BundleMeta(domain="t", task="binary", family="xgboost", classes=("no", "yes"), threshold=0.5)
+    write_bundle(tmp_path / "b", meta=meta, encoder=encoder, payload=native, reference={})
+    scorer = Scorer.from_dir(tmp_path / "b")
+    frame = pd.DataFrame(rows).iloc[2000:]
+    np.testing.assert_allclose(scorer.predict(frame)["score"], expected[2000:], rtol=1e-6)
+    reasons = scorer.reasons(scorer.matrix(frame)[1][:5], np.zeros(5, dtype=np.int64))
+    assert all(name in scorer.feature_names for row in reasons for name, _ in row)
