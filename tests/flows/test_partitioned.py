@@ -194,3 +194,40 @@ def test_a_refit_on_train_and_validation_uses_every_row_where_it_lies(lepton_hom
     # every training and validation row, on the workers (a refit on the driver's samples said
     # "one process" and counted the samples' rows)
     assert result.engine.trained_on.startswith(trained_on), result.engine.trained_on
+
+
+def test_the_final_fit_on_the_workers_splits_categoricals_natively(dask_cluster, tmp_path, monkeypatch):
+    """From ``NATIVE_CATEGORIES_ROWS`` training rows the trees fold each one-hot block into one
+    column of level codes, on the workers as each file is read: the booster has a categorical
+    feature per categorical column, and the bundle's model, given the one-hot holdout, scores it
+    as the booster does on the codes and separates the classes as the one-hot fit does."""
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
+    from lepton.core.scoring import TreeModel, category_blocks, compact
+    from lepton.tasks.families import trees
+
+    spec = get_spec("finance")
+    data = _split(spec, _write(_sample("finance"), tmp_path / "three", 3, seed=2), dask_cluster)
+    params = {"max_depth": 4, "learning_rate": 0.1, "n_estimators": 200}
+    one_hot = trees.Trees().fit(spec, data, params, client=dask_cluster)
+    monkeypatch.setattr(trees, "NATIVE_CATEGORIES_ROWS", 1000)  # decided on the driver, sent to the workers
+    native = trees.Trees().fit(spec, data, params, client=dask_cluster)
+    assert native.workers == 2
+
+    width = data.holdout.X.shape[1]
+    blocks = category_blocks(data.encoder)
+    model = TreeModel(native.payload, spec.task, width)
+    assert model.blocks == blocks and len(blocks) == len(data.encoder["categorical"]) > 0
+    assert model.booster.feature_types.count("c") == len(blocks)
+    assert TreeModel(one_hot.payload, spec.task, width).booster.num_features() == width
+
+    codes = compact(data.holdout.X, blocks)
+    types = model.booster.feature_types
+    direct = model.booster.predict(xgb.DMatrix(codes, feature_types=types, enable_categorical=True))
+    np.testing.assert_allclose(model.predict(data.holdout.X), direct, rtol=1e-6)
+    auc = {
+        name: roc_auc_score(data.holdout.y, TreeModel(fit.payload, spec.task, width).predict(data.holdout.X))
+        for name, fit in (("one-hot", one_hot), ("native", native))
+    }
+    assert auc["native"] > 0.68 and abs(auc["native"] - auc["one-hot"]) < 0.03, auc
