@@ -209,6 +209,21 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
     types = feature_types(blocks, share.features)
     width = len(types) if types else share.features
 
+    # XGBoost passes over a DataIter's batches four times to build a quantised matrix: each file
+    # is read once, both its sides encoded then, and a side's batches (level codes: a few columns)
+    # are kept until its matrix is built.
+    kept: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    built = {"train": False, "valid": False}
+
+    def batch(side: str, at: int) -> tuple[np.ndarray, np.ndarray]:
+        if (side, at) not in kept:
+            frame = share.read(*share.sources[at])
+            for s in ("train", "valid"):
+                if share.rows[s][at] and (s == side or not built[s]):
+                    X, y = share.encode(frame, s)
+                    kept[s, at] = compact(X, blocks), y
+        return kept[side, at]
+
     class Batches(xgb.DataIter):
         def __init__(self, side: str) -> None:
             self.side, self.at = side, 0
@@ -219,9 +234,9 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
                 at, self.at = self.at, self.at + 1
                 if not share.rows[self.side][at]:  # nothing on this side: the file is not read for it
                     continue
-                X, y = share.encode(share.read(*share.sources[at]), self.side)
+                X, y = batch(self.side, at)
                 if len(y):
-                    input_data(data=compact(X, blocks), label=y, feature_types=types)
+                    input_data(data=X, label=y, feature_types=types)
                     return True
             return False
 
@@ -231,8 +246,13 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
     def matrix(side: str, ref: Any = None) -> Any:
         kinds = {"ref": ref, "max_bin": max_bin, "enable_categorical": bool(types)}
         if not sum(share.rows[side]):  # none here: this worker takes part without
-            return xgb.QuantileDMatrix(np.empty((0, width), np.float32), feature_types=types, **kinds)
-        return xgb.QuantileDMatrix(Batches(side), nthread=threads, **kinds)
+            out = xgb.QuantileDMatrix(np.empty((0, width), np.float32), feature_types=types, **kinds)
+        else:
+            out = xgb.QuantileDMatrix(Batches(side), nthread=threads, **kinds)
+        built[side] = True
+        for key in [k for k in kept if k[0] == side]:
+            del kept[key]
+        return out
 
     with CommunicatorContext(**share.collective):
         train = matrix("train")
