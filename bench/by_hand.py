@@ -61,7 +61,19 @@ def main() -> None:
         steps["score"] = time.perf_counter() - mark
         rows = len(truth)
         auc = float(roc_auc_score(truth, scores))
-    print(json.dumps({"seconds": time.perf_counter() - start, "steps": steps, "holdout_rows": rows, "roc_auc": auc}))
+    booster = output["booster"]
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "steps": steps,
+                "holdout_rows": rows,
+                "roc_auc": auc,
+                "rounds": booster.num_boosted_rounds(),  # early stopping may end it before --rounds
+                "best_iteration": booster.best_iteration,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
