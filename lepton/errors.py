@@ -50,6 +50,10 @@ class EngineError(LeptonError):
     """The compute cluster failed in a way a retry could not mend (e.g. every worker lost)."""
 
 
+class WorkerMemoryError(EngineError):
+    """A Dask worker was lost while near its memory limit: most likely killed for using too much."""
+
+
 class PromotionConflictError(LeptonError):
     """The champion alias kept moving while a candidate was compared with it."""
 

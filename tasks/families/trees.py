@@ -26,6 +26,10 @@ from lepton.tasks.preprocess import PreparedData
 EARLY_STOPPING_ROUNDS = 30
 COLLECTIVE_TIMEOUT_S = 300  # an XGBoost collective call waiting this long for a peer fails
 WATCH_EVERY_S = 0.5  # how often a fit across the cluster checks that its workers are all there
+# A worker lost while its memory was above this share of its limit (as the scheduler last heard,
+# every WATCH_EVERY_S) is reported as killed for memory: Dask's nanny kills it at 95%, and the
+# scheduler hears of a worker's memory about once a second.
+MEMORY_PRESSURE = 0.7
 PRUNE_EVERY = 10  # rounds between the pruning rule's checks (and the points of a trial's curve)
 # Trees split categoricals natively (one column of level codes each, ``scoring.compact``) when they
 # train on at least this many rows: there the one-hot columns' histograms dominate a fit's time
@@ -93,15 +97,31 @@ def _row_blocks(client: Any, array: np.ndarray, blocks: int) -> Any:
     )
 
 
-def _watched(client: Any, fit: Callable[[], T]) -> T:
+def _memory(client: Any) -> dict[str, tuple[int, int]]:
+    """Each worker's process memory and memory limit in bytes (limit 0: none), as the scheduler
+    last heard; nothing when the scheduler cannot be asked."""
+
+    def read(dask_scheduler: Any) -> dict[str, tuple[int, int]]:
+        return {a: (int(w.memory.process), int(w.memory_limit or 0)) for a, w in dask_scheduler.workers.items()}
+
+    try:
+        return client.run_on_scheduler(read)
+    except Exception:  # the loss check below still runs; only the memory figures are missing
+        return {}
+
+
+def _watched(client: Any, fit: Callable[[], T], share: Callable[[str], str] | None = None) -> T:
     """``fit()`` (a fit across the cluster), watched from this thread.
 
     A worker lost mid-fit would leave the others waiting in XGBoost's collective and the fit's
     future unresolved (its task is pinned to the lost worker): the loss raises an EngineError at
-    once (the collective's own timeout frees the others)."""
-    from lepton.errors import EngineError
+    once (the collective's own timeout frees the others) — a WorkerMemoryError, naming its memory,
+    its share of the table (``share(address)``) and the settings to change, where the worker was
+    near its memory limit when last seen."""
+    from lepton.errors import EngineError, WorkerMemoryError
 
     started = set(client.nthreads())
+    seen: dict[str, tuple[int, int]] = {}
     out: dict[str, Any] = {}
 
     def run() -> None:
@@ -116,12 +136,23 @@ def _watched(client: Any, fit: Callable[[], T]) -> T:
         runner.join(WATCH_EVERY_S)
         lost = started - set(client.nthreads())
         if lost and runner.is_alive():
+            pressed = [a for a in sorted(lost) if seen.get(a, (0, 0))[1] and seen[a][0] >= MEMORY_PRESSURE * seen[a][1]]
+            if pressed:
+                used, limit = seen[pressed[0]]
+                held = f" It held {share(pressed[0])}." if share else ""
+                raise WorkerMemoryError(
+                    f"the Dask worker {pressed[0]} was lost during the final fit with XGBoost, at "
+                    f"{used / 2**30:.1f} of its {limit / 2**30:.1f} GiB memory limit when last seen: most likely "
+                    f"killed for using too much memory.{held} Nothing was registered. Give each worker more "
+                    "memory (dask worker --memory-limit), write the table as more, smaller files, or add workers"
+                )
             raise EngineError(
                 f"the Dask cluster lost {len(lost)} worker(s) ({', '.join(sorted(lost))}) during the final fit "
                 "with XGBoost; nothing was registered. Run again (the cluster's other workers recompute the "
                 "lost partitions), or give the workers more memory (dask worker --memory-limit) if they were killed "
                 "for using too much"
             )
+        seen.update(_memory(client))
     if "error" in out:
         raise out["error"]
     return out["fit"]
@@ -291,7 +322,13 @@ def _train_on_table(client: Any, params: dict[str, Any], rounds: int, max_bin: i
         booster.load_model(bytearray(raw))
         return booster
 
-    return _watched(client, fit), len(placed)
+    def held(address: str) -> str:
+        parts = placed.get(address, [])
+        rows = [table.rows["train"][i] + table.rows["valid"][i] for i in parts]
+        largest = max(rows, default=0)
+        return f"{len(parts)} file(s), {sum(rows):,} training and validation rows, {largest:,} in its largest"
+
+    return _watched(client, fit, held), len(placed)
 
 
 def fit_xgboost(

@@ -22,7 +22,7 @@ DASK = str(Path(sys.executable).with_name("dask"))
 class Cluster:
     """`dask scheduler` and `dask worker` processes, stopped by PID."""
 
-    def __init__(self, directory: Path, workers: int = 2) -> None:
+    def __init__(self, directory: Path, workers: int = 2, memory_limit: str | None = None) -> None:
         self.file = directory / "scheduler.json"
         env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "warning"}
         common = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -42,7 +42,8 @@ class Cluster:
                     "127.0.0.1",
                     "--nthreads",
                     "1",
-                    "--no-nanny",
+                    # a memory limit is enforced by the worker's nanny, which kills it at 95%
+                    *(["--memory-limit", memory_limit] if memory_limit else ["--no-nanny"]),
                     "--no-dashboard",
                     "--name",
                     f"w{i}",
@@ -152,3 +153,37 @@ def test_a_worker_killed_in_the_final_fit_registers_nothing(nothing_recorded, mo
     killer.join(timeout=5)
     assert killed, "no task of the final fit was seen running: the kill did not happen mid-fit"
     nothing_recorded()
+
+
+def test_a_worker_killed_for_memory_in_the_final_fit_is_reported_as_such(tmp_path):
+    """A worker that outgrows its --memory-limit is killed by its nanny; the fit's watcher, which
+    heard the worker's memory from the scheduler, says so: a typed error naming the worker, its
+    memory against its limit, its share of the table and the settings to change."""
+    from lepton.errors import WorkerMemoryError
+    from lepton.tasks.families.trees import _watched
+
+    cluster = Cluster(tmp_path, memory_limit="1GB")
+    try:
+        address = sorted(cluster.client.nthreads())[0]
+
+        def grow() -> None:  # 100 MB a second: the scheduler hears it pass 70% before the nanny acts
+            import time
+
+            import numpy as np
+
+            held = []
+            while True:
+                held.append(np.ones(5 * 2**20 // 8))
+                time.sleep(0.05)
+
+        def fit() -> None:
+            cluster.client.submit(grow, workers=[address], allow_other_workers=False, pure=False).result()
+
+        with pytest.raises(WorkerMemoryError) as raised:
+            _watched(cluster.client, fit, lambda a: f"2 file(s) on {a}")
+        message = str(raised.value)
+        assert f"{address} was lost during the final fit" in message
+        assert "of its 0.9 GiB memory limit" in message and f"It held 2 file(s) on {address}." in message
+        assert "dask worker --memory-limit" in message and "Nothing was registered" in message
+    finally:
+        cluster.stop()
