@@ -135,9 +135,9 @@ def compact(X: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
     return out
 
 
-def feature_types(blocks: list[tuple[int, int]], width: int) -> list[str] | None:
-    """XGBoost's feature types of ``compact``'s output for a ``width``-column model matrix:
-    quantitative, then one categorical per block (None without categoricals)."""
+def feature_types(blocks: list[tuple[int, int]]) -> list[str] | None:
+    """XGBoost's feature types of ``compact``'s output: quantitative, then one categorical per
+    block (None without categoricals)."""
     if not blocks:
         return None
     return ["q"] * blocks[0][0] + ["c"] * len(blocks)
@@ -279,7 +279,7 @@ class TreeModel:
         inputs), the bias left out; a native categorical's on its one-hot columns (``_spread``)."""
         import xgboost as xgb
 
-        types = feature_types(self.blocks, self.n_features)
+        types = feature_types(self.blocks)
         matrix = xgb.DMatrix(self._input(X), feature_types=types, enable_categorical=bool(types))
         raw = self.booster.predict(matrix, pred_contribs=True)
         raw = raw.reshape(len(X), -1, raw.shape[-1])[:, :, :-1]
@@ -294,12 +294,7 @@ class TreeModel:
             out[int(key[1:])] = value
         if not self.blocks:
             return out
-        spread = np.zeros(self.n_features)
-        head = self.blocks[0][0]
-        spread[:head] = out[:head]
-        for j, (offset, n) in enumerate(self.blocks):
-            spread[offset : offset + n] = out[head + j] / max(n, 1)
-        return spread
+        return _spread(out[None, None, :], np.zeros((1, self.n_features)), self.blocks, self.n_features)[0, 0]
 
 
 # The served side of each model family (``lepton.tasks.families`` trains them): the safe file its

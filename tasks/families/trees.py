@@ -10,7 +10,7 @@ import contextvars
 import itertools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -237,7 +237,7 @@ def _fit_here(share: _Share, params: dict[str, Any], rounds: int, max_bin: int) 
         raise EngineError(f"the final fit's task for {share.address} ran on {worker.address}: that worker was lost")
     threads = worker.state.nthreads
     blocks = list(share.blocks)
-    types = feature_types(blocks, share.features)
+    types = feature_types(blocks)
     width = len(types) if types else share.features
 
     # XGBoost passes over a DataIter's batches four times to build a quantised matrix: each file
@@ -344,7 +344,7 @@ def fit_xgboost(
     client: Any = None,
     callbacks: tuple[Any, ...] = (),
     table: WorkerTable | None = None,
-    blocks: list[tuple[int, int]] = (),
+    blocks: Sequence[tuple[int, int]] = (),
 ) -> tuple[bytes, int, int]:
     """Train with early stopping on the validation split, in this process or, given a Dask
     ``client``, across its workers (from the arrays, or from ``table``'s partitions where they
@@ -359,7 +359,7 @@ def fit_xgboost(
     booster_params = _booster_params(task, n_classes, params, device, seed)
     max_bin = int(booster_params.get("max_bin", 256))
     blocks = list(blocks)
-    types = feature_types(blocks, X.shape[1])
+    types = feature_types(blocks)
     if blocks:  # one level against the rest at each split, as one-hot trees split
         booster_params.setdefault("max_cat_to_onehot", 1 + max(n for _, n in blocks))
     if client is not None and table is not None:

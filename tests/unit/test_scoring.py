@@ -247,6 +247,9 @@ def test_trees_split_categoricals_natively_and_serve_the_one_hot_matrix(tmp_path
 
     importance = model.importance()
     assert importance.shape == (M.shape[1],) and importance[1:41].sum() > 0
+    gain = model.booster.get_score(importance_type="gain")
+    assert importance[1:41].sum() == pytest.approx(gain["f1"])  # the level column's gain, shared by its levels
+    np.testing.assert_allclose(importance[1:41], importance[1])
 
     one_hot, _, _ = fit_xgboost(M[:2000], y[:2000], M[2000:], y[2000:], "binary", 2, params)
     assert TreeModel(one_hot, "binary", M.shape[1]).booster.num_features() == M.shape[1]
