@@ -134,6 +134,37 @@ def _log_datasets(spec: DomainSpec, run_id: str, prepared: PreparedData, files: 
         tracking.log_dataset(run_id, files[-1], file_digest(files[-1]), "training", f"{spec.name} appended batch")
 
 
+def _deploy_and_monitor(
+    spec: DomainSpec,
+    prepared: PreparedData,
+    trained: Any,
+    optimised: Any,
+    run: tuple[Settings, Stages, int],
+    engine: Engine | None,
+    client: Any,
+    files: list[Path] | None,
+) -> tuple[Any, Any, Any]:
+    """The last two stages inside the pipeline's MLflow run (marked FAILED if anything raises),
+    then its cost, lineage and links. ``client``: a partitioned table's cluster, still open for
+    its holdout."""
+    settings, stages, trials = run
+    with tracking.recorded_run(*pipeline_run(spec, prepared, settings)) as run_id:
+        deployed, evaluation = stages.run(
+            "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials, run_id, client)
+        )
+        drift = stages.run(
+            "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
+        )
+        tracking.log_metrics(deployed.run_id, stages.metrics())
+        tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
+        tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
+        tracking.set_tags(deployed.run_id, {tracking.Tag.DASK: engine.describe() if engine else NO_ENGINE})
+        _log_datasets(spec, deployed.run_id, prepared, files)
+        _cost_artifact(spec, deployed.version, stages)
+        _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings), settings.tracking_uri)
+    return deployed, evaluation, drift
+
+
 def _run_name() -> str:
     """The flow run's name: the domain and what started it, so two retrains of one domain are
     told apart: ``finance-retrain-<batch digest>`` (the drift automation, with the batch it
@@ -249,21 +280,13 @@ def pipeline(
             workers,
         )
         prepared = prepared.searched()  # a partitioned table's training sample is not needed past here
-    with tracking.recorded_run(*pipeline_run(spec, prepared, settings)) as run_id:  # FAILED if anything raises
-        deployed, evaluation = stages.run(
-            "deploy", lambda: deploy_task(spec, prepared, trained, optimised, settings, trials, run_id)
-        )
-        drift = stages.run(
-            "monitor", lambda: monitor_task(spec, deployed.reference, prepared.holdout.frame, deployed.run_id)
-        )
-        tracking.log_metrics(deployed.run_id, stages.metrics())
-        tracking.log_table(deployed.run_id, stages.table(), "cost/stages.json")
-        tracking.log_params(deployed.run_id, {f"price_{k}": v for k, v in stages.prices.model_dump().items()})
-        tracking.set_tags(deployed.run_id, {tracking.Tag.DASK: engine.describe() if engine else NO_ENGINE})
+        if not partitioned:
+            scope.close()  # the cluster goes; a partitioned table's holdout is scored on it in deploy
+        client = engine.client if partitioned and engine is not None else None
         files = [Path(d.root) for d in partitioned if d] if partitioned else input_files(spec, data, holdout, append)
-        _log_datasets(spec, deployed.run_id, prepared, files)
-        _cost_artifact(spec, deployed.version, stages)
-        _links_artifact(spec, deployed, tracking.experiment_id(spec.model_name, settings), settings.tracking_uri)
+        deployed, evaluation, drift = _deploy_and_monitor(
+            spec, prepared, trained, optimised, (settings, stages, trials), engine, client, files
+        )
     cluster = (
         {"address": engine.address, "external": engine.external, "workers": engine.workers,
          "threads": engine.threads, "dashboard": engine.dashboard} if engine else {}

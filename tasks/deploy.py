@@ -174,7 +174,7 @@ def record_run(
         "rows_train": data.rows("train"),
         "rows_valid": data.rows("valid"),
         "rows_holdout": data.rows("holdout"),
-        "rows_holdout_scored": data.holdout.rows,  # a sample of a partitioned table's holdout
+        "rows_holdout_scored": evaluation.rows,  # the rows the holdout metrics read
         "features": len(data.feature_names),
         "split": spec.split.kind,
     }
@@ -278,6 +278,7 @@ def deploy_task(
     settings: Settings,
     trials: int,
     run_id: str,
+    client: Any = None,
 ) -> tuple[Deployment, Evaluation]:
     """Evaluate on the holdout, log the run, register, and gate the promotion.
 
@@ -289,11 +290,12 @@ def deploy_task(
         settings: where MLflow keeps runs and artifacts.
         trials: the trial budget (logged).
         run_id: the pipeline's MLflow run, opened and ended by the flow (``pipeline_run``).
+        client: a partitioned table's Dask client: its whole holdout is scored on the workers.
     Returns:
         (Deployment, Evaluation): the registered version and whether it became champion.
     """
     tracking.configure(settings)
-    evaluation = evaluate_holdout(spec, data, trained, opt)
+    evaluation = evaluate_holdout(spec, data, trained, opt, client)
     search = {
         "search_rows": settings.search_rows,
         "distributed_rows": settings.distributed_rows,

@@ -1,7 +1,8 @@
 """Evaluation: the candidate measured where it will be judged, before anything is registered.
 
 - ``evaluate_holdout``: the candidate and the baseline on the holdout (its first use), each at
-  its own threshold, with decision smoothing as the served model applies it.
+  its own threshold, with decision smoothing as the served model applies it (a partitioned
+  table's whole holdout scored on the workers, ``lepton.tasks.scan.score_holdout``).
 - ``calibration_metrics``: calibration before and after, out of fold and on the holdout.
 - ``scoring_latency``: a bundle's scoring cost as the service calls it (CPU time, so the gate
   decides the same on a loaded machine).
@@ -14,6 +15,7 @@ records.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,12 +32,16 @@ from lepton.tasks.metrics import evaluate
 from lepton.tasks.optimise import OptimiseResult, decision_threshold
 from lepton.tasks.preprocess import PreparedData
 from lepton.tasks.promotion import Comparison, paired_bootstrap
+from lepton.tasks.scan import score_holdout
 from lepton.tasks.train import TrainResult, alarm_normal, holdout_context
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Holdout metrics of the candidate and the baseline, each at its own threshold."""
+    """Holdout metrics of the candidate and the baseline, each at its own threshold, measured on
+    ``rows`` holdout rows; ``scores`` are the two models' scores on ``data.holdout`` (for a
+    partitioned table a sample of the rows the metrics saw: the paired test, plots and the
+    prediction reference read them)."""
 
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
@@ -43,21 +49,36 @@ class Evaluation:
     baseline_threshold: float
     scores: np.ndarray = field(repr=False)
     baseline_scores: np.ndarray = field(repr=False)
+    rows: int = 0
 
 
-def evaluate_holdout(spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult) -> Evaluation:
+def evaluate_holdout(
+    spec: DomainSpec, data: PreparedData, trained: TrainResult, opt: OptimiseResult, client: Any = None
+) -> Evaluation:
+    """The candidate and the baseline on the holdout. A partitioned table's whole holdout is
+    scored on ``client``'s workers, file by file, and its metrics read every row."""
     baseline_threshold = decision_threshold(spec, data, trained.baseline)
     y = data.holdout.y
     smoothing, frame = spec.smoothing_config(), data.holdout.frame  # as the served model scores
     scores = smoothed(smoothing, opt.candidate.predict(data.holdout.X), frame)
     baseline_scores = smoothed(smoothing, trained.baseline.predict(data.holdout.X), frame)
+    groups = order = None
+    if data.table is not None and client is not None:
+        models = (dataclasses.replace(opt.candidate), dataclasses.replace(trained.baseline))  # no loaded predictor
+        whole = score_holdout(client, data.table, models, spec)
+        y, (scores_all, baseline_all), groups, order = whole.y, whole.scores, whole.groups, whole.order
+    else:
+        scores_all, baseline_all = scores, baseline_scores
     return Evaluation(
-        metrics=evaluate(spec, y, scores, holdout_context(spec, data, opt.threshold)),
-        baseline_metrics=evaluate(spec, y, baseline_scores, holdout_context(spec, data, baseline_threshold)),
+        metrics=evaluate(spec, y, scores_all, holdout_context(spec, data, opt.threshold, groups, order)),
+        baseline_metrics=evaluate(
+            spec, y, baseline_all, holdout_context(spec, data, baseline_threshold, groups, order)
+        ),
         threshold=opt.threshold,
         baseline_threshold=baseline_threshold,
         scores=scores,
         baseline_scores=baseline_scores,
+        rows=len(y),
     )
 
 

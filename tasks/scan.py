@@ -41,7 +41,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from lepton.core.partitions import Dataset, Partition, WorkerTable, read_partition
 from lepton.core.progress import Steps
-from lepton.core.scoring import DATETIME_PARTS, encode
+from lepton.core.scoring import DATETIME_PARTS, encode, smoothed
 from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec, Dtype, Role
 from lepton.errors import DataError, EmptyDataError, EngineError, LeptonError, Problem, SchemaError
@@ -66,6 +66,7 @@ GATHER_ROWS = 1_000_000  # a cutoff's last candidates are gathered and sorted on
 BINS = 4096
 TRAIN, VALID, HOLDOUT = 0, 1, 2
 SIDES = {"training": TRAIN, "validation": VALID, "holdout": HOLDOUT}
+SIDE_KEYS = {"train": TRAIN, "valid": VALID, "holdout": HOLDOUT}  # as ``WorkerTable`` names them
 SIDE = "__lepton_side"  # which side of the split
 DRAW = "__lepton_draw"  # the row's place in the split, uniform in [0, 1), from its key
 PICK = "__lepton_pick"  # an independent uniform draw for the samples
@@ -257,10 +258,72 @@ class SideEncoder:
     classes: list[Any]
 
     def __call__(self, frame: pl.DataFrame, side: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = frame.filter(pl.col(SIDE) == {"train": TRAIN, "valid": VALID}[side])
+        X, y = self.matrix(self.rows(frame, side))
+        return X, y.astype(np.float32)
+
+    @staticmethod
+    def rows(frame: pl.DataFrame, side: str) -> pl.DataFrame:
+        return frame.filter(pl.col(SIDE) == SIDE_KEYS[side])
+
+    def matrix(self, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The model matrix of ``rows`` and their labels as the metrics read them (class indices)."""
         names = [*self.encoder["numeric"], *self.encoder["datetime"], *self.encoder["categorical"]]
         X = encode(self.encoder, {c: rows[c].to_numpy() for c in names})
-        return X, encode_labels(rows[self.spec.target], self.spec, self.classes).astype(np.float32)
+        return X, encode_labels(rows[self.spec.target], self.spec, self.classes)
+
+
+@dataclass(frozen=True)
+class HoldoutScores:
+    """Holdout rows scored where they lie: their labels, each model's scores (smoothed as the
+    served model decides), and the group and time of each row where the metrics need them; rows
+    in the partitions' order, so the same table gives the same arrays."""
+
+    y: np.ndarray
+    scores: tuple[np.ndarray, ...]
+    groups: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.y)
+
+
+def score_holdout_part(table: WorkerTable, index: int, models: tuple[Any, ...], spec: DomainSpec) -> HoldoutScores:
+    """One partition's holdout rows, read and split again where the task runs, scored by each of
+    ``models`` (anything with ``predict(X)``). Groups are whole within a file wherever smoothing
+    or a group metric reads them (``_whole_groups``), so per file equals over the table."""
+    partition, role, digest = table.sources[index]
+    encoder: SideEncoder = table.encode  # type: ignore[assignment]
+    rows = encoder.rows(table.read(partition, role, digest), "holdout")
+    X, y = encoder.matrix(rows)
+    smoothing = spec.smoothing_config()
+    return HoldoutScores(
+        y=y,
+        scores=tuple(smoothed(smoothing, model.predict(X), rows) for model in models),
+        groups=rows[spec.group_column].to_numpy() if spec.group_column else None,
+        order=rows[spec.time_column].to_numpy() if spec.time_column else None,
+    )
+
+
+def score_holdout(client: Any, table: WorkerTable, models: tuple[Any, ...], spec: DomainSpec) -> HoldoutScores:
+    """Every holdout row of a partitioned table scored on the workers, file by file; only the
+    labels and scores come back (a few bytes a row), never the rows. A lost worker's files are
+    read again on another (Dask retries the task); a cluster that cannot finish is an EngineError."""
+    shared = client.scatter(models, broadcast=True)
+    futures = [client.submit(score_holdout_part, table, i, shared, spec, pure=False) for i in table.holding("holdout")]
+    parts: list[HoldoutScores] = _run(client, futures, "deploy")
+    if not parts:
+        raise EmptyDataError("the holdout split has no rows")
+
+    def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        return None if arrays[0] is None else np.concatenate(arrays)  # type: ignore[arg-type]
+
+    return HoldoutScores(
+        y=np.concatenate([p.y for p in parts]),
+        scores=tuple(np.concatenate([p.scores[m] for p in parts]) for m in range(len(models))),
+        groups=joined([p.groups for p in parts]),
+        order=joined([p.order for p in parts]),
+    )
 
 
 # ---- on the driver -------------------------------------------------------------------------------
@@ -457,11 +520,10 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
     del frames  # the workers let the table go: the final fit reads each file again where it runs
     workers = WorkerTable(
         sources=tuple((p, role, c.digest) for (p, role), c in zip(table.jobs, table.checked, strict=True)),
-        rows={"train": tuple(s.rows[TRAIN] for s in sides), "valid": tuple(s.rows[VALID] for s in sides)},
+        rows={name: tuple(s.rows[i] for s in sides) for name, i in SIDE_KEYS.items()},
         features=_width(encoder),
         read=PartitionReader(spec, spec.data.encoding, cutoffs),
         encode=SideEncoder(spec, encoder, classes),
-        holdout_rows=rows[HOLDOUT],
     )
 
     def part(frame: pl.DataFrame) -> Part:

@@ -145,10 +145,20 @@ def alarm_normal(spec: DomainSpec, classes: list[Any]) -> int | None:
     return normal_index(spec, classes)
 
 
-def holdout_context(spec: DomainSpec, data: PreparedData, threshold: float = 0.5) -> EvalContext:
+def holdout_context(
+    spec: DomainSpec,
+    data: PreparedData,
+    threshold: float = 0.5,
+    groups: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+) -> EvalContext:
+    """What the metrics need beyond labels, for the rows of ``data.holdout``, or for rows scored
+    elsewhere (a partitioned table's whole holdout) given their ``groups`` and time ``order``."""
     frame = data.holdout.frame
-    groups = frame[spec.group_column].to_numpy() if spec.group_column else None
-    order = frame[spec.time_column].to_numpy() if spec.time_column else None
+    if groups is None and spec.group_column:
+        groups = frame[spec.group_column].to_numpy()
+    if order is None and spec.time_column:
+        order = frame[spec.time_column].to_numpy()
     alarm = threshold if alarm_normal(spec, data.classes) is not None else None
     normal = normal_index(spec, data.classes)
     return EvalContext(threshold=threshold, groups=groups, order=order, normal=normal, alarm=alarm)

@@ -159,17 +159,21 @@ class WorkerTable:
     (each a file, its role and the digest of the rows the scan checked), how many rows each side
     holds there, ``read``, which reads a partition again and splits it as the scan did
     (``read(partition, role, digest) -> frame``), and ``encode``, which turns a frame's rows of one
-    side into the model matrix and labels (``encode(frame, side) -> (X, y)``, float32)."""
+    side (``train``, ``valid`` or ``holdout``) into the model matrix and labels (``encode(frame, side)
+    -> (X, y)``, float32)."""
 
     sources: tuple[tuple[Partition, str, int], ...]  # (file, role, digest), one per partition
-    rows: dict[str, tuple[int, ...]]  # side -> rows per partition
+    rows: dict[str, tuple[int, ...]]  # side ("train", "valid", "holdout") -> rows per partition
     features: int
     read: Callable[[Partition, str, int], Any]
     encode: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
-    holdout_rows: int = 0
 
     def total(self, side: str) -> int:
-        return self.holdout_rows if side == "holdout" else sum(self.rows[side])
+        return sum(self.rows.get(side, ()))
+
+    def holding(self, side: str) -> list[int]:
+        """The partitions with rows on ``side``, by index."""
+        return [i for i, rows in enumerate(self.rows.get(side, ())) if rows]
 
     def with_validation(self) -> WorkerTable:
         """The same table whose training side holds its validation rows too (a refit on both)."""

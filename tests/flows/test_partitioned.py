@@ -231,3 +231,35 @@ def test_the_final_fit_on_the_workers_splits_categoricals_natively(dask_cluster,
         for name, fit in (("one-hot", one_hot), ("native", native))
     }
     assert auc["native"] > 0.68 and abs(auc["native"] - auc["one-hot"]) < 0.03, auc
+
+
+def test_the_whole_holdout_is_scored_where_it_lies(dask_cluster, tmp_path, monkeypatch):
+    """The holdout metrics read every holdout row, scored on the workers file by file
+    (``score_holdout``): the same labels and scores as scoring those rows in one process, however
+    few of them the driver's sample holds."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import roc_auc_score
+
+    from lepton.tasks import scan
+    from lepton.tasks.evaluation import evaluate_holdout
+    from lepton.tasks.train import BASELINE_PARAMS, train_model
+
+    spec = get_spec("finance")
+    folder = _write(_sample("finance"), tmp_path / "three", 3, seed=1)
+    whole = _split(spec, folder, dask_cluster)  # a small table: the driver's sample is its whole holdout
+    model = train_model(spec, whole, "linear", BASELINE_PARAMS)
+    here = model.predict(whole.holdout.X)
+    scored = scan.score_holdout(dask_cluster, whole.table, (model,), spec)
+    assert scored.rows == whole.rows("holdout") == whole.holdout.rows
+    assert sorted(scored.y) == sorted(whole.holdout.y)
+    np.testing.assert_allclose(np.sort(scored.scores[0]), np.sort(here), rtol=1e-5)
+
+    monkeypatch.setattr(scan, "SAMPLE_MIB", 1)  # the driver now holds only part of the holdout
+    sampled = _split(spec, folder, dask_cluster)
+    assert sampled.holdout.rows < sampled.rows("holdout") == whole.rows("holdout")
+    trained, opt = SimpleNamespace(baseline=model), SimpleNamespace(candidate=model, threshold=0.5)
+    evaluation = evaluate_holdout(spec, sampled, trained, opt, dask_cluster)  # type: ignore[arg-type]
+    assert evaluation.rows == whole.rows("holdout")
+    assert evaluation.metrics["roc_auc"] == pytest.approx(roc_auc_score(whole.holdout.y, here), abs=1e-9)
+    assert len(evaluation.scores) == sampled.holdout.rows  # the sample's own scores, for the paired test
