@@ -433,8 +433,10 @@ def _gather_sample(client: Any, held: list[Any], side: int, rows: int, limit: in
     return pl.concat(kept, how="vertical_relaxed").sort(PICK).head(limit).drop(PICK)
 
 
-def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
-    """Gather ``futures`` with progress; a lost cluster is an EngineError."""
+def _run(client: Any, futures: list[Any], what: str, summaries: bool = False) -> list[Any]:
+    """Gather ``futures`` with progress; a lost cluster is an EngineError. With ``summaries``,
+    each result is a (frame, summary) pair and only the summaries travel: the frames stay on
+    their workers (gathering them would bring the whole table to the driver)."""
     from distributed import CancelledError, as_completed
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
@@ -443,6 +445,8 @@ def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
         steps = Steps(what, len(futures), "partition", logged=10)
         for _ in as_completed(futures):
             steps.advance()
+        if summaries:
+            futures = [client.submit(operator.itemgetter(1), f, pure=False) for f in futures]
         return client.gather(futures)
     except (CancelledError, CommClosedError, KilledWorker) as exc:
         raise EngineError(f"the Dask cluster lost a worker during the {what} stage ({exc!r})") from exc
@@ -482,7 +486,7 @@ def check_table(spec: DomainSpec, data: Dataset, client: Any, holdout: Dataset |
     jobs = [(p, "data") for p in data.partitions]
     jobs += [(p, "holdout data") for p in (holdout.partitions if holdout else ())]
     first = [client.submit(check_partition, spec, p, encoding, role, pure=False) for p, role in jobs]
-    checked = tuple(c for _, c in _run(client, first, "preprocess"))
+    checked = tuple(_run(client, first, "preprocess", summaries=True))
     _merge_problems(list(checked), data)
     if spec.partition_by is not None or (spec.group_column is not None and spec.time_column is not None):
         _whole_groups(list(checked), spec)
@@ -497,7 +501,7 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
     mains = len(table.data.partitions)
     cutoffs = _cutoffs(client, spec, list(table.held[:mains]), list(table.checked[:mains]))
     second = [client.submit(assign, h, spec, cutoffs, pure=False) for h in table.held]
-    sides: list[Sides] = [s for _, s in _run(client, second, "features")]
+    sides: list[Sides] = _run(client, second, "features", summaries=True)
     frames = [client.submit(operator.itemgetter(0), f, pure=False) for f in second]
     del second
     rows: tuple[int, int, int] = tuple(sum(s.rows[i] for s in sides) for i in (TRAIN, VALID, HOLDOUT))  # type: ignore[assignment]
