@@ -1,6 +1,7 @@
 """Monitoring: ``lepton monitor DOMAIN [--data PATH | --since HOURS]`` as a Prefect flow.
 
-Reads a new batch (a CSV/Parquet file in the domain's schema) or a window of the prediction log,
+Reads a new batch (a CSV/Parquet file in the domain's schema, or a folder or glob of them, read
+file by file on the Dask workers) or a window of the prediction log,
 and compares it with the reference statistics stored with the champion version: per-feature
 drift (PSI and a KS / chi-squared test), drift of the model's output, and the model's metrics
 when the rows carry labels (a batch with the target column, or ``--labels`` joined to the log
@@ -69,8 +70,8 @@ def monitor(
 
     Args:
         domain: a built-in domain name, or a DomainSpec.
-        data: a CSV/Parquet file in the domain's schema (the target column, if present, is used
-            as labels); without it, the prediction log.
+        data: a CSV/Parquet file in the domain's schema, or a folder or glob of them (the target
+            column, if present, is used as labels); without it, the prediction log.
         since_hours: with the prediction log, only its last hours.
         labels: with the prediction log, a file of request_id (and row) and the target.
     """
@@ -79,8 +80,8 @@ def monitor(
     tracking.configure(settings)
     champion = load_champion(spec)
     batch = read_batch(spec, settings, data, since_hours, labels)
-    emit("note", "read batch", f"{batch.inputs.height:,} rows from {batch.source}")
-    report, performance = compare(spec, settings, champion, batch)
+    emit("note", "read batch", batch.describe())
+    report, performance, batch = compare(spec, settings, champion, batch)
     run_id, local = record(spec, settings, champion, batch, report, performance)
     event = alert(spec, champion.version, report, run_id, data) if report.detected else None
     emit(

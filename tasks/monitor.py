@@ -215,47 +215,122 @@ def _ks_statistic(reference: Mapping[str, Any], below: np.ndarray, at_most: np.n
     return statistic, float(stats.kstwo.sf(statistic, round(effective)))
 
 
-def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, rule: DriftSpec) -> FeatureDrift:
-    rows = max(len(values), 1)
-    missing = np.isnan(values)
-    numbers = values[~missing] if missing.any() else values
-    edges = np.asarray(reference["edges"], dtype=np.float64)
-    grid = np.asarray(reference.get("quantiles") or [], dtype=np.float64)
-    sketched = "cdf_at" in reference and len(grid) > 0 and len(numbers) > 0
-    finite = _finite(numbers) if sketched and rule.psi_bins == "sturges" else None
-    if not sketched:  # a reference from before the KS sketch, or nothing but missing values
-        statistic, p_value = math.nan, math.nan
-        proportions = _bin_proportions(numbers, edges, rows)
-    elif finite is not None and len(finite):  # Evidently's binning, of the finite values
-        # the equal-width edges join the sketch's grid: one ranking pass counts both (KS over
-        # every value, as the decile path does)
-        bounds = sturges_edges(reference, float(finite.min()), float(finite.max()), len(finite))
-        ranked = np.union1d(grid, bounds)
-        below, at_most, _ = _counts(numbers, ranked)
-        at_grid = np.searchsorted(ranked, grid)
-        statistic, p_value = _ks_statistic(reference, below[at_grid], at_most[at_grid], len(numbers))
-        # np.histogram's bins, [a, b) and the last [a, b]: -inf is below every edge (cancels), +inf
-        # is above the last
-        top = len(numbers) - int(np.count_nonzero(numbers == np.inf)) if finite is not numbers else len(numbers)
-        counts = np.diff(np.r_[below[np.searchsorted(ranked, bounds[:-1])], top])
-        expected, actual, labels = sturges_bins(reference, bounds, counts, rows)
-        psi = float(np.sum((actual - expected) * np.log(actual / expected)))
-        return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, labels, psi)
-    else:
-        below, at_most, per_rank = _counts(numbers, grid)
-        statistic, p_value = _ks_statistic(reference, below, at_most, len(numbers))
-        if np.isin(edges, grid).all():  # bin j holds the numbers with j edges <= them
-            edges_upto = np.r_[0, np.searchsorted(edges, grid, side="right")]  # by rank
-            counts = np.bincount(edges_upto, weights=per_rank, minlength=len(edges) + 1)
-            proportions = (counts / rows).tolist()
+@dataclass(frozen=True)
+class Span:
+    """A numeric column's values seen so far: how many are present (not missing), how many of
+    those are finite, and the finite ones' extremes. Adds up over partitions."""
+
+    present: int = 0
+    finite: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+
+    @classmethod
+    def of(cls, numbers: np.ndarray) -> Span:
+        """The span of ``numbers`` (present values: NaN already left out)."""
+        finite = _finite(numbers) if len(numbers) else numbers
+        if not len(finite):
+            return cls(len(numbers), 0)
+        return cls(len(numbers), len(finite), float(finite.min()), float(finite.max()))
+
+    def __add__(self, other: Span) -> Span:
+        return Span(self.present + other.present, self.finite + other.finite,
+                    min(self.low, other.low), max(self.high, other.high))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NumericCounts:
+    """What a numeric column's drift reads, in a form that adds up over partitions: its rows,
+    the values present and how many are +inf, and per value of the counting grid (``NumericPlan``)
+    how many values lie below it and how many at most at it."""
+
+    rows: int
+    present: int
+    infinite: int
+    below: np.ndarray
+    at_most: np.ndarray
+
+    def __add__(self, other: NumericCounts) -> NumericCounts:
+        return NumericCounts(self.rows + other.rows, self.present + other.present, self.infinite + other.infinite,
+                             self.below + other.below, self.at_most + other.at_most)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NumericPlan:
+    """How one numeric column is counted and decided: the grid its values are counted on (the
+    reference's KS sketch joined by the PSI bins' edges), and which PSI bins. Made from the
+    reference (and, for Sturges' bins, the whole batch's ``Span``), so every partition counts on
+    the same grid."""
+
+    ranked: np.ndarray  # sorted, unique: the values counted at
+    grid: np.ndarray  # the KS sketch's values (empty: no KS test)
+    edges: np.ndarray  # the PSI bins' edges (deciles of training, or Sturges' equal widths)
+    sturges: bool
+
+    @classmethod
+    def of(cls, reference: Mapping[str, Any], rule: DriftSpec, span: Span | None = None) -> NumericPlan:
+        """The plan for a batch whose values span ``span``; only Sturges' bins need it (without
+        it, their plan cannot be made: ``needs_span``)."""
+        grid = np.asarray(reference.get("quantiles") or [], dtype=np.float64)
+        edges = np.asarray(reference["edges"], dtype=np.float64)
+        if not ("cdf_at" in reference and len(grid)):  # a reference from before the KS sketch
+            return cls(edges, np.array([]), edges, False)
+        if rule.psi_bins == "sturges" and span is not None and span.finite:  # Evidently's bins, of finite values
+            bounds = sturges_edges(reference, span.low, span.high, span.finite)
+            return cls(np.union1d(grid, bounds), grid, bounds, True)
+        return cls(np.union1d(grid, edges), grid, edges, False)
+
+    @staticmethod
+    def needs_span(rule: DriftSpec) -> bool:
+        """Whether the bins depend on the batch's own range (Sturges'), so a batch in many files
+        is counted in a second pass, once the first has found the range."""
+        return rule.psi_bins == "sturges"
+
+    def count(self, values: np.ndarray) -> NumericCounts:
+        """The counts of ``values`` (NaN for missing) on this plan's grid."""
+        numbers = _present(values)
+        if len(self.ranked) and len(numbers):
+            below, at_most, _ = _counts(numbers, self.ranked)
         else:
-            proportions = _bin_proportions(numbers, edges, rows)
-    actual = np.array([*proportions, 1 - len(numbers) / rows])
-    expected = np.array([*reference["proportions"], reference["missing"]])
-    labels = [f"≤ {edges[0]:.4g}" if len(edges) else "all"]
-    labels += [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
-    labels += [f"> {edges[-1]:.4g}"] if len(edges) else []
-    return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, [*labels, "missing"])
+            below = at_most = np.zeros(len(self.ranked), dtype=np.int64)
+        return NumericCounts(len(values), len(numbers), int(np.count_nonzero(numbers == np.inf)), below, at_most)
+
+    def decide(self, name: str, reference: Mapping[str, Any], counts: NumericCounts, rule: DriftSpec) -> FeatureDrift:
+        rows = max(counts.rows, 1)
+        statistic, p_value = math.nan, math.nan
+        if len(self.grid):
+            at_grid = np.searchsorted(self.ranked, self.grid)
+            statistic, p_value = _ks_statistic(
+                reference, counts.below[at_grid], counts.at_most[at_grid], counts.present
+            )
+        at_edges = counts.below[np.searchsorted(self.ranked, self.edges)]
+        if self.sturges:
+            # np.histogram's bins, [a, b) and the last [a, b]: -inf is below every edge (cancels),
+            # +inf is above the last
+            bins = np.diff(np.r_[at_edges[:-1], counts.present - counts.infinite])
+            expected, actual, labels = sturges_bins(reference, self.edges, bins, rows)
+            psi = float(np.sum((actual - expected) * np.log(actual / expected)))
+            return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, labels, psi)
+        # bin j holds the values with j edges at or below them
+        bins = np.diff(np.r_[0, at_edges, counts.present])
+        actual = np.array([*(bins / rows), 1 - counts.present / rows])
+        expected = np.array([*reference["proportions"], reference["missing"]])
+        edges = self.edges
+        labels = [f"≤ {edges[0]:.4g}" if len(edges) else "all"]
+        labels += [f"{a:.4g} – {b:.4g}" for a, b in itertools.pairwise(edges)]
+        labels += [f"> {edges[-1]:.4g}"] if len(edges) else []
+        return _decided(name, "numeric", expected, actual, "ks", statistic, p_value, rule, [*labels, "missing"])
+
+
+def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray, rule: DriftSpec) -> FeatureDrift:
+    plan = NumericPlan.of(reference, rule, Span.of(_present(values)) if NumericPlan.needs_span(rule) else None)
+    return plan.decide(name, reference, plan.count(values), rule)
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    """The values that are not missing (no copy when none is)."""
+    missing = np.isnan(values)
+    return values[~missing] if missing.any() else values
 
 
 def _finite(numbers: np.ndarray) -> np.ndarray:
@@ -320,28 +395,47 @@ def _evidently_floor(shares: np.ndarray) -> np.ndarray:
     return np.where(shares > 0, shares, smallest / 1e6 if smallest <= 1e-4 else 1e-4)
 
 
+@dataclass(frozen=True)
+class LevelCounts:
+    """What a categorical column's drift reads, adding up over partitions: its rows, the missing
+    values, and how many rows hold each of the reference's levels (any other level is "other")."""
+
+    rows: int
+    missing: int
+    levels: np.ndarray
+
+    @classmethod
+    def of(cls, reference: Mapping[str, Any], values: np.ndarray | pl.Series) -> LevelCounts:
+        series = values if isinstance(values, pl.Series) else pl.Series("values", values, dtype=pl.String, strict=False)
+        counts = series.drop_nulls().cast(pl.String).value_counts()
+        seen = dict(zip(counts[counts.columns[0]].to_list(), counts["count"].to_list(), strict=True))
+        observed = np.array([seen.get(level, 0) for level in reference["levels"]], dtype=np.int64)
+        return cls(len(series), series.null_count(), observed)
+
+    def __add__(self, other: LevelCounts) -> LevelCounts:
+        return LevelCounts(self.rows + other.rows, self.missing + other.missing, self.levels + other.levels)
+
+    def decide(self, name: str, reference: Mapping[str, Any], rule: DriftSpec) -> FeatureDrift:
+        rows = max(self.rows, 1)
+        observed = self.levels.astype(np.float64)
+        observed = np.array([*observed, self.rows - self.missing - observed.sum(), self.missing])
+        known = sum(reference["levels"].values())
+        expected = np.array([*reference["levels"].values(), 1 - known - reference["missing"], reference["missing"]])
+        actual = observed / rows
+        # chi-squared of the batch's counts against the training proportions (empty bins floored)
+        used = (expected > 0) | (observed > 0)  # a bin empty on both sides says nothing
+        weights = np.maximum(np.clip(expected[used], 0, 1), EPSILON)
+        result = stats.chisquare(observed[used], weights / weights.sum() * observed.sum())
+        labels = [*reference["levels"], "other", "missing"]
+        return _decided(
+            name, "categorical", expected, actual, "chi2", float(result.statistic), float(result.pvalue), rule, labels
+        )
+
+
 def categorical_drift(
     name: str, reference: Mapping[str, Any], values: np.ndarray | pl.Series, rule: DriftSpec
 ) -> FeatureDrift:
-    series = values if isinstance(values, pl.Series) else pl.Series(name, values, dtype=pl.String, strict=False)
-    rows = max(len(series), 1)
-    counts = series.drop_nulls().cast(pl.String).value_counts()
-    seen = dict(zip(counts[counts.columns[0]].to_list(), counts["count"].to_list(), strict=True))
-    levels = list(reference["levels"])
-    observed = np.array([seen.get(level, 0) for level in levels], dtype=np.float64)
-    missing = series.null_count()
-    observed = np.array([*observed, rows - missing - observed.sum(), missing])
-    known = sum(reference["levels"].values())
-    expected = np.array([*reference["levels"].values(), 1 - known - reference["missing"], reference["missing"]])
-    actual = observed / rows
-    # chi-squared of the batch's counts against the training proportions (empty bins floored)
-    used = (expected > 0) | (observed > 0)  # a bin empty on both sides says nothing
-    weights = np.maximum(np.clip(expected[used], 0, 1), EPSILON)
-    result = stats.chisquare(observed[used], weights / weights.sum() * observed.sum())
-    labels = [*levels, "other", "missing"]
-    return _decided(
-        name, "categorical", expected, actual, "chi2", float(result.statistic), float(result.pvalue), rule, labels
-    )
+    return LevelCounts.of(reference, values).decide(name, reference, rule)
 
 
 def _decided(

@@ -6,7 +6,7 @@ the Prefect artifact, and alert (the ``lepton.drift.detected`` event) when it dr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from lepton.core import tracking
 from lepton.core.digest import rows_digest
+from lepton.core.partitions import Dataset, is_dataset, open_dataset
 from lepton.core.predlog import served_inputs
 from lepton.core.scoring import Scorer, read_reference
 from lepton.core.settings import Settings
@@ -25,6 +26,7 @@ from lepton.core.tables import read_table, resolve_input
 from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
+from lepton.tasks.batch_scan import scan_batch
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -42,14 +44,19 @@ def resource(spec: DomainSpec) -> dict[str, str]:
 # ---- what is monitored --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Batch:
-    inputs: pl.DataFrame  # the model inputs, typed
+    inputs: pl.DataFrame  # the model inputs, typed (empty for a dataset: its rows stay on the workers)
     source: str
     labels: pl.Series | None = None  # the target, where the rows have one
+    dataset: Dataset | None = None  # a batch stored as many files, read where the workers run
+    fingerprint: str | None = None  # a dataset's, once the workers have read it
 
     @property
     def digest(self) -> str:
         """A short fingerprint of the rows (MLflow's dataset lineage)."""
-        return rows_digest(self.inputs)
+        return self.fingerprint or rows_digest(self.inputs)
+
+    def describe(self) -> str:
+        return self.dataset.describe() if self.dataset else f"{self.inputs.height:,} rows from {self.source}"
 
 
 def batch_from_file(spec: DomainSpec, path: str) -> Batch:
@@ -131,13 +138,28 @@ def load_champion(spec: DomainSpec) -> Champion:
 def read_batch(
     spec: DomainSpec, settings: Settings, data: str | None, since_hours: float | None, labels: str | None
 ) -> Batch:
+    if data and is_dataset(data):  # only the files' list and footers here; the rows stay where they are
+        dataset = open_dataset(data)
+        return Batch(pl.DataFrame(), dataset.root, dataset=dataset)
     return batch_from_file(spec, data) if data else batch_from_log(spec, settings, since_hours, labels)
 
 
 @_step("compare")
-def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch) -> tuple[DriftReport, dict]:
+def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch) -> tuple[DriftReport, dict, Batch]:
     """Score the batch with the champion; drift of every feature and of the output; the
-    metrics where the rows carry labels."""
+    metrics where the rows carry labels; the batch with its fingerprint. A dataset is read,
+    scored and counted on the Dask workers (``lepton.tasks.batch_scan``)."""
+    if batch.dataset is not None:
+        from lepton.core.engine import dask_engine
+
+        with dask_engine(settings.dask_address) as engine:
+            scanned = scan_batch(
+                spec, champion.reference, champion.scorer, _monitored_output, batch.dataset, engine.client
+            )
+        performance = {}
+        if scanned.labels is not None and scanned.scores is not None:
+            performance = _performance(spec, champion.scorer, scanned.scores, scanned.labels)
+        return scanned.report, performance, replace(batch, fingerprint=scanned.digest)
     scores = champion.scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, champion.scorer, scores)
     frame = recipes.apply(spec.recipe_config(), batch.inputs)
@@ -149,7 +171,7 @@ def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Bat
     else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
         report = drift_report(spec, champion.reference, frame, predictions)
     performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
-    return report, performance
+    return report, performance, batch
 
 
 @_step("record")
@@ -232,7 +254,7 @@ def alert(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data
         "prediction_drifted": bool(report.prediction and report.prediction.drifted),
         "rows": report.rows,
         "mlflow_run_id": run_id,
-        "data": str(resolve_input(data)) if data else None,
+        "data": (open_dataset(data).root if is_dataset(data) else str(resolve_input(data))) if data else None,
     }
     event = emit_event(EVENT, resource=resource(spec), payload=payload)
     return str(event.id) if event is not None else None

@@ -472,7 +472,8 @@ def monitor(
     domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
     spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
     data: Annotated[
-        Path | None, typer.Option(help="A CSV/Parquet batch in the domain's schema (default: the prediction log).")
+        Path | None,
+        typer.Option(help="A CSV/Parquet batch in the domain's schema, or a folder/glob of them (default: the log)."),
     ] = None,
     since: Annotated[float | None, typer.Option(min=0.001, help="With the prediction log: its last HOURS.")] = None,
     labels: Annotated[

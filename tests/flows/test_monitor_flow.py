@@ -105,6 +105,71 @@ def test_bad_input_stops_before_anything_is_logged(champion, tmp_path):
     assert MlflowClient().get_experiment_by_name("lepton-medical-monitor") is None
 
 
+def _cut(frame: pl.DataFrame, folder: Path, files: int) -> Path:
+    """``frame``'s rows shuffled and written as ``files`` Parquet files under ``folder``."""
+    folder.mkdir()
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=11)
+    size = -(-frame.height // files)
+    for i in range(files):
+        shuffled[i * size : (i + 1) * size].write_parquet(folder / f"part-{i}.parquet")
+    return folder
+
+
+def _drift_metrics(run_id: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    return {k: v for k, v in metrics.items() if k.startswith(("psi_", "ks_p_", "chi2_p_", "drift"))}
+
+
+def test_a_batch_in_many_files_is_judged_on_the_workers_as_one_file_is(champion, tmp_path):
+    """A folder is read, scored and counted file by file on the Dask workers; the counts add up
+    to the very statistics the same rows give as one file, and the labels to the same metrics —
+    with Sturges' bins too, whose range needs a second pass over the files."""
+    from mlflow import MlflowClient
+
+    from lepton.flows.monitor import monitor
+
+    drifted = tmp_path / "drifted.parquet"
+    result = CliRunner().invoke(app, ["simulate-drift", "medical", "-o", str(drifted), "--rows", "3000"])
+    assert result.exit_code == 0, result.output
+    folder = _cut(pl.read_parquet(drifted), tmp_path / "drifted", 4)
+    one, many = _monitor("--data", str(drifted)), _monitor("--data", str(folder))
+
+    assert many["detected"] and many["drifted"] == one["drifted"] and many["rows"] == one["rows"] == 3000
+    assert many["source"] == str(folder) and many["prediction_drifted"] == one["prediction_drifted"]
+    assert many["performance"] == pytest.approx(one["performance"], abs=1e-12)
+    assert many["performance"]["labelled_rows"] == 3000
+    metrics = [_drift_metrics(r["run_id"]) for r in (one, many)]
+    assert len(metrics[0]) > 10 and metrics[1] == pytest.approx(metrics[0], rel=1e-9, abs=1e-12)
+    runs = [MlflowClient().get_run(r["run_id"]) for r in (one, many)]
+    digests = [run.inputs.dataset_inputs[0].dataset.digest for run in runs]
+    assert digests[0] == digests[1]  # the same rows, whatever the files
+
+    evidently = SPEC.model_copy(update={"drift": SPEC.drift.model_copy(update={"psi_bins": "sturges"})})
+    binned = [monitor(evidently, str(path)) for path in (drifted, folder)]
+    metrics = [_drift_metrics(r.run_id) for r in binned]
+    assert metrics[1] == pytest.approx(metrics[0], rel=1e-9, abs=1e-12) and binned[1].drifted == binned[0].drifted
+    assert metrics[1]["psi_age"] != _drift_metrics(many["run_id"])["psi_age"]  # other bins, other PSI
+
+    steady = _monitor("--data", str(_cut(pl.read_parquet(_steady(tmp_path)), tmp_path / "steady", 3)))
+    assert not steady["detected"] and steady["rows"] == 3000
+
+
+def test_a_bad_value_in_a_batchs_last_file_is_named_before_anything_is_logged(champion, tmp_path):
+    from mlflow import MlflowClient
+
+    folder = _cut(pl.read_parquet(_steady(tmp_path)), tmp_path / "batch", 3)
+    last = folder / "part-2.parquet"
+    rows = pl.read_parquet(last)
+    bad = pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("old")).otherwise(pl.col("age").cast(pl.String))
+    rows.with_columns(bad.alias("age")).write_parquet(last)
+    result = CliRunner().invoke(app, ["monitor", "medical", "--data", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert f"{last}: expected int, row 8 holds 'old'" in " ".join(result.stderr.split())
+    assert MlflowClient().get_experiment_by_name("lepton-medical-monitor") is None
+
+
 def test_the_report_renders_its_plots_in_headless_chromium(champion, tmp_path):
     from playwright.sync_api import sync_playwright
 

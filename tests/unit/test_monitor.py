@@ -210,3 +210,36 @@ def test_sturges_psi_counts_infinities_as_missing_and_survives_a_column_of_them(
     np.testing.assert_allclose(np.asarray(drift.current[:-1])[counted], shares[counted], atol=1e-12)
     assert drift.labels[-1] == "missing" and drift.current[-1] == pytest.approx(150 / len(with_inf))
     assert np.isfinite(numeric_drift("x", reference, np.full(1000, np.inf), rule).psi)
+
+
+@pytest.mark.parametrize("bins", ["quantile", "sturges"])
+def test_counts_add_up_over_pieces_to_the_whole_columns_drift(bins):
+    """A batch in many files is counted file by file (``NumericPlan`` on the whole batch's
+    ``Span``, ``LevelCounts``); the sums decide exactly as the whole column does, missing values
+    and infinities included."""
+    from lepton.domains.spec import DriftSpec
+    from lepton.tasks.monitor import LevelCounts, NumericPlan, Span, _present, categorical_drift, numeric_drift
+
+    rule = DriftSpec(psi_bins=bins)
+    reference = reference_statistics(_frame(5000), SPEC)["features"]
+    batch = _frame(4000, shift=0.3, cats=("a", "b", "c"), seed=2)
+    values = batch["num"].to_numpy().copy()
+    values[[3, 50, 700]] = np.nan
+    values[[9, 1200]] = np.inf
+    values[2500] = -np.inf
+    pieces = np.array_split(values, 5)
+    plan = NumericPlan.of(reference["num"], rule, sum((Span.of(_present(p)) for p in pieces), Span()))
+    total = plan.count(pieces[0])
+    for piece in pieces[1:]:
+        total = total + plan.count(piece)
+    whole = numeric_drift("num", reference["num"], values, rule)
+    assert plan.decide("num", reference["num"], total, rule) == whole
+    assert whole.p_value < 1e-6 and np.isfinite(whole.psi)
+
+    cats = batch["cat"].to_list()
+    cats[5] = None
+    levels = [LevelCounts.of(reference["cat"], pl.Series(c, dtype=pl.String)) for c in (cats[:1000], cats[1000:])]
+    merged = (levels[0] + levels[1]).decide("cat", reference["cat"], rule)
+    assert merged == categorical_drift("cat", reference["cat"], pl.Series(cats, dtype=pl.String), rule)
+    assert merged.drifted and merged.current[-2] > 0.2  # "c", unseen in training, is "other"
+    assert merged.reference[-2] == pytest.approx(0, abs=1e-9)
