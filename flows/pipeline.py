@@ -234,7 +234,7 @@ def pipeline(
     def features(engine: Engine, first: Preprocessed) -> tuple[PreparedData, FeatureRun]:
         if first.table is not None:
             table = prepare_table_task(spec, first.table, engine.client, settings.search_rows)
-            return table, FeatureRun(len(first.table.held), first.table.workers)
+            return table, FeatureRun(len(first.table.jobs), first.table.workers)
         return features_task(spec, first.checked, engine.client)
 
     with contextlib.ExitStack() as scope:
@@ -250,7 +250,7 @@ def pipeline(
             prepared, feature_run = stages.run("features", lambda: stored, hit=lambda _: True)
         else:
             prepared, feature_run = stages.run("features", lambda: features(engine, first), workers)
-            del first  # a partitioned table's checked rows leave the workers: later stages read the files again
+            del first  # a partitioned table's time keys leave the workers
             if keys:
                 store.store("prepared", keys.prepared, (prepared, feature_run), write_prepared)
         trained = stages.cached(

@@ -13,10 +13,12 @@ samples, never the table:
    the same then stay together), a group split from a hash of the group; a time split holds out
    the rows from the exact cutoff that a sort of every time would give (found from merged
    histograms, never a sort on one machine).
-3. **encode**: the encoder's levels are merged from per-partition counts on the training side;
-   then the workers let the rows go: the final fit (``PreparedData.table``) reads each file again
-   where it runs (``PartitionReader``) and encodes it as XGBoost asks (``SideEncoder``), so no
-   copy of the table, raw or encoded, is kept between stages.
+3. **encode**: the encoder's levels are merged from per-partition counts on the training side.
+   No step keeps a file's rows once it is done with them (only a time split's time keys stay
+   between the check and the split): each pass — the split's counts, the samples, the final fit
+   (``PreparedData.table``), the holdout's scores — reads the file again where it runs
+   (``PartitionReader``, refusing a file whose rows changed) and encodes it as XGBoost asks
+   (``SideEncoder``), so a worker holds one file at a time, never its share of the table.
    The driver gathers uniform samples of each side (at most
    ``search_rows`` training rows for the search, ``SAMPLE_ROWS`` of validation and holdout, and
    never more than ``SAMPLE_MIB`` of encoded rows: ``sample_limits``),
@@ -156,26 +158,34 @@ def check_partition(spec: DomainSpec, partition: Partition, encoding: str | None
     return (frame, role), checked
 
 
-def _times(held: tuple[pl.DataFrame, str], below: int | None) -> np.ndarray:
-    frame, _ = held
-    keys = frame[TIME].drop_nulls()
-    values = keys.to_numpy()
+def check_summary(spec: DomainSpec, partition: Partition, encoding: str | None, role: str) -> tuple[Any, Checked]:
+    """Step 1 as the check stage runs it: what the file sends back, and of its rows only the
+    time keys stay on the worker (a time split's cutoffs read them); the rows are read again
+    where a later step needs them."""
+    held, checked = check_partition(spec, partition, encoding, role)
+    if held is None or TIME not in held[0].columns:
+        return None, checked
+    return held[0][TIME].drop_nulls().to_numpy(), checked
+
+
+def _times(keys: np.ndarray | None, below: int | None) -> np.ndarray:
+    values = keys if keys is not None else np.array([], dtype=np.int64)
     return values[values < below] if below is not None else values
 
 
-def _count_times(held: tuple[pl.DataFrame, str], below: int | None) -> int:
-    return len(_times(held, below))
+def _count_times(keys: np.ndarray | None, below: int | None) -> int:
+    return len(_times(keys, below))
 
 
-def _histogram(held: tuple[pl.DataFrame, str], below: int | None, edges: np.ndarray) -> np.ndarray:
+def _histogram(keys: np.ndarray | None, below: int | None, edges: np.ndarray) -> np.ndarray:
     """Counts of the time keys in ``[edges[i], edges[i + 1])``."""
-    values = _times(held, below)
+    values = _times(keys, below)
     inside = values[(values >= edges[0]) & (values < edges[-1])]
     return np.bincount(np.searchsorted(edges, inside, side="right") - 1, minlength=len(edges) - 1)
 
 
-def _between(held: tuple[pl.DataFrame, str], below: int | None, lo: int, hi: int) -> np.ndarray:
-    values = _times(held, below)
+def _between(keys: np.ndarray | None, below: int | None, lo: int, hi: int) -> np.ndarray:
+    values = _times(keys, below)
     return values[(values >= lo) & (values <= hi)]
 
 
@@ -239,13 +249,29 @@ class PartitionReader:
     cutoffs: dict[str, int]
 
     def __call__(self, partition: Partition, role: str, digest: int) -> pl.DataFrame:
+        return self.split(partition, role, digest)[0]
+
+    def split(self, partition: Partition, role: str, digest: int) -> tuple[pl.DataFrame, Sides]:
         held, checked = check_partition(self.spec, partition, self.encoding, role)
         if held is None or checked.digest != digest:
             raise DataError(
                 f"{partition.name} changed while the run was using it (its rows differ from those checked at the "
                 "start); nothing was registered. Leave the files as they are during a run and start it again"
             )
-        return assign(held, self.spec, self.cutoffs)[0]
+        return assign(held, self.spec, self.cutoffs)
+
+
+def split_part(reader: PartitionReader, partition: Partition, role: str, digest: int) -> Sides:
+    """Step 2 for one file, read again: its rows and labels per side, its training levels."""
+    return reader.split(partition, role, digest)[1]
+
+
+def sample_part(
+    reader: PartitionReader, partition: Partition, role: str, digest: int, fractions: tuple[float, ...]
+) -> tuple[pl.DataFrame, ...]:
+    """One file, read and split again: each side's rows whose sample draw is under its fraction."""
+    frame = reader(partition, role, digest)
+    return tuple(sample(frame, side, fraction) for side, fraction in enumerate(fractions))
 
 
 @dataclass(frozen=True)
@@ -356,17 +382,17 @@ def _whole_groups(checked: list[Checked], spec: DomainSpec) -> None:
             seen[group] = c.partition
 
 
-def kth_time(client: Any, held: list[Any], k: int, lo: int, hi: int, below: int | None = None) -> int:
-    """The ``k``-th smallest time key (0-based) over the partitions ``held`` (below ``below``),
+def kth_time(client: Any, times: list[Any], k: int, lo: int, hi: int, below: int | None = None) -> int:
+    """The ``k``-th smallest time key (0-based) over the partitions' time keys ``times`` (below ``below``),
     exactly as a sort of all of them would give: histograms narrow the range until few enough
     candidates remain to gather and sort."""
     while True:
         if lo >= hi:
             return lo
         edges = np.array(sorted({lo + i * (hi + 1 - lo) // BINS for i in range(BINS + 1)}), dtype=np.int64)
-        counts = sum(client.gather(client.map(_histogram, held, below=below, edges=edges, pure=False)))
+        counts = sum(client.gather(client.map(_histogram, times, below=below, edges=edges, pure=False)))
         if int(counts.sum()) <= GATHER_ROWS:
-            found = client.gather(client.map(_between, held, below=below, lo=lo, hi=hi, pure=False))
+            found = client.gather(client.map(_between, times, below=below, lo=lo, hi=hi, pure=False))
             return int(np.sort(np.concatenate(found))[k])
         cumulative = np.cumsum(counts)
         i = int(np.searchsorted(cumulative, k, side="right"))
@@ -374,9 +400,9 @@ def kth_time(client: Any, held: list[Any], k: int, lo: int, hi: int, below: int 
         lo, hi = int(edges[i]), int(edges[i + 1]) - 1
 
 
-def _cutoffs(client: Any, spec: DomainSpec, held: list[Any], checked: list[Checked]) -> dict[str, int]:
+def _cutoffs(client: Any, spec: DomainSpec, times: list[Any], checked: list[Checked]) -> dict[str, int]:
     """Time splits without groups: the first time of the holdout and of validation, over the
-    training table's partitions ``held``."""
+    training table's partitions ``times``."""
     split = spec.split
     if spec.time_column is None or spec.group_column is not None or split.kind in ("stratified", "random"):
         return {}
@@ -384,13 +410,13 @@ def _cutoffs(client: Any, spec: DomainSpec, held: list[Any], checked: list[Check
     if not ranges:
         raise SchemaError([Problem("all_null", spec.time_column, "every time is missing")], "the dataset")
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    n = sum(client.gather(client.map(_count_times, held, below=None, pure=False)))  # non-null times
+    n = sum(client.gather(client.map(_count_times, times, below=None, pure=False)))  # non-null times
     out: dict[str, int] = {}
     below = None
     if split.kind == "time":
-        out["holdout"] = below = kth_time(client, held, int(n * (1 - split.holdout_size)), lo, hi)
-        n = sum(client.gather(client.map(_count_times, held, below=below, pure=False)))
-    out["validation"] = kth_time(client, held, int(n * (1 - split.validation_size)), lo, hi, below)
+        out["holdout"] = below = kth_time(client, times, int(n * (1 - split.holdout_size)), lo, hi)
+        n = sum(client.gather(client.map(_count_times, times, below=below, pure=False)))
+    out["validation"] = kth_time(client, times, int(n * (1 - split.validation_size)), lo, hi, below)
     return out
 
 
@@ -422,13 +448,17 @@ def _check_sides(spec: DomainSpec, sides: list[Sides], rows: tuple[int, int, int
             raise SchemaError(single, f"the {name} split ({rows[s]} rows)")
 
 
-def _gather_sample(client: Any, held: list[Any], side: int, rows: int, limit: int) -> pl.DataFrame:
+def _fraction(rows: int, limit: int) -> float:
+    """The sample draw under which a side's rows are sent to the driver: a little above what
+    ``limit`` needs (six standard deviations over), so it is enough but for odds of about one in
+    a billion."""
+    return 1.0 if rows <= limit else min(1.0, (limit + 6 * limit**0.5 + 100) / rows)
+
+
+def _merged_sample(frames: list[pl.DataFrame], limit: int) -> pl.DataFrame:
     """``limit`` rows of a side (all of them when it has no more): those with the smallest sample
     draws, in the order of their draws — the same rows in the same order whatever the
-    partitioning. Each partition sends the rows under a fraction a little above what is needed
-    (six standard deviations over), so it is enough but for odds of about one in a billion."""
-    fraction = 1.0 if rows <= limit else min(1.0, (limit + 6 * limit**0.5 + 100) / rows)
-    frames = client.gather(client.map(sample, held, side=side, fraction=fraction, pure=False))
+    partitioning."""
     kept = [f for f in frames if f.height] or frames[:1]
     return pl.concat(kept, how="vertical_relaxed").sort(PICK).head(limit).drop(PICK)
 
@@ -454,14 +484,14 @@ def _run(client: Any, futures: list[Any], what: str, summaries: bool = False) ->
 
 @dataclass(frozen=True)
 class CheckedTable:
-    """The check's result (the preprocess stage of a partitioned table): each partition's
-    checked frame on its worker, and what each sent back."""
+    """The check's result (the preprocess stage of a partitioned table): what each partition
+    sent back, and the time keys of each on its worker (no rows: later steps read the files again)."""
 
     data: Dataset
-    held: tuple[Any, ...]  # futures of (frame, role), data partitions first
+    times: tuple[Any, ...]  # futures of each partition's time keys (or None), data partitions first
     checked: tuple[Checked, ...]
     workers: tuple[str, ...]
-    jobs: tuple[tuple[Partition, str], ...]  # (file, role) of each held partition
+    jobs: tuple[tuple[Partition, str], ...]  # (file, role) of each partition
 
     @property
     def fingerprint(self) -> str:
@@ -485,25 +515,25 @@ def check_table(spec: DomainSpec, data: Dataset, client: Any, holdout: Dataset |
     encoding = spec.data.encoding
     jobs = [(p, "data") for p in data.partitions]
     jobs += [(p, "holdout data") for p in (holdout.partitions if holdout else ())]
-    first = [client.submit(check_partition, spec, p, encoding, role, pure=False) for p, role in jobs]
+    first = [client.submit(check_summary, spec, p, encoding, role, pure=False) for p, role in jobs]
     checked = tuple(_run(client, first, "preprocess", summaries=True))
     _merge_problems(list(checked), data)
     if spec.partition_by is not None or (spec.group_column is not None and spec.time_column is not None):
         _whole_groups(list(checked), spec)
-    held = tuple(client.submit(operator.itemgetter(0), f, pure=False) for f in first)
+    times = tuple(client.submit(operator.itemgetter(0), f, pure=False) for f in first)
     workers = tuple(sorted(str(w) for w in client.nthreads()))
-    return CheckedTable(data, held, checked, workers, tuple(jobs))
+    return CheckedTable(data, times, checked, workers, tuple(jobs))
 
 
 def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_rows: int) -> PreparedData:
-    """Steps 2 and 3: split every partition, merge the encoder, encode the partitions where they
-    lie, and gather the samples the driver works on."""
+    """Steps 2 and 3: split every partition, merge the encoder, and gather the samples the
+    driver works on. Each file is read again for each pass (the split's counts, then the
+    samples), so a worker holds one file at a time, never its share of the table."""
     mains = len(table.data.partitions)
-    cutoffs = _cutoffs(client, spec, list(table.held[:mains]), list(table.checked[:mains]))
-    second = [client.submit(assign, h, spec, cutoffs, pure=False) for h in table.held]
-    sides: list[Sides] = _run(client, second, "features", summaries=True)
-    frames = [client.submit(operator.itemgetter(0), f, pure=False) for f in second]
-    del second
+    cutoffs = _cutoffs(client, spec, list(table.times[:mains]), list(table.checked[:mains]))
+    reader = PartitionReader(spec, spec.data.encoding, cutoffs)
+    sources = [(p, role, c.digest) for (p, role), c in zip(table.jobs, table.checked, strict=True)]
+    sides: list[Sides] = _run(client, [client.submit(split_part, reader, *s, pure=False) for s in sources], "features")
     rows: tuple[int, int, int] = tuple(sum(s.rows[i] for s in sides) for i in (TRAIN, VALID, HOLDOUT))  # type: ignore[assignment]
     _check_sides(spec, sides, rows)
     train_labels: Counter = Counter()
@@ -519,14 +549,16 @@ def prepare_table(spec: DomainSpec, table: CheckedTable, client: Any, search_row
         "categorical": {n: levels.get(n, []) for n, d in kinds.items() if d is Dtype.CATEGORY},
     }
     limits = sample_limits(_width(encoder), search_rows)
-    samples = [_gather_sample(client, frames, s, rows[s], limits[s]) for s in (TRAIN, VALID, HOLDOUT)]
+    fractions = tuple(_fraction(rows[s], limits[s]) for s in (TRAIN, VALID, HOLDOUT))
+    picked = _run(client, [client.submit(sample_part, reader, *s, fractions, pure=False) for s in sources], "features")
+    samples = [_merged_sample([p[s] for p in picked], limits[s]) for s in (TRAIN, VALID, HOLDOUT)]
+    del picked
     notes = [*table.notes, *check_leakage(samples[TRAIN], model_spec, classes).notes]  # on the training sample
-    del frames  # the workers let the table go: the final fit reads each file again where it runs
     workers = WorkerTable(
-        sources=tuple((p, role, c.digest) for (p, role), c in zip(table.jobs, table.checked, strict=True)),
+        sources=tuple(sources),
         rows={name: tuple(s.rows[i] for s in sides) for name, i in SIDE_KEYS.items()},
         features=_width(encoder),
-        read=PartitionReader(spec, spec.data.encoding, cutoffs),
+        read=reader,
         encode=SideEncoder(spec, encoder, classes),
     )
 

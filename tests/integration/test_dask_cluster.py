@@ -187,3 +187,61 @@ def test_a_worker_killed_for_memory_in_the_final_fit_is_reported_as_such(tmp_pat
         assert "dask worker --memory-limit" in message and "Nothing was registered" in message
     finally:
         cluster.stop()
+
+
+def _wide(folder: Path, files: int, rows: int, columns: int, shift: float = 0.0, seed: int = 0) -> int:
+    """A wide binary table of ``files`` Parquet files (float64 columns x0.., target y that depends
+    on x0..x2); its size in memory, in bytes."""
+    import numpy as np
+    import polars as pl
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    size = 0
+    for i in range(files):
+        X = rng.normal(size=(rows, columns))
+        X[:, 0] += shift
+        chance = 1 / (1 + np.exp(-(X[:, 0] - 0.5 * X[:, 1] + 0.25 * X[:, 2])))
+        labels = (rng.random(rows) < chance).astype(int)
+        frame = pl.DataFrame({**{f"x{j}": X[:, j] for j in range(columns)}, "y": labels})
+        frame.write_parquet(folder / f"part-{i:02d}.parquet", compression="lz4")
+        size += frame.estimated_size()
+    return size
+
+
+@pytest.mark.slow  # a 1.3 GB table through the whole pipeline on two 1 GB workers: about 4 minutes on 2 cores
+def test_a_table_larger_than_a_workers_memory_limit_trains_registers_and_monitors(lepton_home, monkeypatch, tmp_path):
+    """Two `dask worker --memory-limit 1GB` processes (the nanny kills a worker at 95% of it) and a
+    table larger than that in memory: no process ever holds it. It trains on every row, the chosen
+    model is registered, and a batch of the same size, shifted in one column, is monitored file by
+    file — and no worker was killed and restarted on the way."""
+    from lepton.app.api import spec_from_file
+    from lepton.domains.infer import make_hints
+    from lepton.flows.monitor import monitor
+
+    size = _wide(tmp_path / "wide", files=16, rows=100_000, columns=100)
+    assert size > 2**30 * 1.2  # more than either worker may hold
+    cluster = Cluster(tmp_path, memory_limit="1GB")
+    try:
+        monkeypatch.setenv("LEPTON_DASK_ADDRESS", cluster.address)
+        monkeypatch.setenv("LEPTON_SEARCH_ROWS", "50000")  # the search's sample, sized to these workers
+        spec = spec_from_file(tmp_path / "wide", make_hints(target="y")).spec
+        result = pipeline(domain=spec, trials=0, data=str(tmp_path / "wide"))
+        assert result.version == "1" and result.promoted and result.metrics["roc_auc"] > 0.7
+        from mlflow import MlflowClient
+
+        params = MlflowClient().get_run(result.run_id).data.params
+        rows = {side: int(params[f"rows_{side}"]) for side in ("train", "valid", "holdout", "holdout_scored")}
+        assert rows["train"] + rows["valid"] + rows["holdout"] == 1_600_000
+        assert rows["holdout_scored"] == rows["holdout"]  # every holdout row, scored where it lies
+        if result.family == "xgboost":  # fitted on every training row, where the files lie
+            assert params["trained_on"] == f"{rows['train']:,} rows, XGBoost across 2 Dask worker(s)"
+
+        _wide(tmp_path / "batch", files=16, rows=100_000, columns=100, shift=1.0, seed=1)
+        monitored = monitor(spec, str(tmp_path / "batch"))
+        assert monitored.rows == 1_600_000 and monitored.version == "1"
+        assert monitored.detected and "x0" in monitored.drifted and len(monitored.drifted) <= 3
+        assert monitored.performance["labelled_rows"] == 1_600_000 and monitored.performance["roc_auc"] > 0.7
+        assert cluster.client.run(os.getpid) == cluster.pids  # the same two workers throughout
+    finally:
+        cluster.stop()
