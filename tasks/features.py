@@ -76,7 +76,9 @@ def _on_workers(client: Any, config: dict[str, Any], pieces: list[pl.DataFrame],
             shared = client.scatter(pieces, hash=False)
             futures = client.map(_compute, [config] * len(pieces), shared, pure=False)
             steps = Steps("features", len(futures), "partition", logged=10)
-            for _ in as_completed(futures):  # progress as each partition lands; results in order below
+            # client's loop: as_completed defaults to the newest client's, whose events a gather
+            # that reschedules lost keys cannot wait on
+            for _ in as_completed(futures, loop=client.loop):  # progress as each lands; results in order below
                 steps.advance()
             return client.gather(futures)
         except (CancelledError, CommClosedError, KilledWorker) as exc:

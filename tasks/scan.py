@@ -473,7 +473,9 @@ def _run(client: Any, futures: list[Any], what: str, summaries: bool = False) ->
 
     try:
         steps = Steps(what, len(futures), "partition", logged=10)
-        for _ in as_completed(futures):
+        # This client's loop, not the newest client's (as_completed's default): a gather that
+        # reschedules keys a lost worker held waits on events bound to the loop that first awaited them.
+        for _ in as_completed(futures, loop=client.loop):
             steps.advance()
         if summaries:
             futures = [client.submit(operator.itemgetter(1), f, pure=False) for f in futures]

@@ -189,6 +189,29 @@ def test_a_worker_killed_for_memory_in_the_final_fit_is_reported_as_such(tmp_pat
         cluster.stop()
 
 
+def test_results_lost_with_their_worker_are_computed_again(tmp_path):
+    """A stage's results wait on their workers until the driver gathers them; a worker lost in
+    between has its results computed again elsewhere. With another client opened later in the
+    process (a test's, a notebook's), the progress loop once bound the results' events to that
+    client's loop, and the rescheduled gather failed with 'bound to a different event loop'."""
+    from lepton.tasks.scan import _run
+
+    cluster = Cluster(tmp_path)
+    newer = Client(cluster.address, timeout="30s")  # the process's default client from here on
+    try:
+        victim = sorted(cluster.pids)[0]
+        futures = [
+            cluster.client.submit(pow, i, 2, workers=[victim], allow_other_workers=True, pure=False) for i in range(8)
+        ]
+        assert _run(cluster.client, futures, "test") == [i * i for i in range(8)]
+        assert {tuple(w) for w in cluster.client.who_has(futures).values()} == {(victim,)}
+        os.kill(cluster.pids[victim], signal.SIGKILL)
+        assert _run(cluster.client, futures, "test") == [i * i for i in range(8)]
+    finally:
+        newer.close()
+        cluster.stop()
+
+
 def _wide(folder: Path, files: int, rows: int, columns: int, shift: float = 0.0, seed: int = 0) -> int:
     """A wide binary table of ``files`` Parquet files (float64 columns x0.., target y that depends
     on x0..x2); its size in memory, in bytes."""
