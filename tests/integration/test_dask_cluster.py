@@ -147,6 +147,7 @@ def test_a_worker_killed_in_the_final_fit_registers_nothing(nothing_recorded, mo
     folder = tmp_path / "loans"  # large enough for a fit of seconds, in which the kill can land
     write_partitioned(spec, read_table(spec.data.resolve(spec.data.path)), 100_000, folder, files=4)
     monkeypatch.setenv("LEPTON_DASK_ADDRESS", cluster.address)
+    monkeypatch.setenv("LEPTON_DISTRIBUTED_ROWS", "0")  # all in the driver's samples, yet fitted on the cluster
     killed, killer = cluster.kill_when_running("_fit_here-", within=240)  # each worker's share of the fit
     with pytest.raises(EngineError, match="during the final fit"):
         pipeline(domain="finance", trials=0, data=str(folder))
