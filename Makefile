@@ -19,7 +19,7 @@ LINT_IMPORTS = tree=$$(mktemp -d) && cp -r lepton $$tree/ && for d in domains ta
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-all lint bench bench-drift bench-autogluon bench-budget bench-cache bench-tables samples clean
+.PHONY: install browser demo test test-slow test-scale test-all lint bench bench-drift bench-autogluon bench-budget bench-cache bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ test: install browser
 
 ## Slower suites (minutes): public tables a new user would bring, each through the real CLI.
 test-slow: install
-	$(call PYTEST,-m slow)
+	$(call PYTEST,-m "slow and not scale")
+
+## A table larger than a worker's memory limit, through the whole pipeline on real worker processes
+## (about 5 minutes on 2 cores, more under load: kept out of CI's 90 minutes).
+test-scale: install
+	$(call PYTEST,-m scale)
 
 test-all: install
 	$(call PYTEST,)

@@ -233,7 +233,8 @@ def _wide(folder: Path, files: int, rows: int, columns: int, shift: float = 0.0,
     return size
 
 
-@pytest.mark.slow  # a 1.3 GB table through the whole pipeline on two 1 GB workers: about 4 minutes on 2 cores
+@pytest.mark.slow
+@pytest.mark.scale  # a 1.3 GB table through the whole pipeline on two 1 GB workers: 4-5 minutes on 2 cores
 def test_a_table_larger_than_a_workers_memory_limit_trains_registers_and_monitors(lepton_home, monkeypatch, tmp_path):
     """Two `dask worker --memory-limit 1GB` processes (the nanny kills a worker at 95% of it) and a
     table larger than that in memory: no process ever holds it. It trains on every row, the chosen
