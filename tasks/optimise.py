@@ -365,17 +365,13 @@ def final_fit(
     regularised linear model on a million rows has nothing left to learn from more."""
     if not families.get(candidate.family).refits_on_all_rows:
         return candidate
-    if data.table is not None:  # a partitioned table: fitted where its partitions lie
-        if client is None:
-            raise EngineError("a partitioned table is fitted on its Dask cluster, and none was given")
-        # A table small enough that the driver's samples are all of its training and validation
-        # rows was fitted on every row already: as for one file, the cluster's collective (a
-        # network round per tree level) would only slow it.
-        whole = data.train.rows == data.rows("train") and data.valid.rows == data.rows("valid")
-        if whole and candidate.train_rows == data.train.rows and data.train.rows < distributed_rows:
-            return candidate
-        return train_model(spec, data, candidate.family, candidate.params, device, client)
-    distributed = client is not None and data.train.rows >= distributed_rows
+    if data.table is not None and client is None:
+        raise EngineError("a partitioned table is fitted on its Dask cluster, and none was given")
+    # A partitioned table whose driver samples are not all of its training and validation rows
+    # is fitted where its partitions lie; one the samples hold whole is like one file (the
+    # cluster's collective, a network round per tree level, would only slow a small table).
+    whole = data.train.rows == data.rows("train") and data.valid.rows == data.rows("valid")
+    distributed = client is not None and (data.train.rows >= distributed_rows or not whole)
     if candidate.train_rows == data.train.rows and not distributed:
         return candidate
     return train_model(spec, data, candidate.family, candidate.params, device, client if distributed else None)
