@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--partitioned", action="store_true", help="a folder of files on a process cluster")
     parser.add_argument("--worker-memory", default="9GB", help="each worker's --memory-limit")
     parser.add_argument("--file-rows", type=int, default=250_000, help="rows per file")
+    parser.add_argument(
+        "--domain", default="finance", choices=["finance", "manufacturing"],
+        help="with --partitioned: the table to synthesise (the script by hand runs for finance only)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.partitioned:
         partitioned(args)
@@ -159,8 +163,10 @@ def _chosen(home: Path, run_id: str) -> tuple[dict, int]:
 
 
 def partitioned(args: argparse.Namespace) -> None:
-    report: dict = {"benchmark": "scale_partitioned", "domain": "finance", "trials": args.trials,
+    domain = args.domain
+    report: dict = {"benchmark": "scale_partitioned", "domain": domain, "trials": args.trials,
                     "worker_memory": args.worker_memory, "sizes": {}}  # fmt: skip
+    name = "scale_partitioned" if domain == "finance" else f"scale_partitioned_{domain}"
     with tempfile.TemporaryDirectory(prefix="lepton-scale-") as tmp:
         home = Path(tmp) / "home"
         cluster = ProcessCluster(Path(tmp), args.worker_memory)
@@ -168,30 +174,22 @@ def partitioned(args: argparse.Namespace) -> None:
                "LEPTON_DASK_ADDRESS": cluster.address}  # fmt: skip
         try:
             for rows in args.rows:
-                data = Path(tmp) / f"finance_{rows}"
+                data = Path(tmp) / f"{domain}_{rows}"
                 files = max(2, -(-rows // args.file_rows))
                 start = time.perf_counter()
-                run_once([str(BIN / "lepton"), "synth", "finance", "--rows", str(rows), "--files", str(files),
+                run_once([str(BIN / "lepton"), "synth", domain, "--rows", str(rows), "--files", str(files),
                           "-o", str(data), "--force"], env)  # fmt: skip
                 synth_seconds = time.perf_counter() - start
                 size_mb = sum(f.stat().st_size for f in data.iterdir()) / 2**20
                 in_memory_mb = _in_memory_mb(data)
                 cluster.reset()
-                cmd = [str(BIN / "lepton"), "run", "finance", "--data", str(data), "--json",
+                cmd = [str(BIN / "lepton"), "run", domain, "--data", str(data), "--json",
                        "--trials", str(args.trials), "--no-cache"]  # fmt: skip
                 sample, out = run_once(cmd, env)
                 lepton_workers = cluster.reset()
                 result = json.loads(out.strip().splitlines()[-1])
                 params, rounds = _chosen(home, result["run_id"])
-                peaks = {"driver_peak_mb": sample.peak_rss_mb, "worker_peak_mb": lepton_workers}
-                report["sizes"][str(rows)] = {"lepton": {"seconds": sample.seconds, **peaks, "result": result}}
-                write("scale_partitioned", report)  # kept should the script by hand fail
-                hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
-                            "--address", cluster.address, "--params", json.dumps(params),
-                            "--rounds", str(rounds)]  # fmt: skip
-                hand, hand_out = run_once(hand_cmd, env)
-                hand_workers = cluster.reset()
-                by_hand = json.loads(hand_out.strip().splitlines()[-1])
+                metric = result["primary_metric"]
                 entry = {
                     "files": files,
                     "file_mb": size_mb,
@@ -202,33 +200,66 @@ def partitioned(args: argparse.Namespace) -> None:
                         "driver_peak_mb": sample.peak_rss_mb,
                         "worker_peak_mb": lepton_workers,
                         "stages": {k: v["seconds"] for k, v in result["stages"].items()},
-                        "roc_auc": result["metrics"]["roc_auc"],
-                        "baseline_roc_auc": result["baseline_metrics"]["roc_auc"],
+                        "metric": metric,
+                        "value": result["metrics"][metric],
+                        "baseline_value": result["baseline_metrics"][metric],
                         "trained_on": result["engine"]["trained_on"],
                         "family": result["family"],
                         "params": params,
                         "rounds": rounds,
                         "final_fit_seconds": _final_fit_seconds(home, result["run_id"]),
+                        "trials": _trials(home, result["run_id"]),
                     },
-                    "by_hand": {**by_hand, "driver_peak_mb": hand.peak_rss_mb, "worker_peak_mb": hand_workers},
                 }
                 report["sizes"][str(rows)] = entry
-                write("scale_partitioned", report)
-                shutil.rmtree(data)
-                stages = entry["lepton"]["stages"]
+                write(name, report)  # kept should the script by hand fail
                 mb = ", ".join(f"{w:,.0f}" for w in lepton_workers)
-                print(
+                line = (
                     f"{rows:>11,} rows ({files} files, {in_memory_mb:,.0f} MB in memory): "
                     f"Lepton {sample.seconds:.1f}s, driver {sample.peak_rss_mb:,.0f} MB, workers {mb} MB, "
-                    f"ROC AUC {entry['lepton']['roc_auc']:.4f}, {entry['lepton']['trained_on']}, stages {stages}; "
-                    f"by hand {by_hand['seconds']:.1f}s (fit {by_hand['steps']['fit']:.1f}s), driver "
-                    f"{hand.peak_rss_mb:,.0f} MB, workers {', '.join(f'{w:,.0f}' for w in hand_workers)} MB, "
-                    f"ROC AUC {by_hand['roc_auc']:.4f}",
-                    flush=True,
+                    f"{metric} {entry['lepton']['value']:.4f}, {entry['lepton']['trained_on']}, "
+                    f"stages {entry['lepton']['stages']}"
                 )
+                if domain == "finance":
+                    hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
+                                "--address", cluster.address, "--params", json.dumps(params),
+                                "--rounds", str(rounds)]  # fmt: skip
+                    hand, hand_out = run_once(hand_cmd, env)
+                    hand_workers = cluster.reset()
+                    by_hand = json.loads(hand_out.strip().splitlines()[-1])
+                    entry["by_hand"] = {**by_hand, "driver_peak_mb": hand.peak_rss_mb, "worker_peak_mb": hand_workers}
+                    write(name, report)
+                    line += (
+                        f"; by hand {by_hand['seconds']:.1f}s (fit {by_hand['steps']['fit']:.1f}s), driver "
+                        f"{hand.peak_rss_mb:,.0f} MB, workers {', '.join(f'{w:,.0f}' for w in hand_workers)} MB, "
+                        f"ROC AUC {by_hand['roc_auc']:.4f}"
+                    )
+                shutil.rmtree(data)
+                print(line, flush=True)
         finally:
             cluster.stop()
-    print(f"written to {write('scale_partitioned', report)}")
+    print(f"written to {write(name, report)}")
+
+
+def _trials(home: Path, run_id: str) -> list[dict]:
+    """Each candidate's family, source, state and fit seconds (Lepton's nested trial runs), so the
+    search's cost can be read by family."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_run(run_id).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run_id}'")
+    rows = []
+    for child in sorted(children, key=lambda r: r.info.run_name):
+        tags, params = child.data.tags, child.data.params
+        rows.append({
+            "name": child.info.run_name,
+            "family": params.get("family"),
+            "source": tags.get("lepton.source"),
+            "state": tags.get("lepton.trial_state"),
+            "fit_seconds": child.data.metrics.get("fit_seconds"),
+        })  # fmt: skip
+    return rows
 
 
 def _in_memory_mb(folder: Path) -> float:
