@@ -223,7 +223,7 @@ def partitioned(args: argparse.Namespace) -> None:
                 if domain == "finance":
                     hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
                                 "--address", cluster.address, "--params", json.dumps(params),
-                                "--rounds", str(rounds)]  # fmt: skip
+                                "--rounds", str(rounds), "--features", "credit"]  # fmt: skip
                     hand, hand_out = run_once(hand_cmd, env)
                     hand_workers = cluster.reset()
                     by_hand = json.loads(hand_out.strip().splitlines()[-1])
