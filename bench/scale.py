@@ -185,6 +185,9 @@ def partitioned(args: argparse.Namespace) -> None:
                 cluster.reset()
                 cmd = [str(BIN / "lepton"), "run", domain, "--data", str(data), "--json",
                        "--trials", str(args.trials), "--no-cache"]  # fmt: skip
+                holdout = data.with_name(f"{data.name}_holdout")  # a domain with a given test table
+                if holdout.exists():
+                    cmd += ["--holdout", str(holdout)]
                 sample, out = run_once(cmd, env)
                 lepton_workers = cluster.reset()
                 result = json.loads(out.strip().splitlines()[-1])
@@ -215,7 +218,7 @@ def partitioned(args: argparse.Namespace) -> None:
                 write(name, report)  # kept should the script by hand fail
                 mb = ", ".join(f"{w:,.0f}" for w in lepton_workers)
                 line = (
-                    f"{rows:>11,} rows ({files} files, {in_memory_mb:,.0f} MB in memory): "
+                    f"{rows:>11,} rows ({files} files, {in_memory_mb:,.0f} MB in memory, synth {synth_seconds:.0f}s): "
                     f"Lepton {sample.seconds:.1f}s, driver {sample.peak_rss_mb:,.0f} MB, workers {mb} MB, "
                     f"{metric} {entry['lepton']['value']:.4f}, {entry['lepton']['trained_on']}, "
                     f"stages {entry['lepton']['stages']}"
@@ -235,6 +238,7 @@ def partitioned(args: argparse.Namespace) -> None:
                         f"ROC AUC {by_hand['roc_auc']:.4f}"
                     )
                 shutil.rmtree(data)
+                shutil.rmtree(holdout, ignore_errors=True)
                 print(line, flush=True)
         finally:
             cluster.stop()

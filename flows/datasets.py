@@ -43,7 +43,8 @@ def synthesize(
     spec: DomainSpec, rows: int, output: Path, seed: int = 0, force: bool = False, files: int = 1
 ) -> list[tuple[Path, int]]:
     """``rows`` synthetic rows in ``spec``'s schema at ``output`` (and, for a domain split on a
-    given test file, a holdout beside it, ``<stem>_holdout``); each path and its row count.
+    given test file, a holdout beside it, ``<stem>_holdout``, its ids and series numbered after
+    the table's); each path and its row count.
     ``files`` above 1: ``output`` is a new folder of that many Parquet files (a partitioned table)."""
     if files > 1:
         import shutil
@@ -56,16 +57,18 @@ def synthesize(
             if path.exists():
                 shutil.rmtree(path)
         return [
-            (path, write_partitioned(spec, read_table(spec.data.resolve(source)), rows, path, files, seed + i))
+            (path, write_partitioned(spec, read_table(spec.data.resolve(source)), rows, path, files, seed + i, first))
             for i, (source, path) in enumerate(targets)
+            for first in [i * rows]  # the holdout's ids and series after the table's
         ]
     out = output_path(output, force)
     targets = [(spec.data.path, out)]
     if spec.data.holdout_path:
         targets.append((spec.data.holdout_path, output_path(out.with_name(f"{out.stem}_holdout{out.suffix}"), force)))
     return [
-        (path, write_synthetic(spec, read_table(spec.data.resolve(source)), rows, path, seed + i))
+        (path, write_synthetic(spec, read_table(spec.data.resolve(source)), rows, path, seed + i, first))
         for i, (source, path) in enumerate(targets)
+        for first in [i * rows]
     ]
 
 

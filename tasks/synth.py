@@ -34,9 +34,11 @@ def _jitter(chunk: pl.DataFrame, spec: DomainSpec, scale: dict[str, float], rng:
 
 
 def synthesize(
-    spec: DomainSpec, source: pl.DataFrame, rows: int, seed: int = 0, jitter: float = 0.05
+    spec: DomainSpec, source: pl.DataFrame, rows: int, seed: int = 0, jitter: float = 0.05, first: int = 0
 ) -> Iterator[pl.DataFrame]:
-    """``rows`` synthetic rows in chunks, drawn from ``source`` (the domain's real table)."""
+    """``rows`` synthetic rows in chunks, drawn from ``source`` (the domain's real table). Ids and
+    series groups are numbered from ``first``: a holdout written beside a table starts after the
+    table's, so no series (nor id) is in both."""
     rng = np.random.default_rng(seed)
     scale = {
         c.name: float(source[c.name].cast(pl.Float64).std() or 0.0) * jitter
@@ -48,7 +50,7 @@ def synthesize(
     made = 0
     if group is not None and time is not None:
         series = source.partition_by(group, maintain_order=True)
-        next_group = 0
+        next_group = first
         while made < rows:
             chunk_parts = []
             size = 0
@@ -59,14 +61,14 @@ def synthesize(
                 size += part.height
                 next_group += 1
             chunk = _jitter(pl.concat(chunk_parts), spec, scale, rng)
-            yield _renumber(chunk, ids, made)
+            yield _renumber(chunk, ids, first + made)
             made += chunk.height
         return
     draw = _label_model(spec, source)
     while made < rows:
         take = min(CHUNK_ROWS, rows - made)
         chunk = _jitter(source[rng.integers(0, source.height, take)], spec, scale, rng)
-        yield _renumber(chunk.with_columns(draw(chunk, rng)), ids, made)
+        yield _renumber(chunk.with_columns(draw(chunk, rng)), ids, first + made)
         made += take
 
 
@@ -111,11 +113,12 @@ def _renumber(chunk: pl.DataFrame, ids: list[str], start: int) -> pl.DataFrame:
     return chunk.with_columns(pl.int_range(start, start + chunk.height, dtype=pl.Int64).alias(i) for i in ids)
 
 
-def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path, seed: int = 0) -> int:
-    """Write ``rows`` synthetic rows to ``out`` (.parquet or .csv) atomically; return the row count."""
+def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path, seed: int = 0, first: int = 0) -> int:
+    """Write ``rows`` synthetic rows to ``out`` (.parquet or .csv) atomically, ids and groups
+    numbered from ``first``; return the row count."""
     partial = out.with_name(f".{out.name}.partial")
     try:
-        written = _write(spec, source, rows, partial, out.suffix.lower() == ".csv", seed)
+        written = _write(spec, source, rows, partial, out.suffix.lower() == ".csv", seed, first)
     except BaseException:
         partial.unlink(missing_ok=True)  # nothing half-written is left behind
         raise
@@ -124,11 +127,12 @@ def write_synthetic(spec: DomainSpec, source: pl.DataFrame, rows: int, out: Path
 
 
 def write_partitioned(
-    spec: DomainSpec, source: pl.DataFrame, rows: int, folder: Path, files: int, seed: int = 0
+    spec: DomainSpec, source: pl.DataFrame, rows: int, folder: Path, files: int, seed: int = 0, first: int = 0
 ) -> int:
     """Write ``rows`` synthetic rows as ``files`` Parquet files ``part-NNNNN.parquet`` in the new
     folder ``folder`` (a partitioned table, ``lepton.core.partitions``), atomically: the folder is
-    renamed into place once every file is written. Whole groups stay in one file."""
+    renamed into place once every file is written. Whole groups stay in one file; ids and groups
+    are numbered from ``first``."""
     import shutil
 
     import pyarrow.parquet as pq
@@ -140,7 +144,7 @@ def write_partitioned(
     whole = spec.group_column is not None and spec.time_column is not None
     written, index, in_file, writer = 0, 0, 0, None
     try:
-        for made in synthesize(spec, source, rows, seed):
+        for made in synthesize(spec, source, rows, seed, first=first):
             chunk = made
             while chunk.height:
                 take = chunk.height if whole else min(chunk.height, per_file - in_file)
@@ -163,19 +167,19 @@ def write_partitioned(
     return written
 
 
-def _write(spec: DomainSpec, source: pl.DataFrame, rows: int, path: Path, csv: bool, seed: int) -> int:
+def _write(spec: DomainSpec, source: pl.DataFrame, rows: int, path: Path, csv: bool, seed: int, first: int) -> int:
     import pyarrow.parquet as pq
 
     written = 0
     if csv:
         with path.open("wb") as handle:
-            for i, chunk in enumerate(synthesize(spec, source, rows, seed)):
+            for i, chunk in enumerate(synthesize(spec, source, rows, seed, first=first)):
                 chunk.write_csv(handle, include_header=i == 0)
                 written += chunk.height
         return written
     writer = None
     try:
-        for chunk in synthesize(spec, source, rows, seed):
+        for chunk in synthesize(spec, source, rows, seed, first=first):
             table = chunk.to_arrow()
             writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
             writer.write_table(table)

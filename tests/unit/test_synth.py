@@ -101,3 +101,17 @@ def test_cli_writes_a_folder_of_files_that_holds_every_row_once(tmp_path):
     forced = runner.invoke(app, ["synth", "finance", "--rows", "10", "--files", "2", "-o", str(out), "--force"])
     assert forced.exit_code == 0
     assert sum(pl.read_parquet(f).height for f in out.iterdir()) == 10
+
+
+@pytest.mark.parametrize("files", [1, 3])
+def test_a_holdout_written_beside_a_table_shares_no_series_with_it(tmp_path, files):
+    # A given test split refuses a series found on both sides (it would leak), so the holdout's
+    # runs must be numbered after the table's, in a file or a folder alike.
+    out = tmp_path / ("tep.parquet" if files == 1 else "tep")
+    done = CliRunner().invoke(app, ["synth", "manufacturing", "--rows", "3000", "--files", str(files), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    holdout = tmp_path / ("tep_holdout.parquet" if files == 1 else "tep_holdout")
+    train, test = (pl.read_parquet(p if files == 1 else p / "*.parquet") for p in (out, holdout))
+    assert train.height == test.height == 3000
+    assert set(train["run"]).isdisjoint(test["run"])
+    assert test["run"].min() >= train["run"].n_unique()
