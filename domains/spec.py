@@ -142,10 +142,14 @@ class CostModel(_Frozen):
 
 class LeakageSpec(_Frozen):
     """The leakage sentinel: a feature that alone predicts the target on the training split with
-    ROC AUC / balanced accuracy / R² above ``threshold`` stops the run, unless listed in ``allow``."""
+    ROC AUC / balanced accuracy / R² above ``threshold`` stops the run, unless listed in ``allow``.
+    ``one_class``: for a multiclass target, a feature that alone tells one class from the rest
+    above ``threshold`` stops it too (a test result that is one of the outcomes). Off where one
+    measurement isolating one class is what the model is for (a sensor that shows one fault)."""
 
     threshold: float = Field(default=0.99, gt=0.5, le=1.0)
     allow: tuple[str, ...] = ()
+    one_class: bool = True
 
 
 class FeatureRecipe(_Frozen):

@@ -330,7 +330,7 @@ def _alone(table: _Table, open_: list[str]) -> None:
         metric, value = table.scores[name]
         if value > threshold:
             table.add(name, "alone", f"alone {metric} {value:.4f}, above the sentinel's {threshold}")
-        elif name in table.by_class and table.by_class[name][1] > threshold:
+        elif table.spec.leakage.one_class and name in table.by_class and table.by_class[name][1] > threshold:
             label, auc = table.classes[table.by_class[name][0]], table.by_class[name][1]
             table.add(name, "alone", f"alone it tells class {label!r} from the rest with roc_auc {auc:.4f}")
 

@@ -22,7 +22,7 @@ import polars as pl
 from lepton.core.cost import load_prices
 from lepton.core.settings import DEFAULT_TRIALS, load_settings, quiet_consoles, quiet_telemetry
 from lepton.domains.infer import Hints, Inferred, infer_spec, make_hints, slug
-from lepton.domains.spec import DomainSpec, LeakageSpec, Role
+from lepton.domains.spec import DomainSpec, Role
 from lepton.errors import SpecError
 
 
@@ -100,10 +100,11 @@ def spec_from_frame(frame: Any, hints: Hints, home: Path, holdout: str | Path | 
 def allow_leakage(spec: DomainSpec, columns: tuple[str, ...]) -> DomainSpec:
     if not columns:
         return spec
-    unknown = sorted(set(columns) - {c.name for c in spec.columns})
+    # The sentinel names a recipe's columns too (a rolling mean of a sensor), so they may be allowed.
+    unknown = sorted(set(columns) - {c.name for c in spec.with_features().columns})
     if unknown:
         raise SpecError([("--allow-leakage", f"{unknown} are not columns of {spec.name!r}")])
-    allowed = LeakageSpec(threshold=spec.leakage.threshold, allow=tuple(sorted({*spec.leakage.allow, *columns})))
+    allowed = spec.leakage.model_copy(update={"allow": tuple(sorted({*spec.leakage.allow, *columns}))})
     return spec.model_copy(update={"leakage": allowed})
 
 

@@ -150,6 +150,43 @@ def test_a_test_result_that_is_one_outcome_is_caught_for_a_multiclass_target():
         check_leakage(frame, spec, class_labels(frame["label"], spec))
 
 
+def test_a_spec_can_say_one_measurement_isolating_one_class_is_the_signal():
+    # A process sensor that shows one fault (TEP's A feed flow under fault 6): with the one-class
+    # rule off it passes, while a column that gives every class away still stops the run.
+    rng = np.random.default_rng(6)
+    fault = rng.choice(["normal", "feed_loss", "valve"], 3000, p=[0.6, 0.2, 0.2])
+    feed = np.where(fault == "feed_loss", 0.0, rng.normal(0.25, 0.03, 3000))
+    frame = pl.DataFrame({"pressure": rng.normal(size=3000), "a_feed": feed, "label": fault})
+    spec = _spec(frame)
+    classes = class_labels(frame["label"], spec)
+    with pytest.raises(LeakageError, match="'a_feed' \\(alone\\): alone it tells class 'feed_loss'"):
+        check_leakage(frame, spec, classes)
+    process = spec.model_copy(update={"leakage": LeakageSpec(one_class=False)})
+    assert "a_feed" in check_leakage(frame, process, classes).scores
+    copied = frame.with_columns(pl.col("label").alias("code"))
+    with pytest.raises(LeakageError, match="'code'"):
+        check_leakage(copied, _spec(copied).model_copy(update={"leakage": LeakageSpec(one_class=False)}), classes)
+
+
+def test_the_builtin_manufacturing_domain_keeps_every_rule_but_the_one_class_rule():
+    from lepton.domains import get_spec
+
+    leakage = get_spec("manufacturing").leakage
+    assert leakage.one_class is False and leakage.threshold == LeakageSpec().threshold and leakage.allow == ()
+
+
+def test_a_recipe_column_the_sentinel_names_can_be_allowed():
+    from lepton.app.api import allow_leakage
+    from lepton.domains import get_spec
+    from lepton.errors import SpecError
+
+    spec = get_spec("manufacturing")
+    allowed = allow_leakage(spec, ("xmeas_1_mean10", "xmv_3"))
+    assert allowed.leakage.allow == ("xmeas_1_mean10", "xmv_3") and allowed.leakage.one_class is False
+    with pytest.raises(SpecError, match="not columns"):
+        allow_leakage(spec, ("xmeas_99",))
+
+
 def test_an_integer_column_unique_to_every_row_is_an_identifier_in_a_spec():
     frame, y = _honest_table(800)
     order = np.argsort(y, kind="stable")  # numbered after sorting by the outcome: it leaks the order
