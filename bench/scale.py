@@ -164,8 +164,9 @@ def _chosen(home: Path, run_id: str) -> tuple[dict, int]:
 
 def partitioned(args: argparse.Namespace) -> None:
     domain = args.domain
+    settings = {k: v for k, v in os.environ.items() if k in ("LEPTON_SEARCH_ROWS", "LEPTON_DISTRIBUTED_ROWS")}
     report: dict = {"benchmark": "scale_partitioned", "domain": domain, "trials": args.trials,
-                    "worker_memory": args.worker_memory, "sizes": {}}  # fmt: skip
+                    "worker_memory": args.worker_memory, "settings": settings, "sizes": {}}  # fmt: skip
     name = "scale_partitioned" if domain == "finance" else f"scale_partitioned_{domain}"
     with tempfile.TemporaryDirectory(prefix="lepton-scale-") as tmp:
         home = Path(tmp) / "home"
