@@ -7,8 +7,8 @@ adds, written as pandas expressions, so that both fit the same model) -> categor
 seeded 60/20/20 random split ->
 ``xgboost.dask.DaskQuantileDMatrix`` (native categoricals) -> ``xgboost.dask.train`` with the given
 parameters and rounds (early stopping on the validation part, as Lepton does) -> holdout ROC AUC.
-No schema check, no leakage sentinel, no recipe, no calibration, no registry: the floor a pipeline
-tool is measured against. Prints one JSON line: seconds per step, rows, ROC AUC.
+No schema check, no leakage sentinel, no recipe beyond ``--features``, no calibration, no
+registry: the floor a pipeline tool is measured against. Prints one JSON line: seconds per step, rows, ROC AUC.
 """
 
 from __future__ import annotations

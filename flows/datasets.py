@@ -56,19 +56,21 @@ def synthesize(
         for _, path in targets:
             if path.exists():
                 shutil.rmtree(path)
+        # The holdout's ids and series are numbered after the table's (i * rows).
         return [
-            (path, write_partitioned(spec, read_table(spec.data.resolve(source)), rows, path, files, seed + i, first))
+            (
+                path,
+                write_partitioned(spec, read_table(spec.data.resolve(source)), rows, path, files, seed + i, i * rows),
+            )
             for i, (source, path) in enumerate(targets)
-            for first in [i * rows]  # the holdout's ids and series after the table's
         ]
     out = output_path(output, force)
     targets = [(spec.data.path, out)]
     if spec.data.holdout_path:
         targets.append((spec.data.holdout_path, output_path(out.with_name(f"{out.stem}_holdout{out.suffix}"), force)))
     return [
-        (path, write_synthetic(spec, read_table(spec.data.resolve(source)), rows, path, seed + i, first))
+        (path, write_synthetic(spec, read_table(spec.data.resolve(source)), rows, path, seed + i, i * rows))
         for i, (source, path) in enumerate(targets)
-        for first in [i * rows]
     ]
 
 
