@@ -2,8 +2,9 @@
 model family (``lepton.tasks.families``: ``linear``, ``xgboost``, and ``mlp`` with torch) and
 scores it on validation. Nothing about MLflow here.
 
-Large tables: many candidates are fitted on a sample of at most ``search_rows`` training rows
-(``search_sample``); the chosen tree model is then fitted once on every row (``optimise.final_fit``).
+Large tables: many candidates are fitted on a sample of at most ``search_rows`` training rows,
+fewer for a wide many-class table (``search_sample``); the chosen tree model is then fitted
+once on every row (``optimise.final_fit``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from lepton.tasks.preprocess import PreparedData
 
 BASELINE_PARAMS: dict[str, Any] = {"C": 1.0}
 DEFAULT_TREE_PARAMS: dict[str, Any] = {"max_depth": 6, "learning_rate": 0.1, "n_estimators": 400}
+# A search fits its candidates on at most this many training-matrix cells times trees per round:
+# finance's 27 columns reach LEPTON_SEARCH_ROWS first; TEP's 208 columns and 22 classes stop at
+# 27,972 rows (its vendored 8,464 training rows are searched whole). Fixed, not timed: the same
+# table gives the same sample on any machine under any load.
+SEARCH_CELLS = 128_000_000
+SEARCH_FLOOR = 1000  # never fewer rows than LEPTON_SEARCH_ROWS's own minimum
 
 
 @dataclass(frozen=True)
@@ -118,10 +125,20 @@ def fit_on_worker(
     return dataclasses.replace(train_model(spec, data, family, params, device, pruning=pruning))
 
 
+def search_limit(limit: int, width: int, classes: int) -> int:
+    """The training rows a search fits its candidates on: at most ``limit``, and no more than
+    ``SEARCH_CELLS`` matrix cells times trees per round (one per class past two), so a wide
+    many-class table is searched on as much work as a narrow binary one, whatever the machine."""
+    trees = classes if classes > 2 else 1
+    return max(SEARCH_FLOOR, min(limit, SEARCH_CELLS // (max(1, width) * trees)))
+
+
 def search_sample(data: PreparedData, limit: int, seed: int = 0) -> PreparedData:
-    """``data`` with at most ``limit`` training rows (a uniform sample, in their original order),
-    for fitting many candidates; validation stays whole, so every candidate is scored on the same
-    rows as the final model. ``data`` itself when it is small enough."""
+    """``data`` with at most ``limit`` training rows (``search_limit``: fewer for a wide
+    many-class table; a uniform sample, in their original order), for fitting many candidates;
+    validation stays whole, so every candidate is scored on the same rows as the final model.
+    ``data`` itself when it is small enough."""
+    limit = search_limit(limit, data.train.X.shape[1], len(data.classes))
     n = data.train.rows
     if n <= limit:
         return data

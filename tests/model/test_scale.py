@@ -12,7 +12,7 @@ from lepton.tasks.metrics import primary_score
 from lepton.tasks.optimise import final_fit, refit_with_validation
 from lepton.tasks.preprocess import load_domain_data, prepare
 from lepton.tasks.synth import synthesize
-from lepton.tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, search_sample, train_model
+from lepton.tasks.train import BASELINE_PARAMS, DEFAULT_TREE_PARAMS, search_limit, search_sample, train_model
 
 
 @functools.cache
@@ -35,6 +35,20 @@ def test_search_sample_keeps_order_and_the_whole_validation_split():
     assert positions == sorted(positions) and len(set(positions)) == 1000
     assert np.array_equal(sample.valid.X, data.valid.X, equal_nan=True) and np.array_equal(sample.valid.y, data.valid.y)
     assert not np.array_equal(search_sample(data, 1000, seed=5).train.y, sample.train.y)
+
+
+def test_a_wide_many_class_table_is_searched_on_fewer_rows(monkeypatch):
+    from lepton.tasks import train
+
+    assert search_limit(1_000_000, 27, 2) == 1_000_000  # finance: the row setting binds
+    assert search_limit(1_000_000, 208, 22) == train.SEARCH_CELLS // (208 * 22) < 30_000  # TEP: 22 trees a round
+    assert search_limit(1_000_000, 10**9, 3) == train.SEARCH_FLOOR
+    spec, data = _prepared("manufacturing")
+    width, classes = data.train.X.shape[1], len(data.classes)
+    assert classes > 2 and search_sample(data, 1_000_000) is data  # the vendored table is searched whole
+    monkeypatch.setattr(train, "SEARCH_CELLS", width * classes * 5000)
+    sample = search_sample(data, 1_000_000, spec.split.seed)
+    assert sample.train.rows == 5000 < data.train.rows and sample.valid.rows == data.valid.rows
 
 
 SMALL_TREES = {"max_depth": 4, "learning_rate": 0.3, "n_estimators": 40}  # 22 classes: 22 trees a round
