@@ -18,6 +18,10 @@ from lepton.tasks.preprocess import PreparedData
 
 MLP_PATIENCE = 6  # epochs without a better validation loss before an MLP stops
 MLP_MAX_STEPS = 20_000  # optimiser steps at most: on a million rows, a few epochs
+# Training examples seen at most (rows x epochs): a search trial on a million rows runs three
+# epochs whatever its batch size (at 1024 a row a step, the step cap alone allowed 20), so MLP
+# trials stop costing most of a large table's search; the vendored tables' 60 epochs fit under it.
+MLP_MAX_EXAMPLES = 3_000_000
 
 
 def torch_available() -> bool:
@@ -98,7 +102,8 @@ def fit_mlp(
     # Until an epoch improves on it (a diverging run never does), the model is its start.
     best_loss, best_epoch, waited = np.inf, 0, 0
     best_state = [(_numbers(m.weight), _numbers(m.bias)) for m in linears]
-    epochs = min(int(params.get("epochs", 60)), max(1, MLP_MAX_STEPS // -(-len(y) // batch)))
+    budget = min(MLP_MAX_STEPS // -(-len(y) // batch), MLP_MAX_EXAMPLES // max(1, len(y)))
+    epochs = min(int(params.get("epochs", 60)), max(1, budget))
     for epoch in range(epochs):
         net.train()
         order = rng.permutation(len(y))

@@ -56,6 +56,17 @@ def test_mlp_is_reproducible_and_handles_missing_values():
     assert np.isfinite(MLPModel(first).predict(X)).all()
 
 
+def test_an_mlp_sees_at_most_its_budget_of_examples(monkeypatch):
+    from lepton.tasks.families import mlp
+
+    X, y = _rings(1200)
+    args = (X[:800], y[:800], X[800:], y[800:], "binary", 2, {"hidden": 16, "epochs": 15, "batch_size": 128})
+    _, free = fit_mlp(*args)
+    monkeypatch.setattr(mlp, "MLP_MAX_EXAMPLES", 800 * 2)  # two epochs of these rows
+    _, capped = fit_mlp(*args)
+    assert free >= 2 and capped <= 1  # best epochs, counted from 0
+
+
 def test_mlp_regression_and_multiclass_outputs():
     X, _ = _rings(2000)
     target = 50.0 + 10.0 * np.sin(X[:, 0]) + 5.0 * X[:, 1] ** 2
