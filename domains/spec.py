@@ -104,6 +104,13 @@ class Column(_Frozen):
     role: Role = Role.FEATURE
 
 
+def is_url(path: str | Path) -> bool:
+    """True for an fsspec URL other than a local file's (``s3://…``; not ``C:\\…``): a dataset
+    that lives where the workers read it (``lepton.core.partitions``)."""
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum() and scheme != "file"
+
+
 class DataSource(_Frozen):
     """Where the domain's table lives: a path relative to ``domains/data`` (built-in domains),
     to the spec file (YAML specs), or absolute."""
@@ -112,9 +119,10 @@ class DataSource(_Frozen):
     holdout_path: str | None = None  # a given test file (e.g. TEP's *_te runs)
     encoding: str | None = None  # CSV text encoding when not UTF-8, e.g. latin-1
 
-    def resolve(self, relative: str | None) -> Path | None:
-        if relative is None:
-            return None
+    def resolve(self, relative: str | None) -> Path | str | None:
+        """The path to read: an fsspec URL as written, a local path made absolute."""
+        if relative is None or is_url(relative):
+            return relative
         path = Path(relative)
         return path if path.is_absolute() else DATA_DIR / path
 
@@ -378,7 +386,8 @@ class DomainSpec(_Frozen):
         data = raw.get("data")
         if isinstance(data, dict):
             for key in ("path", "holdout_path"):
-                if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
+                value = data.get(key)
+                if isinstance(value, str) and not (is_url(value) or Path(value).expanduser().is_absolute()):
                     data[key] = str((resolved.parent / Path(data[key]).expanduser()).resolve())
         try:
             return cls.model_validate(raw)

@@ -51,19 +51,20 @@ def spec_from_file(path: str | Path, hints: Hints, holdout: str | Path | None = 
         frame, notes = read_partition(first, hints.encoding)
         named = hints if hints.name else hints.model_copy(update={"name": slug(Path(dataset.folder).name)})
         inferred = infer_spec(frame, named, dataset.root, _holdout_path(holdout))
-        seen = f"{dataset.describe()}: the spec is inferred from its first file, {first.path.name}"
+        seen = f"{dataset.describe()}: the spec is inferred from its first file, {first.file_name}"
         return Inferred(spec=inferred.spec, notes=(seen, *notes, *inferred.notes), why=inferred.why)
     loaded = load(path, hints.encoding)
     inferred = infer_spec(loaded.frame, hints, loaded.path, _holdout_path(holdout))
     return Inferred(spec=inferred.spec, notes=loaded.notes + inferred.notes, why=inferred.why)
 
 
-def _holdout_path(holdout: str | Path | None) -> Path | None:
-    from lepton.core.partitions import is_dataset, open_dataset
+def _holdout_path(holdout: str | Path | None) -> Path | str | None:
+    from lepton.core.partitions import is_dataset, is_url, open_dataset
     from lepton.core.tables import resolve_input
 
     if holdout is not None and is_dataset(holdout):
-        return Path(open_dataset(holdout).root)
+        root = open_dataset(holdout).root
+        return root if is_url(root) else Path(root)
     return resolve_input(holdout) if holdout is not None else None
 
 

@@ -241,8 +241,7 @@ def _run_together(jobs: list[Any], trials: int, as_json: bool, cache: bool = Tru
         # each run connects to this cluster: its thread copies this context, and the override with it
         with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lepton-run") as pool:
             futures = [
-                pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache, view)
-                for job in jobs
+                pool.submit(contextvars.copy_context().run, _run_one, job, trials, as_json, cache, view) for job in jobs
             ]
             return [future.result() for future in futures]
 
@@ -252,12 +251,16 @@ def run(
     ctx: typer.Context,
     domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
     all_domains: Annotated[bool, typer.Option("--all", help="Run every built-in domain.")] = False,
+    # text, not a Path: a URL (s3://bucket/table/) must keep its double slash
     data: Annotated[
-        Path | None, typer.Option(help="Your CSV/Parquet file (with --target, or DOMAIN's schema).")
+        str | None,
+        typer.Option(
+            help="Your CSV/Parquet file, or a folder, glob or fsspec URL of them (with --target, or DOMAIN's schema)."
+        ),
     ] = None,
     target: Target = None,
     spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes.")] = None,
-    holdout: Annotated[Path | None, typer.Option(help="Your test file: with --target, the holdout.")] = None,
+    holdout: Annotated[str | None, typer.Option(help="Your test file(s): with --target, the holdout.")] = None,
     append: Annotated[
         Path | None, typer.Option(help="A labelled batch in the same schema, added to the training data.")
     ] = None,
@@ -308,10 +311,10 @@ def run(
 def _run_command(
     domain: str | None,
     all_domains: bool,
-    data: Path | None,
+    data: str | None,
     target: str | None,
     spec: Path | None,
-    holdout: Path | None,
+    holdout: str | None,
     append: Path | None,
     allow_leakage: str | None,
     trials: int,
@@ -472,8 +475,10 @@ def monitor(
     domain: Annotated[str | None, typer.Argument(help=f"A built-in domain: {', '.join(DOMAINS)}.")] = None,
     spec: Annotated[Path | None, typer.Option(help="A spec file, as `lepton init` writes (instead of DOMAIN).")] = None,
     data: Annotated[
-        Path | None,
-        typer.Option(help="A CSV/Parquet batch in the domain's schema, or a folder/glob of them (default: the log)."),
+        str | None,
+        typer.Option(
+            help="A CSV/Parquet batch in the domain's schema, or a folder, glob or URL of them (default: the log)."
+        ),
     ] = None,
     since: Annotated[float | None, typer.Option(min=0.001, help="With the prediction log: its last HOURS.")] = None,
     labels: Annotated[

@@ -1,9 +1,12 @@
 """Partitioned tables: a table stored as many files, read one file at a time where it lies.
 
 A dataset is a directory of Parquet or CSV files (hive-style ``key=value`` folders become
-columns), or a glob (``data/part-*.parquet``). The driver only lists the files and reads their
-metadata; each file is read whole by whichever process handles it (a Dask worker), with the
-same reader as a single file (``lepton.core.tables.load``), so the same values come out.
+columns), or a glob (``data/part-*.parquet``), on this machine or at any fsspec URL the workers
+can read (``s3://bucket/loans/``, ``gs://…``, ``abfs://…``: the filesystem's package installed,
+its credentials configured as that package reads them, never in the URL). The driver only lists
+the files and reads their metadata; each file is read whole by whichever process handles it (a
+Dask worker), with the same reader as a single file (``lepton.core.tables.load``; a remote file
+is copied to the worker's disk first), so the same values come out.
 
 A foundation module, not a stage: the scan stage (``lepton.tasks.scan``) reads partitions
 through it, the CLI and the API tell a dataset from a file with ``is_dataset``.
@@ -24,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from lepton.core.tables import READERS, _format, load, resolve_input
+from lepton.domains.spec import is_url
 from lepton.errors import InputPathError
 
 GLOB_CHARS = "*?["
@@ -34,13 +38,18 @@ HIDDEN = (".", "_")  # _SUCCESS, _metadata, .crc files written next to the data 
 class Partition:
     """One file of a dataset, and the hive-style column values its folders give its rows."""
 
-    path: Path
+    path: Path | str  # a local file, or an fsspec URL (``s3://bucket/key``)
     keys: tuple[tuple[str, str], ...] = ()
     rows: int | None = None  # from the Parquet footer; None for CSV (known once read)
 
     @property
     def name(self) -> str:
         return str(self.path)
+
+    @property
+    def file_name(self) -> str:
+        """The file's own name, without its folders."""
+        return self.path.name if isinstance(self.path, Path) else self.path.rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -65,15 +74,22 @@ class Dataset:
 
 
 def is_dataset(path: str | Path) -> bool:
-    """True for a directory or a glob pattern: a table stored as many files."""
-    text = str(path)
-    return any(c in text for c in GLOB_CHARS) or Path(text).expanduser().is_dir()
+    """True for a directory, a glob pattern or a remote URL: a table stored as many files (a
+    remote single file is a dataset of one file, read on a worker)."""
+    text = _local(str(path))
+    return is_url(text) or any(c in text for c in GLOB_CHARS) or Path(text).expanduser().is_dir()
+
+
+def _local(text: str) -> str:
+    return text.removeprefix("file://")
 
 
 def open_dataset(path: str | Path) -> Dataset:
     """List a dataset's files and read their footers (never their rows). Raises InputPathError
     when nothing matches, the files mix formats or a file is unreadable."""
-    text = os.path.expanduser(str(path))
+    if is_url(path):
+        return _open_remote(str(path))
+    text = os.path.expanduser(_local(str(path)))
     if any(c in text for c in GLOB_CHARS):
         root = Path(_fixed_prefix(text)).resolve()  # hive keys: the folders below the pattern's fixed part
         found = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
@@ -128,16 +144,106 @@ def _footer_rows(path: Path) -> int | None:
         raise InputPathError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
+# ---- datasets at an fsspec URL ------------------------------------------------------------------
+def _filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` and the path inside it; a typed error when the URL
+    carries credentials (they would reach logs and MLflow) or its filesystem is not installed."""
+    from urllib.parse import urlsplit
+
+    import fsspec
+
+    if urlsplit(url).password is not None or "@" in urlsplit(url).netloc:
+        raise InputPathError(
+            f"{urlsplit(url).scheme}://…: the URL carries credentials, which would be written to logs and MLflow; "
+            "configure them for the filesystem instead (for S3: AWS_PROFILE or the AWS_* variables)"
+        )
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        raise InputPathError(f"{url}: reading it needs a package that is not installed ({exc})") from exc
+    except ValueError as exc:
+        raise InputPathError(f"{url}: not a URL fsspec can read ({exc})") from exc
+
+
+def _open_remote(url: str) -> Dataset:
+    """``open_dataset`` for a URL: a folder (every file below it), a glob or one file."""
+    fs, inside = _filesystem(url)
+    scheme = url.partition("://")[0]
+    try:
+        if any(c in inside for c in GLOB_CHARS):
+            base, found = _fixed_prefix(inside), [f for f in fs.glob(inside) if fs.isfile(f)]
+        elif fs.isdir(inside):
+            base, found = inside.rstrip("/"), fs.find(inside)
+        elif fs.isfile(inside):
+            base, found = inside.rsplit("/", 1)[0], [inside]
+        else:
+            raise InputPathError(f"{url}: no such file or folder")
+    except InputPathError:
+        raise
+    except Exception as exc:  # the filesystem's own errors (botocore's NoCredentialsError is not an OSError)
+        raise InputPathError(f"{url}: cannot be listed ({type(exc).__name__}: {exc})") from exc
+    files = sorted(f for f in found if not f.rsplit("/", 1)[-1].startswith(HIDDEN) and _format(Path(f)) is not None)
+    if not files:
+        raise InputPathError(f"{url}: no CSV or Parquet files ({', '.join(sorted(READERS))})")
+    formats = {_format(Path(f)) for f in files}
+    if len(formats) > 1:
+        raise InputPathError(f"{url}: mixes CSV and Parquet files; a dataset is one format")
+    partitions = []
+    for f in files:
+        folders = f[len(base) :].strip("/").split("/")[:-1]
+        keys = tuple((unquote(k), unquote(v)) for k, _, v in (d.partition("=") for d in folders if "=" in d))
+        partitions.append(Partition(f"{scheme}://{f}", keys, _remote_footer_rows(fs, f, scheme)))
+    names = {tuple(dict(p.keys)) for p in partitions}
+    if len(names) > 1:
+        raise InputPathError(f"{url}: the files sit under different key=value folders; one layout for all")
+    return Dataset(root=url, format=formats.pop() or "", partitions=tuple(partitions), folder=url.rstrip("/"))
+
+
+def _remote_footer_rows(fs: Any, path: str, scheme: str) -> int | None:
+    if _format(Path(path)) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open(path, "rb") as handle:
+            return int(pq.ParquetFile(handle).metadata.num_rows)
+    except Exception as exc:  # a corrupt footer (ValueError, OSError) or the filesystem's own errors
+        raise InputPathError(f"{scheme}://{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_remote(url: str, encoding: str | None) -> Any:
+    """A remote file read as a local one is: copied to a temporary file of the same name, read by
+    the same reader, the copy removed; errors name the URL, not the copy."""
+    import tempfile
+
+    from lepton.errors import DataError
+
+    fs, inside = _filesystem(url)
+    with tempfile.TemporaryDirectory(prefix="lepton-part-") as folder:
+        local = Path(folder) / inside.rsplit("/", 1)[-1]
+        try:
+            fs.get_file(inside, str(local))
+        except Exception as exc:  # as in _open_remote: whatever the filesystem raises, named with the URL
+            raise InputPathError(f"{url}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        try:
+            return load(local, encoding)
+        except DataError as exc:
+            exc.args = tuple(a.replace(str(local), url) if isinstance(a, str) else a for a in exc.args)
+            raise
+
+
 def read_partition(partition: Partition, encoding: str | None = None) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """One file read as a single file is (typed, blank rows skipped), with its hive key columns
     (text; the spec's types are applied by validation) and the reader's notes."""
-    loaded = load(partition.path, encoding)
+    loaded = (
+        load(partition.path, encoding) if isinstance(partition.path, Path) else _load_remote(partition.path, encoding)
+    )
     frame = loaded.frame
     if partition.keys:
         frame = frame.with_columns(
             pl.lit(value, dtype=pl.String).alias(key) for key, value in partition.keys if key not in frame.columns
         )
-    return frame, tuple(f"{partition.path.name}: {note}" for note in loaded.notes)
+    return frame, tuple(f"{partition.file_name}: {note}" for note in loaded.notes)
 
 
 @dataclass(frozen=True)
