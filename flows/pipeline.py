@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 
 from lepton.core import cost, tracking
-from lepton.core.cache import StageCache, StageKeys, file_digest, stage_keys
+from lepton.core.cache import StageCache, StageKeys, file_digest, input_digests, stage_keys
 from lepton.core.digest import rows_digest
 from lepton.core.engine import Engine, choose_device, dask_engine
 from lepton.core.progress import emit
@@ -21,7 +21,7 @@ from lepton.core.settings import DEFAULT_TRIALS, Settings, load_settings
 from lepton.core.stages import COST_HEADINGS, Stages
 from lepton.core.tables import input_files
 from lepton.domains import get_spec
-from lepton.domains.spec import DomainSpec
+from lepton.domains.spec import DomainSpec, is_url
 from lepton.flows import rerun
 from lepton.tasks.deploy import deploy_task, pipeline_run
 from lepton.tasks.features import FeatureRun, features_task
@@ -119,7 +119,7 @@ def _links_artifact(spec: DomainSpec, deployed: Any, experiment: str, tracking_u
     create_markdown_artifact(markdown, key=_key(f"mlflow-{spec.name}"), description="Its MLflow run and model version")
 
 
-def _log_datasets(spec: DomainSpec, run_id: str, prepared: PreparedData, files: list[Path] | None) -> None:
+def _log_datasets(spec: DomainSpec, run_id: str, prepared: PreparedData, files: list[Path | str] | None) -> None:
     """MLflow dataset lineage: the table trained on (its file and the data fingerprint), the
     holdout (its own file for a given split, else the held-out rows of the same file), and a
     batch appended by the retrain loop."""
@@ -142,7 +142,7 @@ def _deploy_and_monitor(
     run: tuple[Settings, Stages, int],
     engine: Engine | None,
     client: Any,
-    files: list[Path] | None,
+    files: list[Path | str] | None,
 ) -> tuple[Any, Any, Any]:
     """The last two stages inside the pipeline's MLflow run (marked FAILED if anything raises),
     then its cost, lineage and links. ``client``: a partitioned table's cluster, still open for
@@ -220,12 +220,15 @@ def pipeline(
     stages = Stages(cost.load_prices(), device)
     store = StageCache(settings.home / "cache", spec.name, enabled=cache)
     partitioned = partitioned_inputs(spec, data, holdout, append)  # a table stored as many files
+    # a partitioned table's files as listed now, before any is read: a file changed during the run
+    # is refused by the scan, and one changed after it gives another key
+    identities = input_digests(spec, data, holdout, append) if partitioned and cache else None
 
     def preprocess(engine: Engine | None) -> Preprocessed:
         if partitioned is not None and engine is not None:
             data_set, test_set = partitioned
             return Preprocessed(None, table=check_table_task(spec, data_set, engine.client, test_set))
-        keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials) if cache else None
+        keys = stage_keys(spec, input_digests(spec, data, holdout, append), settings, device, trials) if cache else None
         stored = store.load("prepared", keys.prepared, read_prepared) if keys else None
         if stored is not None:
             return Preprocessed(keys, stored=stored)
@@ -283,7 +286,11 @@ def pipeline(
         if not partitioned:
             scope.close()  # the cluster goes; a partitioned table's holdout is scored on it in deploy
         client = engine.client if partitioned and engine is not None else None
-        files = [Path(d.root) for d in partitioned if d] if partitioned else input_files(spec, data, holdout, append)
+        files = (
+            [d.root if is_url(d.root) else Path(d.root) for d in partitioned if d]  # a URL keeps its "//"
+            if partitioned
+            else input_files(spec, data, holdout, append)
+        )
         deployed, evaluation, drift = _deploy_and_monitor(
             spec, prepared, trained, optimised, (settings, stages, trials), engine, client, files
         )
@@ -317,6 +324,8 @@ def pipeline(
         choice=optimised.reason,
         engine=engine_info,
     )
+    if partitioned and cache:  # its stages are not stored (their outputs live on the workers); the run is
+        keys = stage_keys(spec, identities, settings, device, trials)
     if keys:
         rerun.remember(store, keys.run, result)
     return result

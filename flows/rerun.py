@@ -18,7 +18,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING
 
-from lepton.core.cache import StageCache, read_json, stage_keys, write_json
+from lepton.core.cache import StageCache, input_digests, read_json, stage_keys, write_json
 from lepton.core.cost import Prices, Usage, total
 from lepton.core.engine import choose_device
 from lepton.core.result import STAGES, EngineInfo, PipelineResult
@@ -57,9 +57,7 @@ def up_to_date(
     started = time.perf_counter()
     settings = load_settings()
     device = choose_device(settings.device)
-    from lepton.core.tables import input_files
-
-    keys = stage_keys(spec, input_files(spec, data, holdout, append), settings, device, trials)
+    keys = stage_keys(spec, input_digests(spec, data, holdout, append), settings, device, trials)
     if keys is None:
         return None
     store = StageCache(settings.home / "cache", spec.name)

@@ -63,16 +63,32 @@ class StageKeys:
     run: str  # the whole run's result (``lepton.flows.rerun``): the optimise key and the MLflow store
 
 
+def input_digests(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
+) -> list[str] | None:
+    """What identifies a run's inputs: a file's bytes (``file_digest``); a table stored as many
+    files by each file's name, size and modification stamp (``Dataset.identity``: listed, never
+    read, as DVC and make do, so the driver does not read the table to look the cache up). None
+    when one cannot be read or identified (the run then says why, or runs without the cache)."""
+    from lepton.core.partitions import is_dataset, open_dataset
+    from lepton.core.tables import input_paths, resolve_input
+    from lepton.errors import DataError
+
+    digests = []
+    try:
+        for path in input_paths(spec, data, holdout, append):
+            digests.append(open_dataset(path).identity if is_dataset(path) else file_digest(resolve_input(path)))
+    except (DataError, OSError):
+        return None
+    return None if None in digests else digests  # type: ignore[return-value]
+
+
 def stage_keys(
-    spec: DomainSpec, files: list[Path] | None, settings: Settings, device: str, trials: int
+    spec: DomainSpec, digests: list[str] | None, settings: Settings, device: str, trials: int
 ) -> StageKeys | None:
     """None when the inputs cannot be read (preprocess then says why, as without a cache). The
     Dask cluster's size is not part of the key: a search on another cluster is not redone."""
-    if files is None:
-        return None
-    try:
-        digests = [file_digest(path) for path in files]
-    except OSError:
+    if digests is None:
         return None
     prepared = key("prepared", code_identity().key, spec.spec_hash(), digests)
     train = key("train", prepared, device, settings.search_rows)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ class Partition:
     path: Path | str  # a local file, or an fsspec URL (``s3://bucket/key``)
     keys: tuple[tuple[str, str], ...] = ()
     rows: int | None = None  # from the Parquet footer; None for CSV (known once read)
+    # this version of the file, known without reading it: its size and modification time (an
+    # object store's ETag where it gives one); "" when the filesystem says neither
+    stamp: str = ""
 
     @property
     def name(self) -> str:
@@ -66,6 +71,16 @@ class Dataset:
         """Rows in all files, from the Parquet footers (None for CSV)."""
         counts = [p.rows for p in self.partitions]
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+    @property
+    def identity(self) -> str | None:
+        """A digest of every file's name, stamp and folder keys: the same files unchanged give
+        the same one (the stage cache's key for the table), any file added, removed, rewritten or
+        touched another; None when a file has no stamp."""
+        if any(not p.stamp for p in self.partitions):
+            return None
+        listed = [[p.name, p.stamp, list(p.keys)] for p in self.partitions]
+        return hashlib.sha256(json.dumps([self.format, listed]).encode()).hexdigest()
 
     def describe(self) -> str:
         rows = self.rows
@@ -106,7 +121,7 @@ def open_dataset(path: str | Path) -> Dataset:
     formats = {_format(p) for p in files}
     if len(formats) > 1:
         raise InputPathError(f"{where}: mixes CSV and Parquet files; a dataset is one format")
-    partitions = tuple(Partition(resolve_input(p), _hive_keys(root, p), _footer_rows(p)) for p in files)
+    partitions = tuple(Partition(resolve_input(p), _hive_keys(root, p), _footer_rows(p), _stamp(p)) for p in files)
     names = [dict(p.keys).keys() for p in partitions]
     if len({tuple(n) for n in names}) > 1:
         raise InputPathError(f"{where}: the files sit under different key=value folders; one layout for all")
@@ -131,6 +146,11 @@ def _hive_keys(root: Path, path: Path) -> tuple[tuple[str, str], ...]:
     except ValueError:
         return ()
     return tuple((unquote(k), unquote(v)) for k, _, v in (f.partition("=") for f in folders if "=" in f))
+
+
+def _stamp(path: Path) -> str:
+    status = path.stat()
+    return f"{status.st_size}:{status.st_mtime_ns}"
 
 
 def _footer_rows(path: Path) -> int | None:
@@ -171,18 +191,22 @@ def _open_remote(url: str) -> Dataset:
     scheme = url.partition("://")[0]
     try:
         if any(c in inside for c in GLOB_CHARS):
-            base, found = _fixed_prefix(inside), [f for f in fs.glob(inside) if fs.isfile(f)]
+            base, found = _fixed_prefix(inside), fs.glob(inside, detail=True)
         elif fs.isdir(inside):
-            base, found = inside.rstrip("/"), fs.find(inside)
+            base, found = inside.rstrip("/"), fs.find(inside, detail=True)
         elif fs.isfile(inside):
-            base, found = inside.rsplit("/", 1)[0], [inside]
+            base, found = inside.rsplit("/", 1)[0], {inside: fs.info(inside)}
         else:
             raise InputPathError(f"{url}: no such file or folder")
     except InputPathError:
         raise
     except Exception as exc:  # the filesystem's own errors (botocore's NoCredentialsError is not an OSError)
         raise InputPathError(f"{url}: cannot be listed ({type(exc).__name__}: {exc})") from exc
-    files = sorted(f for f in found if not f.rsplit("/", 1)[-1].startswith(HIDDEN) and _format(Path(f)) is not None)
+    files = sorted(
+        f
+        for f, info in found.items()
+        if info.get("type") == "file" and not f.rsplit("/", 1)[-1].startswith(HIDDEN) and _format(Path(f)) is not None
+    )
     if not files:
         raise InputPathError(f"{url}: no CSV or Parquet files ({', '.join(sorted(READERS))})")
     formats = {_format(Path(f)) for f in files}
@@ -192,11 +216,20 @@ def _open_remote(url: str) -> Dataset:
     for f in files:
         folders = f[len(base) :].strip("/").split("/")[:-1]
         keys = tuple((unquote(k), unquote(v)) for k, _, v in (d.partition("=") for d in folders if "=" in d))
-        partitions.append(Partition(f"{scheme}://{f}", keys, _remote_footer_rows(fs, f, scheme)))
+        stamp = _remote_stamp(found[f])
+        partitions.append(Partition(f"{scheme}://{f}", keys, _remote_footer_rows(fs, f, scheme), stamp))
     names = {tuple(dict(p.keys)) for p in partitions}
     if len(names) > 1:
         raise InputPathError(f"{url}: the files sit under different key=value folders; one layout for all")
     return Dataset(root=url, format=formats.pop() or "", partitions=tuple(partitions), folder=url.rstrip("/"))
+
+
+def _remote_stamp(info: dict[str, Any]) -> str:
+    """Size and the object store's version of a file: S3's ETag, GCS's md5Hash, else its time."""
+    version = next(
+        (info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified") if info.get(k)), None
+    )
+    return f"{info.get('size')}:{version}" if version is not None else ""
 
 
 def _remote_footer_rows(fs: Any, path: str, scheme: str) -> int | None:

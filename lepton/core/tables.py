@@ -437,19 +437,27 @@ def _as_datetime(text: pl.Series) -> tuple[pl.Series | None, str]:
     return (parsed.dt.replace_time_zone(None) if zone else parsed), "datetimes parsed"
 
 
-def input_files(
+def input_paths(
     spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
-) -> list[Path] | None:
-    """The files ``load_domain_data`` reads, resolved; None when one of them is not a readable
-    file (reading it raises the typed error)."""
+) -> list[str | Path]:
+    """What a run reads, as given: the table, a given holdout, an appended batch (each a file, or
+    a folder, glob or URL of files)."""
     given = spec.split.kind == "given"
     paths = [data or spec.data.resolve(spec.data.path)]
     if holdout or (given and not data):
         paths.append(holdout or spec.data.resolve(spec.data.holdout_path))
     if append:
         paths.append(append)
+    return [p for p in paths if p is not None]
+
+
+def input_files(
+    spec: DomainSpec, data: str | None = None, holdout: str | None = None, append: str | None = None
+) -> list[Path] | None:
+    """The files ``load_domain_data`` reads, resolved; None when one of them is not a readable
+    file (reading it raises the typed error)."""
     try:
-        return [resolve_input(path) for path in paths]
+        return [resolve_input(path) for path in input_paths(spec, data, holdout, append)]
     except DataError:
         return None
 

@@ -48,7 +48,8 @@ def s3(dask_cluster):
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    dask_cluster.run(lambda values: os.environ.update(values), env)  # the workers' own os.environ
+    # a lambda, not os.environ.update: that bound method would be pickled with a copy of this environ
+    dask_cluster.run(lambda values: os.environ.update(values), env)  # noqa: PLW0108
     try:
         for _ in range(300):
             try:
@@ -116,6 +117,15 @@ def test_a_bad_value_in_a_remote_file_is_named_by_its_url(s3, nothing_recorded, 
     nothing_recorded()
 
 
+def test_a_remote_tables_identity_follows_its_objects(s3, tmp_path):
+    url = _upload(s3, _write(_sample("finance"), tmp_path / "loans", 2, seed=2), "identity")
+    first = open_dataset(url).identity
+    assert first is not None and open_dataset(url).identity == first
+    s3.put_file(str(tmp_path / "loans" / "part-000.parquet"), f"{BUCKET}/identity/part-001.parquet")  # new bytes
+    s3.invalidate_cache()
+    assert open_dataset(url).identity not in (None, first)
+
+
 def test_urls_with_credentials_or_no_files_are_refused(s3):
     with pytest.raises(InputPathError, match="carries credentials") as refused:
         open_dataset(f"s3://AKIAEXAMPLE:hunter2@{BUCKET}/loans/")
@@ -134,9 +144,13 @@ def test_a_table_at_an_s3_url_trains_registers_and_monitors(s3, lepton_home, tmp
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["version"] == "1" and result["engine"]["feature_partitions"] == 4
     assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"] - 0.05
+    from mlflow import MlflowClient
+
+    lineage = [i.dataset.source for i in MlflowClient().get_run(result["run_id"]).inputs.dataset_inputs]
+    assert any(url in source for source in lineage), lineage  # the URL as given, not folded to s3:/
 
     batch = _upload(s3, _write(frame.head(3000), tmp_path / "batch", 2, seed=5), "batch")
     watched = CliRunner().invoke(app, ["monitor", "finance", "--data", batch, "--json"])
     assert watched.exit_code == 0, watched.output
     report = json.loads(watched.stdout.strip().splitlines()[-1])
-    assert report["rows"] == 3000 and report["data"] == batch
+    assert report["rows"] == 3000 and report["source"] == batch
