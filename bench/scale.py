@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--partitioned", action="store_true", help="a folder of files on a process cluster")
     parser.add_argument("--worker-memory", default="9GB", help="each worker's --memory-limit")
     parser.add_argument("--file-rows", type=int, default=250_000, help="rows per file")
+    parser.add_argument("--lepton-only", action="store_true", help="with --partitioned: not the script by hand")
     parser.add_argument(
         "--domain", default="finance", choices=["finance", "manufacturing"],
         help="with --partitioned: the table to synthesise (the script by hand runs for finance only)",
@@ -224,7 +225,7 @@ def partitioned(args: argparse.Namespace) -> None:
                     f"{metric} {entry['lepton']['value']:.4f}, {entry['lepton']['trained_on']}, "
                     f"stages {entry['lepton']['stages']}"
                 )
-                if domain == "finance":
+                if domain == "finance" and not args.lepton_only:
                     hand_cmd = [str(BIN / "python"), str(Path(__file__).with_name("by_hand.py")), str(data),
                                 "--address", cluster.address, "--params", json.dumps(params),
                                 "--rounds", str(rounds), "--features", "credit"]  # fmt: skip

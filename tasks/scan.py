@@ -60,6 +60,12 @@ from lepton.tasks.preprocess import (
 )
 
 SAMPLE_ROWS = 250_000  # validation and holdout rows gathered to the driver (each)
+# The holdout metrics read every holdout row up to this many (labels and scores, a few bytes a row,
+# and the metrics' sorts and copies of them on the driver: ~170 bytes a row measured at 6M rows);
+# beyond it a uniform draw of this many, the same rows whatever the partitioning. A multiclass
+# table's scores are a row per class: at most METRIC_CELLS of them.
+METRIC_ROWS = 1_000_000
+METRIC_CELLS = 8_000_000
 # The driver's samples are bounded in bytes too, whatever the table's width: its encoded training
 # sample at most this many MiB (the search's rows), validation and holdout half of it each.
 SAMPLE_MIB = 256
@@ -314,29 +320,54 @@ class HoldoutScores:
         return len(self.y)
 
 
-def score_holdout_part(table: WorkerTable, index: int, models: tuple[Any, ...], spec: DomainSpec) -> HoldoutScores:
+def score_holdout_part(
+    table: WorkerTable, index: int, models: tuple[Any, ...], spec: DomainSpec, fraction: float = 1.0
+) -> HoldoutScores:
     """One partition's holdout rows, read and split again where the task runs, scored by each of
     ``models`` (anything with ``predict(X)``). Groups are whole within a file wherever smoothing
-    or a group metric reads them (``_whole_groups``), so per file equals over the table."""
+    or a group metric reads them (``_whole_groups``), so per file equals over the table. With
+    ``fraction`` under 1, the rows (whole groups, where the spec has them) whose draw is under it
+    are sent back, scored and smoothed among all of their file's rows first."""
     partition, role, digest = table.sources[index]
     encoder: SideEncoder = table.encode  # type: ignore[assignment]
     rows = encoder.rows(table.read(partition, role, digest), "holdout")
     X, y = encoder.matrix(rows)
     smoothing = spec.smoothing_config()
-    return HoldoutScores(
-        y=y,
-        scores=tuple(smoothed(smoothing, model.predict(X), rows) for model in models),
-        groups=rows[spec.group_column].to_numpy() if spec.group_column else None,
-        order=rows[spec.time_column].to_numpy() if spec.time_column else None,
-    )
+    scores = tuple(smoothed(smoothing, model.predict(X), rows) for model in models)
+    groups = rows[spec.group_column].to_numpy() if spec.group_column else None
+    order = rows[spec.time_column].to_numpy() if spec.time_column else None
+    if fraction < 1.0:  # a group's rows stay together (a detection delay reads a whole run)
+        whole = spec.group_column is not None
+        draw = _uniform(rows[spec.group_column].cast(pl.String).fill_null("").hash(seed=3)) if whole else rows[PICK]
+        keep = np.asarray(draw) < fraction
+        y, scores = y[keep], tuple(s[keep] for s in scores)
+        groups, order = (None if a is None else a[keep] for a in (groups, order))
+    return HoldoutScores(y=y, scores=scores, groups=groups, order=order)
+
+
+def metric_fraction(table: WorkerTable, classes: int) -> float:
+    """The share of holdout rows the metrics read: all of them up to METRIC_ROWS (METRIC_CELLS
+    scores for a multiclass table), a uniform draw of that many beyond."""
+    total = sum(table.rows.get("holdout", ()))
+    limit = min(METRIC_ROWS, METRIC_CELLS // max(1, classes if classes > 2 else 1))
+    return 1.0 if total <= limit else limit / total
 
 
 def score_holdout(client: Any, table: WorkerTable, models: tuple[Any, ...], spec: DomainSpec) -> HoldoutScores:
-    """Every holdout row of a partitioned table scored on the workers, file by file; only the
-    labels and scores come back (a few bytes a row), never the rows. A lost worker's files are
-    read again on another (Dask retries the task); a cluster that cannot finish is an EngineError."""
-    shared = client.scatter(models, broadcast=True)
-    futures = [client.submit(score_holdout_part, table, i, shared, spec, pure=False) for i in table.holding("holdout")]
+    """The holdout rows of a partitioned table scored on the workers, file by file; only the
+    labels and scores come back (a few bytes a row), never the rows, and of at most METRIC_ROWS
+    rows (``metric_fraction``), so the driver's memory does not grow with the table. A lost
+    worker's files are read again on another (Dask retries the task); a cluster that cannot
+    finish is an EngineError."""
+    # a key of its own (hash=False): the same models scored again soon after would otherwise share
+    # the key the last call's future is releasing, and lose their data with it
+    shared = client.scatter(models, broadcast=True, hash=False)
+    classes = len(getattr(table.encode, "classes", ()) or ())
+    fraction = metric_fraction(table, classes)
+    futures = [
+        client.submit(score_holdout_part, table, i, shared, spec, fraction, pure=False)
+        for i in table.holding("holdout")
+    ]
     parts: list[HoldoutScores] = _run(client, futures, "deploy")
     if not parts:
         raise EmptyDataError("the holdout split has no rows")

@@ -97,6 +97,26 @@ def test_the_fit_reads_each_file_again_as_the_scan_split_it_and_refuses_a_change
         table.read(partition, role, digest)
 
 
+def test_the_holdout_metrics_read_a_bounded_draw_the_same_for_any_partitioning(dask_cluster, tmp_path, monkeypatch):
+    """Past METRIC_ROWS holdout rows the metrics read a uniform draw of that many (the driver's
+    memory must not grow with the table): the same rows whatever the files."""
+    import xgboost
+
+    from lepton.tasks import scan
+
+    spec, frame = get_spec("finance"), _sample("finance")
+    a = _split(spec, _write(frame, tmp_path / "three", 3, seed=1), dask_cluster)
+    b = _split(spec, _write(frame, tmp_path / "five", 5, seed=2, csv=True), dask_cluster)
+    model = xgboost.XGBRegressor(n_estimators=5, max_depth=3).fit(a.train.X, a.train.y)
+    whole = scan.score_holdout(dask_cluster, a.table, (model,), spec)
+    assert whole.rows == a.rows("holdout")  # under the limit: every row
+    monkeypatch.setattr(scan, "METRIC_ROWS", whole.rows // 4)
+    drawn = [scan.score_holdout(dask_cluster, t.table, (model,), spec) for t in (a, b)]
+    assert drawn[0].rows == pytest.approx(whole.rows / 4, rel=0.2) and drawn[0].rows == drawn[1].rows
+    assert np.allclose(np.sort(drawn[0].scores[0]), np.sort(drawn[1].scores[0]))  # the same rows
+    assert np.isin(drawn[0].scores[0], whole.scores[0]).all()
+
+
 def test_a_time_split_cuts_where_sorting_every_row_would(dask_cluster, tmp_path):
     """The medical sample (a time split on the sampling year, many rows per year) in hive
     folders by sex: the same holdout and validation rows as the single-file path."""
@@ -149,6 +169,26 @@ def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path
 
     monitored = [a.path for a in MlflowClient().list_artifacts(result["run_id"], "monitor")]
     assert "monitor/holdout_drift.json" in monitored  # the monitor ran on the holdout's sample
+
+    # the same files again: the earlier run is the answer, found from the files' listing alone
+    again = CliRunner().invoke(app, ["run", "--data", folder, "--target", "Class", "--trials", "2", "--json"])
+    assert again.exit_code == 0, again.output
+    repeated = json.loads(again.stdout.strip().splitlines()[-1])
+    assert repeated["up_to_date"] and repeated["run_id"] == result["run_id"] and repeated["version"] == "1"
+
+
+def test_a_tables_identity_changes_with_any_of_its_files(tmp_path):
+    """The stage cache's key for a table of many files: its files' names, sizes and times,
+    listed without reading a row."""
+    import os
+
+    folder = _write(_sample("finance"), tmp_path / "loans", 3, seed=1)
+    first = open_dataset(folder).identity
+    assert first is not None and open_dataset(folder).identity == first
+    assert open_dataset(f"{folder}/part-00[01].parquet").identity != first  # two of the three files
+    touched = tmp_path / "loans" / "part-001.parquet"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 1))
+    assert open_dataset(folder).identity not in (None, first)  # touched: the stamp cannot tell, so run again
 
 
 def test_dataset_paths_are_checked(tmp_path):
