@@ -124,7 +124,7 @@ def scan_batch(
     numeric = [n for n, r in references.items() if r["kind"] != "categorical"]
     rule = spec.drift
     plans = None if NumericPlan.needs_span(rule) else {n: NumericPlan.of(references[n], rule) for n in numeric}
-    monitored = client.scatter(Monitored(spec, scorer, output, references), broadcast=True)
+    monitored = client.scatter(Monitored(spec, scorer, output, references), broadcast=True, hash=False)
 
     def scan(partitions: list[Partition], first: bool) -> list[BatchPart]:
         tasks = [client.submit(scan_part, monitored, p, plans, first, pure=False) for p in partitions]

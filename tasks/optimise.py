@@ -130,7 +130,7 @@ def search(
             models.append(model)
             _advance(steps, model)
         return models
-    shared = client.scatter(data.for_training(), broadcast=True)
+    shared = client.scatter(data.for_training(), broadcast=True, hash=False)  # a key of its own, as in train
     slots = max(1, sum(client.nthreads().values()))
     while len(models) < n_trials:
         # Told in trial order, so a seed gives the same search whichever worker finishes first.

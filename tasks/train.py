@@ -205,7 +205,9 @@ def train_task(
     """
     sample = search_sample(data, search_rows, spec.split.seed)
     if client is not None:
-        shared = client.scatter(sample.for_training(), broadcast=True)
+        # hash=False: the optimise stage scatters the same sample next; under one content key its
+        # scatter could race this future's release and lose the data ("lost dependencies")
+        shared = client.scatter(sample.for_training(), broadcast=True, hash=False)
         baseline, tree = client.gather([
             client.submit(fit_on_worker, spec, shared, "linear", BASELINE_PARAMS, pure=False),
             client.submit(fit_on_worker, spec, shared, "xgboost", DEFAULT_TREE_PARAMS, device, pure=False),
