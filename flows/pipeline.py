@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 
 from lepton.core import cost, tracking
-from lepton.core.cache import StageCache, StageKeys, file_digest, input_digests, stage_keys
+from lepton.core.cache import StageCache, StageKeys, dataset_digests, file_digest, input_digests, stage_keys
 from lepton.core.digest import rows_digest
 from lepton.core.engine import Engine, choose_device, dask_engine
 from lepton.core.progress import emit
@@ -222,7 +222,7 @@ def pipeline(
     partitioned = partitioned_inputs(spec, data, holdout, append)  # a table stored as many files
     # a partitioned table's files as listed now, before any is read: a file changed during the run
     # is refused by the scan, and one changed after it gives another key
-    identities = input_digests(spec, data, holdout, append) if partitioned and cache else None
+    identities = dataset_digests(partitioned) if partitioned and cache else None
 
     def preprocess(engine: Engine | None) -> Preprocessed:
         if partitioned is not None and engine is not None:

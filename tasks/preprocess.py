@@ -20,7 +20,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from lepton.core.partitions import Dataset, Partition, WorkerTable, is_dataset, open_dataset
+from lepton.core.partitions import Dataset, WorkerTable, is_dataset, open_dataset
 from lepton.core.scoring import encode, feature_names
 from lepton.core.tables import fingerprint, read_table, resolve_input
 from lepton.domains.spec import DomainSpec, Dtype, Role
@@ -429,8 +429,7 @@ def _single(path: str | Path | None) -> Dataset | None:
     """A single holdout file as a dataset of one partition."""
     if path is None:
         return None
-    resolved = resolve_input(path)
-    return Dataset(root=str(resolved), format="file", partitions=(Partition(resolved),))
+    return Dataset.of_file(resolve_input(path))
 
 
 PREFLIGHT_ROWS = 2_000_000  # larger tables are checked inside the flow, on the cluster

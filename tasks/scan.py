@@ -349,7 +349,7 @@ def metric_fraction(table: WorkerTable, classes: int) -> float:
     """The share of holdout rows the metrics read: all of them up to METRIC_ROWS (METRIC_CELLS
     scores for a multiclass table), a uniform draw of that many beyond."""
     total = sum(table.rows.get("holdout", ()))
-    limit = min(METRIC_ROWS, METRIC_CELLS // max(1, classes if classes > 2 else 1))
+    limit = min(METRIC_ROWS, METRIC_CELLS // (classes if classes > 2 else 1))
     return 1.0 if total <= limit else limit / total
 
 

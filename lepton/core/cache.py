@@ -29,6 +29,9 @@ import numpy as np
 from lepton.core.identity import code_identity
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from lepton.core.partitions import Dataset
     from lepton.core.settings import Settings
     from lepton.domains.spec import DomainSpec
 
@@ -70,15 +73,23 @@ def input_digests(
     files by each file's name, size and modification stamp (``Dataset.identity``: listed, never
     read, as DVC and make do, so the driver does not read the table to look the cache up). None
     when one cannot be read or identified (the run then says why, or runs without the cache)."""
-    from lepton.core.partitions import is_dataset, open_dataset
+    from lepton.core.partitions import Dataset, is_dataset, open_dataset
     from lepton.core.tables import input_paths, resolve_input
     from lepton.errors import DataError
 
-    digests = []
     try:
-        for path in input_paths(spec, data, holdout, append):
-            digests.append(open_dataset(path).identity if is_dataset(path) else file_digest(resolve_input(path)))
+        paths = input_paths(spec, data, holdout, append)
+        return dataset_digests([open_dataset(p) if is_dataset(p) else Dataset.of_file(resolve_input(p)) for p in paths])
     except (DataError, OSError):
+        return None
+
+
+def dataset_digests(datasets: Iterable[Dataset | None]) -> list[str] | None:
+    """``input_digests`` of inputs already opened (a run's partitioned table and its holdout):
+    a single file by its bytes, a table of many files by its listing."""
+    try:
+        digests = [file_digest(d.root) if d.format == "file" else d.identity for d in datasets if d is not None]
+    except OSError:
         return None
     return None if None in digests else digests  # type: ignore[return-value]
 

@@ -19,7 +19,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,11 @@ class Dataset:
     format: str  # "parquet" or "csv"
     partitions: tuple[Partition, ...]
     folder: str = ""  # the folder it lies in (a glob's fixed part)
+
+    @classmethod
+    def of_file(cls, path: Path) -> Dataset:
+        """One (resolved) file as a dataset of one partition, read where the workers are."""
+        return cls(root=str(path), format="file", partitions=(Partition(path),))
 
     @property
     def rows(self) -> int | None:
@@ -116,16 +121,29 @@ def open_dataset(path: str | Path) -> Dataset:
         found = [p for p in root.rglob("*") if p.is_file()]
         where = str(root)
     files = sorted(p.resolve() for p in found if not p.name.startswith(HIDDEN) and _format(p) is not None)
+    kind = _one_format(where, files)
+    partitions = [
+        Partition(resolve_input(p), _hive_keys(root, p), _footer_rows(str(p), lambda p=p: open(p, "rb")), _stamp(p))
+        for p in files
+    ]
+    return Dataset(root=where, format=kind, partitions=_one_layout(where, partitions), folder=str(root))
+
+
+def _one_format(where: str, files: list[Path] | list[str]) -> str:
+    """The dataset's one format; InputPathError when it has no data files or mixes formats."""
     if not files:
         raise InputPathError(f"{where}: no CSV or Parquet files ({', '.join(sorted(READERS))})")
-    formats = {_format(p) for p in files}
+    formats = {_format(Path(f)) for f in files}
     if len(formats) > 1:
         raise InputPathError(f"{where}: mixes CSV and Parquet files; a dataset is one format")
-    partitions = tuple(Partition(resolve_input(p), _hive_keys(root, p), _footer_rows(p), _stamp(p)) for p in files)
-    names = [dict(p.keys).keys() for p in partitions]
-    if len({tuple(n) for n in names}) > 1:
+    return formats.pop() or ""
+
+
+def _one_layout(where: str, partitions: list[Partition]) -> tuple[Partition, ...]:
+    """The partitions, when every file sits under the same ``key=value`` folder names."""
+    if len({tuple(dict(p.keys)) for p in partitions}) > 1:
         raise InputPathError(f"{where}: the files sit under different key=value folders; one layout for all")
-    return Dataset(root=where, format=formats.pop() or "", partitions=partitions, folder=str(root))
+    return tuple(partitions)
 
 
 def _fixed_prefix(pattern: str) -> str:
@@ -145,6 +163,10 @@ def _hive_keys(root: Path, path: Path) -> tuple[tuple[str, str], ...]:
         folders = path.resolve().relative_to(root).parts[:-1]
     except ValueError:
         return ()
+    return _keys(folders)
+
+
+def _keys(folders: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple((unquote(k), unquote(v)) for k, _, v in (f.partition("=") for f in folders if "=" in f))
 
 
@@ -153,15 +175,18 @@ def _stamp(path: Path) -> str:
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
-def _footer_rows(path: Path) -> int | None:
-    if _format(path) != "parquet":
+def _footer_rows(name: str, opened: Callable[[], Any]) -> int | None:
+    """A Parquet file's rows from its footer (None for CSV); ``opened`` opens it for reading,
+    on this disk or through its filesystem."""
+    if _format(Path(name)) != "parquet":
         return None
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    except (OSError, ValueError) as exc:
-        raise InputPathError(f"{path}: not a readable Parquet file ({exc})") from exc
+        with opened() as handle:
+            return int(pq.ParquetFile(handle).metadata.num_rows)
+    except Exception as exc:  # a corrupt footer (ValueError, OSError) or a remote filesystem's own errors
+        raise InputPathError(f"{name}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
 
 
 # ---- datasets at an fsspec URL ------------------------------------------------------------------
@@ -172,9 +197,10 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
     import fsspec
 
-    if urlsplit(url).password is not None or "@" in urlsplit(url).netloc:
+    parts = urlsplit(url)
+    if "@" in parts.netloc:  # user:password@ or a key alone
         raise InputPathError(
-            f"{urlsplit(url).scheme}://…: the URL carries credentials, which would be written to logs and MLflow; "
+            f"{parts.scheme}://…: the URL carries credentials, which would be written to logs and MLflow; "
             "configure them for the filesystem instead (for S3: AWS_PROFILE or the AWS_* variables)"
         )
     try:
@@ -192,14 +218,13 @@ def _open_remote(url: str) -> Dataset:
     try:
         if any(c in inside for c in GLOB_CHARS):
             base, found = _fixed_prefix(inside), fs.glob(inside, detail=True)
-        elif fs.isdir(inside):
-            base, found = inside.rstrip("/"), fs.find(inside, detail=True)
-        elif fs.isfile(inside):
-            base, found = inside.rsplit("/", 1)[0], {inside: fs.info(inside)}
         else:
-            raise InputPathError(f"{url}: no such file or folder")
-    except InputPathError:
-        raise
+            info = fs.info(inside)  # one request: a folder (prefix) or a file
+            folder = info["type"] == "directory"
+            base = inside.rstrip("/") if folder else inside.rsplit("/", 1)[0]
+            found = fs.find(inside, detail=True) if folder else {inside: info}
+    except FileNotFoundError as exc:
+        raise InputPathError(f"{url}: no such file or folder") from exc
     except Exception as exc:  # the filesystem's own errors (botocore's NoCredentialsError is not an OSError)
         raise InputPathError(f"{url}: cannot be listed ({type(exc).__name__}: {exc})") from exc
     files = sorted(
@@ -207,21 +232,17 @@ def _open_remote(url: str) -> Dataset:
         for f, info in found.items()
         if info.get("type") == "file" and not f.rsplit("/", 1)[-1].startswith(HIDDEN) and _format(Path(f)) is not None
     )
-    if not files:
-        raise InputPathError(f"{url}: no CSV or Parquet files ({', '.join(sorted(READERS))})")
-    formats = {_format(Path(f)) for f in files}
-    if len(formats) > 1:
-        raise InputPathError(f"{url}: mixes CSV and Parquet files; a dataset is one format")
-    partitions = []
-    for f in files:
-        folders = f[len(base) :].strip("/").split("/")[:-1]
-        keys = tuple((unquote(k), unquote(v)) for k, _, v in (d.partition("=") for d in folders if "=" in d))
-        stamp = _remote_stamp(found[f])
-        partitions.append(Partition(f"{scheme}://{f}", keys, _remote_footer_rows(fs, f, scheme), stamp))
-    names = {tuple(dict(p.keys)) for p in partitions}
-    if len(names) > 1:
-        raise InputPathError(f"{url}: the files sit under different key=value folders; one layout for all")
-    return Dataset(root=url, format=formats.pop() or "", partitions=tuple(partitions), folder=url.rstrip("/"))
+    kind = _one_format(url, files)
+    partitions = [
+        Partition(
+            f"{scheme}://{f}",
+            _keys(f[len(base) :].strip("/").split("/")[:-1]),
+            _footer_rows(f"{scheme}://{f}", lambda f=f: fs.open(f, "rb")),
+            _remote_stamp(found[f]),
+        )
+        for f in files
+    ]
+    return Dataset(root=url, format=kind, partitions=_one_layout(url, partitions), folder=url.rstrip("/"))
 
 
 def _remote_stamp(info: dict[str, Any]) -> str:
@@ -230,18 +251,6 @@ def _remote_stamp(info: dict[str, Any]) -> str:
         (info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified") if info.get(k)), None
     )
     return f"{info.get('size')}:{version}" if version is not None else ""
-
-
-def _remote_footer_rows(fs: Any, path: str, scheme: str) -> int | None:
-    if _format(Path(path)) != "parquet":
-        return None
-    import pyarrow.parquet as pq
-
-    try:
-        with fs.open(path, "rb") as handle:
-            return int(pq.ParquetFile(handle).metadata.num_rows)
-    except Exception as exc:  # a corrupt footer (ValueError, OSError) or the filesystem's own errors
-        raise InputPathError(f"{scheme}://{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
 
 
 def _load_remote(url: str, encoding: str | None) -> Any:
