@@ -26,12 +26,14 @@ from lepton.tasks import families
 from lepton.tasks.calibrate import Calibration, fit_calibration
 from lepton.tasks.families import Pruning
 from lepton.tasks.metrics import primary_score
-from lepton.tasks.pareto import Choice, choose, objectives, serving_cost
+from lepton.tasks.pareto import Choice, choose, serving_cost
 from lepton.tasks.preprocess import PreparedData
 from lepton.tasks.train import TrainedModel, TrainResult, alarm_normal, fit_on_worker, search_sample, train_model
 
 STARTUP_TRIALS = 10  # TPE's random start: trials it suggests before it learns from scores
-DIRECTIONS = ("maximize", "minimize", "minimize", "minimize")  # lepton.tasks.pareto.objectives
+# What the sampler learns from: the validation score and the stored model's size. Not the measured
+# latency: TPE's suggestions after the random start would then follow the machine's load.
+DIRECTIONS = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _tell(study: Any, trial: Any, model: TrainedModel) -> None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
         assert model.serving is not None
-        study.tell(trial, list(objectives(model.valid_score, model.serving)))
+        study.tell(trial, [model.valid_score, float(model.serving.size_bytes)])
 
 
 def search(
@@ -101,8 +103,9 @@ def search(
     """Run ``n_trials`` multi-objective Optuna trials; return every fitted model (pruned ones
     included, marked) in trial order, each with its measured serving cost.
 
-    The objectives: the primary metric on validation (maximised), single-row latency, batch
-    latency and model size (minimised). The sampler is Optuna's multi-objective TPE, which learns
+    The objectives: the primary metric on validation (maximised) and the stored model's size
+    (minimised); each model's latency is measured and reported but not told to the sampler, so
+    a seed gives the same trials on a loaded machine. The sampler is Optuna's multi-objective TPE, which learns
     from a handful of trials (NSGA-II needs generations of ~50); a tree trial that falls behind
     the median of earlier ones stops early (``Pruning``).
 

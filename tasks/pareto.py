@@ -1,11 +1,18 @@
 """The Pareto choice: what each candidate costs to serve, the non-dominated set, and the
-cheapest model that is as good as the best, within the spec's gate and latency budget.
+simplest model that is as good as the best, within the spec's gate and latency budget.
 
 A candidate's serving cost is measured on the model itself, in this process, one candidate
-after another: the median CPU time to score one row (``lepton.core.timing``, so that the choice does
-not depend on the machine's load), the best of three 1,000-row batches, and the size of its safe payload. The
-recipe and encoding that come before the model in the served bundle are the same for every
-candidate; the deploy stage times the whole bundle and gates on it again.
+after another: the median CPU time to score one row (``lepton.core.timing``), the best of three
+1,000-row batches, and the size of its safe payload. The recipe and encoding that come before the
+model in the served bundle are the same for every candidate; the deploy stage times the whole
+bundle and gates on it again.
+
+What decides must not depend on the machine's load, and a measured time does, however it is
+taken (the same ten trials timed in two runs moved by up to 25%). So the measured latency only
+bars a model from the budget, which sits far above what the candidates cost; among the models
+left, the choice is by what the model is: the simplest family, then the smallest stored model
+(fewer and shallower trees, fewer weights), then the better score. The front and the plot show
+the measured figures.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from lepton.errors import LatencyBudgetError
 SINGLE_ROWS = 40  # single-row calls timed per candidate, after WARMUP_ROWS
 WARMUP_ROWS = 5
 BATCH_ROWS = 1000
-EQUALLY_CHEAP = 1.25  # latencies within this factor of the cheapest are a tie: timing noise on a shared machine
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,11 @@ def meets_gate(spec: DomainSpec, score: float) -> bool:
 def choose(
     spec: DomainSpec, pool: list[Any], costs: list[ServingCost], as_good: list[bool], simplest: list[str]
 ) -> Choice:
-    """The cheapest model (single-row latency; ties within ``EQUALLY_CHEAP`` go to the simpler
-    family in ``simplest`` order, then the better score) that is ``as_good`` as the best (the
-    caller's test: within the noise of the validation split), meets the spec's gate on the
-    primary metric and its latency budget. ``pool[0]`` is the untuned baseline, kept over a
-    tuned linear model that is no better.
+    """The simplest model (family in ``simplest`` order, then the smallest stored payload, then the
+    better score: nothing measured, so the same models give the same choice on a loaded machine)
+    that is ``as_good`` as the best (the caller's test: within the noise of the validation split),
+    meets the spec's gate on the primary metric and its latency budget. ``pool[0]`` is the
+    untuned baseline, kept over a tuned linear model that is no better.
 
     Raises LatencyBudgetError when no candidate scores a row within the budget. When some do but
     none of them is as good as the best, the best of those within the budget is chosen, and says so.
@@ -124,11 +130,11 @@ def choose(
     eligible = [f and good and meets_gate(spec, s) for f, good, s in zip(fast, as_good, scores, strict=True)]
     name = spec.primary_metric
     if any(eligible):
-        pick = _cheapest([i for i, ok in enumerate(eligible) if ok], pool, costs, simplest)
+        pick = _simplest([i for i, ok in enumerate(eligible) if ok], pool, costs, simplest)
         if pool[pick].family == pool[0].family and eligible[0] and as_good[0]:
             pick = 0  # the untuned baseline: tuning it was not worth more than the noise
         reason = (
-            f"the cheapest of {sum(eligible)} model(s) as good as the best within the noise and within "
+            f"the simplest of {sum(eligible)} model(s) as good as the best within the noise and within "
             f"{budget:g} ms: {pool[pick].family} at validation {name} {abs(scores[pick]):.4f}, "
             f"{costs[pick].latency_ms:.3f} ms a row, {costs[pick].size_bytes / 1024:.0f} KiB (the best of "
             f"{len(pool)}: {pool[best].family} at {abs(scores[best]):.4f}, {costs[best].latency_ms:.3f} ms; "
@@ -144,8 +150,7 @@ def choose(
     return Choice(pick, reason, tuple(front), tuple(eligible))
 
 
-def _cheapest(indexes: list[int], pool: list[Any], costs: list[ServingCost], simplest: list[str]) -> int:
-    floor = min(costs[i].latency_ms for i in indexes)
-    tied = [i for i in indexes if costs[i].latency_ms <= floor * EQUALLY_CHEAP]
+def _simplest(indexes: list[int], pool: list[Any], costs: list[ServingCost], simplest: list[str]) -> int:
     rank = {family: n for n, family in enumerate(simplest)}
-    return min(tied, key=lambda i: (rank.get(pool[i].family, len(rank)), -pool[i].valid_score, i))
+    scores = [m.valid_score for m in pool]
+    return min(indexes, key=lambda i: (rank.get(pool[i].family, len(rank)), costs[i].size_bytes, -scores[i], i))

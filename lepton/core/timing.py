@@ -1,7 +1,7 @@
-"""Per-call cost that means the same on a quiet machine and a loaded one.
+"""Per-call cost that means as nearly as it can the same on a quiet machine and a loaded one.
 
-Whatever decides (the optimiser's latency objective, the deploy stage's latency gate) times a
-call by the CPU time of the calling thread (``time.thread_time_ns``), not the wall clock: a
+Whatever reads a time to decide (the optimiser's latency budget, the deploy stage's latency gate)
+times a call by the CPU time of the calling thread (``time.thread_time_ns``), not the wall clock: a
 machine busy with other work, or a run busy with its own Dask trials in other threads, stretches
 wall time by descheduling the thread but leaves the work the call does unchanged. Single-row
 scoring runs in the calling thread (NumPy, XGBoost on one row), so its thread time is its cost.
@@ -10,8 +10,10 @@ Wall time is measured beside it and reported, never used to decide.
 Calls are timed warm, in blocks. Load only ever adds CPU time to a call (caches and cores shared
 with other work), so the figure is the median of the two quietest blocks, and their disagreement
 is the noise stated with it. When it stays above ``MAX_SPREAD`` after ``ATTEMPTS`` measurements,
-the figure is not reliable and says so (``reliable`` False): a gate then withholds its decision
-instead of making one.
+the figure is not reliable and says so (``reliable`` False). As load only adds, a figure within a
+budget passes whatever its spread; only one over a budget needs ``reliable`` to fail, and a gate
+withholds its decision otherwise. The choice among models reads no time at all
+(``lepton.tasks.pareto``).
 """
 
 from __future__ import annotations

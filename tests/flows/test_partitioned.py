@@ -158,7 +158,13 @@ def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path
     assert done.exit_code == 0, done.output
     result = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert result["domain"] == "loans" and result["version"] == "1" and result["promoted"]
+    assert result["domain"] == "loans" and result["version"] == "1"
+    # The first version is judged like any other: on 2,000 holdout rows the chosen model may fall
+    # within the noise below the baseline, and then it is registered as a challenger, saying so.
+    beats = result["metrics"]["roc_auc"] >= result["baseline_metrics"]["roc_auc"]
+    assert result["promoted"] == beats, result["reasons"]
+    if not beats:
+        assert result["reasons"][0].startswith("worse than the baseline on roc_auc")
     assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"] - 0.05
     assert result["engine"]["feature_partitions"] == 4
     if result["family"] == "xgboost":  # a table this small is all in the driver's samples: fitted there, as one file
@@ -167,6 +173,8 @@ def test_a_partitioned_table_trains_registers_and_monitors(lepton_home, tmp_path
     assert any("split on the workers into" in note for note in result["notes"])
     from mlflow import MlflowClient
 
+    alias = "champion" if result["promoted"] else "challenger"
+    assert str(MlflowClient().get_model_version_by_alias("lepton-loans", alias).version) == "1"
     monitored = [a.path for a in MlflowClient().list_artifacts(result["run_id"], "monitor")]
     assert "monitor/holdout_drift.json" in monitored  # the monitor ran on the holdout's sample
 

@@ -11,6 +11,7 @@ from lepton.domains import get_spec
 from lepton.tasks.promotion import (
     Comparison,
     decide,
+    latency_failures,
     paired_bootstrap,
     promotion_lock,
     run_key,
@@ -163,3 +164,20 @@ def test_the_decision_is_a_function_of_what_was_measured(failures, comparison, c
         assert any("paired bootstrap" in reason for reason in decision.reasons)
     head = version_description(SPEC, "2", decision).splitlines()[0]
     assert head == ("Champion: v2 serves finance." if promoted else "Not promoted: v2 stays a challenger.")
+
+
+def _latency(p50, spread):
+    return {"latency_p50_ms": p50, "latency_wall_p50_ms": p50 * 3, "latency_spread": spread}
+
+
+def test_the_latency_gate_decides_only_what_load_cannot_explain():
+    """Load only adds CPU time: within the budget passes however noisy the blocks, over it fails
+    when the blocks agreed, and is withheld, saying why, when they did not."""
+    budget = SPEC.latency_budget_ms
+    assert latency_failures(SPEC, _latency(budget * 0.1, 0.0)) == []
+    assert latency_failures(SPEC, _latency(budget * 0.9, 2.0)) == []  # noisy, yet under the budget
+    (over,) = latency_failures(SPEC, _latency(budget * 1.5, 0.1))
+    assert over.startswith(f"latency budget {budget:g} ms: single-row p50 {budget * 1.5:.2f} ms")
+    assert "not decided" not in over
+    (withheld,) = latency_failures(SPEC, _latency(budget * 1.5, 2.0))
+    assert "not decided" in withheld and "200%" in withheld
