@@ -22,6 +22,7 @@ class Sample:
     seconds: float
     peak_rss_mb: float  # the largest single process (wait4)
     tree_peak_mb: float | None = None  # the process and all its children together, sampled
+    own_peak_mb: float | None = None  # the process alone, without its children (a Prefect server), sampled
 
 
 @dataclass
@@ -42,10 +43,11 @@ def run_once(cmd: list[str], env: dict[str, str] | None = None, tree: bool = Fal
     """Run ``cmd``; return its wall time, its own peak RSS (wait4) and its stdout.
 
     With ``tree``, the summed RSS of the process and its descendants (Dask workers included) is
-    also sampled every 0.2 s and its peak kept: wait4 only sees the largest single process."""
+    also sampled every 0.2 s and its peak kept: wait4 only sees the largest single process, which
+    may be a child (the temporary Prefect server), so the process's own peak is sampled beside it."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak = [0.0, 0.0]
     done = threading.Event()
     sampler = threading.Thread(target=_sample_tree, args=(proc.pid, peak, done), daemon=True)
     if tree:
@@ -59,7 +61,13 @@ def run_once(cmd: list[str], env: dict[str, str] | None = None, tree: bool = Fal
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} exited {proc.returncode}")
-    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024, tree_peak_mb=peak[0] if tree else None), out
+    sample = Sample(
+        seconds=seconds,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        tree_peak_mb=peak[0] if tree else None,
+        own_peak_mb=peak[1] if tree else None,
+    )
+    return sample, out
 
 
 def _sample_tree(pid: int, peak: list[float], done: threading.Event) -> None:
@@ -77,9 +85,12 @@ def _sample_tree(pid: int, peak: list[float], done: threading.Event) -> None:
             return
         for process in processes:
             try:
-                total += process.memory_info().rss
+                rss = process.memory_info().rss
             except psutil.NoSuchProcess:
                 continue
+            total += rss
+            if process is root:
+                peak[1] = max(peak[1], rss / 2**20)
         peak[0] = max(peak[0], total / 2**20)
 
 

@@ -190,7 +190,7 @@ def partitioned(args: argparse.Namespace) -> None:
                 holdout = data.with_name(f"{data.name}_holdout")  # a domain with a given test table
                 if holdout.exists():
                     cmd += ["--holdout", str(holdout)]
-                sample, out = run_once(cmd, env)
+                sample, out = run_once(cmd, env, tree=True)
                 lepton_workers = cluster.reset()
                 result = json.loads(out.strip().splitlines()[-1])
                 params, rounds = _chosen(home, result["run_id"])
@@ -202,7 +202,9 @@ def partitioned(args: argparse.Namespace) -> None:
                     "synth_seconds": synth_seconds,
                     "lepton": {
                         "seconds": sample.seconds,
-                        "driver_peak_mb": sample.peak_rss_mb,
+                        "driver_peak_mb": sample.peak_rss_mb,  # wait4: the largest of it and its children
+                        "driver_own_peak_mb": sample.own_peak_mb,  # the lepton process alone, sampled
+                        "driver_tree_peak_mb": sample.tree_peak_mb,  # with the temporary Prefect server
                         "worker_peak_mb": lepton_workers,
                         "stages": {k: v["seconds"] for k, v in result["stages"].items()},
                         "metric": metric,
@@ -221,7 +223,9 @@ def partitioned(args: argparse.Namespace) -> None:
                 mb = ", ".join(f"{w:,.0f}" for w in lepton_workers)
                 line = (
                     f"{rows:>11,} rows ({files} files, {in_memory_mb:,.0f} MB in memory, synth {synth_seconds:.0f}s): "
-                    f"Lepton {sample.seconds:.1f}s, driver {sample.peak_rss_mb:,.0f} MB, workers {mb} MB, "
+                    f"Lepton {sample.seconds:.1f}s, driver {sample.peak_rss_mb:,.0f} MB (itself "
+                    f"{sample.own_peak_mb or 0:,.0f} MB, with its children {sample.tree_peak_mb or 0:,.0f} MB), "
+                    f"workers {mb} MB, "
                     f"{metric} {entry['lepton']['value']:.4f}, {entry['lepton']['trained_on']}, "
                     f"stages {entry['lepton']['stages']}"
                 )
