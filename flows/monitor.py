@@ -47,6 +47,8 @@ class MonitorResult:
     performance: dict[str, float] = field(default_factory=dict)
     event: str | None = None  # the id of the emitted drift event
     holdout: dict[str, float] = field(default_factory=dict)  # the champion's holdout metrics at training
+    # the primary metric estimated without labels (lepton.tasks.estimate): metric, value, lower, upper, level, ...
+    estimated: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,9 +83,11 @@ def monitor(
     champion = load_champion(spec)
     batch = read_batch(spec, settings, data, since_hours, labels)
     emit("note", "read batch", batch.describe())
-    report, performance, batch = compare(spec, settings, champion, batch)
-    run_id, local = record(spec, settings, champion, batch, report, performance)
-    event = alert(spec, champion.version, report, run_id, data) if report.detected else None
+    report, performance, estimated, batch = compare(spec, settings, champion, batch)
+    if estimated is not None:
+        emit("note", "compare", estimated.describe())
+    run_id, local = record(spec, settings, champion, batch, report, performance, estimated)
+    event = alert(spec, champion.version, report, run_id, data, estimated) if report.detected else None
     emit(
         "decision", "monitor",
         f"{spec.model_name} v{champion.version}: {'drift detected' if report.detected else 'no drift'} "
@@ -104,7 +108,8 @@ def monitor(
         report=str(local),
         performance=performance,
         event=event,
-        holdout={k: v for k, v in champion.holdout.items() if k in performance},
+        holdout={k: v for k, v in champion.holdout.items() if k in performance or k == spec.primary_metric},
+        estimated=estimated.as_json() if estimated is not None else None,
     )
 
 

@@ -27,6 +27,7 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
+from lepton.tasks.estimate import Estimate, estimate
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -145,10 +146,14 @@ def read_batch(
 
 
 @_step("compare")
-def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch) -> tuple[DriftReport, dict, Batch]:
+def compare(
+    spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch
+) -> tuple[DriftReport, dict, Estimate | None, Batch]:
     """Score the batch with the champion; drift of every feature and of the output; the
-    metrics where the rows carry labels; the batch with its fingerprint. A dataset is read,
-    scored and counted on the Dask workers (``lepton.tasks.batch_scan``)."""
+    metrics where the rows carry labels, and the primary metric estimated without them
+    (``lepton.tasks.estimate``); the batch with its fingerprint. A dataset is read, scored and
+    counted on the Dask workers (``lepton.tasks.batch_scan``); its estimate is not made yet (its
+    scores stay on the workers)."""
     if batch.dataset is not None:
         from lepton.core.engine import dask_engine
 
@@ -159,7 +164,7 @@ def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Bat
         performance = {}
         if scanned.labels is not None and scanned.scores is not None:
             performance = _performance(spec, champion.scorer, scanned.scores, scanned.labels)
-        return scanned.report, performance, replace(batch, fingerprint=scanned.digest)
+        return scanned.report, performance, None, replace(batch, fingerprint=scanned.digest)
     scores = champion.scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, champion.scorer, scores)
     frame = recipes.apply(spec.recipe_config(), batch.inputs)
@@ -171,12 +176,21 @@ def compare(spec: DomainSpec, settings: Settings, champion: Champion, batch: Bat
     else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
         report = drift_report(spec, champion.reference, frame, predictions)
     performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
-    return report, performance, batch
+    meta = champion.scorer.meta
+    method = str(meta.calibration["method"]) if meta.calibration else "none"
+    estimated = estimate(spec, np.asarray(scores), meta.threshold, method, seed=spec.split.seed)
+    return report, performance, estimated, batch
 
 
 @_step("record")
 def record(
-    spec: DomainSpec, settings: Settings, champion: Champion, batch: Batch, report: DriftReport, performance: dict
+    spec: DomainSpec,
+    settings: Settings,
+    champion: Champion,
+    batch: Batch,
+    report: DriftReport,
+    performance: dict,
+    estimated: Estimate | None = None,
 ) -> tuple[str, Path]:
     """The monitor's MLflow run (metrics, the batch as its input, the drift table, the HTML
     report) and the Prefect artifact; the run id and the report's path."""
@@ -188,6 +202,11 @@ def record(
     with tracking.recorded_run(experiment, f"{spec.name}-monitor v{version}", tags) as run_id:
         tracking.log_params(run_id, {"source": batch.source, "method": spec.drift.method, "rows": report.rows})
         tracking.log_metrics(run_id, {**report.metrics(), **{f"live_{k}": v for k, v in performance.items()}})
+        if estimated is not None:
+            name = f"estimated_{estimated.metric}"
+            tracking.log_metrics(
+                run_id, {name: estimated.value, f"{name}_lower": estimated.lower, f"{name}_upper": estimated.upper}
+            )
         tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
         page = render(
             domain=spec.name,
@@ -241,7 +260,14 @@ def _artifact(spec: DomainSpec, version: str, report: DriftReport, location: str
 
 
 @_step("alert")
-def alert(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data: str | None) -> str | None:
+def alert(
+    spec: DomainSpec,
+    version: str,
+    report: DriftReport,
+    run_id: str,
+    data: str | None,
+    estimated: Estimate | None = None,
+) -> str | None:
     """``lepton.drift.detected`` on the domain's resource, with the drifted features and scores."""
     from prefect.events import emit_event
 
@@ -255,6 +281,7 @@ def alert(spec: DomainSpec, version: str, report: DriftReport, run_id: str, data
         "rows": report.rows,
         "mlflow_run_id": run_id,
         "data": (open_dataset(data).root if is_dataset(data) else str(resolve_input(data))) if data else None,
+        "estimated": estimated.as_json() if estimated is not None else None,
     }
     event = emit_event(EVENT, resource=resource(spec), payload=payload)
     return str(event.id) if event is not None else None

@@ -511,6 +511,15 @@ def monitor(
         f"{result.model_name} v{result.version}, {result.rows:,} rows from {escape(str(result.source))}: ", end=""
     )
     err.print(f"{verdict}{drifted}{output}")
+    if result.estimated:
+        e = result.estimated
+        before = result.holdout.get(e["metric"])
+        then = f"; {before:.4f} on the holdout at training" if before is not None else ""
+        err.print(
+            f"  estimated without labels: {escape(e['metric'])} {e['value']:.4f} "
+            f"({e['level']:.0%} band {e['lower']:.4f} to {e['upper']:.4f}{then}; calibration {e['calibration']})",
+            highlight=False,
+        )
     labelled = int(result.performance.get("labelled_rows", 0))
     if labelled:
         err.print(f"  on the {labelled:,} labelled rows (the champion's holdout at training in brackets):")

@@ -40,6 +40,12 @@ def _steady(tmp_path: Path) -> Path:
     return path
 
 
+def run_metrics(run_id: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(run_id).data.metrics
+
+
 def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(champion, tmp_path):
     from mlflow import MlflowClient
 
@@ -51,6 +57,11 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
 
     steady = _monitor("--data", str(_steady(tmp_path)))
     assert not steady["detected"] and steady["drifted"] == [] and steady["event"] is None
+    # estimated without labels from the champion's calibrated probabilities: where the rows come
+    # from the training population, the labels they carry land in the band
+    estimated = steady["estimated"]
+    assert estimated["metric"] == "roc_auc" and estimated["level"] == 0.9 and estimated["calibration"]
+    assert estimated["lower"] <= steady["performance"]["roc_auc"] <= estimated["upper"], (estimated, steady)
     moved = _monitor("--data", str(drifted))
     assert moved["detected"] and {"age", "creatinine"} <= set(moved["drifted"])
     assert moved["event"] and moved["performance"]["labelled_rows"] == 3000
@@ -59,6 +70,9 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     champion_run = MlflowClient().get_model_version(SPEC.model_name, "1").run_id
     assert moved["holdout"]["roc_auc"] == MlflowClient().get_run(champion_run).data.metrics["roc_auc"]
     assert "labelled_rows" not in moved["holdout"]
+    assert moved["estimated"]["rows"] == 3000 and moved["estimated"]["lower"] < moved["estimated"]["upper"]
+    # in MLflow beside the realised figure, and on the event the automation reads
+    assert run_metrics(moved["run_id"])["estimated_roc_auc"] == moved["estimated"]["value"]
 
     client = MlflowClient()
     run = client.get_run(moved["run_id"])

@@ -1,0 +1,135 @@
+"""Performance without labels: the champion's primary metric on a batch, estimated from the
+model's own probabilities (confidence-based performance estimation, as NannyML's CBPE does).
+
+Where the probabilities are calibrated and the batch differs from the training data only in its
+inputs (covariate shift: the chance of each label given a row is unchanged), a row's label is a
+draw from the probabilities the model gives that row. So the metric the labels would show on
+this batch is distributed as the metric on labels drawn that way. Lepton draws them ``DRAWS``
+times and scores each draw with the same function the monitor applies to real labels
+(``lepton.tasks.metrics.primary_score``, at the version's threshold): the mean is the
+estimate; the central ``LEVEL`` share of the draws is the band, which is what the realised
+metric may be given the batch's size. A metric that needs a decision (macro-F1 of the arg-max
+class) is estimated the same way, so every metric the spec can name works without a formula.
+
+It cannot see what it assumes away: a change in how labels follow the inputs (concept shift),
+or scores that are not calibrated (the estimate then inherits their bias; ``calibration`` names
+the map the version applies, "none" where its raw scores were kept: out of fold on validation
+they were as well calibrated as any map, or the model is multiclass or refitted). Regression
+has no probabilities to draw from, and is not estimated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from lepton.domains.spec import DomainSpec
+from lepton.tasks.metrics import primary_score
+
+DRAWS = 200
+LEVEL = 0.9
+MAX_ROWS = 20_000  # rows drawn from; a larger batch's band is narrowed to its own size
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The primary metric estimated without labels, with its band at ``level``."""
+
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    level: float
+    rows: int
+    calibration: str  # the map the probabilities went through ("sigmoid", "isotonic"), or "none": raw scores
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"estimated {self.metric} {self.value:.4f} ({self.level:.0%} band {self.lower:.4f} to {self.upper:.4f}, "
+            f"{self.rows:,} rows, no labels, {self.calibration} calibration)"
+        )
+
+
+def _draw_labels(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One label per row, drawn from the row's probabilities (a column: the positive class)."""
+    u = rng.random(scores.shape[0])
+    if scores.ndim == 1:
+        return (u < scores).astype(np.int64)
+    cumulative = np.cumsum(scores, axis=1)
+    cumulative /= cumulative[:, -1:]  # rows that sum to 1 within float error
+    return np.minimum((u[:, None] > cumulative).sum(axis=1), scores.shape[1] - 1)
+
+
+def _drawn_auc(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """ROC AUC of every draw at once: the scores, and so their ranks (ties averaged, as
+    scikit-learn counts them), are the same in every draw; only which rows are positive
+    changes. AUC = (the positives' rank sum - n1 (n1 + 1) / 2) / (n1 n0); NaN for a draw of
+    one class."""
+    ranks = rankdata(p)
+    positive = rng.random((DRAWS, len(p))) < p
+    n1 = positive.sum(axis=1).astype(np.float64)
+    n0 = len(p) - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (positive @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def _drawn_argmax(metric: str, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Macro-F1 or accuracy of the arg-max class for every draw, from each draw's confusion
+    counts (the decisions are the same in every draw; only the labels change), as scikit-learn
+    computes them over every class (a class never true nor predicted scores 0)."""
+    k = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    out = np.empty(DRAWS)
+    for i in range(DRAWS):
+        y = _draw_labels(proba, rng)
+        confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+        tp = np.diag(confusion).astype(np.float64)
+        if metric == "accuracy":
+            out[i] = tp.sum() / len(y)
+            continue
+        denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # 2 tp + fp + fn
+        out[i] = np.mean(np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0))
+    return out
+
+
+def estimate(
+    spec: DomainSpec, scores: np.ndarray, threshold: float | None, calibration: str, seed: int = 0
+) -> Estimate | None:
+    """The primary metric's estimate on a batch scored ``scores`` (the served probabilities:
+    the positive class's for binary, a row of class probabilities for multiclass); None for
+    regression, or a batch too small to tell (fewer than 20 rows)."""
+    if spec.task == "regression" or len(scores) < 20:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = len(scores)
+    sample = scores if rows <= MAX_ROWS else scores[rng.choice(rows, MAX_ROWS, replace=False)]
+    if spec.task == "binary" and spec.primary_metric == "roc_auc":
+        values = _drawn_auc(sample, rng)
+    elif spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):
+        values = _drawn_argmax(spec.primary_metric, sample, rng)
+    else:
+        sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
+        cut = 0.5 if threshold is None else threshold
+        values = np.asarray([sign * primary_score(spec, _draw_labels(sample, rng), sample, cut) for _ in range(DRAWS)])
+    drawn = values[np.isfinite(values)]
+    if len(drawn) < DRAWS // 2:
+        return None
+    mean = float(drawn.mean())
+    low, high = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    narrow = math.sqrt(len(sample) / rows)  # the spread of a metric shrinks with the square root of the rows
+    return Estimate(
+        metric=spec.primary_metric,
+        value=mean,
+        lower=mean + (float(low) - mean) * narrow,
+        upper=mean + (float(high) - mean) * narrow,
+        level=LEVEL,
+        rows=rows,
+        calibration=calibration,
+    )

@@ -1,0 +1,98 @@
+"""Performance estimated without labels: on batches whose labels follow calibrated
+probabilities, the realised metric falls in the band as often as the band's level says, and a
+shift that costs performance moves the estimate by more than its band."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from lepton.domains import get_spec
+from lepton.tasks.estimate import LEVEL, estimate
+
+FINANCE = get_spec("finance")  # binary, ROC AUC
+MANUFACTURING = get_spec("manufacturing")  # multiclass, macro-F1
+
+
+def _binary(rng, rows, centre, spread):
+    """Rows whose label is drawn from the model's own (so calibrated) probability; the shift
+    moves the inputs only, as covariate shift does."""
+    x = rng.normal(centre, spread, rows)
+    p = 1 / (1 + np.exp(-(2.0 * x - 1.0)))
+    return p, (rng.random(rows) < p).astype(int)
+
+
+def test_the_draws_roc_auc_is_scikit_learns():
+    from lepton.tasks.estimate import _drawn_auc
+
+    rng = np.random.default_rng(5)
+    p = np.round(rng.random(500), 2)  # ties, as a calibrated model's steps give
+    drawn = _drawn_auc(p, np.random.default_rng(9))
+    again = np.random.default_rng(9).random((len(drawn), len(p))) < p
+    assert np.allclose(drawn, [roc_auc_score(y, p) for y in again.astype(int)])
+
+
+def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
+    from sklearn.metrics import accuracy_score
+
+    from lepton.tasks.estimate import _draw_labels, _drawn_argmax
+
+    rng = np.random.default_rng(6)
+    proba = rng.dirichlet([0.3] * 5, 300)  # five classes, some rarely predicted
+    pred = proba.argmax(axis=1)
+    draws = [_draw_labels(proba, r) for r in [np.random.default_rng(4)] for _ in range(200)]
+    f1 = [f1_score(y, pred, average="macro", labels=np.arange(5), zero_division=0) for y in draws]
+    assert np.allclose(_drawn_argmax("f1_macro", proba, np.random.default_rng(4)), f1)
+    accuracy = [accuracy_score(y, pred) for y in draws]
+    assert np.allclose(_drawn_argmax("accuracy", proba, np.random.default_rng(4)), accuracy)
+
+
+def test_the_realised_roc_auc_falls_in_the_band_as_often_as_its_level():
+    rng = np.random.default_rng(0)
+    inside, errors = 0, []
+    batches = 40
+    for seed in range(batches):
+        p, y = _binary(rng, 2_000, 0.0, 1.0)
+        e = estimate(FINANCE, p, 0.5, calibration="sigmoid", seed=seed)
+        assert e is not None and e.metric == "roc_auc" and e.level == LEVEL and e.rows == 2_000
+        realised = roc_auc_score(y, p)
+        inside += e.lower <= realised <= e.upper
+        errors.append(abs(e.value - realised))
+    assert inside / batches >= 0.8  # a 90% band: 36 of 40 expected, 32 allowed for chance
+    assert np.mean(errors) < 0.015
+
+
+def test_a_harmful_shift_moves_the_estimate_and_a_harmless_one_does_not():
+    rng = np.random.default_rng(1)
+    before = estimate(FINANCE, _binary(rng, 3_000, 0.0, 1.0)[0], 0.5, calibration="sigmoid")
+    moved = _binary(rng, 3_000, 0.3, 1.0)[0]  # the mean moves a little
+    harmless = estimate(FINANCE, moved, 0.5, calibration="sigmoid")
+    narrowed = _binary(rng, 3_000, 0.5, 0.3)  # rows bunched where the model is unsure: ranking gets harder
+    harmful = estimate(FINANCE, narrowed[0], 0.5, calibration="sigmoid")
+    assert before and harmless and harmful
+    assert harmful.upper < before.lower  # out of the band, downwards
+    assert harmful.lower <= roc_auc_score(narrowed[1], narrowed[0]) <= harmful.upper
+    assert harmless.lower < before.value < harmless.upper
+
+
+def test_macro_f1_of_the_arg_max_class_is_estimated_like_any_metric():
+    rng = np.random.default_rng(2)
+    inside = 0
+    for seed in range(20):
+        logits = rng.normal(0, 1.5, (1_500, 4))
+        proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        y = np.array([rng.choice(4, p=row) for row in proba])
+        e = estimate(MANUFACTURING, proba, None, calibration="sigmoid", seed=seed)
+        assert e is not None and e.metric == "f1_macro"
+        realised = f1_score(y, proba.argmax(axis=1), average="macro", labels=np.arange(4), zero_division=0)
+        inside += e.lower <= realised <= e.upper
+    assert inside >= 16  # a 90% band: 18 of 20 expected
+
+
+def test_a_large_batch_gets_the_band_of_its_own_size_and_regression_none():
+    rng = np.random.default_rng(3)
+    small = estimate(FINANCE, _binary(rng, 5_000, 0.0, 1.0)[0], 0.5, calibration="sigmoid")
+    large = estimate(FINANCE, _binary(rng, 200_000, 0.0, 1.0)[0], 0.5, calibration="sigmoid")
+    assert small and large and large.rows == 200_000
+    assert (large.upper - large.lower) == pytest.approx((small.upper - small.lower) * (5_000 / 200_000) ** 0.5, rel=0.3)
+    assert estimate(get_spec("finance").model_copy(update={"task": "regression"}), np.ones(100), None, "none") is None
+    assert estimate(FINANCE, np.full(10, 0.5), 0.5, calibration="sigmoid") is None  # too few rows to tell
