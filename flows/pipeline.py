@@ -185,6 +185,56 @@ def _run_name() -> str:
     return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
+def _retrained_by() -> str | None:
+    """Whether another run of this deployment retrains the same batch: the name of the run that
+    does (or did), or None when this one should. Two drift events for one batch (a monitor run
+    from the CLI and one from its deployment) start two flow runs; each is named after its
+    domain and batch (``_run_name``) before its body runs, so each finds the other by name on
+    the Prefect server that all workers share. Of the runs not failed, crashed or cancelled, the
+    one created first retrains; the rest stop here, before anything is recorded."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import deployment, flow_run
+
+    if not deployment.id or not flow_run.id:
+        return None
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[flow_run.name]),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(not_any_=[StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])
+                ),
+            ),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+        )
+    first = min(runs, key=lambda run: (run.created, str(run.id)), default=None)
+    if first is None or str(first.id) == str(flow_run.id):
+        return None
+    return f"'{first.name}' ({first.id}, {first.state_name or 'scheduled'})"
+
+
+def _duplicate(spec: DomainSpec) -> Any:
+    """A Completed state that names the run already retraining this batch, or None."""
+    earlier = _retrained_by()
+    if earlier is None:
+        return None
+    from prefect import get_run_logger
+    from prefect.states import Completed
+
+    skipped = f"skipped: flow run {earlier} retrains {spec.name} on this batch already (a duplicate trigger)"
+    get_run_logger().info(skipped)
+    return Completed(message=skipped)
+
+
 def _file_digest(path: str) -> str:
     """The batch's digest for a run name (``lepton.core.cache.file_digest``, shortened)."""
     try:
@@ -202,7 +252,9 @@ def pipeline(
     append: str | None = None,
     cache: bool = True,
 ) -> PipelineResult:
-    """Run one domain end to end and return its summary.
+    """Run one domain end to end and return its summary. A deployment's run on a batch that an
+    earlier run of it already retrains (``append``; a second drift event for the same batch)
+    stops at once, recording nothing, and ends Completed with a message naming that run.
 
     Args:
         domain: a built-in domain name, or a DomainSpec (a user's table, from flags or a spec file).
@@ -215,6 +267,8 @@ def pipeline(
             False (``lepton run --no-cache``) computes every stage and stores nothing.
     """
     spec = domain if isinstance(domain, DomainSpec) else get_spec(domain)
+    if append and (duplicate := _duplicate(spec)) is not None:
+        return duplicate  # the flow run's final state, without a result
     settings = load_settings()
     device = choose_device(settings.device)
     stages = Stages(cost.load_prices(), device)

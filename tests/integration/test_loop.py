@@ -76,14 +76,21 @@ def _flow_runs(api: str) -> list[dict]:
     return response.json()
 
 
-def _finished(api: str, flow_name: str) -> dict | None:
-    """A finished run of ``flow_name`` started from a deployment (not the local `lepton run`)."""
+def _ended(api: str, flow_name: str) -> list[dict]:
+    """The ended runs of ``flow_name`` started from a deployment (not the local `lepton run`)."""
     names = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}, timeout=30).json()}
-    for run in _flow_runs(api):
-        ended = run["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
-        if names.get(run["flow_id"]) == flow_name and run["deployment_id"] and ended:
-            return run
-    return None
+    return [
+        run
+        for run in _flow_runs(api)
+        if names.get(run["flow_id"]) == flow_name
+        and run["deployment_id"]
+        and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+    ]
+
+
+def _finished(api: str, flow_name: str) -> dict | None:
+    """A finished run of ``flow_name`` started from a deployment."""
+    return next(iter(_ended(api, flow_name)), None)
 
 
 def _check_registry_and_events(api: str, tracking: str, batch: Path) -> None:
@@ -96,10 +103,22 @@ def _check_registry_and_events(api: str, tracking: str, batch: Path) -> None:
     assert versions == {"1", "2"}
     assert "lepton.decision" in client.get_model_version("lepton-medical", "2").tags
     monitors = client.search_runs([client.get_experiment_by_name("lepton-medical-monitor").experiment_id])
-    assert [r.data.tags["lepton.drift"] for r in monitors] == ["detected"]
+    assert [r.data.tags["lepton.drift"] for r in monitors] == ["detected", "detected"]  # the deployment's, the CLI's
     query = {"filter": {"event": {"name": ["lepton.drift.detected"]}}}
     events = httpx.post(f"{api}/events/filter", json=query, timeout=30).json()["events"]
     assert events[0]["payload"]["data"] == str(batch) and "age" in events[0]["payload"]["features"]
+
+
+def _check_one_retrain(pipelines: list[dict], batch: Path) -> None:
+    """Two drift events for one batch started two pipeline runs: one retrained, the other names
+    it and stopped before recording anything (the registry holds one new version)."""
+    assert all(run["state_type"] == "COMPLETED" for run in pipelines), [run["state"] for run in pipelines]
+    assert all(run["parameters"]["append"] == str(batch) for run in pipelines)  # the batch joined the training data
+    assert all(run["parameters"]["domain"] == "medical" for run in pipelines)
+    assert pipelines[0]["name"] == pipelines[1]["name"]  # medical-retrain-<the batch's digest>
+    skipped = [run for run in pipelines if (run["state"]["message"] or "").startswith("skipped: flow run")]
+    assert len(skipped) == 1, [run["state"]["message"] for run in pipelines]
+    assert "(a duplicate trigger)" in skipped[0]["state"]["message"]
 
 
 def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_path, backend):
@@ -139,13 +158,16 @@ def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_pat
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
+        # The same batch from the CLI as well, as the README's reader did: a second drift event.
+        _lepton("monitor", "medical", "--data", str(batch), env=env)
 
         monitor_run = _until(lambda: _finished(api, "lepton-monitor"), 300, "no monitor run finished", logs)
         assert monitor_run["state_type"] == "COMPLETED", monitor_run["state"]
-        pipeline_run = _until(lambda: _finished(api, "lepton-pipeline"), 600, "the automation ran no pipeline", logs)
-        assert pipeline_run["state_type"] == "COMPLETED", pipeline_run["state"]
-        assert pipeline_run["parameters"]["append"] == str(batch)  # the flagged batch joined the training data
-        assert pipeline_run["parameters"]["domain"] == "medical"
+        pipelines = _until(
+            lambda: (ended := _ended(api, "lepton-pipeline")) and len(ended) == 2 and ended,
+            900, "the automation did not run a pipeline for each event", logs,
+        )  # fmt: skip
+        _check_one_retrain(pipelines, batch)
 
         _check_registry_and_events(api, tracking, batch)
         if not backend:  # the screens, once: what the pages show after a run, a deploy and a loop
