@@ -19,7 +19,7 @@ LINT_IMPORTS = tree=$$(mktemp -d) && cp -r lepton $$tree/ && for d in domains ta
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-scale test-all lint bench bench-drift bench-autogluon bench-budget bench-cache bench-tables samples clean
+.PHONY: install browser demo test test-slow test-scale test-all lint bench bench-drift bench-autogluon bench-estimate bench-budget bench-cache bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-drift: install
 	$(BIN)/python bench/drift.py
 
 ## Each domain's champion against AutoGluon medium_quality on the same split (its own venv: pandas < 2.4).
+bench-estimate: install
+	test -x .venv-nannyml/bin/python || { $(PYTHON) -m venv .venv-nannyml && .venv-nannyml/bin/python -m pip install --quiet "nannyml==0.13.1" statsmodels pyarrow; }
+	$(BIN)/python bench/estimate.py
+
 bench-autogluon: install
 	test -x .venv-autogluon/bin/python || { $(PYTHON) -m venv .venv-autogluon && .venv-autogluon/bin/python -m pip install --quiet "$(or $(TORCH),torch==2.13.0)" "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3" pyarrow; }
 	$(BIN)/python bench/vs_autogluon.py

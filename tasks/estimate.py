@@ -83,19 +83,27 @@ def _drawn_auc(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _drawn_argmax(metric: str, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Macro-F1 or accuracy of the arg-max class for every draw, from each draw's confusion
     counts (the decisions are the same in every draw; only the labels change), as scikit-learn
-    computes them over every class (a class never true nor predicted scores 0)."""
-    k = proba.shape[1]
+    computes them over every class (a class never true nor predicted scores 0). Draws go in
+    groups whose label comparisons stay within a few million cells."""
+    rows, k = proba.shape
     pred = proba.argmax(axis=1)
+    cumulative = np.cumsum(proba, axis=1)
+    cumulative /= cumulative[:, -1:]
     out = np.empty(DRAWS)
-    for i in range(DRAWS):
-        y = _draw_labels(proba, rng)
-        confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-        tp = np.diag(confusion).astype(np.float64)
+    step = max(1, 4_000_000 // (rows * k))
+    for first in range(0, DRAWS, step):
+        m = min(step, DRAWS - first)
+        u = rng.random((m, rows))  # the same stream as m calls of _draw_labels
+        y = np.minimum((u[:, :, None] > cumulative[None]).sum(axis=2), k - 1)
+        codes = (np.arange(m)[:, None] * k * k + y * k + pred[None]).ravel()
+        confusion = np.bincount(codes, minlength=m * k * k).reshape(m, k, k)
+        tp = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
         if metric == "accuracy":
-            out[i] = tp.sum() / len(y)
+            out[first : first + m] = tp.sum(axis=1) / rows
             continue
-        denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # 2 tp + fp + fn
-        out[i] = np.mean(np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0))
+        denominator = confusion.sum(axis=1) + confusion.sum(axis=2)  # 2 tp + fp + fn, per class
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        out[first : first + m] = f1.mean(axis=1)
     return out
 
 

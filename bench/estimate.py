@@ -1,0 +1,221 @@
+"""Performance estimated without labels: Lepton's estimate against the realised metric and against
+NannyML's CBPE, on the same batches and the same calibrated scores.
+
+    make bench-estimate              # NannyML in its own venv (.venv-nannyml), then this script
+    python bench/estimate.py [--domains finance medical manufacturing] [--batches 20] [--rows 1000]
+
+Per domain: ``lepton run DOMAIN`` in a fresh LEPTON_HOME registers a champion; its bundle scores
+Lepton's own validation and holdout rows (``lepton.tasks.preprocess.prepare``, the run's split).
+Batches are drawn from the holdout with replacement, each row weighted by a scenario, so that
+the labels stay the real ones:
+
+- ``control``: every row alike (no drift);
+- ``harmful``: rows where the champion is unsure weighted up (the inputs move to where it ranks
+  worst; the chance of a label given a row is unchanged);
+- ``harmless``: rows weighted by the input the champion's score depends on least (Spearman),
+  so that input drifts and performance should not move;
+- ``label``: the positive class (binary) or every fault (multiclass) weighted 3x, the label
+  shift CBPE assumes away.
+
+For each batch: the realised primary metric (the true labels, Lepton's metric code), Lepton's
+estimate and its 90% band (``lepton.tasks.estimate``), and NannyML's CBPE fitted on the
+validation rows' scores and labels (its reference), with its value and a 90% band from its
+sampling error (value +- 1.645 sigma, the same level). Reported per scenario: the mean absolute
+error, the band's coverage of the realised metric, and the seconds each tool took for all the
+batches. Writes ``bench/results/estimate.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NML_PYTHON = ROOT / ".venv-nannyml" / "bin" / "python"
+BIN = Path(sys.executable).parent
+SCENARIOS = ("control", "harmful", "harmless", "label")
+Z90 = 1.6449
+
+
+def nannyml_side(folder: Path) -> None:
+    """(In NannyML's venv) CBPE fitted on the reference, estimated on the batches in order, one
+    chunk per batch; prints the values, sampling errors and seconds as JSON."""
+    import nannyml as nml
+    import pandas as pd
+
+    meta = json.loads((folder / "meta.json").read_text())
+    reference, analysis = pd.read_parquet(folder / "reference.parquet"), pd.read_parquet(folder / "analysis.parquet")
+    binary = meta["task"] == "binary"
+    metric = "roc_auc" if meta["metric"] == "roc_auc" else "f1"
+    proba = "p" if binary else {c: f"p{c}" for c in range(meta["classes"])}
+    start = time.perf_counter()
+    estimator = nml.CBPE(
+        y_pred_proba=proba,
+        y_pred="pred",
+        y_true="y",
+        problem_type="classification_binary" if binary else "classification_multiclass",
+        metrics=[metric],
+        chunk_size=meta["rows"],
+    )
+    estimator.fit(reference)
+    frame = estimator.estimate(analysis).filter(period="analysis").to_df()
+    seconds = time.perf_counter() - start
+    values = frame[(metric, "value")].to_numpy(dtype=float)
+    errors = frame[(metric, "sampling_error")].to_numpy(dtype=float)
+    print(json.dumps({"value": values.tolist(), "sampling_error": errors.tolist(), "seconds": seconds}))
+
+
+def _weights(scenario: str, spec, scores: np.ndarray, y: np.ndarray, inputs, threshold: float) -> np.ndarray:
+    from scipy.stats import spearmanr
+
+    n = len(y)
+    if scenario == "control":
+        return np.ones(n)
+    if scenario == "harmful":
+        unsure = np.abs(scores - threshold) if scores.ndim == 1 else scores.max(axis=1)
+        return np.exp(-6 * unsure / max(float(np.std(unsure)), 1e-9))
+    if scenario == "harmless":
+        score = scores if scores.ndim == 1 else scores.max(axis=1)
+        numeric = [c for c in inputs.columns if inputs[c].dtype.is_numeric() and inputs[c].n_unique() > 10]
+        corr = {c: abs(spearmanr(inputs[c].fill_null(0).to_numpy(), score).statistic) for c in numeric}
+        quiet = min(corr, key=lambda c: corr[c] if np.isfinite(corr[c]) else 1.0)
+        rank = inputs[quiet].fill_null(0).rank().to_numpy() / n
+        return rank**3
+    boosted = (y == 1) if scores.ndim == 1 else (y != 0)  # label shift: the positives, or the faults
+    return np.where(boosted, 3.0, 1.0)
+
+
+def _nannyml(folder: Path) -> dict:
+    """NannyML's side, run in its own venv on the files written under ``folder``."""
+    done = subprocess.run(
+        [str(NML_PYTHON), __file__, "--nannyml-side", str(folder)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"NannyML failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _summary(lepton: list[dict], nml: dict, scenario: str) -> dict[str, float]:
+    """One scenario's batches: the realised mean, each tool's mean absolute error and coverage."""
+    idx = [i for i, r in enumerate(lepton) if r["scenario"] == scenario]
+    realised = np.array([lepton[i]["realised"] for i in idx])
+    ours = np.array([lepton[i].get("value", np.nan) for i in idx])
+    low = np.array([lepton[i].get("lower", np.nan) for i in idx])
+    high = np.array([lepton[i].get("upper", np.nan) for i in idx])
+    theirs = np.array([nml["value"][i] for i in idx])
+    error = np.array([nml["sampling_error"][i] for i in idx])
+    return {
+        "realised_mean": float(realised.mean()),
+        "lepton_mae": float(np.nanmean(np.abs(ours - realised))),
+        "lepton_coverage": float(np.mean((low <= realised) & (realised <= high))),
+        "nannyml_mae": float(np.nanmean(np.abs(theirs - realised))),
+        "nannyml_coverage": float(np.mean(np.abs(theirs - realised) <= Z90 * error)),
+    }
+
+
+def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
+    from bench.harness import run_once
+    from lepton.core import tracking
+    from lepton.core.inputs import input_frame
+    from lepton.core.scoring import Scorer
+    from lepton.core.settings import load_settings
+    from lepton.domains import get_spec
+    from lepton.tasks.estimate import estimate
+    from lepton.tasks.metrics import primary_score
+    from lepton.tasks.preprocess import load_domain_data, prepare
+
+    env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    _, out = run_once([str(BIN / "lepton"), "run", domain, "--trials", str(trials), "--json"], env=env)
+    run = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    os.environ.update(env)
+    tracking.configure(load_settings())
+    spec = get_spec(domain)
+    scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, run["version"], folder / "bundle"))
+    data = prepare(spec, *load_domain_data(spec))
+    threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
+    calibration = str(scorer.meta.calibration["method"]) if scorer.meta.calibration else "none"
+    valid = np.asarray(scorer.scores(input_frame(spec, data.valid.frame)))
+    inputs = [c.name for c in spec.feature_columns]
+    scores, y = np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))), data.holdout.y
+    sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
+    rng = np.random.default_rng(0)
+
+    def columns(s: np.ndarray) -> dict:
+        if s.ndim == 1:
+            return {"p": s, "pred": (s >= threshold).astype(int)}
+        return {**{f"p{c}": s[:, c] for c in range(s.shape[1])}, "pred": s.argmax(axis=1)}
+
+    import polars as pl
+
+    pl.DataFrame({**columns(valid), "y": data.valid.y}).write_parquet(folder / "reference.parquet")
+    picked, lepton, seconds = [], [], 0.0
+    for scenario in SCENARIOS:
+        w = _weights(scenario, spec, scores, y, data.holdout.frame.select(inputs), threshold)
+        for b in range(batches):
+            rows_ = rng.choice(len(y), rows, replace=True, p=w / w.sum())
+            realised = sign * primary_score(spec, y[rows_], scores[rows_], threshold)
+            tick = time.perf_counter()
+            e = estimate(spec, scores[rows_], threshold, calibration, seed=b)
+            seconds += time.perf_counter() - tick
+            picked.append(rows_)
+            lepton.append({"scenario": scenario, "realised": realised, "value": e.value, "lower": e.lower,
+                           "upper": e.upper} if e else {"scenario": scenario, "realised": realised})  # fmt: skip
+    every = np.concatenate(picked)
+    analysis = pl.DataFrame({**columns(scores[every]), "y": y[every]})
+    analysis.write_parquet(folder / "analysis.parquet")
+    classes = scores.shape[1] if scores.ndim > 1 else 2
+    meta = {"task": spec.task, "metric": spec.primary_metric, "rows": rows, "classes": classes}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    nml = _nannyml(folder)
+    out = {"calibration": calibration, "metric": spec.primary_metric, "family": run["family"]}
+    out["scenarios"] = {scenario: _summary(lepton, nml, scenario) for scenario in SCENARIOS}
+    out["lepton_seconds"] = seconds
+    out["nannyml_seconds"] = nml["seconds"]
+    out["batches"] = len(lepton)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", nargs="+", default=["finance", "medical", "manufacturing"])
+    parser.add_argument("--batches", type=int, default=20, help="batches per scenario")
+    parser.add_argument("--rows", type=int, default=1000, help="rows per batch")
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--nannyml-side", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.nannyml_side:
+        nannyml_side(args.nannyml_side)
+        return
+    sys.path.insert(0, str(ROOT))
+    from bench.harness import machine, write
+
+    if not NML_PYTHON.exists():
+        raise SystemExit(f"NannyML's venv is missing ({NML_PYTHON}): run `make bench-estimate`")
+    report = {"benchmark": "estimate", "machine": machine(), "batches": args.batches, "rows": args.rows, "domains": {}}
+    tmp = tempfile.TemporaryDirectory(prefix="lepton-estimate-")  # one home: MLflow is configured once a process
+    for domain in args.domains:
+        folder = Path(tmp.name) / domain
+        folder.mkdir()
+        result = domain_side(domain, Path(tmp.name) / "home", args.batches, args.rows, args.trials, folder)
+        report["domains"][domain] = result
+        write("estimate", report)
+        print(f"{domain} ({result['metric']}, {result['family']}, calibration {result['calibration']}): "
+              f"Lepton {result['lepton_seconds']:.2f}s, NannyML {result['nannyml_seconds']:.2f}s "
+              f"for {result['batches']} batches", flush=True)  # fmt: skip
+        for scenario, s in result["scenarios"].items():
+            print(f"  {scenario:<9} realised {s['realised_mean']:.4f}  MAE Lepton {s['lepton_mae']:.4f} "
+                  f"NannyML {s['nannyml_mae']:.4f}  90% coverage Lepton {s['lepton_coverage']:.0%} "
+                  f"NannyML {s['nannyml_coverage']:.0%}", flush=True)  # fmt: skip
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
