@@ -146,6 +146,9 @@ class CostModel(_Frozen):
     false_negative: float = Field(ge=0)
     false_positive: float = Field(ge=0)
     unit: str = "cost"
+    # USD per unit, where the unit is not USD already: what lets the monitor weigh the loss of
+    # keeping a model against the measured price of retraining it (``lepton.tasks.retrain``).
+    usd_per_unit: float | None = Field(default=None, gt=0)
 
 
 class LeakageSpec(_Frozen):
@@ -185,6 +188,9 @@ class DriftSpec(_Frozen):
     bins: int = Field(default=10, ge=2, le=100)
     psi_bins: Literal["quantile", "sturges"] = "quantile"
     min_features: int = Field(default=1, ge=1)
+
+
+RetrainPolicy = Literal["on_drift", "on_estimated_loss", "on_label_performance"]
 
 
 class PromotionSpec(_Frozen):
@@ -229,6 +235,12 @@ class DomainSpec(_Frozen):
     # Fewer flickering decisions, at the cost of detection delay (which the alarm metrics report).
     smoothing: int | None = Field(default=None, ge=2)
     schedule: str = "0 3 * * 1"
+    # When a monitored batch asks for a retrain (``lepton.retrain.recommended``): on any drift;
+    # when the estimated performance fell beyond its band and keeping the champion for
+    # ``retrain_horizon_days`` of the logged traffic costs more than a retrain (by the cost
+    # model); or when the labels that came with the batch show the fall.
+    retrain: RetrainPolicy = "on_estimated_loss"
+    retrain_horizon_days: float = Field(default=30.0, gt=0, le=3650)
 
     @field_validator("metrics")
     @classmethod

@@ -7,8 +7,11 @@ drift (PSI and a KS / chi-squared test), drift of the model's output, and the mo
 when the rows carry labels (a batch with the target column, or ``--labels`` joined to the log
 by request id and row). Everything goes to an MLflow run in the ``<model>-monitor`` experiment
 (metrics, the drift table, the HTML report), the summary to a Prefect markdown artifact, and when
-the batch drifted a Prefect event ``lepton.drift.detected``, which the deployments' automation
-answers by running the domain's pipeline (``prefect.yaml``).
+the batch drifted a Prefect event ``lepton.drift.detected``. Whether the batch is worth a retrain
+is decided apart from drift, by the spec's ``retrain`` policy (``lepton.tasks.retrain``: on drift,
+on the loss estimated without labels, or on the labels' performance); when it is, the event
+``lepton.retrain.recommended`` carries the reasoning, and the deployments' automation answers it by
+running the domain's pipeline (``prefect.yaml``).
 
 A file that is not in the domain's schema stops the run before anything is logged.
 """
@@ -26,9 +29,20 @@ from lepton.core.progress import emit
 from lepton.core.settings import load_settings
 from lepton.domains import get_spec
 from lepton.domains.spec import DomainSpec
-from lepton.tasks.watch import EVENT, alert, compare, load_champion, read_batch, record, resource
+from lepton.tasks.retrain import RECOMMENDED
+from lepton.tasks.watch import (
+    EVENT,
+    alert,
+    compare,
+    decide_retrain,
+    load_champion,
+    read_batch,
+    recommend,
+    record,
+    resource,
+)
 
-__all__ = ["EVENT", "MonitorResult", "monitor", "resource"]
+__all__ = ["EVENT", "RECOMMENDED", "MonitorResult", "monitor", "resource"]
 
 
 @dataclass
@@ -49,6 +63,9 @@ class MonitorResult:
     holdout: dict[str, float] = field(default_factory=dict)  # the champion's holdout metrics at training
     # the primary metric estimated without labels (lepton.tasks.estimate): metric, value, lower, upper, level, ...
     estimated: dict[str, Any] | None = None
+    # whether this batch is worth a retrain (lepton.tasks.retrain): policy, recommended, reason, key, USD
+    retrain: dict[str, Any] = field(default_factory=dict)
+    retrain_event: str | None = None  # the id of the emitted lepton.retrain.recommended event
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,13 +103,16 @@ def monitor(
     report, performance, estimated, batch = compare(spec, settings, champion, batch)
     if estimated is not None:
         emit("note", "compare", estimated.describe())
-    run_id, local = record(spec, settings, champion, batch, report, performance, estimated)
+    decision = decide_retrain(spec, settings, champion, batch, report, performance, estimated)
+    emit("decision", "retrain", f"{'recommended' if decision.recommended else 'not recommended'}: {decision.reason}")
+    run_id, local = record(spec, settings, champion, batch, report, performance, estimated, decision)
     event = alert(spec, champion.version, report, run_id, data, estimated) if report.detected else None
+    asked = recommend(spec, champion.version, decision, run_id, data) if decision.recommended else None
     emit(
         "decision", "monitor",
         f"{spec.model_name} v{champion.version}: {'drift detected' if report.detected else 'no drift'} "
         f"({len(report.drifted)} of {len(report.features)} features drifted, PSI max {report.max_psi:.3f}); "
-        f"report {local}" + ("; the drift event asks for a retrain" if event else ""),
+        f"report {local}" + ("; lepton.retrain.recommended asks for a retrain" if asked else ""),
     )  # fmt: skip
     return MonitorResult(
         domain=spec.name,
@@ -110,6 +130,6 @@ def monitor(
         event=event,
         holdout={k: v for k, v in champion.holdout.items() if k in performance or k == spec.primary_metric},
         estimated=estimated.as_json() if estimated is not None else None,
+        retrain=decision.as_json(),
+        retrain_event=asked,
     )
-
-

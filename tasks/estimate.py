@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from lepton.domains.spec import DomainSpec
+from lepton.domains.spec import CostModel, DomainSpec
 from lepton.tasks.metrics import primary_score
 
 DRAWS = 200
@@ -46,6 +46,8 @@ class Estimate:
     level: float
     rows: int
     calibration: str  # the map the probabilities went through ("sigmoid", "isotonic"), or "none": raw scores
+    # binary with a cost model: the expected cost per decision at the threshold, in the model's unit
+    expected_cost: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +109,30 @@ def _drawn_argmax(metric: str, proba: np.ndarray, rng: np.random.Generator) -> n
     return out
 
 
+def expected_cost(p: np.ndarray, threshold: float, cost: CostModel) -> float:
+    """The expected cost per decision of flagging the rows whose probability reaches
+    ``threshold``, were the probabilities right: a flagged row costs a false positive with
+    probability 1 - p, an unflagged one a false negative with probability p."""
+    flagged = p >= threshold
+    return float(np.mean(np.where(flagged, (1 - p) * cost.false_positive, p * cost.false_negative)))
+
+
+def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.ndarray | None:
+    """The champion's holdout probabilities as its stored reference sketches them (the
+    prediction's quantiles and CDF, ``lepton.tasks.monitor.numeric_reference``), rebuilt as
+    evenly spaced quantiles; None where the reference keeps classes, not probabilities.
+
+    Estimating on these is estimating what the training data itself would show, by the same
+    method as on a batch: the two then differ by what moved, not by the estimator's own bias."""
+    if not sketch or sketch.get("kind") != "numeric" or not sketch.get("quantiles"):
+        return None
+    count = min(int(sketch["count"]), rows)
+    if count < 20:
+        return None
+    levels = (np.arange(count) + 0.5) / count
+    return np.interp(levels, np.asarray(sketch["cdf_at"]), np.asarray(sketch["quantiles"]))
+
+
 def estimate(
     spec: DomainSpec, scores: np.ndarray, threshold: float | None, calibration: str, seed: int = 0
 ) -> Estimate | None:
@@ -116,7 +142,7 @@ def estimate(
     if spec.task == "regression" or len(scores) < 20:
         return None
     rng = np.random.default_rng(seed)
-    rows = len(scores)
+    rows, cut = len(scores), 0.5 if threshold is None else threshold
     sample = scores if rows <= MAX_ROWS else scores[rng.choice(rows, MAX_ROWS, replace=False)]
     if spec.task == "binary" and spec.primary_metric == "roc_auc":
         values = _drawn_auc(sample, rng)
@@ -124,7 +150,6 @@ def estimate(
         values = _drawn_argmax(spec.primary_metric, sample, rng)
     else:
         sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
-        cut = 0.5 if threshold is None else threshold
         values = np.asarray([sign * primary_score(spec, _draw_labels(sample, rng), sample, cut) for _ in range(DRAWS)])
     drawn = values[np.isfinite(values)]
     if len(drawn) < DRAWS // 2:
@@ -140,4 +165,5 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
+        expected_cost=expected_cost(scores, cut, spec.cost) if spec.task == "binary" and spec.cost else None,
     )

@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from lepton.core import tracking
 from lepton.core.digest import rows_digest
 from lepton.core.partitions import Dataset, is_dataset, open_dataset
-from lepton.core.predlog import served_inputs
+from lepton.core.predlog import decisions_per_day, served_inputs
 from lepton.core.scoring import Scorer, read_reference
 from lepton.core.settings import Settings
 from lepton.core.tables import read_table, resolve_input
@@ -27,12 +27,13 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
-from lepton.tasks.estimate import Estimate, estimate
+from lepton.tasks.estimate import Estimate, estimate, reference_scores
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
 from lepton.tasks.preprocess import check_inputs
 from lepton.tasks.report import DriftPoint, markdown_summary, render
+from lepton.tasks.retrain import RECOMMENDED, RetrainDecision, RetrainHistory, Traffic, decide
 
 EVENT = "lepton.drift.detected"
 
@@ -176,10 +177,59 @@ def compare(
     else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
         report = drift_report(spec, champion.reference, frame, predictions)
     performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
-    meta = champion.scorer.meta
-    method = str(meta.calibration["method"]) if meta.calibration else "none"
-    estimated = estimate(spec, np.asarray(scores), meta.threshold, method, seed=spec.split.seed)
+    threshold = champion.scorer.meta.threshold
+    estimated = estimate(spec, np.asarray(scores), threshold, _calibration(champion), seed=spec.split.seed)
     return report, performance, estimated, batch
+
+
+def _calibration(champion: Champion) -> str:
+    """The map the champion's probabilities go through, or "none" (raw scores)."""
+    calibration = champion.scorer.meta.calibration
+    return str(calibration["method"]) if calibration else "none"
+
+
+def retrain_history(spec: DomainSpec, limit: int = 50) -> RetrainHistory:
+    """The domain's latest pipeline runs (what ``lepton cost`` lists): their USD cost, and how
+    many moved the champion."""
+    runs = tracking.run_history(spec.model_name, limit, role="candidate")
+    costs = tuple(r.metrics["cost_usd_total"] for r in runs if r.metrics.get("cost_usd_total") is not None)
+    promoted = sum(r.tags.get(tracking.Tag.PROMOTED) == "True" for r in runs)
+    return RetrainHistory(costs, promoted, len(runs))
+
+
+@_step("decide")
+def decide_retrain(
+    spec: DomainSpec,
+    settings: Settings,
+    champion: Champion,
+    batch: Batch,
+    report: DriftReport,
+    performance: dict,
+    estimated: Estimate | None,
+) -> RetrainDecision:
+    """Whether this batch is worth a retrain under the spec's policy (``lepton.tasks.retrain``),
+    priced on the logged traffic and the domain's measured retrains."""
+    held_out = reference_scores(champion.reference.get(PREDICTION))
+    threshold, method = champion.scorer.meta.threshold, _calibration(champion)
+    at_training = None if held_out is None else estimate(spec, held_out, threshold, method, spec.split.seed)
+    logged = decisions_per_day(settings.home / "predictions" / spec.name)
+    traffic = (
+        Traffic(logged, "the prediction log's last 7 days")
+        if logged
+        else Traffic(float(report.rows), "the batch, taken as a day's traffic (nothing logged)")
+    )
+    return decide(
+        spec,
+        key=f"{batch.digest}-v{champion.version}",
+        detected=report.detected,
+        drifted=report.drifted,
+        estimated=estimated,
+        holdout=champion.holdout,
+        performance=performance,
+        history=retrain_history(spec),
+        traffic=traffic,
+        at_training=at_training,
+    )
 
 
 @_step("record")
@@ -191,6 +241,7 @@ def record(
     report: DriftReport,
     performance: dict,
     estimated: Estimate | None = None,
+    decision: RetrainDecision | None = None,
 ) -> tuple[str, Path]:
     """The monitor's MLflow run (metrics, the batch as its input, the drift table, the HTML
     report) and the Prefect artifact; the run id and the report's path."""
@@ -207,6 +258,12 @@ def record(
             tracking.log_metrics(
                 run_id, {name: estimated.value, f"{name}_lower": estimated.lower, f"{name}_upper": estimated.upper}
             )
+        if decision is not None:
+            priced = {"expected_loss_usd": decision.expected_loss_usd, "retrain_cost_usd": decision.retrain_cost_usd}
+            tracking.log_metrics(run_id, {k: v for k, v in priced.items() if v is not None})
+            verdict = "recommended" if decision.recommended else "not recommended"
+            tracking.set_tags(run_id, {tracking.Tag.RETRAIN: verdict})
+            tracking.log_dict(run_id, decision.as_json(), "monitor/retrain.json")
         tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
         page = render(
             domain=spec.name,
@@ -280,8 +337,32 @@ def alert(
         "prediction_drifted": bool(report.prediction and report.prediction.drifted),
         "rows": report.rows,
         "mlflow_run_id": run_id,
-        "data": (open_dataset(data).root if is_dataset(data) else str(resolve_input(data))) if data else None,
+        "data": _batch_location(data),
         "estimated": estimated.as_json() if estimated is not None else None,
     }
     event = emit_event(EVENT, resource=resource(spec), payload=payload)
     return str(event.id) if event is not None else None
+
+
+@_step("recommend")
+def recommend(spec: DomainSpec, version: str, decision: RetrainDecision, run_id: str, data: str | None) -> str | None:
+    """``lepton.retrain.recommended`` on the domain's resource (what the automations retrain
+    on), with the decision's reasoning and the batch to append."""
+    from prefect.events import emit_event
+
+    payload = {
+        "domain": spec.name,
+        "model_version": version,
+        "data": _batch_location(data),
+        "mlflow_run_id": run_id,
+        **decision.as_json(),
+    }
+    event = emit_event(RECOMMENDED, resource=resource(spec), payload=payload)
+    return str(event.id) if event is not None else None
+
+
+def _batch_location(data: str | None) -> str | None:
+    """Where the batch is, as a retrain on another worker reads it."""
+    if not data:
+        return None
+    return open_dataset(data).root if is_dataset(data) else str(resolve_input(data))

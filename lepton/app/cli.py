@@ -529,7 +529,12 @@ def monitor(
         before = result.holdout.get(name)
         then = f"  ({before:.4f}, {value - before:+.4f})" if before is not None else ""
         err.print(f"  {escape(name):<28} {value:.4f}{then}", highlight=False)
-    err.print(f"report: [bold]{escape(str(result.report))}[/]" + (f"  event {result.event}" if result.event else ""))
+    if result.retrain:
+        r = result.retrain
+        verdict = "[bold]retrain recommended[/]" if r["recommended"] else "no retrain"
+        err.print(f"{verdict} ({escape(r['policy'])}): {escape(r['reason'])}", highlight=False)
+    events = [f"event {e}" for e in (result.event, result.retrain_event) if e]
+    err.print(f"report: [bold]{escape(str(result.report))}[/]" + "".join(f"  {e}" for e in events))
 
 
 COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format); --json has them all

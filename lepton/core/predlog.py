@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +132,19 @@ def served_inputs(directory: Path, since: datetime | None = None) -> pl.DataFram
         return frame
     inputs = {c: c.removeprefix("input.") for c in frame.columns if c.startswith("input.")}
     return frame.select("request_id", "row", "time", "model_version", *inputs).rename(inputs)
+
+
+def decisions_per_day(directory: Path, days: float = 7.0) -> float | None:
+    """The logged decisions a day over the last ``days`` (over the time since the first of them
+    when the log is younger, at least one day); None when nothing was logged in that window."""
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        return None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    since = now - timedelta(days=days)
+    times = pl.concat([pl.scan_parquet(p).select("time") for p in parts]).filter(pl.col("time") >= since)
+    seen = times.select(pl.len().alias("rows"), pl.col("time").min().alias("first")).collect().row(0, named=True)
+    if not seen["rows"]:
+        return None
+    span = max((now - seen["first"]).total_seconds() / 86_400, 1.0)
+    return seen["rows"] / span

@@ -58,6 +58,7 @@ class Tag:
     MODEL_VERSION = "lepton.model_version"  # a monitor run: the version it checked
     DRIFTED_FEATURES = "lepton.drifted_features"  # a monitor run: the drifted columns
     DRIFT = "lepton.drift"  # a monitor run: detected or none
+    RETRAIN = "lepton.retrain"  # a monitor run: recommended or not recommended
     DEVICE = "lepton.device"  # cpu or cuda
     DASK = "lepton.dask"  # the Dask cluster the run used
     CHOSEN = "lepton.chosen"  # a trial: the one chosen

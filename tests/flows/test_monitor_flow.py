@@ -62,6 +62,8 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     estimated = steady["estimated"]
     assert estimated["metric"] == "roc_auc" and estimated["level"] == 0.9 and estimated["calibration"]
     assert estimated["lower"] <= steady["performance"]["roc_auc"] <= estimated["upper"], (estimated, steady)
+    assert not steady["retrain"]["recommended"] and "does not hurt" in steady["retrain"]["reason"]
+    assert steady["retrain_event"] is None
     moved = _monitor("--data", str(drifted))
     assert moved["detected"] and {"age", "creatinine"} <= set(moved["drifted"])
     assert moved["event"] and moved["performance"]["labelled_rows"] == 3000
@@ -73,16 +75,40 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     assert moved["estimated"]["rows"] == 3000 and moved["estimated"]["lower"] < moved["estimated"]["upper"]
     # in MLflow beside the realised figure, and on the event the automation reads
     assert run_metrics(moved["run_id"])["estimated_roc_auc"] == moved["estimated"]["value"]
+    # the estimated fall, priced: worth a retrain, and the event the automations answer says why
+    retrain = moved["retrain"]
+    assert retrain["policy"] == "on_estimated_loss" and retrain["recommended"], retrain
+    assert "fell from the champion's" in retrain["reason"] and retrain["expected_loss"] > 0
+    assert retrain["key"].endswith("-v1") and moved["retrain_event"]
 
     client = MlflowClient()
     run = client.get_run(moved["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["lepton.drift"] == "detected"
+    assert run.data.tags["lepton.retrain"] == "recommended"
     assert [d.tags[0].value for d in run.inputs.dataset_inputs] == ["monitored"]  # the batch's lineage
     assert run.data.metrics["psi_age"] > SPEC.drift.psi_threshold and "ks_p_age" in run.data.metrics
     assert run.data.tags["lepton.model_version"] == moved["version"] == "1"
     artifacts = {a.path for a in client.list_artifacts(moved["run_id"], "monitor")}
     assert {"monitor/drift.json", f"monitor/{Path(moved['report']).name}"} <= artifacts
     assert Path(moved["report"]).is_file() and not list(Path(moved["report"]).parent.glob(".*.partial"))
+
+
+def test_drift_that_does_not_move_the_estimate_is_reported_and_does_not_retrain(champion, tmp_path):
+    """Covariate shift in a column the model leans on little (nine women for each man, chosen
+    by sex alone, so each row's label follows its inputs as before): drift, and no retrain."""
+    from lepton.core.tables import read_table
+
+    table = read_table(SPEC.data.resolve(SPEC.data.path))
+    women = table.filter(pl.col("sex") == "F").sample(2_700, seed=3)
+    men = table.filter(pl.col("sex") == "M").sample(300, seed=3)
+    path = tmp_path / "women.parquet"
+    pl.concat([women, men]).write_parquet(path)
+    result = _monitor("--data", str(path))
+    assert result["detected"] and "sex" in result["drifted"] and result["event"]
+    assert not result["retrain"]["recommended"] and result["retrain_event"] is None, result["retrain"]
+    assert "does not hurt" in result["retrain"]["reason"]
+    estimated = result["estimated"]  # and the labels agree: the realised figure is in the band
+    assert estimated["lower"] <= result["performance"]["roc_auc"] <= estimated["upper"], (estimated, result)
 
 
 def test_the_prediction_log_is_monitored_with_labels_joined_by_request(champion, tmp_path):

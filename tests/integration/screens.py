@@ -94,8 +94,8 @@ def _prefect_definitions(page, shot, api: str, domain: str) -> None:
     expect(page.get_by_text(re.compile(r"Weekly \(cron below\) and on drift")).first).to_be_visible()
     shot("prefect-deployment")
     page.goto(f"{ui}/automations")
-    expect(page.get_by_text(f"{domain}-retrain-on-drift")).to_be_visible()
-    waits = re.compile(rf"Waits for lepton.drift.detected from the {domain} monitor")
+    expect(page.get_by_text(f"{domain}-retrain-when-recommended")).to_be_visible()
+    waits = re.compile(rf"Waits for lepton.retrain.recommended from the {domain} monitor")
     expect(page.get_by_text(waits)).to_be_visible()
     shot("prefect-automations")
 

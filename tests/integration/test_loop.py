@@ -107,6 +107,12 @@ def _check_registry_and_events(api: str, tracking: str, batch: Path) -> None:
     query = {"filter": {"event": {"name": ["lepton.drift.detected"]}}}
     events = httpx.post(f"{api}/events/filter", json=query, timeout=30).json()["events"]
     assert events[0]["payload"]["data"] == str(batch) and "age" in events[0]["payload"]["features"]
+    # what the automations answer: the retrain decision, with its reasoning and its idempotency key
+    query = {"filter": {"event": {"name": ["lepton.retrain.recommended"]}}}
+    asked = httpx.post(f"{api}/events/filter", json=query, timeout=30).json()["events"]
+    assert len(asked) == 2 and len({event["payload"]["key"] for event in asked}) == 1, asked
+    assert all(e["payload"]["recommended"] and e["payload"]["data"] == str(batch) for e in asked)
+    assert all("fell from the champion's" in e["payload"]["reason"] for e in asked)
 
 
 def _check_one_retrain(pipelines: list[dict], batch: Path) -> None:
@@ -148,7 +154,7 @@ def test_drift_on_the_monitor_deployment_retrains_through_the_automation(tmp_pat
         deployed = _lepton("deploy", env=env)
         assert "medical-monitor" in deployed.stderr and "medical-pipeline" in deployed.stderr
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
-        assert "medical-retrain-on-drift" in [a["name"] for a in automations], [a["name"] for a in automations]
+        assert "medical-retrain-when-recommended" in [a["name"] for a in automations], [a["name"] for a in automations]
         worker = _start([str(BIN / "lepton"), "worker"], env, logs[1])
 
         batch = tmp_path / "drifted.parquet"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_process_pool():
     from lepton.domains import get_spec
-    from lepton.flows.monitor import EVENT, resource
+    from lepton.flows.monitor import RECOMMENDED, resource
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
@@ -35,8 +35,8 @@ def test_prefect_yaml_has_a_pipeline_and_a_monitor_deployment_per_domain_on_the_
         if kind == "pipeline":  # weekly on the spec's cron, and whenever the monitor finds drift
             assert [s["cron"] for s in deployment["schedules"]] == [get_spec(domain).schedule]
             (trigger,) = deployment["triggers"]
-            assert trigger["expect"] == [EVENT]
-            assert trigger["name"] == f"{domain}-retrain-on-drift" and EVENT in trigger["description"]
+            assert trigger["expect"] == [RECOMMENDED]
+            assert trigger["name"] == f"{domain}-retrain-when-recommended" and RECOMMENDED in trigger["description"]
             assert trigger["match"]["prefect.resource.id"] == resource(get_spec(domain))["prefect.resource.id"]
             assert set(trigger["parameters"]) <= set(flow.parameters.properties)
         else:

@@ -70,3 +70,24 @@ def test_the_prediction_log_keeps_every_row_of_mixed_requests(tmp_path):
     assert frame["input.b"].to_list() == ["x", "y", None, None]
     assert frame["input.c"].to_list() == [None, None, None, True]
     assert not list(tmp_path.glob(".*partial")) and log.written == 4
+
+
+def test_the_logged_traffic_a_day_counts_the_last_week_only(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+    import pytest
+
+    from lepton.core.predlog import decisions_per_day
+
+    assert decisions_per_day(tmp_path) is None  # nothing logged: the monitor says so
+    now = datetime.now(UTC).replace(tzinfo=None)
+    old = pl.DataFrame({"time": [now - timedelta(days=30)] * 500})  # a month ago: not this week's traffic
+    week = pl.DataFrame({"time": [now - timedelta(days=d / 10) for d in range(70)]})  # 70 over 6.9 days
+    old.write_parquet(tmp_path / "part-1.parquet")
+    week.write_parquet(tmp_path / "part-2.parquet")
+    assert decisions_per_day(tmp_path) == pytest.approx(70 / 6.9, rel=1e-3)
+    young = tmp_path / "young"
+    young.mkdir()
+    pl.DataFrame({"time": [now - timedelta(hours=1)] * 24}).write_parquet(young / "part-1.parquet")
+    assert decisions_per_day(young) == 24  # an hour-old log counts as a day's traffic, not 24 x 24
