@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NML_PYTHON = ROOT / ".venv-nannyml" / "bin" / "python"
-BIN = Path(sys.executable).parent
 SCENARIOS = ("control", "harmful", "harmless", "label")
 Z90 = 1.6449
 
@@ -122,21 +120,16 @@ def _summary(lepton: list[dict], nml: dict, scenario: str) -> dict[str, float]:
 
 
 def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
-    from bench.harness import run_once
+    from bench.harness import champion_home
     from lepton.core import tracking
     from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer
-    from lepton.core.settings import load_settings
     from lepton.domains import get_spec
     from lepton.tasks.estimate import estimate
     from lepton.tasks.metrics import primary_score
     from lepton.tasks.preprocess import load_domain_data, prepare
 
-    env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    _, out = run_once([str(BIN / "lepton"), "run", domain, "--trials", str(trials), "--json"], env=env)
-    run = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    os.environ.update(env)
-    tracking.configure(load_settings())
+    run = champion_home(domain, home, trials)
     spec = get_spec(domain)
     scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, run["version"], folder / "bundle"))
     data = prepare(spec, *load_domain_data(spec))

@@ -46,8 +46,10 @@ class Estimate:
     level: float
     rows: int
     calibration: str  # the map the probabilities went through ("sigmoid", "isotonic"), or "none": raw scores
-    # binary with a cost model: the expected cost per decision at the threshold, in the model's unit
+    # binary with a cost model, in its unit: the expected cost per decision at the threshold, and
+    # that of the better decision taken without the model (flag every row, or none)
     expected_cost: float | None = None
+    no_skill_cost: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,5 +167,13 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
-        expected_cost=expected_cost(scores, cut, spec.cost) if spec.task == "binary" and spec.cost else None,
+        **_costs(spec, scores, cut),
     )
+
+
+def _costs(spec: DomainSpec, p: np.ndarray, threshold: float) -> dict[str, float]:
+    if spec.task != "binary" or spec.cost is None:
+        return {}
+    rate = float(np.mean(p))  # the positive rate the probabilities expect
+    none = min(rate * spec.cost.false_negative, (1 - rate) * spec.cost.false_positive)
+    return {"expected_cost": expected_cost(p, threshold, spec.cost), "no_skill_cost": none}

@@ -1,10 +1,12 @@
 """The monitor's HTML report: one self-contained file (plots inlined as PNG), logged to MLflow
 and kept under ``LEPTON_HOME/reports/DOMAIN/``.
 
-Sections: the verdict; drift scores per feature against the threshold; the training and the new
-distribution of the features that moved most (and of the model's output); drift over time
-(this run after the earlier monitor runs of the domain); performance when labels came with
-the batch; and a table of every feature's PSI and test.
+Sections: the verdict and the retrain decision with its reason; drift scores per feature against
+the threshold; the training and the new distribution of the features that moved most (and of the
+model's output); drift over time (this run after the earlier monitor runs of the domain); the
+primary metric over time, estimated without labels (with its band) beside the realised figure
+where labels came, and the holdout's at training; performance when labels came with the batch;
+and a table of every feature's PSI and test.
 """
 
 from __future__ import annotations
@@ -80,10 +82,13 @@ def distributions_figure(drifts: Sequence[FeatureDrift]) -> Any:
 
 @dataclass(frozen=True)
 class DriftPoint:
-    """One monitor run on the drift-over-time plot: when, and the PSI of each column."""
+    """One monitor run on the over-time plots: when, the PSI of each column, and the primary
+    metric estimated without labels (value, lower, upper) and realised on labels, where known."""
 
     time: datetime
     psi: dict[str, float]
+    estimated: tuple[float, float, float] | None = None
+    realised: float | None = None
 
 
 def history_figure(history: Sequence[DriftPoint], names: Sequence[str]) -> Any:
@@ -97,6 +102,37 @@ def history_figure(history: Sequence[DriftPoint], names: Sequence[str]) -> Any:
     axis.legend(fontsize=7, ncol=2)
     figure.autofmt_xdate()
     return figure
+
+
+def performance_figure(history: Sequence[DriftPoint], metric: str, before: float | None) -> Any:
+    """The primary metric per monitor run: the estimate and its band, the realised figure where
+    labels came, and the holdout's at training."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    known = [h for h in history if h.estimated is not None]
+    times = [h.time for h in known]
+    values = np.array([h.estimated for h in known], dtype=np.float64).reshape(-1, 3)
+    below, above = values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]
+    axis.errorbar(times, values[:, 0], yerr=[below, above], fmt="o-", color=STEADY, capsize=3,
+                  label="estimated without labels (90% band)")  # fmt: skip
+    labelled = [h for h in history if h.realised is not None]
+    if labelled:
+        axis.plot([h.time for h in labelled], [h.realised for h in labelled], "x", color=DRIFTED, markersize=9,
+                  mew=2, label="realised on labels")  # fmt: skip
+    if before is not None:
+        axis.axhline(before, color=REFERENCE, linestyle="--", label="holdout at training")
+    axis.set(ylabel=metric, title=f"{metric} over time (monitor runs of this domain)")
+    axis.legend(fontsize=7)
+    figure.autofmt_xdate()
+    return figure
+
+
+def _decision(decision: dict[str, Any]) -> str:
+    verdict = "Retrain recommended" if decision["recommended"] else "No retrain"
+    return (
+        f'<p class="decision {"bad" if decision["recommended"] else "good"}"><b>{verdict}</b> '
+        f"(policy {html.escape(str(decision['policy']))}): {html.escape(str(decision['reason']))}</p>"
+    )
 
 
 def _row(d: FeatureDrift) -> str:
@@ -116,10 +152,13 @@ def render(
     history: Sequence[DriftPoint] = (),
     performance: dict[str, float] | None = None,
     holdout: dict[str, float] | None = None,
+    metric: str | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> str:
     """The drift report as one self-contained HTML page. ``performance``: the champion's
     metrics on the batch's labelled rows; ``holdout``: the same metrics on its holdout at
-    training, shown beside them."""
+    training, shown beside them; ``metric``: the primary metric, drawn over time where the
+    runs estimated it; ``decision``: the retrain decision (``lepton.tasks.retrain``)."""
     method = report.rule.method
     ranked = sorted(report.features.values(), key=lambda d: d.score(method), reverse=True)
     shown = [*([report.prediction] if report.prediction else []), *ranked[: SHOWN - bool(report.prediction)]]
@@ -139,12 +178,17 @@ def render(
         f'<p class="verdict {"bad" if report.detected else "good"}">{html.escape(verdict)}</p>',
         f"<p>Model <b>{html.escape(model)}</b> version {html.escape(version)}; {report.rows:,} rows from "
         f"{html.escape(source)}; {created:%Y-%m-%d %H:%M} UTC. A feature drifts when its {html.escape(rule)}.</p>",
+        *([_decision(decision)] if decision else []),
         _figure("Drift per feature", scores_figure(report), "drift scores"),
         _figure("Training and new distributions", distributions_figure(shown), "distributions"),
     ]
     if len(history) >= 2:
         top = [d.name for d in ranked[:6]]
         parts.append(_figure("Drift over time", history_figure(history, top), "drift over time"))
+    if metric and any(h.estimated is not None for h in history):
+        before = (holdout or {}).get(metric)
+        figure = performance_figure(history, metric, before)
+        parts.append(_figure(f"{metric} over time: estimated without labels, and realised", figure, "performance"))
     if performance:
         parts.append(_performance_table(performance, holdout or {}))
     header = "".join(f"<th>{h}</th>" for h in ("feature", "kind", "PSI", "test", "statistic", "p-value", ""))

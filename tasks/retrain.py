@@ -4,15 +4,18 @@ The spec's ``retrain`` policy decides:
 
 - ``on_drift``: any drift the monitor reports asks for a retrain (the loop as it was).
 - ``on_estimated_loss``: the champion's primary metric, estimated without labels
-  (``lepton.tasks.estimate``), must have fallen below its figure at training by more than the
-  estimate's band; then the loss of keeping it is priced: the rise in the expected cost per
-  decision (the cost model, from the calibrated probabilities) over the champion's own on its
-  holdout, times the decisions at stake (the prediction log's daily volume over
-  ``retrain_horizon_days``), in USD by ``cost.usd_per_unit``. A retrain is recommended when that
-  loss, times the share of past retrains that were promoted, exceeds a retrain's measured cost
-  (the median of the domain's pipeline runs, as ``lepton cost`` lists them). Without a cost model
-  or a USD rate the estimated fall alone decides, and the reason says so. Drift that does not
-  move the estimate is reported and does not retrain.
+  (``lepton.tasks.estimate``), must have fallen beyond the estimate's band from the same
+  estimate on the champion's holdout scores (rebuilt from its reference sketch, so that the
+  estimator's own bias cancels). Then the loss of keeping it is priced as the cost model ×
+  the volume × the fall: what the champion saves a decision over deciding without it (flag
+  every row or none, whichever costs less, against its expected cost at the threshold; both
+  from its calibrated holdout probabilities), times the share of its skill the fall takes (of
+  the Gini, for ROC AUC), times the decisions at stake (the prediction log's daily volume over
+  ``retrain_horizon_days``), in USD by ``cost.usd_per_unit``. A retrain is recommended when
+  that loss, times the chance a retrain is promoted (the share of the domain's pipeline runs
+  that were), exceeds a retrain's measured cost (the median of the runs ``lepton cost``
+  lists). Without a cost model or a USD rate the estimated fall alone decides, and the reason
+  says so. Drift that does not move the estimate is reported and does not retrain.
 - ``on_label_performance``: the labels that came with the batch must show the fall.
 
 Where the policy needs what the batch cannot give (no estimate for a regression model or a
@@ -150,6 +153,17 @@ def _by_labels(
     return RetrainDecision(spec.retrain, fell, reason, key)
 
 
+def _skill_lost(metric: str, before: float, after: float, higher_is_better: bool) -> float:
+    """The share of the champion's skill a fall from ``before`` to ``after`` takes away: of
+    its Gini (2 AUC - 1) for ROC AUC, of the metric itself for another score in [0, 1], and
+    the relative rise of a loss (Brier, log loss)."""
+    if metric == "roc_auc":
+        before, after = 2 * before - 1, 2 * after - 1
+    if not higher_is_better:
+        return (after - before) / before if before > 0 else 0.0
+    return (before - after) / before if before > 0 else 0.0
+
+
 def _by_estimate(
     spec: DomainSpec,
     key: str,
@@ -161,41 +175,39 @@ def _by_estimate(
     at_training: Estimate | None,
 ) -> RetrainDecision:
     """``on_estimated_loss``: the estimated fall, priced (see the module's docstring)."""
-    policy = spec.retrain
+    policy, metric = spec.retrain, spec.primary_metric
     if at_training is not None:
         before, then = at_training.value, f"{at_training.value:.4f} estimated the same way on its holdout"
-        cost_before = at_training.expected_cost
     else:
-        before = holdout[spec.primary_metric]
-        then, cost_before = f"{before:.4f} on its holdout", holdout.get("expected_cost")
+        before, then = holdout[metric], f"{holdout[metric]:.4f} on its holdout"
     if not _fell(spec, estimated, before):
         reason = f"{_band(estimated)} holds the champion's {then}: {drift}, which does not hurt it"
         return RetrainDecision(policy, False, reason, key)
     fell = f"{_band(estimated)} fell from the champion's {then}"
     decisions = traffic.per_day * spec.retrain_horizon_days
-    if spec.cost is None or estimated.expected_cost is None or cost_before is None:
+    if spec.cost is None or at_training is None or at_training.expected_cost is None:
         reason = f"{fell}; no cost model prices it, so the fall alone decides"
         return RetrainDecision(policy, True, reason, key, decisions=decisions)
-    rise = estimated.expected_cost - cost_before
-    loss = max(rise, 0.0) * decisions
+    # what the champion is worth a decision: the cost of deciding without it less its own cost
+    worth = max(at_training.no_skill_cost - at_training.expected_cost, 0.0)
+    lost = max(_skill_lost(metric, before, estimated.value, spec.higher_is_better(metric)), 0.0)
+    loss = worth * lost * decisions
     unit, price, chance = spec.cost.unit, history.retrain_cost_usd, history.chance
     priced = (
-        f"keeping the champion costs {rise:+.4f} {unit} per decision against its holdout's "
-        f"{cost_before:.4f}, {loss:,.1f} {unit} over {decisions:,.0f} decisions "
+        f"the champion saves {worth:.4f} {unit} a decision over deciding without it, and the fall "
+        f"takes {lost:.0%} of its skill: {loss:,.1f} {unit} over {decisions:,.0f} decisions "
         f"({traffic.per_day:,.0f} a day from {traffic.source}, {spec.retrain_horizon_days:g} days)"
     )
     usd = loss * spec.cost.usd_per_unit if spec.cost.usd_per_unit is not None else None
-    if rise <= 0:
-        recommended, reason = False, f"{fell}, but {priced}: no loss to recover"
-    elif usd is None:
-        recommended, reason = True, f"{fell}; {priced} (no cost.usd_per_unit to weigh it against a retrain's USD)"
+    if usd is None:
+        recommended, reason = loss > 0, f"{fell}; {priced} (no cost.usd_per_unit to weigh it against a retrain's USD)"
     elif price is None:
-        recommended, reason = True, f"{fell}; {priced} = ${usd:,.2f}; no measured retrain to price one against"
+        recommended, reason = loss > 0, f"{fell}; {priced} = ${usd:,.2f}; no measured retrain to price one against"
     else:
         recommended = usd * chance > price
         reason = (
-            f"{fell}; {priced} = ${usd:,.2f}; × {chance:.0%} (the share of {history.runs} past "
-            f"retrains promoted) {'exceeds' if recommended else 'does not exceed'} a retrain's ${price:.4f} "
-            f"(median of {len(history.costs_usd)} runs)"
+            f"{fell}; {priced} = ${usd:,.2f}; × {chance:.0%}, the chance a retrain is promoted "
+            f"({history.promoted} of {history.runs} past runs were), {'exceeds' if recommended else 'does not exceed'} "
+            f"a retrain's ${price:.4f} (the median of {len(history.costs_usd)} measured runs)"
         )
     return RetrainDecision(policy, recommended, reason, key, usd, price, loss, decisions, chance)

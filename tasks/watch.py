@@ -102,12 +102,17 @@ def _performance(spec: DomainSpec, scorer: Scorer, scores: np.ndarray, labels: p
     return {"labelled_rows": float(known.sum()), **evaluate(spec, y, scores[known], context)}
 
 
-def _history(model_name: str, limit: int = 30) -> list[DriftPoint]:
-    """Earlier monitor runs of this model: time and PSI per feature, oldest first."""
-    return [
-        DriftPoint(run.start, {k.removeprefix("psi_"): v for k, v in run.metrics.items() if k.startswith("psi_")})
-        for run in tracking.run_history(f"{model_name}-monitor", limit)
-    ]
+def _history(spec: DomainSpec, limit: int = 30) -> list[DriftPoint]:
+    """Earlier monitor runs of this model, oldest first: time, PSI per feature, and the primary
+    metric estimated (with its band) and realised, where the run had them."""
+    name, live = f"estimated_{spec.primary_metric}", f"live_{spec.primary_metric}"
+    points = []
+    for run in tracking.run_history(f"{spec.model_name}-monitor", limit):
+        m = run.metrics
+        band = (m[name], m[f"{name}_lower"], m[f"{name}_upper"]) if f"{name}_upper" in m else None
+        psi = {k.removeprefix("psi_"): v for k, v in m.items() if k.startswith("psi_")}
+        points.append(DriftPoint(run.start, psi, band, m.get(live)))
+    return points
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,7 @@ def record(
     """The monitor's MLflow run (metrics, the batch as its input, the drift table, the HTML
     report) and the Prefect artifact; the run id and the report's path."""
     version = champion.version
-    history = _history(spec.model_name)
+    history = _history(spec)
     created = datetime.now(UTC)
     experiment = tracking.experiment_id(f"{spec.model_name}-monitor", settings, f"Drift of {spec.name} batches")
     tags = {tracking.Tag.DOMAIN: spec.name, tracking.Tag.MODEL_VERSION: version, tracking.Tag.ROLE: "monitor"}
@@ -265,6 +270,8 @@ def record(
             tracking.set_tags(run_id, {tracking.Tag.RETRAIN: verdict})
             tracking.log_dict(run_id, decision.as_json(), "monitor/retrain.json")
         tracking.log_dataset(run_id, batch.source, batch.digest, "monitored", f"{spec.name} monitored batch")
+        band = (estimated.value, estimated.lower, estimated.upper) if estimated is not None else None
+        realised = performance.get(spec.primary_metric)
         page = render(
             domain=spec.name,
             model=spec.model_name,
@@ -272,9 +279,11 @@ def record(
             source=batch.source,
             created=created,
             report=report,
-            history=[*history, DriftPoint(created, {**report.psi, **_prediction_psi(report)})],
+            history=[*history, DriftPoint(created, {**report.psi, **_prediction_psi(report)}, band, realised)],
             performance=performance,
             holdout=champion.holdout,
+            metric=spec.primary_metric,
+            decision=decision.as_json() if decision is not None else None,
         )
         tracking.log_dict(run_id, report.as_json(), "monitor/drift.json")
         local = _keep_report(settings, spec, created, page)

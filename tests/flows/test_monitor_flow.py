@@ -227,7 +227,7 @@ def test_the_report_renders_its_plots_in_headless_chromium(champion, tmp_path):
         images = page.eval_on_selector_all(
             "img.plot", "els => els.map(e => [e.alt, e.complete, e.naturalWidth, e.naturalHeight])"
         )
-        assert {alt for alt, *_ in images} == {"drift scores", "distributions", "drift over time"}
+        assert {alt for alt, *_ in images} == {"drift scores", "distributions", "drift over time", "performance"}
         assert all(complete and width > 200 and height > 100 for _, complete, width, height in images), images
         # the plot has ink: a screenshot of it is not one flat colour
         import io
@@ -238,4 +238,11 @@ def test_the_report_renders_its_plots_in_headless_chromium(champion, tmp_path):
         assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.05
         assert "Drift detected" in page.inner_text("p.verdict")
         assert page.locator("tr.drifted").count() >= 2
+        # the retrain decision in words, and the primary metric over time: estimated, realised
+        decision = page.inner_text("p.decision")
+        assert decision.startswith(("Retrain recommended (policy on_estimated_loss)", "No retrain (policy")), decision
+        assert "estimated roc_auc" in decision
+        caption = page.locator("figcaption", has_text="roc_auc over time")
+        assert caption.inner_text() == "roc_auc over time: estimated without labels, and realised"
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()

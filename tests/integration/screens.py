@@ -12,7 +12,7 @@ import httpx
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 STAGES = ("preprocess", "features", "train", "optimise", "deploy", "monitor")
-MONITOR_STEPS = ("load champion", "read batch", "compare", "record", "alert")
+MONITOR_STEPS = ("load champion", "read batch", "compare", "decide", "record", "alert", "recommend")
 WAIT_MS = 30_000
 
 
@@ -74,6 +74,8 @@ def _prefect_runs(page, shot, api: str, domain: str) -> dict:
     page.goto(f"{ui}/runs/flow-run/{monitor_run['id']}")
     expect(page.get_by_text(f"{len(MONITOR_STEPS)} Task runs")).to_be_visible()
     expect(page.get_by_text(re.compile(r"monitor: lepton-\w+ v1: drift detected"))).to_be_visible()
+    # the retrain decision in words, as the run's log shows it
+    expect(page.get_by_text(re.compile(r"retrain: recommended: estimated roc_auc [0-9.]+ \(90% band"))).to_be_visible()
     page.get_by_text("Task Runs", exact=True).first.click()
     for step in MONITOR_STEPS:
         expect(page.get_by_text(re.compile(rf"^{step}-\w+$")).first).to_be_visible()

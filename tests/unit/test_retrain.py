@@ -33,6 +33,11 @@ HISTORY = RetrainHistory(costs_usd=(0.004, 0.006, 0.005), promoted=2, runs=3)
 TRAFFIC = Traffic(1_000.0, "the prediction log's last 7 days")
 
 
+def _at_training(spec):
+    """The same estimate on the holdout's own probabilities (what the reference sketch keeps)."""
+    return estimate(spec, _rows(0, 4_000, 0.0, 1.0)[0], THRESHOLD, "sigmoid", seed=0)
+
+
 def _decide(spec, p, *, detected=True, performance=None, history=HISTORY, drifted=("annual_inc",)):
     return decide(
         spec,
@@ -44,6 +49,7 @@ def _decide(spec, p, *, detected=True, performance=None, history=HISTORY, drifte
         performance=performance or {},
         history=history,
         traffic=TRAFFIC,
+        at_training=_at_training(spec),
     )
 
 
@@ -63,10 +69,13 @@ def test_a_shift_that_hurts_is_priced_and_retrained():
     decision = _decide(FINANCE, p, detected=False, drifted=())
     assert decision.recommended, decision.reason
     assert decision.decisions == 1_000 * FINANCE.retrain_horizon_days
-    # the loss: the rise in expected cost per decision, over the horizon's decisions, in USD
-    e = estimate(FINANCE, p, THRESHOLD, "sigmoid", seed=1)
-    rise = e.expected_cost - _holdout()["expected_cost"]
-    assert rise > 0 and decision.expected_loss == pytest.approx(rise * decision.decisions)
+    # the loss: what the champion saves a decision over deciding without it, times the share of
+    # its skill (Gini) the fall took, over the horizon's decisions, in USD
+    before, after = _at_training(FINANCE), estimate(FINANCE, p, THRESHOLD, "sigmoid", seed=1)
+    worth = before.no_skill_cost - before.expected_cost
+    lost = 1 - (2 * after.value - 1) / (2 * before.value - 1)
+    assert worth > 0 and 0 < lost < 1
+    assert decision.expected_loss == pytest.approx(worth * lost * decision.decisions)
     assert decision.expected_loss_usd == pytest.approx(decision.expected_loss * FINANCE.cost.usd_per_unit)
     assert decision.retrain_cost_usd == 0.005 and decision.chance == pytest.approx(3 / 5)
     assert "exceeds a retrain's $0.0050" in decision.reason
