@@ -35,6 +35,7 @@ from lepton.tasks.watch import (
     alert,
     compare,
     decide_retrain,
+    keep_labelled,
     load_champion,
     read_batch,
     recommend,
@@ -66,6 +67,9 @@ class MonitorResult:
     # whether this batch is worth a retrain (lepton.tasks.retrain): policy, recommended, reason, key, USD
     retrain: dict[str, Any] = field(default_factory=dict)
     retrain_event: str | None = None  # the id of the emitted lepton.retrain.recommended event
+    # with --labels: the logged rows whose labels came back, kept as a file a retrain appends
+    labelled_batch: str | None = None
+    labelled_note: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,8 +110,13 @@ def monitor(
     decision = decide_retrain(spec, settings, champion, batch, report, performance, estimated)
     emit("decision", "retrain", f"{'recommended' if decision.recommended else 'not recommended'}: {decision.reason}")
     run_id, local = record(spec, settings, champion, batch, report, performance, estimated, decision)
+    kept = keep_labelled(spec, settings, batch) if batch.context is not None else None
+    if kept is not None:
+        emit("note", "labels", kept.note)
     event = alert(spec, champion.version, report, run_id, data, estimated) if report.detected else None
-    asked = recommend(spec, champion.version, decision, run_id, data) if decision.recommended else None
+    # the retrain appends the batch: the file read, or the logged rows whose labels came back
+    append = data or (str(kept.path) if kept is not None and kept.path else None)
+    asked = recommend(spec, champion.version, decision, run_id, append) if decision.recommended else None
     emit(
         "decision", "monitor",
         f"{spec.model_name} v{champion.version}: {'drift detected' if report.detected else 'no drift'} "
@@ -132,4 +141,6 @@ def monitor(
         estimated=estimated.as_json() if estimated is not None else None,
         retrain=decision.as_json(),
         retrain_event=asked,
+        labelled_batch=str(kept.path) if kept is not None and kept.path else None,
+        labelled_note=kept.note if kept is not None else None,
     )

@@ -50,6 +50,9 @@ class Estimate:
     # that of the better decision taken without the model (flag every row, or none)
     expected_cost: float | None = None
     no_skill_cost: float | None = None
+    # binary, at the threshold: the expected share of positives flagged, and of negatives flagged
+    sensitivity: float | None = None
+    false_alarm_rate: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,13 +170,24 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
-        **_costs(spec, scores, cut),
+        **_expected(spec, scores, cut),
     )
 
 
-def _costs(spec: DomainSpec, p: np.ndarray, threshold: float) -> dict[str, float]:
-    if spec.task != "binary" or spec.cost is None:
+def _expected(spec: DomainSpec, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """A binary model's decisions at ``threshold`` in expectation (the expected confusion
+    matrix): the share of positives and of negatives flagged, and with a cost model the cost
+    per decision, with the model and without it (flag every row or none, whichever costs less)."""
+    if spec.task != "binary":
         return {}
-    rate = float(np.mean(p))  # the positive rate the probabilities expect
-    none = min(rate * spec.cost.false_negative, (1 - rate) * spec.cost.false_positive)
-    return {"expected_cost": expected_cost(p, threshold, spec.cost), "no_skill_cost": none}
+    flagged = p >= threshold
+    positives, negatives = float(p.sum()), float((1 - p).sum())
+    out = {
+        "sensitivity": float(p[flagged].sum() / positives) if positives > 0 else float("nan"),
+        "false_alarm_rate": float((1 - p[flagged]).sum() / negatives) if negatives > 0 else float("nan"),
+    }
+    if spec.cost is not None:
+        rate = float(np.mean(p))  # the positive rate the probabilities expect
+        out["expected_cost"] = expected_cost(p, threshold, spec.cost)
+        out["no_skill_cost"] = min(rate * spec.cost.false_negative, (1 - rate) * spec.cost.false_positive)
+    return out

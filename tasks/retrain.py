@@ -189,7 +189,13 @@ def _by_estimate(
         reason = f"{fell}; no cost model prices it, so the fall alone decides"
         return RetrainDecision(policy, True, reason, key, decisions=decisions)
     # what the champion is worth a decision: the cost of deciding without it less its own cost
-    worth = max(at_training.no_skill_cost - at_training.expected_cost, 0.0)
+    worth = at_training.no_skill_cost - at_training.expected_cost
+    if worth <= 0:  # a threshold set for something else (a sensitivity target) may cost more than none
+        reason = (
+            f"{fell}; at its threshold the champion's decisions cost no less than deciding without it, "
+            "so the cost model cannot price the fall, which alone decides"
+        )
+        return RetrainDecision(policy, True, reason, key, decisions=decisions)
     lost = max(_skill_lost(metric, before, estimated.value, spec.higher_is_better(metric)), 0.0)
     loss = worth * lost * decisions
     unit, price, chance = spec.cost.unit, history.retrain_cost_usd, history.chance

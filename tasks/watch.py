@@ -51,6 +51,8 @@ class Batch:
     labels: pl.Series | None = None  # the target, where the rows have one
     dataset: Dataset | None = None  # a batch stored as many files, read where the workers run
     fingerprint: str | None = None  # a dataset's, once the workers have read it
+    # with labels joined to the log: the domain's other columns the labels file carried (time, group, id)
+    context: pl.DataFrame | None = None
 
     @property
     def digest(self) -> str:
@@ -80,16 +82,17 @@ def batch_from_log(spec: DomainSpec, settings: Settings, since_hours: float | No
     window = f"the prediction log ({f'last {since_hours:g} h' if since_hours else 'all of it'})"
     if frame.is_empty():
         raise InputPathError(f"{spec.name}: no predictions logged in {window} under {directory}")
-    target = None
     if labels is not None:
         truth = read_table(resolve_input(labels))
         keys = ["request_id", "row"] if "row" in truth.columns else ["request_id"]
         missing = [c for c in (*keys, spec.target) if c not in truth.columns]
         if missing:
             raise SchemaError([Problem("missing_column", c, "needed to join labels to the log") for c in missing])
-        frame = frame.join(truth.select(*keys, spec.target).unique(keys), on=keys, how="left")
-        target = frame[spec.target]
-    return Batch(check_inputs(frame, spec, 0, window), window, target)
+        inputs = {c.name for c in spec.model_inputs}
+        carried = [c.name for c in spec.columns if c.name in truth.columns and c.name not in {*inputs, spec.target}]
+        frame = frame.join(truth.select(*keys, spec.target, *carried).unique(keys), on=keys, how="left")
+        return Batch(check_inputs(frame, spec, 0, window), window, frame[spec.target], context=frame.select(carried))
+    return Batch(check_inputs(frame, spec, 0, window), window)
 
 
 # ---- the steps ---------------------------------------------------------------------------------
@@ -235,6 +238,42 @@ def decide_retrain(
         traffic=traffic,
         at_training=at_training,
     )
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The logged rows whose labels came back, kept as a file a retrain appends; or why not."""
+
+    path: Path | None
+    rows: int
+    note: str
+
+
+@_step("keep labelled rows")
+def keep_labelled(spec: DomainSpec, settings: Settings, batch: Batch) -> Labelled:
+    """The prediction log's rows joined with the labels that came back, in the domain's schema
+    (the model inputs, the target, and the columns the labels file carried), written whole
+    under ``LEPTON_HOME/batches/DOMAIN/``: what ``lepton run --append`` and the retrain the
+    monitor recommends train on. A time or group split needs its column in the labels file
+    (the log holds the model inputs only); without it nothing is kept, and the note says so."""
+    if batch.labels is None or batch.context is None:
+        return Labelled(None, 0, "no labels were joined to the log")
+    frame = pl.concat([batch.inputs, batch.context, batch.labels.to_frame()], how="horizontal")
+    frame = frame.filter(pl.col(spec.target).is_not_null())
+    needed = {"time": spec.time_column, "group": spec.group_column}
+    missing = [f"{role} column {name!r}" for role, name in needed.items() if name and name not in frame.columns]
+    if spec.split.kind in ("time", "group") and missing:
+        note = f"{spec.name} splits by {' and '.join(missing)}: add it to the labels file to retrain on these rows"
+        return Labelled(None, frame.height, note)
+    if frame.is_empty():
+        return Labelled(None, 0, "no logged row has its label yet")
+    directory = settings.home / "batches" / spec.name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"labelled-{rows_digest(frame)}.parquet"
+    partial = path.with_name(f".{path.name}.partial")
+    frame.write_parquet(partial)
+    partial.replace(path)
+    return Labelled(path, frame.height, f"{frame.height:,} labelled production rows kept for a retrain: {path}")
 
 
 @_step("record")

@@ -520,6 +520,13 @@ def monitor(
             f"({e['level']:.0%} band {e['lower']:.4f} to {e['upper']:.4f}{then}; calibration {e['calibration']})",
             highlight=False,
         )
+        if e.get("sensitivity") is not None:
+            cost = f", cost {e['expected_cost']:.4f} a decision" if e.get("expected_cost") is not None else ""
+            err.print(
+                f"  expected at the threshold: sensitivity {e['sensitivity']:.4f}, "
+                f"false alarms {e['false_alarm_rate']:.4f}{cost}",
+                highlight=False,
+            )
     labelled = int(result.performance.get("labelled_rows", 0))
     if labelled:
         err.print(f"  on the {labelled:,} labelled rows (the champion's holdout at training in brackets):")
@@ -533,6 +540,8 @@ def monitor(
         r = result.retrain
         verdict = "[bold]retrain recommended[/]" if r["recommended"] else "no retrain"
         err.print(f"{verdict} ({escape(r['policy'])}): {escape(r['reason'])}", highlight=False)
+    if result.labelled_note:
+        err.print(escape(result.labelled_note), highlight=False)
     events = [f"event {e}" for e in (result.event, result.retrain_event) if e]
     err.print(f"report: [bold]{escape(str(result.report))}[/]" + "".join(f"  {e}" for e in events))
 

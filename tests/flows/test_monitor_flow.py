@@ -130,6 +130,28 @@ def test_the_prediction_log_is_monitored_with_labels_joined_by_request(champion,
     assert result["rows"] == 400 and result["detected"] and "age" in result["drifted"]
     assert result["performance"]["labelled_rows"] == 400
     assert result["source"].startswith("the prediction log")
+    # medical splits by time, which the log does not hold: no rows kept, and the note says why
+    assert result["labelled_batch"] is None and "add it to the labels file" in result["labelled_note"]
+
+    # the labels file carries the time column (and one label has not come back yet)
+    late = batch[SPEC.target].cast(pl.Int64).scatter([0], [None])
+    truth = pl.DataFrame({"request_id": ids, SPEC.target: late, SPEC.time_column: batch[SPEC.time_column]})
+    truth.write_csv(labels)
+    result = _monitor("--since", "1", "--labels", str(labels))
+    kept = Path(result["labelled_batch"])
+    rows = pl.read_parquet(kept)
+    assert rows.height == 399 and {SPEC.target, SPEC.time_column, "age", "creatinine"} <= set(rows.columns)
+    assert rows["age"].to_list() == batch["age"][1:].cast(rows["age"].dtype).to_list()  # the logged inputs
+
+    # a retrain on those production rows registers a challenger that the gate judges
+    from mlflow import MlflowClient
+
+    retrained = pipeline(domain="medical", trials=0, append=str(kept))
+    assert retrained.version == "2"
+    version = MlflowClient().get_model_version(SPEC.model_name, "2")
+    assert version.tags["lepton.decision"]  # judged: promoted or not, with the reason
+    run = MlflowClient().get_run(version.run_id)
+    assert "medical appended batch" in {d.dataset.name for d in run.inputs.dataset_inputs}  # its lineage
 
 
 def test_bad_input_stops_before_anything_is_logged(champion, tmp_path):

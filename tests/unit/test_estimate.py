@@ -96,3 +96,23 @@ def test_a_large_batch_gets_the_band_of_its_own_size_and_regression_none():
     assert (large.upper - large.lower) == pytest.approx((small.upper - small.lower) * (5_000 / 200_000) ** 0.5, rel=0.3)
     assert estimate(get_spec("finance").model_copy(update={"task": "regression"}), np.ones(100), None, "none") is None
     assert estimate(FINANCE, np.full(10, 0.5), 0.5, calibration="sigmoid") is None  # too few rows to tell
+
+
+def test_the_expected_decisions_match_the_realised_ones_on_calibrated_batches():
+    """Sensitivity, false-alarm rate and cost per decision at the threshold, in expectation
+    from the probabilities, against what labels drawn from them show."""
+    from lepton.tasks.metrics import expected_cost
+
+    rng = np.random.default_rng(3)
+    gaps = {"sensitivity": [], "false_alarm_rate": [], "expected_cost": []}
+    for seed in range(40):
+        p, y = _binary(rng, 2_000, 0.0, 1.0)
+        cut = 1 / 11  # where a false negative costs ten false positives: the cost-optimal threshold
+        e = estimate(FINANCE, p, cut, calibration="sigmoid", seed=seed)
+        flagged = p >= cut
+        gaps["sensitivity"].append(e.sensitivity - flagged[y == 1].mean())
+        gaps["false_alarm_rate"].append(e.false_alarm_rate - flagged[y == 0].mean())
+        gaps["expected_cost"].append(e.expected_cost - expected_cost(y, flagged, FINANCE.cost))
+        assert e.no_skill_cost >= e.expected_cost  # a useful model costs less than deciding without it
+    for name, gap in gaps.items():  # unbiased, and close batch by batch
+        assert abs(np.mean(gap)) < 0.01 and np.mean(np.abs(gap)) < 0.05, (name, np.mean(gap), np.mean(np.abs(gap)))

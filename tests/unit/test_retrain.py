@@ -110,3 +110,15 @@ def test_without_an_estimate_drift_decides_and_says_so():
         performance={}, history=HISTORY, traffic=TRAFFIC,
     )  # fmt: skip
     assert decision.recommended and "no estimate without labels" in decision.reason
+
+
+def test_a_threshold_that_costs_more_than_deciding_without_the_model_leaves_the_fall_to_decide():
+    p, _ = _rows(2, 3_000, 0.0, 0.35)
+    cut = 0.7  # far above finance's cost-optimal 1/11 (as a sensitivity target may put it)
+    before = estimate(FINANCE, _rows(0, 4_000, 0.0, 1.0)[0], cut, "sigmoid", seed=0)
+    assert before.expected_cost > before.no_skill_cost
+    decision = decide(
+        FINANCE, key="k", detected=False, drifted=[], estimated=estimate(FINANCE, p, cut, "sigmoid", seed=1),
+        holdout=_holdout(), performance={}, history=HISTORY, traffic=TRAFFIC, at_training=before,
+    )  # fmt: skip
+    assert decision.recommended and "cannot price the fall" in decision.reason and decision.expected_loss_usd is None
