@@ -33,6 +33,7 @@ from lepton.core.scoring import Scorer
 from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import DataError, EmptyDataError, LeptonError, Problem, SchemaError
+from lepton.tasks.estimate import MAX_ROWS as SAMPLE_ROWS
 from lepton.tasks.monitor import PREDICTION, DriftReport, LevelCounts, NumericPlan, Span, _numbers, _present
 from lepton.tasks.preprocess import check_inputs
 from lepton.tasks.scan import _run
@@ -62,16 +63,19 @@ class BatchPart:
     spans: dict[str, Span] = field(default_factory=dict)  # numeric columns, when not yet counted
     labels: pl.Series | None = None
     scores: np.ndarray | None = None
+    sample: np.ndarray | None = None  # the file's scores, or a seeded sample of SAMPLE_ROWS of them
 
 
 @dataclass(frozen=True)
 class ScannedBatch:
-    """A batch's drift, its labels and scores where it had them, and its fingerprint."""
+    """A batch's drift, its labels and scores where it had them, a sample of its scores (what
+    the estimate without labels reads), and its fingerprint."""
 
     report: DriftReport
     labels: pl.Series | None
     scores: np.ndarray | None
     digest: str
+    sample: np.ndarray | None = None
 
 
 # ---- on the workers ------------------------------------------------------------------------------
@@ -108,7 +112,17 @@ def scan_part(
             counts[column] = plans[column].count(_numbers(frame[source]))
     labels = raw[spec.target] if first and spec.target in raw.columns else None
     digest = int(inputs.hash_rows(seed=0).sum() or 0) % 2**64
-    return BatchPart(name, frame.height, (), digest, counts, spans, labels, scores if labels is not None else None)
+    sample = _sample(np.asarray(scores), SAMPLE_ROWS, digest) if first else None
+    kept = scores if labels is not None else None
+    return BatchPart(name, frame.height, (), digest, counts, spans, labels, kept, sample)
+
+
+def _sample(scores: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """``rows`` of ``scores`` drawn without replacement (seeded: the same rows give the same
+    sample), or all of them, in order, when there are no more."""
+    if len(scores) <= rows:
+        return scores
+    return scores[np.sort(np.random.default_rng(seed).choice(len(scores), rows, replace=False))]
 
 
 # ---- on the driver -------------------------------------------------------------------------------
@@ -167,4 +181,18 @@ def scan_batch(
         labels = pl.concat([p.labels.cast(dtype, strict=False) for p in labelled])  # type: ignore[union-attr]
         scores = np.concatenate([p.scores for p in labelled])  # type: ignore[misc]
     digest = sum(p.digest for p in parts) % 2**64
-    return ScannedBatch(report, labels, scores, f"{digest & 0xFFFFFFFFFFFF:012x}")
+    return ScannedBatch(report, labels, scores, f"{digest & 0xFFFFFFFFFFFF:012x}", _merged_sample(parts, digest))
+
+
+def _merged_sample(parts: list[BatchPart], seed: int) -> np.ndarray | None:
+    """At most SAMPLE_ROWS scores over the files, each file's share by its rows: every score of
+    a batch that small (in the files' order: the scores one file of the same rows gives), else
+    a seeded sample of each file's."""
+    if any(p.sample is None for p in parts):
+        return None
+    total = sum(p.rows for p in parts)
+    if total <= SAMPLE_ROWS:
+        return np.concatenate([p.sample for p in parts])  # type: ignore[misc]
+    shares = [SAMPLE_ROWS * p.rows // total for p in parts]
+    drawn = [_sample(p.sample, k, seed + i) for i, (p, k) in enumerate(zip(parts, shares, strict=True))]  # type: ignore[arg-type]
+    return np.concatenate(drawn)

@@ -139,16 +139,25 @@ def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.
 
 
 def estimate(
-    spec: DomainSpec, scores: np.ndarray, threshold: float | None, calibration: str, seed: int = 0
+    spec: DomainSpec,
+    scores: np.ndarray,
+    threshold: float | None,
+    calibration: str,
+    seed: int = 0,
+    rows: int | None = None,
 ) -> Estimate | None:
     """The primary metric's estimate on a batch scored ``scores`` (the served probabilities:
     the positive class's for binary, a row of class probabilities for multiclass); None for
-    regression, or a batch too small to tell (fewer than 20 rows)."""
+    regression, or a batch too small to tell (fewer than 20 rows). ``rows``: the batch's size
+    when ``scores`` are a uniform sample of it (a batch read on the workers)."""
     if spec.task == "regression" or len(scores) < 20:
         return None
     rng = np.random.default_rng(seed)
-    rows, cut = len(scores), 0.5 if threshold is None else threshold
-    sample = scores if rows <= MAX_ROWS else scores[rng.choice(rows, MAX_ROWS, replace=False)]
+    rows, cut = max(rows or 0, len(scores)), 0.5 if threshold is None else threshold
+    # in a fixed order, so the same rows give the same estimate whatever their order or files
+    ordered = np.sort(scores) if scores.ndim == 1 else scores[np.lexsort(scores.T[::-1])]
+    many = len(scores) > MAX_ROWS
+    sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if many else ordered
     if spec.task == "binary" and spec.primary_metric == "roc_auc":
         values = _drawn_auc(sample, rng)
     elif spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):

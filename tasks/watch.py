@@ -161,8 +161,8 @@ def compare(
     """Score the batch with the champion; drift of every feature and of the output; the
     metrics where the rows carry labels, and the primary metric estimated without them
     (``lepton.tasks.estimate``); the batch with its fingerprint. A dataset is read, scored and
-    counted on the Dask workers (``lepton.tasks.batch_scan``); its estimate is not made yet (its
-    scores stay on the workers)."""
+    counted on the Dask workers (``lepton.tasks.batch_scan``), which send back a sample of its
+    scores for the estimate."""
     if batch.dataset is not None:
         from lepton.core.engine import dask_engine
 
@@ -173,7 +173,11 @@ def compare(
         performance = {}
         if scanned.labels is not None and scanned.scores is not None:
             performance = _performance(spec, champion.scorer, scanned.scores, scanned.labels)
-        return scanned.report, performance, None, replace(batch, fingerprint=scanned.digest)
+        estimated = None
+        if scanned.sample is not None:  # a sample of the scores: the band is the whole batch's
+            threshold, rows = champion.scorer.meta.threshold, scanned.report.rows
+            estimated = estimate(spec, scanned.sample, threshold, _calibration(champion), spec.split.seed, rows)
+        return scanned.report, performance, estimated, replace(batch, fingerprint=scanned.digest)
     scores = champion.scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, champion.scorer, scores)
     frame = recipes.apply(spec.recipe_config(), batch.inputs)

@@ -116,3 +116,21 @@ def test_the_expected_decisions_match_the_realised_ones_on_calibrated_batches():
         assert e.no_skill_cost >= e.expected_cost  # a useful model costs less than deciding without it
     for name, gap in gaps.items():  # unbiased, and close batch by batch
         assert abs(np.mean(gap)) < 0.01 and np.mean(np.abs(gap)) < 0.05, (name, np.mean(gap), np.mean(np.abs(gap)))
+
+
+def test_a_batch_read_on_the_workers_is_estimated_from_a_sample_with_the_whole_batchs_band():
+    from lepton.tasks.batch_scan import SAMPLE_ROWS, BatchPart, _merged_sample
+
+    rng = np.random.default_rng(8)
+    files = [_binary(rng, rows, 0.0, 1.0)[0] for rows in (30_000, 10_000, 60_000)]
+    parts = [BatchPart(f"f{i}", len(p), sample=p[:SAMPLE_ROWS]) for i, p in enumerate(files)]
+    sample = _merged_sample(parts, seed=1)
+    assert len(sample) == SAMPLE_ROWS  # each file's share by its rows: 6,000 + 2,000 + 12,000
+    small = [BatchPart("a", 50, sample=files[0][:50]), BatchPart("b", 30, sample=files[1][:30])]
+    assert np.array_equal(_merged_sample(small, seed=1), np.r_[files[0][:50], files[1][:30]])
+
+    whole = estimate(FINANCE, sample, 0.5, "none", seed=0, rows=100_000)
+    alone = estimate(FINANCE, sample, 0.5, "none", seed=0)
+    assert whole.rows == 100_000 and alone.rows == SAMPLE_ROWS and whole.value == alone.value
+    width = (whole.upper - whole.lower) / (alone.upper - alone.lower)
+    assert width == pytest.approx((SAMPLE_ROWS / 100_000) ** 0.5)  # the band of 100,000 rows, not of the sample
