@@ -18,10 +18,10 @@ The spec's ``retrain`` policy decides:
   says so. Drift that does not move the estimate is reported and does not retrain.
 - ``on_label_performance``: the labels that came with the batch must show the fall.
 
-Where the policy needs what the batch cannot give (no estimate for a regression model or a
-dataset batch; no labels yet), the reason names what is missing; without an estimate the
-decision falls back to drift. Nothing here reads the machine's load or a clock: the same batch,
-champion and history give the same decision.
+Where the policy needs what the batch cannot give (no estimate for a regression model; no labels
+yet), the reason names what is missing; without an estimate the decision falls back to drift.
+Nothing here reads the machine's load or a clock: the same batch, champion, history and traffic
+give the same decision.
 """
 
 from __future__ import annotations
