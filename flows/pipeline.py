@@ -187,8 +187,8 @@ def _run_name() -> str:
 
 def _retrained_by() -> str | None:
     """Whether another run of this deployment retrains the same batch: the name of the run that
-    does (or did), or None when this one should. Two drift events for one batch (a monitor run
-    from the CLI and one from its deployment) start two flow runs; each is named after its
+    does (or did), or None when this one should. Two retrain recommendations for one batch (a
+    monitor run from the CLI and one from its deployment) start two flow runs; each is named after its
     domain and batch (``_run_name``) before its body runs, so each finds the other by name on
     the Prefect server that all workers share. Of the runs not failed, crashed or cancelled, the
     one created first retrains; the rest stop here, before anything is recorded."""
@@ -253,7 +253,7 @@ def pipeline(
     cache: bool = True,
 ) -> PipelineResult:
     """Run one domain end to end and return its summary. A deployment's run on a batch that an
-    earlier run of it already retrains (``append``; a second drift event for the same batch)
+    earlier run of it already retrains (``append``; a second recommendation for the same batch)
     stops at once, recording nothing, and ends Completed with a message naming that run.
 
     Args:

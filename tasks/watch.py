@@ -1,7 +1,9 @@
 """The monitor flow's steps (``lepton.flows.monitor`` wires them), each a Prefect task run:
 load the champion, read the batch (a file, or a window of the prediction log with labels joined),
-compare it with the champion's training reference, record the MLflow run, the HTML report and
-the Prefect artifact, and alert (the ``lepton.drift.detected`` event) when it drifted.
+compare it with the champion's training reference, decide whether the batch is worth a retrain
+(``lepton.tasks.retrain``), record the MLflow run, the HTML report and the Prefect artifact, keep
+the logged rows whose labels came back, alert (``lepton.drift.detected``) when it drifted, and
+recommend a retrain (``lepton.retrain.recommended``) when it is worth one.
 """
 
 from __future__ import annotations

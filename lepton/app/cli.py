@@ -687,7 +687,7 @@ def ui(
 @app.command("deploy")
 def deploy_command() -> None:
     """Create the `lepton-process` work pool and apply prefect.yaml on the Prefect server at
-    PREFECT_API_URL: per domain a pipeline deployment (weekly, and on a drift event) and a
+    PREFECT_API_URL: per domain a pipeline deployment (weekly, and when a monitor run recommends a retrain) and a
     monitor deployment (daily)."""
     from lepton.app import stack
     from lepton.errors import LeptonError
