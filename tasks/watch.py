@@ -275,10 +275,7 @@ def keep_labelled(spec: DomainSpec, settings: Settings, batch: Batch) -> Labelle
         return Labelled(None, 0, "no logged row has its label yet")
     directory = settings.home / "batches" / spec.name
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"labelled-{rows_digest(frame)}.parquet"
-    partial = path.with_name(f".{path.name}.partial")
-    frame.write_parquet(partial)
-    partial.replace(path)
+    path = _write_whole(directory / f"labelled-{rows_digest(frame)}.parquet", frame.write_parquet)
     return Labelled(path, frame.height, f"{frame.height:,} labelled production rows kept for a retrain: {path}")
 
 
@@ -355,9 +352,18 @@ def _keep_report(settings: Settings, spec: DomainSpec, created: datetime, page: 
     directory = settings.home / "reports" / spec.name
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"drift-{created:%Y%m%dT%H%M%S%f}.html"
+    return _write_whole(path, lambda partial: partial.write_text(page, encoding="utf-8"))
+
+
+def _write_whole(path: Path, write: Any) -> Path:
+    """``write`` to a temporary name beside ``path``, then rename: a reader never sees half a
+    file, and a failed write leaves nothing behind."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
+    try:
+        write(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
