@@ -125,7 +125,7 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
     from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer
     from lepton.domains import get_spec
-    from lepton.tasks.estimate import estimate
+    from lepton.tasks.estimate import champion_calibration, estimate
     from lepton.tasks.metrics import primary_score
     from lepton.tasks.preprocess import load_domain_data, prepare
 
@@ -134,7 +134,7 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
     scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, run["version"], folder / "bundle"))
     data = prepare(spec, *load_domain_data(spec))
     threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
-    calibration = str(scorer.meta.calibration["method"]) if scorer.meta.calibration else "none"
+    calibration, through = champion_calibration(scorer.meta)
     valid = np.asarray(scorer.scores(input_frame(spec, data.valid.frame)))
     inputs = [c.name for c in spec.feature_columns]
     scores, y = np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))), data.holdout.y
@@ -156,7 +156,7 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
             rows_ = rng.choice(len(y), rows, replace=True, p=w / w.sum())
             realised = sign * primary_score(spec, y[rows_], scores[rows_], threshold)
             tick = time.perf_counter()
-            e = estimate(spec, scores[rows_], threshold, calibration, seed=b)
+            e = estimate(spec, scores[rows_], threshold, calibration, seed=b, drawn_through=through)
             seconds += time.perf_counter() - tick
             picked.append(rows_)
             lepton.append({"scenario": scenario, "realised": realised, "value": e.value, "lower": e.lower,

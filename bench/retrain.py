@@ -51,6 +51,7 @@ class Setup:
     y: np.ndarray
     threshold: float
     calibration: str
+    through: dict | None  # the estimate's own calibration map (``champion_calibration``)
     family: str
 
 
@@ -60,7 +61,7 @@ def _setup(domain: str, home: Path, trials: int) -> Setup:
     from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer, read_reference
     from lepton.domains import get_spec
-    from lepton.tasks.estimate import estimate, reference_scores
+    from lepton.tasks.estimate import champion_calibration, estimate, reference_scores
     from lepton.tasks.monitor import PREDICTION
     from lepton.tasks.preprocess import load_domain_data, prepare
     from lepton.tasks.watch import retrain_history
@@ -71,15 +72,16 @@ def _setup(domain: str, home: Path, trials: int) -> Setup:
     scorer, reference = Scorer.from_dir(bundle), read_reference(bundle)
     data = prepare(spec, *load_domain_data(spec))
     threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
-    calibration = str(scorer.meta.calibration["method"]) if scorer.meta.calibration else "none"
+    calibration, through = champion_calibration(scorer.meta)
     held_out = reference_scores(reference.get(PREDICTION))
     return Setup(
         spec=spec, scorer=scorer, reference=reference,
         holdout=tracking.version_run_metrics(spec.model_name, run["version"]),
         history=retrain_history(spec),
-        at_training=None if held_out is None else estimate(spec, held_out, threshold, calibration, spec.split.seed),
+        at_training=None if held_out is None else estimate(
+            spec, held_out, threshold, calibration, spec.split.seed, drawn_through=through),
         frame=data.holdout.frame, scores=np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))),
-        y=data.holdout.y, threshold=threshold, calibration=calibration, family=run["family"],
+        y=data.holdout.y, threshold=threshold, calibration=calibration, through=through, family=run["family"],
     )  # fmt: skip
 
 
@@ -105,7 +107,7 @@ def _scenario(setup: Setup, scenario: str, batches: int, rows: int, per_day: flo
         frame = recipes.apply(spec.recipe_config(), setup.frame[picked].select(inputs))
         report = drift_report(spec, setup.reference, frame, _monitored_output(spec, setup.scorer, s))
         drifted += report.detected
-        estimated = estimate(spec, s, setup.threshold, setup.calibration, seed=b)
+        estimated = estimate(spec, s, setup.threshold, setup.calibration, seed=b, drawn_through=setup.through)
         realised.append(sign * primary_score(spec, setup.y[picked], s, setup.threshold))
         for policy in POLICIES:
             decision = decide(

@@ -1,4 +1,6 @@
-"""Calibration of a binary model's probabilities: sigmoid (Platt) or isotonic, or none.
+"""Calibration of a binary model's probabilities: sigmoid (Platt) or isotonic, or none; and, for the
+estimate without labels only (``fit_estimation_map``), of a multiclass or refitted model's
+probabilities, or a regression model's errors given its prediction.
 
 Fitted on the validation split only: the holdout stays the deploy gate's. Which method (if any)
 is used is decided out of fold: each method is fitted on four fifths of the validation rows
@@ -27,6 +29,10 @@ from lepton.tasks.metrics import calibration_error
 METHODS = ("sigmoid", "isotonic")
 FOLDS = 5
 MIN_ROWS = 200  # fewer validation rows than this: too few to fit a calibration map and check it
+RESIDUAL_BINS = 20  # regression: the predictions cut at their quantiles, at most 20 bins ...
+RESIDUAL_BIN_ROWS = 50  # ... of 50 rows or more, so 100 validation rows at least ...
+RESIDUAL_MIN_ROWS = 100
+RESIDUAL_LEVELS = 200  # ... and each bin's residuals kept as 200 evenly spaced quantiles
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,58 @@ def fit_calibration(y: np.ndarray, p: np.ndarray, seed: int = 0) -> Calibration:
     return Calibration(
         best, fit_map(best, y, p), brier, error, f"{best} calibration (validation, out-of-fold Brier {summary})"
     )
+
+
+def fit_estimation_map(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> dict[str, Any] | None:
+    """The map ``lepton.tasks.estimate`` draws labels through where the served scores cannot be
+    drawn from as they are, fitted on the validation scores of the model before any refit (the
+    refitted one has seen those rows); None where nothing beats the raw scores or the rows are
+    too few:
+
+    - class probabilities (rows): one map per class, its probability against the rest, each
+      chosen out of fold as ``fit_calibration`` chooses, the rows then summing to 1;
+    - a binary model refitted on its validation rows: ``fit_calibration``'s map;
+    - regression (``task="regression"``): ``fit_residual_map``.
+
+    It leaves the served scores and decisions alone: the estimate needs probabilities that are
+    right on average, the service needs the model's own ranking and arg-max."""
+    y, scores = np.asarray(y), np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        fitted = fit_calibration(y.astype(int), scores, seed)
+        return None if fitted.state is None else {**fitted.state, "reason": fitted.reason}
+    maps = [fit_calibration((y == c).astype(int), scores[:, c], seed) for c in range(scores.shape[1])]
+    if all(m.state is None for m in maps):
+        return None
+    methods = [m.method for m in maps]
+    kept = ", ".join(f"{sum(m == name for m in methods)} {name}" for name in ("sigmoid", "isotonic", "none"))
+    return {
+        "method": "one_vs_rest",
+        "classes": [m.state for m in maps],
+        "reason": f"one map per class against the rest on validation ({kept})",
+    }
+
+
+def fit_residual_map(y: np.ndarray, prediction: np.ndarray) -> dict[str, Any] | None:
+    """A regression model's errors as a function of what it predicted (direct loss estimation
+    with the prediction as the one input): the validation predictions cut at their quantiles
+    into up to ``RESIDUAL_BINS`` bins of ``RESIDUAL_BIN_ROWS`` rows or more, and in each bin the residuals (label -
+    prediction) as evenly spaced quantiles. The estimate draws a label for a batch row as its
+    prediction plus a residual from its bin, so a batch that moves to where the model errs more
+    is estimated worse. What it assumes: the error given the prediction is what it was on
+    validation; a shift that changes the error at the same prediction (concept shift) it cannot
+    see. None with fewer than ``RESIDUAL_MIN_ROWS`` validation rows."""
+    y, prediction = np.asarray(y, dtype=np.float64), np.asarray(prediction, dtype=np.float64)
+    if len(y) < RESIDUAL_MIN_ROWS:
+        return None
+    residual = y - prediction
+    count = max(1, min(RESIDUAL_BINS, len(y) // RESIDUAL_BIN_ROWS))
+    edges = np.unique(np.quantile(prediction, np.linspace(0, 1, count + 1)[1:-1]))
+    bins = np.searchsorted(edges, prediction, side="right")
+    levels = (np.arange(RESIDUAL_LEVELS) + 0.5) / RESIDUAL_LEVELS  # each stands for as many rows
+    quantiles = [np.quantile(residual[bins == b], levels).tolist() for b in range(len(edges) + 1)]
+    return {
+        "method": "residuals",
+        "edges": edges.tolist(),
+        "quantiles": quantiles,
+        "reason": f"the validation residuals given the prediction ({len(edges) + 1} bins of {len(y):,} rows)",
+    }

@@ -12,22 +12,32 @@ metric may be given the batch's size. A metric that needs a decision (macro-F1 o
 class) is estimated the same way, so every metric the spec can name works without a formula.
 
 It cannot see what it assumes away: a change in how labels follow the inputs (concept shift),
-or scores that are not calibrated (the estimate then inherits their bias; ``calibration`` names
-the map the version applies, "none" where its raw scores were kept: out of fold on validation
-they were as well calibrated as any map, or the model is multiclass or refitted). Regression
-has no probabilities to draw from, and is not estimated.
+or scores that are not calibrated (the estimate then inherits their bias). ``calibration`` names
+the map the labels are drawn through: the one the version serves with, or, where it serves raw
+scores (a multiclass model; a binary one refitted on its validation rows), the map stored for the
+estimate alone (``BundleMeta.estimation_map``: per class against the rest, fitted on
+validation before the refit), or "none" where out of fold on validation no map beat the raw
+scores. The decisions scored stay the served ones.
+
+Regression has no probabilities; its labels are drawn as the prediction plus a residual from
+the model's validation errors at that prediction (``lepton.tasks.calibrate.fit_residual_map``:
+direct loss estimation with the prediction as its input), so a batch that moves to where the
+model errs more is estimated worse. A version without that map (fewer than 100 validation
+rows) is not estimated.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
-from lepton.domains.spec import CostModel, DomainSpec
+from lepton.core.scoring import BundleMeta, apply_calibration
+from lepton.domains.spec import DomainSpec
 from lepton.tasks.metrics import primary_score
 
 DRAWS = 200
@@ -57,10 +67,17 @@ class Estimate:
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _drawn(self) -> str:
+        return (
+            "labels drawn from the validation errors"
+            if self.calibration == "residuals"
+            else f"{self.calibration} calibration"
+        )
+
     def describe(self) -> str:
         return (
             f"estimated {self.metric} {self.value:.4f} ({self.level:.0%} band {self.lower:.4f} to {self.upper:.4f}, "
-            f"{self.rows:,} rows, no labels, {self.calibration} calibration)"
+            f"{self.rows:,} rows, no labels, {self._drawn()})"
         )
 
 
@@ -74,12 +91,12 @@ def _draw_labels(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((u[:, None] > cumulative).sum(axis=1), scores.shape[1] - 1)
 
 
-def _drawn_auc(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """ROC AUC of every draw at once: the scores, and so their ranks (ties averaged, as
-    scikit-learn counts them), are the same in every draw; only which rows are positive
-    changes. AUC = (the positives' rank sum - n1 (n1 + 1) / 2) / (n1 n0); NaN for a draw of
-    one class."""
-    ranks = rankdata(p)
+def _drawn_auc(scores: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """ROC AUC of every draw at once, the labels drawn from ``p``: the scores, and so their
+    ranks (ties averaged, as scikit-learn counts them), are the same in every draw; only which
+    rows are positive changes. AUC = (the positives' rank sum - n1 (n1 + 1) / 2) / (n1 n0); NaN
+    for a draw of one class."""
+    ranks = rankdata(scores)
     positive = rng.random((DRAWS, len(p))) < p
     n1 = positive.sum(axis=1).astype(np.float64)
     n0 = len(p) - n1
@@ -87,13 +104,14 @@ def _drawn_auc(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return (positive @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def _drawn_argmax(metric: str, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _drawn_argmax(metric: str, scores: np.ndarray, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Macro-F1 or accuracy of the arg-max class for every draw, from each draw's confusion
     counts (the decisions are the same in every draw; only the labels change), as scikit-learn
-    computes them over every class (a class never true nor predicted scores 0). Draws go in
-    groups whose label comparisons stay within a few million cells."""
+    computes them over every class (a class never true nor predicted scores 0). The decisions
+    are the ``scores``' arg-max, the labels drawn from ``proba``. Draws go in groups whose label
+    comparisons stay within a few million cells."""
     rows, k = proba.shape
-    pred = proba.argmax(axis=1)
+    pred = scores.argmax(axis=1)
     cumulative = np.cumsum(proba, axis=1)
     cumulative /= cumulative[:, -1:]
     out = np.empty(DRAWS)
@@ -114,14 +132,6 @@ def _drawn_argmax(metric: str, proba: np.ndarray, rng: np.random.Generator) -> n
     return out
 
 
-def expected_cost(p: np.ndarray, threshold: float, cost: CostModel) -> float:
-    """The expected cost per decision of flagging the rows whose probability reaches
-    ``threshold``, were the probabilities right: a flagged row costs a false positive with
-    probability 1 - p, an unflagged one a false negative with probability p."""
-    flagged = p >= threshold
-    return float(np.mean(np.where(flagged, (1 - p) * cost.false_positive, p * cost.false_negative)))
-
-
 def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.ndarray | None:
     """The champion's holdout probabilities as its stored reference sketches them (the
     prediction's quantiles and CDF, ``lepton.tasks.monitor.numeric_reference``), rebuilt as
@@ -138,6 +148,37 @@ def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.
     return np.interp(levels, np.asarray(sketch["cdf_at"]), np.asarray(sketch["quantiles"]))
 
 
+def _drawn_residuals(prediction: np.ndarray, state: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """``DRAWS`` residuals per row, each one of its bin's stored quantiles, all equally likely."""
+    quantiles = np.asarray(state["quantiles"])
+    bins = np.searchsorted(np.asarray(state["edges"]), prediction, side="right")
+    return quantiles[bins, rng.integers(0, quantiles.shape[1], (DRAWS, len(prediction)))]
+
+
+def _drawn_regression(spec: DomainSpec, prediction: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The metric of every draw, a draw's labels being the predictions plus its residuals: R²,
+    RMSE and MAE at once (as scikit-learn computes them), another metric draw by draw."""
+    metric = spec.primary_metric
+    if metric == "mae":
+        return np.abs(residual).mean(axis=1)
+    squared = (residual**2).mean(axis=1)
+    if metric == "rmse":
+        return np.sqrt(squared)
+    if metric == "r2":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1 - squared / (prediction + residual).var(axis=1)
+    sign = 1.0 if spec.higher_is_better(metric) else -1.0
+    return np.asarray([sign * primary_score(spec, prediction + r, prediction) for r in residual])
+
+
+def champion_calibration(meta: BundleMeta) -> tuple[str, Mapping[str, Any] | None]:
+    """What a version's probabilities are drawn through: the name of the map, and the map when
+    it is one for the estimate alone (None: the served scores are drawn from as they are)."""
+    if meta.estimation_map:
+        return str(meta.estimation_map["method"]), meta.estimation_map
+    return (str(meta.calibration["method"]) if meta.calibration else "none"), None
+
+
 def estimate(
     spec: DomainSpec,
     scores: np.ndarray,
@@ -145,12 +186,17 @@ def estimate(
     calibration: str,
     seed: int = 0,
     rows: int | None = None,
+    drawn_through: Mapping[str, Any] | None = None,
 ) -> Estimate | None:
     """The primary metric's estimate on a batch scored ``scores`` (the served probabilities:
-    the positive class's for binary, a row of class probabilities for multiclass); None for
-    regression, or a batch too small to tell (fewer than 20 rows). ``rows``: the batch's size
-    when ``scores`` are a uniform sample of it (a batch read on the workers)."""
-    if spec.task == "regression" or len(scores) < 20:
+    the positive class's for binary, a row of class probabilities for multiclass, the
+    predictions for regression); None for a batch too small to tell (fewer than 20 rows), or a
+    regression version without a residual map. ``rows``: the batch's size
+    when ``scores`` are a uniform sample of it (a batch read on the workers). ``drawn_through``:
+    the estimate's own calibration map (``champion_calibration``); the decisions stay the
+    ``scores``'."""
+    regression = spec.task == "regression"
+    if len(scores) < 20 or (regression and (not drawn_through or drawn_through.get("method") != "residuals")):
         return None
     rng = np.random.default_rng(seed)
     rows, cut = max(rows or 0, len(scores)), 0.5 if threshold is None else threshold
@@ -158,13 +204,16 @@ def estimate(
     ordered = np.sort(scores) if scores.ndim == 1 else scores[np.lexsort(scores.T[::-1])]
     many = len(scores) > MAX_ROWS
     sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if many else ordered
-    if spec.task == "binary" and spec.primary_metric == "roc_auc":
-        values = _drawn_auc(sample, rng)
+    p = apply_calibration(drawn_through, sample) if drawn_through and not regression else sample
+    if regression:
+        values = _drawn_regression(spec, sample, _drawn_residuals(sample, drawn_through, rng))
+    elif spec.task == "binary" and spec.primary_metric == "roc_auc":
+        values = _drawn_auc(sample, p, rng)
     elif spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):
-        values = _drawn_argmax(spec.primary_metric, sample, rng)
+        values = _drawn_argmax(spec.primary_metric, sample, p, rng)
     else:
         sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
-        values = np.asarray([sign * primary_score(spec, _draw_labels(sample, rng), sample, cut) for _ in range(DRAWS)])
+        values = np.asarray([sign * primary_score(spec, _draw_labels(p, rng), sample, cut) for _ in range(DRAWS)])
     drawn = values[np.isfinite(values)]
     if len(drawn) < DRAWS // 2:
         return None
@@ -179,17 +228,20 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
-        **_expected(spec, scores, cut),
+        **_expected(spec, scores, cut, drawn_through),
     )
 
 
-def _expected(spec: DomainSpec, p: np.ndarray, threshold: float) -> dict[str, float]:
+def _expected(
+    spec: DomainSpec, scores: np.ndarray, threshold: float, drawn_through: Mapping[str, Any] | None
+) -> dict[str, float]:
     """A binary model's decisions at ``threshold`` in expectation (the expected confusion
     matrix): the share of positives and of negatives flagged, and with a cost model the cost
     per decision, with the model and without it (flag every row or none, whichever costs less)."""
     if spec.task != "binary":
         return {}
-    flagged = p >= threshold
+    flagged = scores >= threshold
+    p = apply_calibration(drawn_through, scores) if drawn_through else scores
     positives, negatives = float(p.sum()), float((1 - p).sum())
     out = {
         "sensitivity": float(p[flagged].sum() / positives) if positives > 0 else float("nan"),
@@ -197,6 +249,8 @@ def _expected(spec: DomainSpec, p: np.ndarray, threshold: float) -> dict[str, fl
     }
     if spec.cost is not None:
         rate = float(np.mean(p))  # the positive rate the probabilities expect
-        out["expected_cost"] = expected_cost(p, threshold, spec.cost)
+        # a flagged row costs a false positive with probability 1 - p, an unflagged one a false negative with p
+        cost = np.where(flagged, (1 - p) * spec.cost.false_positive, p * spec.cost.false_negative)
+        out["expected_cost"] = float(np.mean(cost))
         out["no_skill_cost"] = min(rate * spec.cost.false_negative, (1 - rate) * spec.cost.false_positive)
     return out

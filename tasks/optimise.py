@@ -23,7 +23,7 @@ from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from lepton.domains.spec import CostModel, DomainSpec
 from lepton.errors import EngineError
 from lepton.tasks import families
-from lepton.tasks.calibrate import Calibration, fit_calibration
+from lepton.tasks.calibrate import Calibration, fit_calibration, fit_estimation_map, fit_residual_map
 from lepton.tasks.families import Pruning
 from lepton.tasks.metrics import primary_score
 from lepton.tasks.pareto import Choice, choose, serving_cost
@@ -62,6 +62,8 @@ class OptimiseResult:
     trials: tuple[TrialRecord, ...]
     reasons: tuple[str, ...]  # why this candidate, one sentence each: the choice first, then what followed
     calibration: Calibration | None = None  # binary tasks: what was fitted on validation, and why
+    # where the served scores stay raw (multiclass, refitted): the map the estimate draws through
+    estimation_map: dict[str, Any] | None = None
 
     @property
     def reason(self) -> str:
@@ -455,6 +457,18 @@ def optimise(
         reasons.append(alarm.describe())
     else:
         threshold = decision_threshold(spec, data, candidate)
+    estimation = None
+    if spec.task == "regression":
+        estimation = fit_residual_map(data.valid.y, candidate.predict(data.valid.X))
+    elif spec.task == "multiclass" or (calibration is not None and calibration.state is None and spec.split.refit):
+        estimation = fit_estimation_map(data.valid.y, candidate.raw_predict(data.valid.X), spec.split.seed)
+        reasons.append(
+            f"the estimate without labels draws through {estimation['reason']}"
+            if estimation
+            else "the estimate without labels draws from the raw scores: no map beat them on validation"
+            if spec.task != "regression"
+            else "no estimate without labels: under 100 validation rows, too few to model the errors"
+        )
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device, client)
         if refitted is not candidate:
@@ -464,7 +478,12 @@ def optimise(
     reasons.append(f"search of {n_trials} trial(s) took {time.perf_counter() - start:.1f}s")
     emit("decision", "optimise", f"candidate {candidate.family}: {'; '.join(reasons)}")
     return OptimiseResult(
-        candidate=candidate, threshold=threshold, trials=records, reasons=tuple(reasons), calibration=calibration
+        candidate=candidate,
+        threshold=threshold,
+        trials=records,
+        reasons=tuple(reasons),
+        calibration=calibration,
+        estimation_map=estimation,
     )
 
 

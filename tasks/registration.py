@@ -41,6 +41,7 @@ def bundle_meta(spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evalu
         recipe=spec.recipe_config(),
         smoothing=spec.smoothing_config(),
         calibration=opt.candidate.calibration,
+        estimation_map=opt.estimation_map,
     )
 
 

@@ -29,7 +29,7 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
-from lepton.tasks.estimate import Estimate, estimate, reference_scores
+from lepton.tasks.estimate import Estimate, champion_calibration, estimate, reference_scores
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -178,7 +178,8 @@ def compare(
         estimated = None
         if scanned.sample is not None:  # a sample of the scores: the band is the whole batch's
             threshold, rows = champion.scorer.meta.threshold, scanned.report.rows
-            estimated = estimate(spec, scanned.sample, threshold, _calibration(champion), spec.split.seed, rows)
+            method, through = champion_calibration(champion.scorer.meta)
+            estimated = estimate(spec, scanned.sample, threshold, method, spec.split.seed, rows, through)
         return scanned.report, performance, estimated, replace(batch, fingerprint=scanned.digest)
     scores = champion.scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, champion.scorer, scores)
@@ -192,14 +193,9 @@ def compare(
         report = drift_report(spec, champion.reference, frame, predictions)
     performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
     threshold = champion.scorer.meta.threshold
-    estimated = estimate(spec, np.asarray(scores), threshold, _calibration(champion), seed=spec.split.seed)
+    method, through = champion_calibration(champion.scorer.meta)
+    estimated = estimate(spec, np.asarray(scores), threshold, method, spec.split.seed, drawn_through=through)
     return report, performance, estimated, batch
-
-
-def _calibration(champion: Champion) -> str:
-    """The map the champion's probabilities go through, or "none" (raw scores)."""
-    calibration = champion.scorer.meta.calibration
-    return str(calibration["method"]) if calibration else "none"
 
 
 def retrain_history(spec: DomainSpec, limit: int = 50) -> RetrainHistory:
@@ -224,8 +220,10 @@ def decide_retrain(
     """Whether this batch is worth a retrain under the spec's policy (``lepton.tasks.retrain``),
     priced on the logged traffic and the domain's measured retrains."""
     held_out = reference_scores(champion.reference.get(PREDICTION))
-    threshold, method = champion.scorer.meta.threshold, _calibration(champion)
-    at_training = None if held_out is None else estimate(spec, held_out, threshold, method, spec.split.seed)
+    threshold, (method, through) = champion.scorer.meta.threshold, champion_calibration(champion.scorer.meta)
+    at_training = None
+    if held_out is not None:
+        at_training = estimate(spec, held_out, threshold, method, spec.split.seed, drawn_through=through)
     logged = decisions_per_day(settings.home / "predictions" / spec.name)
     traffic = (
         Traffic(logged, "the prediction log's last 7 days")

@@ -515,9 +515,11 @@ def monitor(
         e = result.estimated
         before = result.holdout.get(e["metric"])
         then = f"; {before:.4f} on the holdout at training" if before is not None else ""
+        method = e["calibration"]
+        drawn = "labels drawn from the validation errors" if method == "residuals" else f"calibration {method}"
         err.print(
             f"  estimated without labels: {escape(e['metric'])} {e['value']:.4f} "
-            f"({e['level']:.0%} band {e['lower']:.4f} to {e['upper']:.4f}{then}; calibration {e['calibration']})",
+            f"({e['level']:.0%} band {e['lower']:.4f} to {e['upper']:.4f}{then}; {drawn})",
             highlight=False,
         )
         if e.get("sensitivity") is not None:

@@ -327,7 +327,16 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def apply_calibration(state: Mapping[str, Any], p: np.ndarray) -> np.ndarray:
     """A fitted calibration map (``lepton.tasks.calibrate``) applied to probabilities ``p``: sigmoid
-    of ``a * logit(p) + b``, or isotonic (linear between its breakpoints, clipped at the ends)."""
+    of ``a * logit(p) + b``, or isotonic (linear between its breakpoints, clipped at the ends); or,
+    for class probabilities (rows), one such map per class (None: that class's raw scores), the
+    rows then scaled to sum to 1."""
+    if state["method"] == "one_vs_rest":
+        p = np.asarray(p, dtype=np.float64)
+        out = np.column_stack(
+            [p[:, c] if m is None else apply_calibration(m, p[:, c]) for c, m in enumerate(state["classes"])]
+        )
+        total = out.sum(axis=1, keepdims=True)
+        return np.divide(out, total, out=np.full_like(out, 1.0 / out.shape[1]), where=total > 0)
     if state["method"] == "sigmoid":
         return 1.0 / (1.0 + np.exp(-(state["a"] * logit(p) + state["b"])))
     if state["method"] == "isotonic":
@@ -375,6 +384,9 @@ class BundleMeta:
     recipe: recipes.RecipeConfig | None = None
     smoothing: recipes.SmoothingConfig | None = None
     calibration: Mapping[str, Any] | None = None
+    # the map the estimate without labels draws through where the served scores are raw
+    # (``lepton.tasks.calibrate.fit_estimation_map``); None: the served scores themselves
+    estimation_map: Mapping[str, Any] | None = None
     format: int = BUNDLE_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -385,6 +397,7 @@ class BundleMeta:
             "recipe": self.recipe.to_json() if self.recipe else None,
             "smoothing": self.smoothing.to_json() if self.smoothing else None,
             "calibration": dict(self.calibration) if self.calibration else None,
+            "estimation_map": dict(self.estimation_map) if self.estimation_map else None,
         }
 
     @classmethod
@@ -405,6 +418,7 @@ class BundleMeta:
             recipe=recipes.RecipeConfig.from_json(data.get("recipe")),
             smoothing=recipes.SmoothingConfig.from_json(data.get("smoothing")),
             calibration=data.get("calibration") or None,
+            estimation_map=data.get("estimation_map") or None,
         )
 
 

@@ -88,6 +88,15 @@ def test_a_dataframe_regression_runs_from_python_and_keeps_a_copy_without_pii(le
     assert len(predicted) == 10 and np.isfinite(predicted).all()
     assert b"plant-example.com" not in _stored_bytes(lepton_home / "artifacts")
 
+    # its errors on validation, given the prediction, estimate a batch that comes without labels
+    from lepton.flows.monitor import monitor
+
+    batch = lepton_home / "batch.parquet"
+    pl.from_pandas(data.drop(columns=["compressive_strength", "operator_email"])).write_parquet(batch)
+    estimated = monitor(result.spec, str(batch)).estimated
+    assert estimated is not None and estimated["metric"] == "r2" and estimated["calibration"] == "residuals"
+    assert estimated["lower"] <= estimated["value"] <= estimated["upper"] <= 1.0
+
 
 def test_cli_infers_a_multiclass_table_and_init_writes_a_spec_run_reads(lepton_home, tmp_path):
     table = frame(TABLES["hpc-jobs"]).drop("rownames")

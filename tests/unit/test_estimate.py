@@ -26,7 +26,7 @@ def test_the_draws_roc_auc_is_scikit_learns():
 
     rng = np.random.default_rng(5)
     p = np.round(rng.random(500), 2)  # ties, as a calibrated model's steps give
-    drawn = _drawn_auc(p, np.random.default_rng(9))
+    drawn = _drawn_auc(p, p, np.random.default_rng(9))
     again = np.random.default_rng(9).random((len(drawn), len(p))) < p
     assert np.allclose(drawn, [roc_auc_score(y, p) for y in again.astype(int)])
 
@@ -41,9 +41,9 @@ def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
     pred = proba.argmax(axis=1)
     draws = [_draw_labels(proba, r) for r in [np.random.default_rng(4)] for _ in range(200)]
     f1 = [f1_score(y, pred, average="macro", labels=np.arange(5), zero_division=0) for y in draws]
-    assert np.allclose(_drawn_argmax("f1_macro", proba, np.random.default_rng(4)), f1)
+    assert np.allclose(_drawn_argmax("f1_macro", proba, proba, np.random.default_rng(4)), f1)
     accuracy = [accuracy_score(y, pred) for y in draws]
-    assert np.allclose(_drawn_argmax("accuracy", proba, np.random.default_rng(4)), accuracy)
+    assert np.allclose(_drawn_argmax("accuracy", proba, proba, np.random.default_rng(4)), accuracy)
 
 
 def test_the_realised_roc_auc_falls_in_the_band_as_often_as_its_level():
@@ -86,6 +86,77 @@ def test_macro_f1_of_the_arg_max_class_is_estimated_like_any_metric():
         realised = f1_score(y, proba.argmax(axis=1), average="macro", labels=np.arange(4), zero_division=0)
         inside += e.lower <= realised <= e.upper
     assert inside >= 16  # a 90% band: 18 of 20 expected
+
+
+def _overconfident(rng, rows):
+    """Four classes whose labels follow softmax(logits), scored by a model that is sure of
+    itself: softmax(3 logits), the same arg-max, probabilities near 0 and 1."""
+    logits = rng.normal(0, 1.0, (rows, 4))
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = (rng.random(rows)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1).clip(0, 3)
+    scores = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)
+    return scores, y
+
+
+def test_an_overconfident_multiclass_model_is_estimated_through_its_own_validation_map():
+    from lepton.core.scoring import BundleMeta, apply_calibration
+    from lepton.tasks.calibrate import fit_estimation_map
+    from lepton.tasks.estimate import champion_calibration
+
+    rng = np.random.default_rng(8)
+    valid_scores, valid_y = _overconfident(rng, 6_000)
+    fitted = fit_estimation_map(valid_y, valid_scores, seed=0)
+    assert fitted is not None and fitted["method"] == "one_vs_rest" and len(fitted["classes"]) == 4
+    meta = BundleMeta.from_json(
+        BundleMeta(domain="m", task="multiclass", family="xgboost", estimation_map=fitted).to_json()
+    )
+    name, through = champion_calibration(meta)  # as the monitor reads it from the bundle
+    assert name == "one_vs_rest" and through == fitted
+    assert np.allclose(apply_calibration(through, valid_scores).sum(axis=1), 1.0)
+    raw_inside = mapped_inside = 0
+    for seed in range(20):
+        scores, y = _overconfident(rng, 1_000)
+        realised = f1_score(y, scores.argmax(axis=1), average="macro", labels=np.arange(4), zero_division=0)
+        raw = estimate(MANUFACTURING, scores, None, "none", seed=seed)
+        mapped = estimate(MANUFACTURING, scores, None, name, seed=seed, drawn_through=through)
+        assert raw is not None and mapped is not None and raw.value > realised + 0.05  # sure of itself
+        raw_inside += raw.lower <= realised <= raw.upper
+        mapped_inside += mapped.lower <= realised <= mapped.upper
+    assert raw_inside <= 2 and mapped_inside >= 16
+
+
+def _heteroscedastic(rng, rows, low):
+    """A regression whose model predicts the mean exactly and whose errors grow with it, its
+    predictions between ``low`` and 2."""
+    x = rng.uniform(low, 2.0, rows)
+    return x, x + rng.normal(0, 1, rows) * np.exp(0.8 * x)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_a_regression_is_estimated_from_its_validation_errors_given_the_prediction(metric):
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    from lepton.tasks.calibrate import fit_residual_map
+
+    spec = FINANCE.model_copy(update={"task": "regression", "primary_metric": metric})
+    rng = np.random.default_rng(11)
+    fitted = fit_residual_map(*_heteroscedastic(rng, 20_000, -2.0)[::-1])
+    assert fitted is not None and fitted["method"] == "residuals"
+    score = {"rmse": root_mean_squared_error, "mae": mean_absolute_error, "r2": r2_score}[metric]
+    inside, moved = {-2.0: 0, 1.0: 0}, []
+    for seed in range(40):
+        for centre in inside:  # as on validation, then moved to where the model errs more
+            prediction, y = _heteroscedastic(rng, 1_000, centre)
+            e = estimate(spec, prediction, None, "residuals", seed=seed, drawn_through=fitted)
+            assert e is not None and e.metric == metric
+            inside[centre] += e.lower <= score(y, prediction) <= e.upper
+            if centre == 1.0:
+                moved.append(e.value)
+    calm = estimate(spec, _heteroscedastic(rng, 1_000, -2.0)[0], None, "residuals", drawn_through=fitted)
+    assert inside[-2.0] >= 32 and inside[1.0] >= 32  # a 90% band: 36 of 40 expected
+    if metric == "r2":  # the spread of the labels grows too, so R² need not fall
+        return
+    assert calm is not None and min(moved) > calm.upper  # the errors grew: every moved batch estimated worse
 
 
 def test_a_large_batch_gets_the_band_of_its_own_size_and_regression_none():
