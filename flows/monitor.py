@@ -29,6 +29,7 @@ from lepton.core.progress import emit
 from lepton.core.settings import load_settings
 from lepton.domains import get_spec
 from lepton.domains.spec import DomainSpec
+from lepton.tasks.estimate import Estimate
 from lepton.tasks.retrain import RECOMMENDED
 from lepton.tasks.watch import (
     EVENT,
@@ -138,9 +139,20 @@ def monitor(
         performance=performance,
         event=event,
         holdout={k: v for k, v in champion.holdout.items() if k in performance or k == spec.primary_metric},
-        estimated=estimated.as_json() if estimated is not None else None,
+        estimated=_estimated(estimated, champion.scorer.meta.estimation_check),
         retrain=decision.as_json(),
         retrain_event=asked,
         labelled_batch=str(kept.path) if kept is not None and kept.path else None,
         labelled_note=kept.note if kept is not None else None,
     )
+
+
+def _estimated(estimated: Estimate | None, check: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The batch's estimate for ``--json``, with what the same estimate made of the holdout at
+    training beside the labels' figure there (``at_training``: value, realised), where kept."""
+    if estimated is None:
+        return None
+    out = estimated.as_json()
+    if check:
+        out["at_training"] = {"value": check["value"], "realised": check["realised"]}
+    return out

@@ -179,6 +179,34 @@ def champion_calibration(meta: BundleMeta) -> tuple[str, Mapping[str, Any] | Non
     return (str(meta.calibration["method"]) if meta.calibration else "none"), None
 
 
+def holdout_check(spec: DomainSpec, meta: BundleMeta, scores: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    """At training: the estimate on the holdout's scores (as served: calibrated, smoothed), and
+    beside it what the holdout's labels give (``realised``). The bundle keeps both
+    (``BundleMeta.estimation_check``): the monitor compares a batch's estimate with this one,
+    made the same way, so the estimator's own bias cancels, and shows by how much the estimate
+    missed the labels where they were known. None for a version not estimated, or scores that
+    are a sample of rows the labels do not match."""
+    scores = np.asarray(scores)
+    if len(scores) != len(y):
+        return None
+    method, through = champion_calibration(meta)
+    estimated = estimate(spec, scores, meta.threshold, method, spec.split.seed, drawn_through=through)
+    if estimated is None:
+        return None
+    sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
+    cut = 0.5 if meta.threshold is None else meta.threshold
+    return {**estimated.as_json(), "realised": sign * primary_score(spec, np.asarray(y), scores, cut)}
+
+
+def checked_at_training(meta: BundleMeta) -> Estimate | None:
+    """The estimate a version made of its own holdout at training (``holdout_check``), or None
+    for a bundle from before it was kept."""
+    check = meta.estimation_check
+    if not check:
+        return None
+    return Estimate(**{name: check.get(name) for name in Estimate.__dataclass_fields__})
+
+
 def estimate(
     spec: DomainSpec,
     scores: np.ndarray,

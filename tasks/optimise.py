@@ -382,6 +382,28 @@ def final_fit(
     return train_model(spec, data, candidate.family, candidate.params, device, client if distributed else None)
 
 
+def estimation_map(
+    spec: DomainSpec, data: PreparedData, candidate: TrainedModel, calibration: Calibration | None
+) -> tuple[dict[str, Any] | None, str] | None:
+    """The map the estimate without labels draws through, and why, where the served scores are
+    not calibrated (multiclass; binary refitted on its validation rows) or are predictions
+    (regression): fitted on the validation scores as the service gives them (smoothed where the
+    spec smooths), before any refit. None where the served scores are drawn from as they are."""
+    raw = calibration is not None and calibration.state is None and spec.split.refit
+    if spec.task == "binary" and not raw:
+        return None
+    served = smoothed(spec.smoothing_config(), candidate.raw_predict(data.valid.X), data.valid.frame)
+    if spec.task == "regression":
+        fitted = fit_residual_map(data.valid.y, served)
+    else:
+        fitted = fit_estimation_map(data.valid.y, served, spec.split.seed)
+    if fitted:
+        return fitted, f"the estimate without labels draws through {fitted['reason']}"
+    if spec.task == "regression":
+        return None, "no estimate without labels: under 100 validation rows, too few to model the errors"
+    return None, "the estimate without labels draws from the raw scores: no map beat them on validation"
+
+
 def refit_with_validation(
     spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str, client: Any = None
 ) -> TrainedModel:
@@ -457,18 +479,9 @@ def optimise(
         reasons.append(alarm.describe())
     else:
         threshold = decision_threshold(spec, data, candidate)
-    estimation = None
-    if spec.task == "regression":
-        estimation = fit_residual_map(data.valid.y, candidate.predict(data.valid.X))
-    elif spec.task == "multiclass" or (calibration is not None and calibration.state is None and spec.split.refit):
-        estimation = fit_estimation_map(data.valid.y, candidate.raw_predict(data.valid.X), spec.split.seed)
-        reasons.append(
-            f"the estimate without labels draws through {estimation['reason']}"
-            if estimation
-            else "the estimate without labels draws from the raw scores: no map beat them on validation"
-            if spec.task != "regression"
-            else "no estimate without labels: under 100 validation rows, too few to model the errors"
-        )
+    estimation, why = estimation_map(spec, data, candidate, calibration) or (None, None)
+    if why:
+        reasons.append(why)
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device, client)
         if refitted is not candidate:

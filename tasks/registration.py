@@ -10,6 +10,7 @@ new version of the domain's model, and a promotion decision applied to the regis
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lepton.core.identity import code_identity
 from lepton.core.inputs import input_frame, input_records, signature
 from lepton.core.scoring import BundleMeta, Scorer, write_bundle
 from lepton.domains.spec import DomainSpec
+from lepton.tasks.estimate import holdout_check
 from lepton.tasks.evaluation import LATENCY_ROWS, Evaluation, scoring_latency
 from lepton.tasks.optimise import OptimiseResult
 from lepton.tasks.preprocess import PreparedData
@@ -28,8 +30,9 @@ REQUIREMENTS = ["mlflow", "numpy", "pandas", "xgboost", "polars"]
 
 
 def bundle_meta(spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evaluation: Evaluation) -> BundleMeta:
-    """The candidate's bundle metadata: its decisions as evaluated, its inputs, what runs around it."""
-    return BundleMeta(
+    """The candidate's bundle metadata: its decisions as evaluated, its inputs, what runs around
+    it, and how well the estimate without labels did on its holdout."""
+    meta = BundleMeta(
         domain=spec.name,
         task=spec.task,
         family=opt.candidate.family,
@@ -43,6 +46,7 @@ def bundle_meta(spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evalu
         calibration=opt.candidate.calibration,
         estimation_map=opt.estimation_map,
     )
+    return dataclasses.replace(meta, estimation_check=holdout_check(spec, meta, evaluation.scores, data.holdout.y))
 
 
 def registered_latency(spec: DomainSpec, version: str, data: PreparedData) -> dict[str, float]:

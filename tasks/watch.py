@@ -29,7 +29,13 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
-from lepton.tasks.estimate import Estimate, champion_calibration, estimate, reference_scores
+from lepton.tasks.estimate import (
+    Estimate,
+    champion_calibration,
+    checked_at_training,
+    estimate,
+    reference_scores,
+)
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -219,11 +225,12 @@ def decide_retrain(
 ) -> RetrainDecision:
     """Whether this batch is worth a retrain under the spec's policy (``lepton.tasks.retrain``),
     priced on the logged traffic and the domain's measured retrains."""
-    held_out = reference_scores(champion.reference.get(PREDICTION))
-    threshold, (method, through) = champion.scorer.meta.threshold, champion_calibration(champion.scorer.meta)
-    at_training = None
-    if held_out is not None:
-        at_training = estimate(spec, held_out, threshold, method, spec.split.seed, drawn_through=through)
+    meta = champion.scorer.meta
+    at_training = checked_at_training(meta)  # the estimate of its holdout, kept at training
+    held_out = reference_scores(champion.reference.get(PREDICTION)) if at_training is None else None
+    if held_out is not None:  # a bundle from before that was kept: its holdout's scores as sketched
+        method, through = champion_calibration(meta)
+        at_training = estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through)
     logged = decisions_per_day(settings.home / "predictions" / spec.name)
     traffic = (
         Traffic(logged, "the prediction log's last 7 days")

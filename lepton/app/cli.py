@@ -515,6 +515,8 @@ def monitor(
         e = result.estimated
         before = result.holdout.get(e["metric"])
         then = f"; {before:.4f} on the holdout at training" if before is not None else ""
+        if e.get("at_training"):  # what the same estimate made of that holdout: its own bias
+            then += f", estimated {e['at_training']['value']:.4f} there"
         method = e["calibration"]
         drawn = "labels drawn from the validation errors" if method == "residuals" else f"calibration {method}"
         err.print(

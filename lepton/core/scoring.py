@@ -387,6 +387,8 @@ class BundleMeta:
     # the map the estimate without labels draws through where the served scores are raw
     # (``lepton.tasks.calibrate.fit_estimation_map``); None: the served scores themselves
     estimation_map: Mapping[str, Any] | None = None
+    # the estimate of the holdout at training beside its realised metric (``lepton.tasks.estimate.holdout_check``)
+    estimation_check: Mapping[str, Any] | None = None
     format: int = BUNDLE_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -398,6 +400,7 @@ class BundleMeta:
             "smoothing": self.smoothing.to_json() if self.smoothing else None,
             "calibration": dict(self.calibration) if self.calibration else None,
             "estimation_map": dict(self.estimation_map) if self.estimation_map else None,
+            "estimation_check": dict(self.estimation_check) if self.estimation_check else None,
         }
 
     @classmethod
@@ -419,6 +422,7 @@ class BundleMeta:
             smoothing=recipes.SmoothingConfig.from_json(data.get("smoothing")),
             calibration=data.get("calibration") or None,
             estimation_map=data.get("estimation_map") or None,
+            estimation_check=data.get("estimation_check") or None,
         )
 
 

@@ -73,6 +73,10 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     assert moved["holdout"]["roc_auc"] == MlflowClient().get_run(champion_run).data.metrics["roc_auc"]
     assert "labelled_rows" not in moved["holdout"]
     assert moved["estimated"]["rows"] == 3000 and moved["estimated"]["lower"] < moved["estimated"]["upper"]
+    # the same estimate made of the holdout at training, kept in the bundle beside the labels' figure
+    at_training = moved["estimated"]["at_training"]
+    assert at_training["realised"] == pytest.approx(moved["holdout"]["roc_auc"], abs=1e-9)
+    assert abs(at_training["value"] - at_training["realised"]) < 0.05, at_training
     # in MLflow beside the realised figure, and on the event the automation reads
     assert run_metrics(moved["run_id"])["estimated_roc_auc"] == moved["estimated"]["value"]
     # the estimated fall, priced: worth a retrain, and the event the automations answer says why
