@@ -3,9 +3,14 @@ NannyML's CBPE, on the same batches and the same calibrated scores.
 
     make bench-estimate              # NannyML in its own venv (.venv-nannyml), then this script
     python bench/estimate.py [--domains finance medical manufacturing] [--batches 20] [--rows 1000]
+    python bench/estimate.py --domains credit-default hpc-jobs concrete   # public tables a user brings
 
-Per domain: ``lepton run DOMAIN`` in a fresh LEPTON_HOME registers a champion; its bundle scores
-Lepton's own validation and holdout rows (``lepton.tasks.preprocess.prepare``, the run's split).
+Per domain: ``lepton run DOMAIN`` in a fresh LEPTON_HOME registers a champion (for a public table
+of ``bench/real_tables.py``: the table written as a user's file, ``lepton run --data``); its
+bundle scores Lepton's own validation and holdout rows (``lepton.tasks.preprocess.prepare``, the
+run's split). A regression is estimated in RMSE, which NannyML's direct loss estimation (DLE,
+a LightGBM model of the error from the numeric inputs and the prediction) estimates too; its
+*harmful* scenario weights the largest predictions up, its *label* one the larger labels.
 Batches are drawn from the holdout with replacement, each row weighted by a scenario, so that
 the labels stay the real ones:
 
@@ -53,20 +58,26 @@ def nannyml_side(folder: Path) -> None:
 
     meta = json.loads((folder / "meta.json").read_text())
     reference, analysis = pd.read_parquet(folder / "reference.parquet"), pd.read_parquet(folder / "analysis.parquet")
-    binary = meta["task"] == "binary"
-    metric = "roc_auc" if meta["metric"] == "roc_auc" else "f1"
+    binary, regression = meta["task"] == "binary", meta["task"] == "regression"
+    metric = meta["metric"] if regression else "roc_auc" if meta["metric"] == "roc_auc" else "f1"
     proba = "p" if binary else {c: f"p{c}" for c in range(meta["classes"])}
     timings = []
     for _ in range(REPEATS):  # the same work each time: the median is the figure, the machine being shared
         start = time.perf_counter()
-        estimator = nml.CBPE(
-            y_pred_proba=proba,
-            y_pred="pred",
-            y_true="y",
-            problem_type="classification_binary" if binary else "classification_multiclass",
-            metrics=[metric],
-            chunk_size=meta["rows"],
-        )
+        if regression:  # direct loss estimation: a LightGBM model of the error from the inputs and prediction
+            estimator = nml.DLE(
+                feature_column_names=meta["features"], y_pred="pred", y_true="y", metrics=[metric],
+                chunk_size=meta["rows"],
+            )  # fmt: skip
+        else:
+            estimator = nml.CBPE(
+                y_pred_proba=proba,
+                y_pred="pred",
+                y_true="y",
+                problem_type="classification_binary" if binary else "classification_multiclass",
+                metrics=[metric],
+                chunk_size=meta["rows"],
+            )
         estimator.fit(reference)
         frame = estimator.estimate(analysis).filter(period="analysis").to_df()
         timings.append(time.perf_counter() - start)
@@ -77,11 +88,13 @@ def nannyml_side(folder: Path) -> None:
 
 
 def _weights(scenario: str, spec, scores: np.ndarray, y: np.ndarray, inputs, threshold: float) -> np.ndarray:
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata, spearmanr
 
     n = len(y)
     if scenario == "control":
         return np.ones(n)
+    if scenario == "harmful" and spec.task == "regression":  # towards the largest predictions
+        return (rankdata(scores) / n) ** 3
     if scenario == "harmful":
         unsure = np.abs(scores - threshold) if scores.ndim == 1 else scores.max(axis=1)
         return np.exp(-6 * unsure / max(float(np.std(unsure)), 1e-9))
@@ -92,7 +105,10 @@ def _weights(scenario: str, spec, scores: np.ndarray, y: np.ndarray, inputs, thr
         quiet = min(corr, key=lambda c: corr[c] if np.isfinite(corr[c]) else 1.0)
         rank = inputs[quiet].fill_null(0).rank().to_numpy() / n
         return rank**3
-    boosted = (y == 1) if scores.ndim == 1 else (y != 0)  # label shift: the positives, or the faults
+    if spec.task == "regression":  # the larger labels
+        boosted = y > np.median(y)
+    else:  # label shift: the positives, or the faults
+        boosted = (y == 1) if scores.ndim == 1 else (y != 0)
     return np.where(boosted, 3.0, 1.0)
 
 
@@ -124,20 +140,43 @@ def _summary(lepton: list[dict], nml: dict, scenario: str) -> dict[str, float]:
     }
 
 
-def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
+def _champion(name: str, home: Path, trials: int, folder: Path):
+    """A champion registered in ``home``: a domain's (``lepton run DOMAIN``), or a public table's
+    (``bench/real_tables.py``'s, written as a user's file and run as ``lepton run --data``); its
+    spec, its bundle's scorer, the run's split, and its family."""
     from bench.harness import champion_home
+    from bench.real_tables import TABLES, command, export
     from lepton.core import tracking
-    from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer
+    from lepton.core.tables import load
     from lepton.domains import get_spec
-    from lepton.tasks.estimate import champion_calibration, estimate
-    from lepton.tasks.metrics import primary_score
+    from lepton.domains.infer import Hints, infer_spec
     from lepton.tasks.preprocess import load_domain_data, prepare
 
-    run = champion_home(domain, home, trials)
-    spec = get_spec(domain)
+    if name in TABLES:
+        table = TABLES[name]
+        path = export(table, folder)
+        run = champion_home(command(table, path, trials)[2:-2], home, trials)  # the arguments after `lepton run`
+        loaded = load(path)
+        flags = dict(zip(table.flags[::2], table.flags[1::2], strict=True))
+        spec = infer_spec(loaded.frame, Hints(target=table.target, template=flags.get("--template")), loaded.path).spec
+        data = prepare(spec, loaded.frame)
+    else:
+        run = champion_home(name, home, trials)
+        spec = get_spec(name)
+        data = prepare(spec, *load_domain_data(spec))
     scorer = Scorer.from_dir(tracking.download_bundle(spec.model_name, run["version"], folder / "bundle"))
-    data = prepare(spec, *load_domain_data(spec))
+    return spec, scorer, data, run["family"]
+
+
+def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
+    from lepton.core.inputs import input_frame
+    from lepton.tasks.estimate import champion_calibration, estimate
+    from lepton.tasks.metrics import primary_score
+
+    spec, scorer, data, family = _champion(name, home, trials, folder)
+    if spec.task == "regression":  # the metric NannyML's DLE estimates too (it has no R²)
+        spec = spec.model_copy(update={"primary_metric": "rmse"})
     threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
     calibration, through = champion_calibration(scorer.meta)
     valid = np.asarray(scorer.scores(input_frame(spec, data.valid.frame)))
@@ -145,15 +184,20 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
     scores, y = np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))), data.holdout.y
     sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
     rng = np.random.default_rng(0)
+    rows = min(rows, len(y))  # a small table's batches are as large as its holdout
 
     def columns(s: np.ndarray) -> dict:
+        if spec.task == "regression":
+            return {"pred": s}
         if s.ndim == 1:
             return {"p": s, "pred": (s >= threshold).astype(int)}
         return {**{f"p{c}": s[:, c] for c in range(s.shape[1])}, "pred": s.argmax(axis=1)}
 
     import polars as pl
 
-    pl.DataFrame({**columns(valid), "y": data.valid.y}).write_parquet(folder / "reference.parquet")
+    features = [c.name for c in spec.model_inputs if data.valid.frame[c.name].dtype.is_numeric()]
+    reference = pl.DataFrame({**columns(valid), "y": data.valid.y}).hstack(data.valid.frame.select(features))
+    reference.write_parquet(folder / "reference.parquet")
     picked, lepton = [], []
     for scenario in SCENARIOS:
         w = _weights(scenario, spec, scores, y, data.holdout.frame.select(inputs), threshold)
@@ -173,12 +217,13 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
     seconds = float(np.median(timings))
     every = np.concatenate(picked)
     analysis = pl.DataFrame({**columns(scores[every]), "y": y[every]})
+    analysis = analysis.hstack(data.holdout.frame[every].select(features))
     analysis.write_parquet(folder / "analysis.parquet")
     classes = scores.shape[1] if scores.ndim > 1 else 2
-    meta = {"task": spec.task, "metric": spec.primary_metric, "rows": rows, "classes": classes}
+    meta = {"task": spec.task, "metric": spec.primary_metric, "rows": rows, "classes": classes, "features": features}
     (folder / "meta.json").write_text(json.dumps(meta))
     nml = _nannyml(folder)
-    out = {"calibration": calibration, "metric": spec.primary_metric, "family": run["family"]}
+    out = {"calibration": calibration, "metric": spec.primary_metric, "family": family, "rows": rows}
     out["scenarios"] = {scenario: _summary(lepton, nml, scenario) for scenario in SCENARIOS}
     out["lepton_seconds"] = seconds
     out["nannyml_seconds"] = nml["seconds"]
@@ -188,7 +233,10 @@ def domain_side(domain: str, home: Path, batches: int, rows: int, trials: int, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domains", nargs="+", default=["finance", "medical", "manufacturing"])
+    parser.add_argument(
+        "--domains", nargs="+", default=["finance", "medical", "manufacturing"],
+        help="domains, or public tables of bench/real_tables.py (e.g. credit-default hpc-jobs concrete)",
+    )  # fmt: skip
     parser.add_argument("--batches", type=int, default=20, help="batches per scenario")
     parser.add_argument("--rows", type=int, default=1000, help="rows per batch")
     parser.add_argument("--trials", type=int, default=4)

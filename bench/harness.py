@@ -111,15 +111,17 @@ def _encode(value):
     raise TypeError(type(value))
 
 
-def champion_home(domain: str, home: Path, trials: int) -> dict:
-    """``lepton run DOMAIN --json`` in ``LEPTON_HOME=home`` (a champion registered there); its JSON.
-    This process then reads that home's MLflow store."""
+def champion_home(domain: str | list[str], home: Path, trials: int) -> dict:
+    """``lepton run DOMAIN --json`` (or ``lepton run`` with the arguments ``domain`` lists: a
+    user's table) in ``LEPTON_HOME=home`` (a champion registered there); its JSON. This process
+    then reads that home's MLflow store."""
     from lepton.core import tracking
     from lepton.core.settings import load_settings
 
     lepton = Path(sys.executable).parent / "lepton"
     env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    _, out = run_once([str(lepton), "run", domain, "--trials", str(trials), "--json"], env=env)
+    what = [domain] if isinstance(domain, str) else domain
+    _, out = run_once([str(lepton), "run", *what, "--trials", str(trials), "--json"], env=env)
     os.environ.update(env)
     tracking.configure(load_settings())
     return json.loads(next(line for line in out.splitlines() if line.startswith("{")))

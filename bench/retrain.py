@@ -45,7 +45,7 @@ class Setup:
     reference: dict
     holdout: dict  # the version's holdout metrics
     history: Any  # lepton.tasks.retrain.RetrainHistory
-    at_training: Any  # the estimate on the holdout's sketched scores
+    at_training: Any  # the estimate the champion made of its holdout at training
     frame: Any  # the holdout's rows
     scores: np.ndarray
     y: np.ndarray
@@ -61,7 +61,7 @@ def _setup(domain: str, home: Path, trials: int) -> Setup:
     from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer, read_reference
     from lepton.domains import get_spec
-    from lepton.tasks.estimate import champion_calibration, estimate, reference_scores
+    from lepton.tasks.estimate import at_training, champion_calibration
     from lepton.tasks.monitor import PREDICTION
     from lepton.tasks.preprocess import load_domain_data, prepare
     from lepton.tasks.watch import retrain_history
@@ -73,13 +73,11 @@ def _setup(domain: str, home: Path, trials: int) -> Setup:
     data = prepare(spec, *load_domain_data(spec))
     threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
     calibration, through = champion_calibration(scorer.meta)
-    held_out = reference_scores(reference.get(PREDICTION))
     return Setup(
         spec=spec, scorer=scorer, reference=reference,
         holdout=tracking.version_run_metrics(spec.model_name, run["version"]),
         history=retrain_history(spec),
-        at_training=None if held_out is None else estimate(
-            spec, held_out, threshold, calibration, spec.split.seed, drawn_through=through),
+        at_training=at_training(spec, scorer.meta, reference.get(PREDICTION)),
         frame=data.holdout.frame, scores=np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))),
         y=data.holdout.y, threshold=threshold, calibration=calibration, through=through, family=run["family"],
     )  # fmt: skip
@@ -104,7 +102,8 @@ def _scenario(setup: Setup, scenario: str, batches: int, rows: int, per_day: flo
     for b in range(batches):
         picked = rng.choice(len(setup.y), rows, replace=True, p=w / w.sum())
         s = setup.scores[picked]
-        frame = recipes.apply(spec.recipe_config(), setup.frame[picked].select(inputs))
+        # the rows as the monitor reads them (a rolling recipe needs its group and time columns)
+        frame = recipes.apply(spec.recipe_config(), setup.frame[picked].select([c.name for c in spec.model_inputs]))
         report = drift_report(spec, setup.reference, frame, _monitored_output(spec, setup.scorer, s))
         drifted += report.detected
         estimated = estimate(spec, s, setup.threshold, setup.calibration, seed=b, drawn_through=setup.through)

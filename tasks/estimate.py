@@ -81,14 +81,29 @@ class Estimate:
         )
 
 
+def _bernoulli(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``DRAWS`` rows of outcomes, each True with its column's probability ``p``, to 1/65,536:
+    16 random bits a draw, a third of the time that doubles take."""
+    cut = np.minimum(np.round(np.asarray(p, dtype=np.float64) * 65536), 65535).astype(np.uint16)
+    return rng.integers(0, 65536, (DRAWS, len(cut)), dtype=np.uint16) < cut
+
+
 def _draw_labels(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One label per row, drawn from the row's probabilities (a column: the positive class)."""
-    u = rng.random(scores.shape[0])
+    """``DRAWS`` rows of labels, one per row of ``scores``, drawn from its probabilities (a
+    column: the positive class's), to 1/65,536. A class label is the number of the row's
+    cumulative probabilities its 16 random bits reach, counted class by class: far less memory
+    traffic than comparing every draw with every class at once."""
     if scores.ndim == 1:
-        return (u < scores).astype(np.int64)
+        return _bernoulli(scores, rng).astype(np.int64)
+    rows, k = scores.shape
     cumulative = np.cumsum(scores, axis=1)
     cumulative /= cumulative[:, -1:]  # rows that sum to 1 within float error
-    return np.minimum((u[:, None] > cumulative).sum(axis=1), scores.shape[1] - 1)
+    cut = np.minimum(np.round(cumulative[:, :-1] * 65536), 65535).astype(np.uint16)
+    u = rng.integers(0, 65536, (DRAWS, rows), dtype=np.uint16)
+    labels = np.zeros((DRAWS, rows), dtype=np.uint8 if k <= 256 else np.int64)
+    for j in range(k - 1):
+        labels += u >= cut[:, j]
+    return labels
 
 
 def _drawn_auc(scores: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -96,40 +111,29 @@ def _drawn_auc(scores: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> n
     ranks (ties averaged, as scikit-learn counts them), are the same in every draw; only which
     rows are positive changes. AUC = (the positives' rank sum - n1 (n1 + 1) / 2) / (n1 n0); NaN
     for a draw of one class."""
-    ranks = rankdata(scores)
-    positive = rng.random((DRAWS, len(p))) < p
-    n1 = positive.sum(axis=1).astype(np.float64)
+    positive = _bernoulli(p, rng)
+    sums = positive.view(np.uint8) @ np.column_stack([rankdata(scores), np.ones(len(p))])
+    rank_sum, n1 = sums[:, 0], sums[:, 1]
     n0 = len(p) - n1
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (positive @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
+        return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def _drawn_argmax(metric: str, scores: np.ndarray, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Macro-F1 or accuracy of the arg-max class for every draw, from each draw's confusion
     counts (the decisions are the same in every draw; only the labels change), as scikit-learn
     computes them over every class (a class never true nor predicted scores 0). The decisions
-    are the ``scores``' arg-max, the labels drawn from ``proba``. Draws go in groups whose label
-    comparisons stay within a few million cells."""
+    are the ``scores``' arg-max, the labels drawn from ``proba``."""
     rows, k = proba.shape
-    pred = scores.argmax(axis=1)
-    cumulative = np.cumsum(proba, axis=1)
-    cumulative /= cumulative[:, -1:]
-    out = np.empty(DRAWS)
-    step = max(1, 4_000_000 // (rows * k))
-    for first in range(0, DRAWS, step):
-        m = min(step, DRAWS - first)
-        u = rng.random((m, rows))  # the same stream as m calls of _draw_labels
-        y = np.minimum((u[:, :, None] > cumulative[None]).sum(axis=2), k - 1)
-        codes = (np.arange(m)[:, None] * k * k + y * k + pred[None]).ravel()
-        confusion = np.bincount(codes, minlength=m * k * k).reshape(m, k, k)
-        tp = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
-        if metric == "accuracy":
-            out[first : first + m] = tp.sum(axis=1) / rows
-            continue
-        denominator = confusion.sum(axis=1) + confusion.sum(axis=2)  # 2 tp + fp + fn, per class
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-        out[first : first + m] = f1.mean(axis=1)
-    return out
+    decided = scores.argmax(axis=1).astype(np.int64) + (np.arange(DRAWS, dtype=np.int64) * k * k)[:, None]
+    codes = (_draw_labels(proba, rng) * np.int64(k) + decided).ravel()  # draw, label, decision
+    confusion = np.bincount(codes, minlength=DRAWS * k * k).reshape(DRAWS, k, k)
+    tp = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
+    if metric == "accuracy":
+        return tp.sum(axis=1) / rows
+    denominator = confusion.sum(axis=1) + confusion.sum(axis=2)  # 2 tp + fp + fn, per class
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=1)
 
 
 def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.ndarray | None:
@@ -198,13 +202,18 @@ def holdout_check(spec: DomainSpec, meta: BundleMeta, scores: np.ndarray, y: np.
     return {**estimated.as_json(), "realised": sign * primary_score(spec, np.asarray(y), scores, cut)}
 
 
-def checked_at_training(meta: BundleMeta) -> Estimate | None:
-    """The estimate a version made of its own holdout at training (``holdout_check``), or None
-    for a bundle from before it was kept."""
+def at_training(spec: DomainSpec, meta: BundleMeta, sketch: dict[str, Any] | None) -> Estimate | None:
+    """The estimate a version made of its own holdout at training (``holdout_check``); for a
+    bundle from before that was kept, the same estimate on the holdout's scores rebuilt from the
+    reference's prediction ``sketch`` (``reference_scores``); None where neither is there."""
     check = meta.estimation_check
-    if not check:
+    if check:
+        return Estimate(**{name: check.get(name) for name in Estimate.__dataclass_fields__})
+    held_out = reference_scores(sketch)
+    if held_out is None:
         return None
-    return Estimate(**{name: check.get(name) for name in Estimate.__dataclass_fields__})
+    method, through = champion_calibration(meta)
+    return estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through)
 
 
 def estimate(
@@ -241,7 +250,8 @@ def estimate(
         values = _drawn_argmax(spec.primary_metric, sample, p, rng)
     else:
         sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
-        values = np.asarray([sign * primary_score(spec, _draw_labels(p, rng), sample, cut) for _ in range(DRAWS)])
+        drawn_labels = _draw_labels(p, rng)
+        values = np.asarray([sign * primary_score(spec, labels, sample, cut) for labels in drawn_labels])
     drawn = values[np.isfinite(values)]
     if len(drawn) < DRAWS // 2:
         return None

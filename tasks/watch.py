@@ -29,13 +29,7 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
-from lepton.tasks.estimate import (
-    Estimate,
-    champion_calibration,
-    checked_at_training,
-    estimate,
-    reference_scores,
-)
+from lepton.tasks.estimate import Estimate, at_training, champion_calibration, estimate
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -225,12 +219,7 @@ def decide_retrain(
 ) -> RetrainDecision:
     """Whether this batch is worth a retrain under the spec's policy (``lepton.tasks.retrain``),
     priced on the logged traffic and the domain's measured retrains."""
-    meta = champion.scorer.meta
-    at_training = checked_at_training(meta)  # the estimate of its holdout, kept at training
-    held_out = reference_scores(champion.reference.get(PREDICTION)) if at_training is None else None
-    if held_out is not None:  # a bundle from before that was kept: its holdout's scores as sketched
-        method, through = champion_calibration(meta)
-        at_training = estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through)
+    before = at_training(spec, champion.scorer.meta, champion.reference.get(PREDICTION))
     logged = decisions_per_day(settings.home / "predictions" / spec.name)
     traffic = (
         Traffic(logged, "the prediction log's last 7 days")
@@ -247,7 +236,7 @@ def decide_retrain(
         performance=performance,
         history=retrain_history(spec),
         traffic=traffic,
-        at_training=at_training,
+        at_training=before,
     )
 
 

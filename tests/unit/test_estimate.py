@@ -22,13 +22,14 @@ def _binary(rng, rows, centre, spread):
 
 
 def test_the_draws_roc_auc_is_scikit_learns():
-    from lepton.tasks.estimate import _drawn_auc
+    from lepton.tasks.estimate import _bernoulli, _drawn_auc
 
     rng = np.random.default_rng(5)
     p = np.round(rng.random(500), 2)  # ties, as a calibrated model's steps give
     drawn = _drawn_auc(p, p, np.random.default_rng(9))
-    again = np.random.default_rng(9).random((len(drawn), len(p))) < p
+    again = _bernoulli(p, np.random.default_rng(9))
     assert np.allclose(drawn, [roc_auc_score(y, p) for y in again.astype(int)])
+    assert np.abs(again.mean(axis=0) - p).max() < 0.15  # each row's share of positives is its probability
 
 
 def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
@@ -39,7 +40,8 @@ def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
     rng = np.random.default_rng(6)
     proba = rng.dirichlet([0.3] * 5, 300)  # five classes, some rarely predicted
     pred = proba.argmax(axis=1)
-    draws = [_draw_labels(proba, r) for r in [np.random.default_rng(4)] for _ in range(200)]
+    draws = _draw_labels(proba, np.random.default_rng(4))
+    assert draws.shape == (200, 300) and np.abs(np.eye(5)[draws].mean(axis=0) - proba).max() < 0.15
     f1 = [f1_score(y, pred, average="macro", labels=np.arange(5), zero_division=0) for y in draws]
     assert np.allclose(_drawn_argmax("f1_macro", proba, proba, np.random.default_rng(4)), f1)
     accuracy = [accuracy_score(y, pred) for y in draws]
@@ -70,8 +72,13 @@ def test_a_harmful_shift_moves_the_estimate_and_a_harmless_one_does_not():
     harmful = estimate(FINANCE, narrowed[0], 0.5, calibration="sigmoid")
     assert before and harmless and harmful
     assert harmful.upper < before.lower  # out of the band, downwards
-    assert harmful.lower <= roc_auc_score(narrowed[1], narrowed[0]) <= harmful.upper
     assert harmless.lower < before.value < harmless.upper
+    inside = 0  # and the labels of such batches land in the band as often as its level says
+    for seed in range(20):
+        scores, y = _binary(rng, 3_000, 0.5, 0.3)
+        e = estimate(FINANCE, scores, 0.5, calibration="sigmoid", seed=seed)
+        inside += e is not None and e.lower <= roc_auc_score(y, scores) <= e.upper
+    assert inside >= 16  # 18 of 20 expected
 
 
 def test_macro_f1_of_the_arg_max_class_is_estimated_like_any_metric():
