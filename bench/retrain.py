@@ -174,7 +174,8 @@ def _print(domain: str, result: dict, batches: int) -> None:
         )
         for policy in POLICIES:
             total = s[f"{policy}_total_usd"]
-            shown = f"${total:,.2f}" if total is not None else f"{s[f'{policy}_kept_loss']:,.1f} {unit} kept"
+            kept = f"{s[f'{policy}_kept_loss']:,.1f} {unit} kept" if unit else "no cost model"
+            shown = f"${total:,.2f}" if total is not None else kept
             line += f"; {policy} {shown}"
         print(line, flush=True)
 

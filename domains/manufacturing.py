@@ -42,7 +42,10 @@ SPEC = DomainSpec(
     # delay (reported) for far fewer flickering decisions between similar faults.
     smoothing=60,
     schedule="0 5 * * 1",
-    # The refitted 22-class probabilities are not calibrated, so an estimate without labels is
-    # biased here (bench/README.md, "Performance without labels"): drift itself asks for a retrain.
-    retrain="on_drift",
+    # Retrained when the estimate without labels falls (the default, on_estimated_loss). The
+    # refitted 22-class scores are not calibrated, so the estimate draws through per-class maps
+    # fitted on validation, and still misses the test runs' macro-F1 by about 0.06: validation is
+    # the tail of each run, another regime. A batch is compared with the same estimate of the
+    # holdout, so that bias cancels: on bench/retrain.py's scenarios it retrained all 40 batches
+    # that hurt and 1 of 40 that did not, where drift retrained all 80 (bench/README.md).
 )

@@ -6,10 +6,12 @@ inputs (covariate shift: the chance of each label given a row is unchanged), a r
 draw from the probabilities the model gives that row. So the metric the labels would show on
 this batch is distributed as the metric on labels drawn that way. Lepton draws them ``DRAWS``
 times and scores each draw with the same function the monitor applies to real labels
-(``lepton.tasks.metrics.primary_score``, at the version's threshold): the mean is the
-estimate; the central ``LEVEL`` share of the draws is the band, which is what the realised
-metric may be given the batch's size. A metric that needs a decision (macro-F1 of the arg-max
-class) is estimated the same way, so every metric the spec can name works without a formula.
+(``lepton.tasks.metrics.primary_score``, at the version's threshold): the central ``LEVEL``
+share of the draws is the band, which is what the realised metric may be given the batch's
+size. A metric that needs a decision (macro-F1 of the arg-max class) is drawn the same way, so
+every metric the spec can name works without a formula. The estimate is the draws' mean, or,
+for ROC AUC, macro-F1 and accuracy, the metric of the expected counts (as CBPE computes it:
+no draw noise in the figure itself; the band is then the draws' spread around it).
 
 It cannot see what it assumes away: a change in how labels follow the inputs (concept shift),
 or scores that are not calibrated (the estimate then inherits their bias). ``calibration`` names
@@ -136,6 +138,33 @@ def _drawn_argmax(metric: str, scores: np.ndarray, proba: np.ndarray, rng: np.ra
     return f1.mean(axis=1)
 
 
+def _expected_auc(scores: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of the expected counts (as CBPE takes it): the pairs expected to be ordered right
+    over the (positive, negative) pairs expected, each row positive with probability ``p`` and
+    a tie counting half: no draws, so no Monte Carlo noise in the estimate itself."""
+    order = np.argsort(scores, kind="stable")
+    s, q = scores[order], p[order]
+    negative = 1.0 - q
+    _, start, counts = np.unique(s, return_index=True, return_counts=True)
+    tied = np.add.reduceat(negative, start)  # each score's expected negatives
+    below = np.repeat(np.cumsum(tied) - tied, counts)  # those at lower scores
+    right = np.sum(q * (below + 0.5 * (np.repeat(tied, counts) - negative)))  # not the row against itself
+    pairs = q.sum() * negative.sum() - np.sum(q * negative)
+    return float(right / pairs) if pairs > 0 else float("nan")
+
+
+def _expected_argmax(metric: str, scores: np.ndarray, proba: np.ndarray) -> float:
+    """Macro-F1 or accuracy of the arg-max class from the expected confusion counts (as CBPE
+    takes them): per class 2 E[tp] / (E[2 tp + fp + fn]); a class never predicted nor expected
+    scores 0."""
+    decided = np.eye(proba.shape[1], dtype=bool)[scores.argmax(axis=1)]
+    tp = np.where(decided, proba, 0.0).sum(axis=0)
+    if metric == "accuracy":
+        return float(tp.sum() / len(proba))
+    denominator = decided.sum(axis=0) + proba.sum(axis=0)  # E[tp + fp] + E[tp + fn]
+    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)))
+
+
 def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.ndarray | None:
     """The champion's holdout probabilities as its stored reference sketches them (the
     prediction's quantiles and CDF, ``lepton.tasks.monitor.numeric_reference``), rebuilt as
@@ -242,12 +271,14 @@ def estimate(
     many = len(scores) > MAX_ROWS
     sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if many else ordered
     p = apply_calibration(drawn_through, sample) if drawn_through and not regression else sample
+    closed = None  # the metric of the expected counts, where it has a form: the estimate without draw noise
     if regression:
         values = _drawn_regression(spec, sample, _drawn_residuals(sample, drawn_through, rng))
     elif spec.task == "binary" and spec.primary_metric == "roc_auc":
-        values = _drawn_auc(sample, p, rng)
+        values, closed = _drawn_auc(sample, p, rng), _expected_auc(sample, p)
     elif spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):
         values = _drawn_argmax(spec.primary_metric, sample, p, rng)
+        closed = _expected_argmax(spec.primary_metric, sample, p)
     else:
         sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
         drawn_labels = _draw_labels(p, rng)
@@ -257,6 +288,8 @@ def estimate(
         return None
     mean = float(drawn.mean())
     low, high = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    if closed is not None and np.isfinite(closed):  # the band keeps the draws' spread around it
+        low, high, mean = low - mean + closed, high - mean + closed, closed
     narrow = math.sqrt(len(sample) / rows)  # the spread of a metric shrinks with the square root of the rows
     return Estimate(
         metric=spec.primary_metric,

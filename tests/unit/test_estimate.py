@@ -48,6 +48,24 @@ def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
     assert np.allclose(_drawn_argmax("accuracy", proba, proba, np.random.default_rng(4)), accuracy)
 
 
+def test_the_expected_counts_give_the_draws_mean_without_their_noise():
+    from lepton.tasks.estimate import _expected_argmax, _expected_auc
+
+    rng = np.random.default_rng(12)
+    p = np.round(rng.beta(2, 5, 800), 2)  # ties
+    many = (rng.random((20_000, len(p))) < p).astype(int)
+    drawn = [roc_auc_score(y, p) for y in many[:4_000]]
+    assert _expected_auc(p, p) == pytest.approx(np.mean(drawn), abs=0.002)
+    assert _expected_auc(np.full(50, 0.3), np.full(50, 0.3)) == pytest.approx(0.5)  # all tied: chance
+    proba = rng.dirichlet([0.5] * 4, 800)
+    cumulative = np.cumsum(proba, axis=1)
+    labels = (rng.random((2_000, 800))[:, :, None] > cumulative[None]).sum(axis=2).clip(0, 3)
+    pred = proba.argmax(axis=1)
+    f1 = [f1_score(y, pred, average="macro", labels=np.arange(4), zero_division=0) for y in labels]
+    assert _expected_argmax("f1_macro", proba, proba) == pytest.approx(np.mean(f1), abs=0.003)
+    assert _expected_argmax("accuracy", proba, proba) == pytest.approx(np.mean(labels == pred), abs=0.003)
+
+
 def test_the_realised_roc_auc_falls_in_the_band_as_often_as_its_level():
     rng = np.random.default_rng(0)
     inside, errors = 0, []
