@@ -71,11 +71,12 @@ bench-drift: install
 	test -x .venv-evidently/bin/python || { $(PYTHON) -m venv .venv-evidently && .venv-evidently/bin/python -m pip install --quiet "evidently>=0.7,<0.8" "pandas<3" pyarrow; }
 	$(BIN)/python bench/drift.py
 
-## Each domain's champion against AutoGluon medium_quality on the same split (its own venv: pandas < 2.4).
+## Performance estimated without labels against NannyML's CBPE and DLE (in its own venv).
 bench-estimate: install
 	test -x .venv-nannyml/bin/python || { $(PYTHON) -m venv .venv-nannyml && .venv-nannyml/bin/python -m pip install --quiet "nannyml==0.13.1" statsmodels pyarrow; }
 	$(BIN)/python bench/estimate.py
 
+## Each domain's champion against AutoGluon medium_quality on the same split (its own venv: pandas < 2.4).
 bench-autogluon: install
 	test -x .venv-autogluon/bin/python || { $(PYTHON) -m venv .venv-autogluon && .venv-autogluon/bin/python -m pip install --quiet "$(or $(TORCH),torch==2.13.0)" "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3" pyarrow; }
 	$(BIN)/python bench/vs_autogluon.py

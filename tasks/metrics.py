@@ -6,6 +6,7 @@ probability matrix (multiclass) or values (regression).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,15 @@ def expected_cost(y: np.ndarray, positive: np.ndarray, cost: CostModel) -> float
     fn = np.sum((y == 1) & ~positive)
     fp = np.sum((y == 0) & positive)
     return float((fn * cost.false_negative + fp * cost.false_positive) / max(len(y), 1))
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """scikit-learn's balanced accuracy: the mean recall over the classes ``y`` holds. A batch
+    may lack classes the model predicts (a monitored batch of faults only); scikit-learn then
+    warns on the console, which a user reads as an error, so that warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(skm.balanced_accuracy_score(y, pred))
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -71,7 +81,7 @@ def binary_metrics(spec: DomainSpec, y: np.ndarray, p: np.ndarray, ctx: EvalCont
         "sensitivity": float(decided[y == 1].mean()) if (y == 1).any() else float("nan"),
         "specificity": float(1 - decided[y == 0].mean()) if (y == 0).any() else float("nan"),
         "f1_macro": float(skm.f1_score(y, decided, average="macro")),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y, decided)),
+        "balanced_accuracy": balanced_accuracy(y, decided),
     }
     if spec.cost is not None:
         out["expected_cost"] = expected_cost(y, decided, spec.cost)
@@ -103,7 +113,7 @@ def multiclass_metrics(spec: DomainSpec, y: np.ndarray, proba: np.ndarray, ctx: 
     out = {
         "accuracy": float(skm.accuracy_score(y, pred)),
         "f1_macro": float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": balanced_accuracy(y, pred),
         "log_loss": float(skm.log_loss(y, clipped, labels=labels)),
     }
     if {"fault_detection_rate", "false_alarm_rate", "detection_delay"} & set(spec.metrics):
@@ -158,5 +168,5 @@ def primary_score(
 ARGMAX_METRICS = {
     "accuracy": lambda y, pred, labels: float(skm.accuracy_score(y, pred)),
     "f1_macro": lambda y, pred, labels: float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
-    "balanced_accuracy": lambda y, pred, labels: float(skm.balanced_accuracy_score(y, pred)),
+    "balanced_accuracy": lambda y, pred, labels: balanced_accuracy(y, pred),
 }
