@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -531,15 +532,7 @@ def monitor(
                 f"false alarms {e['false_alarm_rate']:.4f}{cost}",
                 highlight=False,
             )
-    labelled = int(result.performance.get("labelled_rows", 0))
-    if labelled:
-        err.print(f"  on the {labelled:,} labelled rows (the champion's holdout at training in brackets):")
-    for name, value in result.performance.items():
-        if name == "labelled_rows":
-            continue
-        before = result.holdout.get(name)
-        then = f"  ({before:.4f}, {value - before:+.4f})" if before is not None else ""
-        err.print(f"  {escape(name):<28} {value:.4f}{then}", highlight=False)
+    _print_performance(result.performance, result.holdout)
     if result.retrain:
         r = result.retrain
         verdict = "[bold]retrain recommended[/]" if r["recommended"] else "no retrain"
@@ -548,6 +541,23 @@ def monitor(
         err.print(escape(result.labelled_note), highlight=False)
     events = [f"event {e}" for e in (result.event, result.retrain_event) if e]
     err.print(f"report: [bold]{escape(str(result.report))}[/]" + "".join(f"  {e}" for e in events))
+
+
+def _print_performance(performance: dict[str, float], holdout: dict[str, float]) -> None:
+    """The metrics on a batch's labelled rows, each beside the champion's holdout figure."""
+    labelled = int(performance.get("labelled_rows", 0))
+    if labelled:
+        err.print(f"  on the {labelled:,} labelled rows (the champion's holdout at training in brackets):")
+    for name, value in performance.items():
+        if name == "labelled_rows":
+            continue
+        before = holdout.get(name)
+        if not math.isfinite(value):  # e.g. a false-alarm rate on a batch without normal rows
+            shown = "—  (not defined on these rows)" + (f"  ({before:.4f})" if before is not None else "")
+            err.print(f"  {escape(name):<28} {shown}", highlight=False)
+            continue
+        then = f"  ({before:.4f}, {value - before:+.4f})" if before is not None else ""
+        err.print(f"  {escape(name):<28} {value:.4f}{then}", highlight=False)
 
 
 COST_COLUMNS = {  # the history's columns: (header, MLflow metric, format); --json has them all

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -79,3 +81,17 @@ def test_the_primary_score_shortcut_equals_the_full_evaluation(metric):
     proba = rng.dirichlet(np.ones(6), 400)  # a class never seen in y, too
     proba[np.arange(400), y] += 0.3
     assert primary_score(spec, y, proba) == evaluate(spec, y, proba, EvalContext())[metric]
+
+
+def test_a_metric_the_batch_cannot_define_is_shown_as_such_and_no_warning_reaches_the_console(capsys):
+    from lepton.app.cli import _print_performance
+    from lepton.tasks.metrics import balanced_accuracy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "y_pred contains classes not in y_true" would raise
+        assert balanced_accuracy(np.array([1, 1, 2]), np.array([1, 0, 2])) == pytest.approx(0.75)
+    _print_performance({"labelled_rows": 3, "f1_macro": 0.5, "false_alarm_rate": float("nan")},
+                       {"f1_macro": 0.75, "false_alarm_rate": 0.07})  # fmt: skip
+    shown = capsys.readouterr().err
+    assert "on the 3 labelled rows" in shown and "0.5000  (0.7500, -0.2500)" in shown
+    assert "false_alarm_rate" in shown and "not defined on these rows" in shown and "nan" not in shown
