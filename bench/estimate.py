@@ -11,8 +11,14 @@ bundle scores Lepton's own validation and holdout rows (``lepton.tasks.preproces
 run's split). A regression is estimated in RMSE, which NannyML's direct loss estimation (DLE,
 a LightGBM model of the error from the numeric inputs and the prediction) estimates too; its
 *harmful* scenario weights the largest predictions up, its *label* one the larger labels.
-Batches are drawn from the holdout with replacement, each row weighted by a scenario, so that
-the labels stay the real ones:
+The holdout is split in two halves: on one, the estimate's check at training is made again
+(``holdout_check``: the estimate against the labels there; where they fall outside its band, a
+batch's band is widened by that miss, ``allowing_for_miss``); batches are drawn from the other
+half, each row weighted by a scenario, so that the labels stay the real ones and no batch's
+labels shape its own band. A batch holds distinct rows, ``--rows`` or a quarter of that half if
+fewer (finance and medical: about 250 and 200), so that batches share few rows: resampled from
+one small pool, every batch carries the pool's own chance deviation and twenty batches test
+that one deviation rather than the band. The scenarios:
 
 - ``control``: every row alike (no drift);
 - ``harmful``: rows where the champion is unsure weighted up (the inputs move to where it ranks
@@ -169,22 +175,42 @@ def _champion(name: str, home: Path, trials: int, folder: Path):
     return spec, scorer, data, run["family"]
 
 
+def _checked_on_half(spec, meta, scores: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """The holdout in two halves: the estimate's check at training (``holdout_check``: what a
+    batch's band allows for) made again on one, the batches drawn from the other, so that no
+    batch's labels shape its own band. The bundle's meta with that check, the other half's
+    rows, and the check's figures."""
+    from dataclasses import replace
+
+    from lepton.tasks.estimate import holdout_check
+
+    checked, kept = np.array_split(rng.permutation(len(y)), 2)
+    check = holdout_check(spec, meta, scores[checked], y[checked]) or {}
+    figures = {"rows": len(checked), "estimated": check.get("value"), "realised": check.get("realised")}
+    return replace(meta, estimation_check=check or None), kept, figures
+
+
 def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
     from lepton.core.inputs import input_frame
-    from lepton.tasks.estimate import champion_calibration, estimate
+    from lepton.tasks.estimate import champion_calibration, of_batch
     from lepton.tasks.metrics import primary_score
 
     spec, scorer, data, family = _champion(name, home, trials, folder)
     if spec.task == "regression":  # the metric NannyML's DLE estimates too (it has no R²)
         spec = spec.model_copy(update={"primary_metric": "rmse"})
     threshold = 0.5 if scorer.meta.threshold is None else scorer.meta.threshold
-    calibration, through = champion_calibration(scorer.meta)
+    calibration, _ = champion_calibration(scorer.meta)
     valid = np.asarray(scorer.scores(input_frame(spec, data.valid.frame)))
     inputs = [c.name for c in spec.feature_columns]
     scores, y = np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))), data.holdout.y
     sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
     rng = np.random.default_rng(0)
-    rows = min(rows, len(y))  # a small table's batches are as large as its holdout
+    meta, kept, check = _checked_on_half(spec, scorer.meta, scores, y, rng)
+    holdout, scores, y = data.holdout.frame[kept], scores[kept], y[kept]
+    # batches of distinct rows, at most a quarter of the half each, so that they share few rows:
+    # batches resampled from one small pool all carry its labels' chance deviation, and would
+    # test that one deviation twenty times rather than the band
+    rows = min(rows, len(y) // 4)
 
     def columns(s: np.ndarray) -> dict:
         if spec.task == "regression":
@@ -200,30 +226,37 @@ def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, fol
     reference.write_parquet(folder / "reference.parquet")
     picked, lepton = [], []
     for scenario in SCENARIOS:
-        w = _weights(scenario, spec, scores, y, data.holdout.frame.select(inputs), threshold)
-        for b in range(batches):
-            rows_ = rng.choice(len(y), rows, replace=True, p=w / w.sum())
+        w = _weights(scenario, spec, scores, y, holdout.select(inputs), threshold)
+        for _ in range(batches):
+            rows_ = rng.choice(len(y), rows, replace=False, p=w / w.sum())
             realised = sign * primary_score(spec, y[rows_], scores[rows_], threshold)
-            e = estimate(spec, scores[rows_], threshold, calibration, seed=b, drawn_through=through)
+            e = of_batch(spec, meta, scores[rows_])
             picked.append(rows_)
             lepton.append({"scenario": scenario, "realised": realised, "value": e.value, "lower": e.lower,
                            "upper": e.upper} if e else {"scenario": scenario, "realised": realised})  # fmt: skip
     timings = []
     for _ in range(REPEATS):  # every batch's estimate again, timed alone
         start = time.perf_counter()
-        for b, rows_ in enumerate(picked):
-            estimate(spec, scores[rows_], threshold, calibration, seed=b % batches, drawn_through=through)
+        for rows_ in picked:
+            of_batch(spec, meta, scores[rows_])
         timings.append(time.perf_counter() - start)
     seconds = float(np.median(timings))
     every = np.concatenate(picked)
     analysis = pl.DataFrame({**columns(scores[every]), "y": y[every]})
-    analysis = analysis.hstack(data.holdout.frame[every].select(features))
+    analysis = analysis.hstack(holdout[every].select(features))
     analysis.write_parquet(folder / "analysis.parquet")
     classes = scores.shape[1] if scores.ndim > 1 else 2
-    meta = {"task": spec.task, "metric": spec.primary_metric, "rows": rows, "classes": classes, "features": features}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    described = {
+        "task": spec.task,
+        "metric": spec.primary_metric,
+        "rows": rows,
+        "classes": classes,
+        "features": features,
+    }
+    (folder / "meta.json").write_text(json.dumps(described))
     nml = _nannyml(folder)
     out = {"calibration": calibration, "metric": spec.primary_metric, "family": family, "rows": rows}
+    out["holdout_check"] = {**check, "adjusted": bool(of_batch(spec, meta, scores).missed_at_training)}
     out["scenarios"] = {scenario: _summary(lepton, nml, scenario) for scenario in SCENARIOS}
     out["lepton_seconds"] = seconds
     out["nannyml_seconds"] = nml["seconds"]
@@ -261,6 +294,10 @@ def main() -> None:
         print(f"{domain} ({result['metric']}, {result['family']}, calibration {result['calibration']}): "
               f"Lepton {result['lepton_seconds']:.2f}s, NannyML {result['nannyml_seconds']:.2f}s "
               f"for {result['batches']} batches", flush=True)  # fmt: skip
+        check = result["holdout_check"]
+        if check.get("estimated") is not None:
+            print(f"  the check on {check['rows']} holdout rows: estimated {check['estimated']:.4f}, labels "
+                  f"{check['realised']:.4f}; batches adjusted: {check['adjusted']}", flush=True)  # fmt: skip
         for scenario, s in result["scenarios"].items():
             print(f"  {scenario:<9} realised {s['realised_mean']:.4f}  MAE Lepton {s['lepton_mae']:.4f} "
                   f"NannyML {s['nannyml_mae']:.4f}  90% coverage Lepton {s['lepton_coverage']:.0%} "

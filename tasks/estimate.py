@@ -4,14 +4,14 @@ model's own probabilities (confidence-based performance estimation, as NannyML's
 Where the probabilities are calibrated and the batch differs from the training data only in its
 inputs (covariate shift: the chance of each label given a row is unchanged), a row's label is a
 draw from the probabilities the model gives that row. So the metric the labels would show on
-this batch is distributed as the metric on labels drawn that way. Lepton draws them ``DRAWS``
-times and scores each draw with the same function the monitor applies to real labels
-(``lepton.tasks.metrics.primary_score``, at the version's threshold): the central ``LEVEL``
-share of the draws is the band, which is what the realised metric may be given the batch's
-size. A metric that needs a decision (macro-F1 of the arg-max class) is drawn the same way, so
-every metric the spec can name works without a formula. The estimate is the draws' mean, or,
-for ROC AUC, macro-F1 and accuracy, the metric of the expected counts (as CBPE computes it:
-no draw noise in the figure itself; the band is then the draws' spread around it).
+this batch is distributed as the metric on labels drawn that way. For ROC AUC, macro-F1 and
+accuracy the estimate is the metric of the expected counts (as CBPE computes it) and the band
+is ``LEVEL`` of a normal around it, its standard deviation by the delta method (each is a
+smooth function of sums over rows of a row's label: no draws, so no Monte Carlo noise, and a
+batch of 1,000 rows takes about a millisecond). Any other metric the spec can name is drawn:
+labels drawn ``DRAWS`` times, each draw scored with the same function the monitor applies to
+real labels (``lepton.tasks.metrics.primary_score``, at the version's threshold), the
+estimate their mean and the band their central ``LEVEL`` share.
 
 It cannot see what it assumes away: a change in how labels follow the inputs (concept shift),
 or scores that are not calibrated (the estimate then inherits their bias). ``calibration`` names
@@ -19,7 +19,10 @@ the map the labels are drawn through: the one the version serves with, or, where
 scores (a multiclass model; a binary one refitted on its validation rows), the map stored for the
 estimate alone (``BundleMeta.estimation_map``: per class against the rest, fitted on
 validation before the refit), or "none" where out of fold on validation no map beat the raw
-scores. The decisions scored stay the served ones.
+scores. The decisions scored stay the served ones. Where the same estimate missed the
+holdout's labels at training by more than its band (``holdout_check``), the monitor scales the
+estimate by the share the labels bore out there and reaches its band over both
+(``allowing_for_miss``): the bias it cannot see, measured where it could be.
 
 Regression has no probabilities; its labels are drawn as the prediction plus a residual from
 the model's validation errors at that prediction (``lepton.tasks.calibrate.fit_residual_map``:
@@ -32,11 +35,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 from lepton.core.scoring import BundleMeta, apply_calibration
 from lepton.domains.spec import DomainSpec
@@ -45,6 +48,9 @@ from lepton.tasks.metrics import primary_score
 DRAWS = 200
 LEVEL = 0.9
 MAX_ROWS = 20_000  # rows drawn from; a larger batch's band is narrowed to its own size
+MIN_CHECK_ROWS = 1_000  # the holdout rows a miss there must rest on to adjust a batch's estimate
+BOUNDED = frozenset({"roc_auc", "f1_macro", "accuracy", "balanced_accuracy", "r2"})  # at most 1
+Z = float(norm.ppf((1 + LEVEL) / 2))  # a closed-form band: the estimate +- Z standard deviations
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class Estimate:
     # binary, at the threshold: the expected share of positives flagged, and of negatives flagged
     sensitivity: float | None = None
     false_alarm_rate: float | None = None
+    # the estimate minus the labels' figure on the holdout at training, where they fell outside
+    # its band there (``allowing_for_miss``), and then the estimate before it allowed for that
+    missed_at_training: float = 0.0
+    unadjusted: dict[str, float] | None = None  # value, lower, upper
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,10 +86,19 @@ class Estimate:
             else f"{self.calibration} calibration"
         )
 
+    def as_estimated(self) -> Estimate:
+        """The estimate before the holdout's miss adjusted it (``allowing_for_miss``): what
+        compares with another made the same way, the bias both share cancelling."""
+        if not self.unadjusted:
+            return self
+        return replace(self, **self.unadjusted, missed_at_training=0.0, unadjusted=None)
+
     def describe(self) -> str:
+        missed = self.missed_at_training
+        widened = f", allowing for its miss of {missed:+.4f} on the holdout" if missed else ""
         return (
             f"estimated {self.metric} {self.value:.4f} ({self.level:.0%} band {self.lower:.4f} to {self.upper:.4f}, "
-            f"{self.rows:,} rows, no labels, {self._drawn()})"
+            f"{self.rows:,} rows, no labels, {self._drawn()}{widened})"
         )
 
 
@@ -108,36 +127,6 @@ def _draw_labels(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return labels
 
 
-def _drawn_auc(scores: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """ROC AUC of every draw at once, the labels drawn from ``p``: the scores, and so their
-    ranks (ties averaged, as scikit-learn counts them), are the same in every draw; only which
-    rows are positive changes. AUC = (the positives' rank sum - n1 (n1 + 1) / 2) / (n1 n0); NaN
-    for a draw of one class."""
-    positive = _bernoulli(p, rng)
-    sums = positive.view(np.uint8) @ np.column_stack([rankdata(scores), np.ones(len(p))])
-    rank_sum, n1 = sums[:, 0], sums[:, 1]
-    n0 = len(p) - n1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
-def _drawn_argmax(metric: str, scores: np.ndarray, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Macro-F1 or accuracy of the arg-max class for every draw, from each draw's confusion
-    counts (the decisions are the same in every draw; only the labels change), as scikit-learn
-    computes them over every class (a class never true nor predicted scores 0). The decisions
-    are the ``scores``' arg-max, the labels drawn from ``proba``."""
-    rows, k = proba.shape
-    decided = scores.argmax(axis=1).astype(np.int64) + (np.arange(DRAWS, dtype=np.int64) * k * k)[:, None]
-    codes = (_draw_labels(proba, rng) * np.int64(k) + decided).ravel()  # draw, label, decision
-    confusion = np.bincount(codes, minlength=DRAWS * k * k).reshape(DRAWS, k, k)
-    tp = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
-    if metric == "accuracy":
-        return tp.sum(axis=1) / rows
-    denominator = confusion.sum(axis=1) + confusion.sum(axis=2)  # 2 tp + fp + fn, per class
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return f1.mean(axis=1)
-
-
 def _expected_auc(scores: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC of the expected counts (as CBPE takes it): the pairs expected to be ordered right
     over the (positive, negative) pairs expected, each row positive with probability ``p`` and
@@ -163,6 +152,57 @@ def _expected_argmax(metric: str, scores: np.ndarray, proba: np.ndarray) -> floa
         return float(tp.sum() / len(proba))
     denominator = decided.sum(axis=0) + proba.sum(axis=0)  # E[tp + fp] + E[tp + fn]
     return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)))
+
+
+def _auc_spread(scores: np.ndarray, p: np.ndarray) -> float:
+    """The standard deviation of ROC AUC over labels drawn from ``p`` (each row positive with
+    its probability, independently), by the delta method. The scores' ranks (ties averaged, as
+    scikit-learn counts them) are fixed; AUC = (S - N1 (N1 + 1) / 2) / (N1 N0) is a function of
+    S, the positives' rank sum, and N1, their count, both sums of a row's label times a constant
+    (its rank, 1). So its variance is that of one sum: each row's variance p (1 - p) times the
+    square of the gradient's weight on it."""
+    ranks = rankdata(scores)
+    n1 = float(p.sum())
+    n0 = len(p) - n1
+    if n1 <= 0 or n0 <= 0:
+        return float("nan")
+    ordered = float(p @ ranks) - n1 * (n1 + 1) / 2
+    by_sum = 1.0 / (n1 * n0)
+    by_count = (-(n1 + 0.5) * n1 * n0 - ordered * (n0 - n1)) / (n1 * n0) ** 2
+    return float(math.sqrt(np.sum(p * (1 - p) * (by_sum * ranks + by_count) ** 2)))
+
+
+def _argmax_spread(metric: str, scores: np.ndarray, proba: np.ndarray) -> float:
+    """The standard deviation of macro-F1 or accuracy of the arg-max class over labels drawn
+    from ``proba``, by the delta method. The decisions are fixed; per class, F1 = 2 TP / (P +
+    T), with P the rows decided for it, T those labelled it and TP both, and T and TP are sums
+    over rows. A row labelled y moves the macro mean by h(y) = a_y [decided y] + b_y (a, b: the
+    gradient's weights on TP_y and T_y), so the variance is the sum of each row's variance of
+    h under its probabilities."""
+    rows, k = proba.shape
+    picked = scores.argmax(axis=1)
+    if metric == "accuracy":
+        q = proba[np.arange(rows), picked]
+        return float(math.sqrt(np.sum(q * (1 - q))) / rows)
+    decided = np.eye(k, dtype=bool)[picked]
+    tp, denominator = np.where(decided, proba, 0.0).sum(axis=0), decided.sum(axis=0) + proba.sum(axis=0)
+    live = denominator > 0
+    a = np.divide(2.0, k * denominator, out=np.zeros(k), where=live)
+    b = np.divide(-2.0 * tp, k * denominator**2, out=np.zeros(k), where=live)
+    h = b + a * decided
+    mean = np.sum(proba * h, axis=1)
+    return float(math.sqrt(max(float(np.sum(proba * h**2) - np.sum(mean**2)), 0.0)))
+
+
+def _closed_form(spec: DomainSpec, scores: np.ndarray, p: np.ndarray) -> tuple[float, float] | None:
+    """The metric of the expected counts and its standard deviation over drawn labels, for
+    the metrics that have both in closed form (ROC AUC; macro-F1 and accuracy of the arg-max
+    class); None for another metric, which is drawn."""
+    if spec.task == "binary" and spec.primary_metric == "roc_auc":
+        return _expected_auc(scores, p), _auc_spread(scores, p)
+    if spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):
+        return _expected_argmax(spec.primary_metric, scores, p), _argmax_spread(spec.primary_metric, scores, p)
+    return None
 
 
 def reference_scores(sketch: dict[str, Any] | None, rows: int = MAX_ROWS) -> np.ndarray | None:
@@ -237,12 +277,20 @@ def at_training(spec: DomainSpec, meta: BundleMeta, sketch: dict[str, Any] | Non
     reference's prediction ``sketch`` (``reference_scores``); None where neither is there."""
     check = meta.estimation_check
     if check:
-        return Estimate(**{name: check.get(name) for name in Estimate.__dataclass_fields__})
+        return Estimate(**{name: check[name] for name in Estimate.__dataclass_fields__ if name in check})
     held_out = reference_scores(sketch)
     if held_out is None:
         return None
     method, through = champion_calibration(meta)
     return estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through)
+
+
+def of_batch(spec: DomainSpec, meta: BundleMeta, scores: np.ndarray, rows: int | None = None) -> Estimate | None:
+    """A version's estimate on a batch (``estimate``, through the version's map), its band
+    allowing for the miss on its holdout at training (``allowing_for_miss``)."""
+    method, through = champion_calibration(meta)
+    estimated = estimate(spec, scores, meta.threshold, method, spec.split.seed, rows, through)
+    return allowing_for_miss(estimated, meta.estimation_check)
 
 
 def estimate(
@@ -264,42 +312,87 @@ def estimate(
     regression = spec.task == "regression"
     if len(scores) < 20 or (regression and (not drawn_through or drawn_through.get("method") != "residuals")):
         return None
-    rng = np.random.default_rng(seed)
     rows, cut = max(rows or 0, len(scores)), 0.5 if threshold is None else threshold
-    # in a fixed order, so the same rows give the same estimate whatever their order or files
-    ordered = np.sort(scores) if scores.ndim == 1 else scores[np.lexsort(scores.T[::-1])]
-    many = len(scores) > MAX_ROWS
-    sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if many else ordered
-    p = apply_calibration(drawn_through, sample) if drawn_through and not regression else sample
-    closed = None  # the metric of the expected counts, where it has a form: the estimate without draw noise
-    if regression:
-        values = _drawn_regression(spec, sample, _drawn_residuals(sample, drawn_through, rng))
-    elif spec.task == "binary" and spec.primary_metric == "roc_auc":
-        values, closed = _drawn_auc(sample, p, rng), _expected_auc(sample, p)
-    elif spec.task == "multiclass" and spec.primary_metric in ("f1_macro", "accuracy"):
-        values = _drawn_argmax(spec.primary_metric, sample, p, rng)
-        closed = _expected_argmax(spec.primary_metric, sample, p)
+    narrow = math.sqrt(len(scores) / rows)  # the spread of a metric shrinks with the square root of the rows
+    p = scores if regression or not drawn_through else apply_calibration(drawn_through, scores)
+    closed = None if regression else _closed_form(spec, scores, p)
+    if closed is not None:
+        value, spread = closed
+        if not (math.isfinite(value) and math.isfinite(spread)):
+            return None  # one class expected throughout: no pairs to rank
+        half = Z * spread * narrow
+        low, high = max(value - half, 0.0), min(value + half, 1.0)
     else:
-        sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
-        drawn_labels = _draw_labels(p, rng)
-        values = np.asarray([sign * primary_score(spec, labels, sample, cut) for labels in drawn_labels])
-    drawn = values[np.isfinite(values)]
-    if len(drawn) < DRAWS // 2:
-        return None
-    mean = float(drawn.mean())
-    low, high = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    if closed is not None and np.isfinite(closed):  # the band keeps the draws' spread around it
-        low, high, mean = low - mean + closed, high - mean + closed, closed
-    narrow = math.sqrt(len(sample) / rows)  # the spread of a metric shrinks with the square root of the rows
+        drawn = _drawn(spec, scores, cut, drawn_through, np.random.default_rng(seed))
+        if len(drawn) < DRAWS // 2:
+            return None
+        value = float(drawn.mean())
+        quantiles = np.quantile(drawn, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        low, high = (value + (float(q) - value) * narrow for q in quantiles)
     return Estimate(
         metric=spec.primary_metric,
-        value=mean,
-        lower=mean + (float(low) - mean) * narrow,
-        upper=mean + (float(high) - mean) * narrow,
+        value=value,
+        lower=low,
+        upper=high,
         level=LEVEL,
         rows=rows,
         calibration=calibration,
         **_expected(spec, scores, cut, drawn_through),
+    )
+
+
+def _drawn(
+    spec: DomainSpec, scores: np.ndarray, cut: float, drawn_through: Mapping[str, Any] | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The metric on ``DRAWS`` draws of labels (the finite ones), for a metric without a
+    closed form: on at most ``MAX_ROWS`` of the rows, taken in a fixed order so that the same
+    rows give the same draws whatever their order or files."""
+    ordered = np.sort(scores) if scores.ndim == 1 else scores[np.lexsort(scores.T[::-1])]
+    sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if len(scores) > MAX_ROWS else ordered
+    if spec.task == "regression":
+        values = _drawn_regression(spec, sample, _drawn_residuals(sample, drawn_through, rng))
+    else:
+        p = apply_calibration(drawn_through, sample) if drawn_through else sample
+        sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
+        values = np.asarray([sign * primary_score(spec, labels, sample, cut) for labels in _draw_labels(p, rng)])
+    return values[np.isfinite(values)]
+
+
+def allowing_for_miss(estimated: Estimate | None, check: Mapping[str, Any] | None) -> Estimate | None:
+    """The estimate adjusted where the same estimate missed the holdout's labels at training
+    (``holdout_check``) beyond its band there: a bias it cannot see (probabilities that later
+    data does not follow, a shift between validation and holdout), measured where the labels
+    were known. The value is scaled by the share of the estimate the labels bore out there (of
+    its distance from chance for ROC AUC, 0.5; of the figure itself otherwise), and the band
+    reaches over both the scaled band and the unadjusted one, so it holds whether the bias is
+    the holdout's or the batch's. Within the band there, or on a holdout of fewer than
+    ``MIN_CHECK_ROWS`` (whose few large errors the band may not foresee: a regression's), the
+    estimate is left as it is."""
+    if estimated is None or not check or check.get("metric") != estimated.metric:
+        return estimated
+    realised, value = check.get("realised"), check.get("value")
+    if realised is None or value is None or not math.isfinite(realised):
+        return estimated
+    if check["lower"] <= realised <= check["upper"]:
+        return estimated
+    if int(check.get("rows") or 0) < MIN_CHECK_ROWS:  # too few rows to tell a bias from their own chance
+        return estimated
+    chance = 0.5 if estimated.metric == "roc_auc" else 0.0
+    share = (realised - chance) / (value - chance) if value != chance else float("nan")
+    if not (math.isfinite(share) and share > 0):  # no share to scale by: the band is only widened
+        share = 1.0
+    ceiling = 1.0 if estimated.metric in BOUNDED else math.inf
+
+    def scaled(x: float) -> float:
+        return min(chance + (x - chance) * share, ceiling)
+
+    return replace(
+        estimated,
+        value=scaled(estimated.value),
+        lower=min(scaled(estimated.lower), estimated.lower),
+        upper=max(scaled(estimated.upper), estimated.upper),
+        missed_at_training=float(value - realised),  # > 0: the estimate was too high there
+        unadjusted={"value": estimated.value, "lower": estimated.lower, "upper": estimated.upper},
     )
 
 

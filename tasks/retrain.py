@@ -116,9 +116,11 @@ def decide(
 ) -> RetrainDecision:
     """The decision for one batch under the spec's policy (see the module's docstring).
     ``at_training``: the same estimate on the champion's holdout scores (its reference sketch),
-    which the batch's estimate is compared with, like with like; without it, the realised
-    holdout figures."""
+    which the batch's estimate is compared with, like with like (the batch's as estimated,
+    before the holdout's miss adjusted it: the bias both share cancels); without it, the
+    realised holdout figures."""
     policy, metric, drift = spec.retrain, spec.primary_metric, _drift(detected, drifted)
+    estimated = estimated.as_estimated() if estimated is not None else None
     before = holdout.get(metric)
     if policy == "on_drift":
         reason = f"{drift}: policy on_drift retrains on drift"

@@ -29,7 +29,7 @@ from lepton.domains import recipes
 from lepton.domains.spec import DomainSpec
 from lepton.errors import InputPathError, Problem, SchemaError
 from lepton.tasks.batch_scan import scan_batch
-from lepton.tasks.estimate import Estimate, at_training, champion_calibration, estimate
+from lepton.tasks.estimate import Estimate, at_training, of_batch
 from lepton.tasks.labels import encode_labels
 from lepton.tasks.metrics import EvalContext, evaluate
 from lepton.tasks.monitor import PREDICTION, DriftReport, drift_report
@@ -177,9 +177,7 @@ def compare(
             performance = _performance(spec, champion.scorer, scanned.scores, scanned.labels)
         estimated = None
         if scanned.sample is not None:  # a sample of the scores: the band is the whole batch's
-            threshold, rows = champion.scorer.meta.threshold, scanned.report.rows
-            method, through = champion_calibration(champion.scorer.meta)
-            estimated = estimate(spec, scanned.sample, threshold, method, spec.split.seed, rows, through)
+            estimated = of_batch(spec, champion.scorer.meta, scanned.sample, scanned.report.rows)
         return scanned.report, performance, estimated, replace(batch, fingerprint=scanned.digest)
     scores = champion.scorer.scores(batch.inputs)
     predictions = _monitored_output(spec, champion.scorer, scores)
@@ -192,9 +190,7 @@ def compare(
     else:  # else threads here (NumPy releases the GIL): no cluster to start for a second's work
         report = drift_report(spec, champion.reference, frame, predictions)
     performance = _performance(spec, champion.scorer, scores, batch.labels) if batch.labels is not None else {}
-    threshold = champion.scorer.meta.threshold
-    method, through = champion_calibration(champion.scorer.meta)
-    estimated = estimate(spec, np.asarray(scores), threshold, method, spec.split.seed, drawn_through=through)
+    estimated = of_batch(spec, champion.scorer.meta, np.asarray(scores))
     return report, performance, estimated, batch
 
 

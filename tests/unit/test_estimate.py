@@ -2,12 +2,14 @@
 probabilities, the realised metric falls in the band as often as the band's level says, and a
 shift that costs performance moves the estimate by more than its band."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from lepton.domains import get_spec
-from lepton.tasks.estimate import LEVEL, estimate
+from lepton.tasks.estimate import LEVEL, Estimate, estimate
 
 FINANCE = get_spec("finance")  # binary, ROC AUC
 MANUFACTURING = get_spec("manufacturing")  # multiclass, macro-F1
@@ -21,31 +23,28 @@ def _binary(rng, rows, centre, spread):
     return p, (rng.random(rows) < p).astype(int)
 
 
-def test_the_draws_roc_auc_is_scikit_learns():
-    from lepton.tasks.estimate import _bernoulli, _drawn_auc
-
-    rng = np.random.default_rng(5)
-    p = np.round(rng.random(500), 2)  # ties, as a calibrated model's steps give
-    drawn = _drawn_auc(p, p, np.random.default_rng(9))
-    again = _bernoulli(p, np.random.default_rng(9))
-    assert np.allclose(drawn, [roc_auc_score(y, p) for y in again.astype(int)])
-    assert np.abs(again.mean(axis=0) - p).max() < 0.15  # each row's share of positives is its probability
-
-
-def test_the_draws_macro_f1_and_accuracy_are_scikit_learns():
+def test_the_closed_form_spreads_are_those_of_scikit_learns_metrics_on_drawn_labels():
+    """The delta-method standard deviations of ROC AUC, macro-F1 and accuracy against the
+    spread of scikit-learn's metric over 2,000 label draws from the same probabilities."""
     from sklearn.metrics import accuracy_score
 
-    from lepton.tasks.estimate import _draw_labels, _drawn_argmax
+    from lepton.tasks.estimate import _argmax_spread, _auc_spread, _draw_labels
 
-    rng = np.random.default_rng(6)
-    proba = rng.dirichlet([0.3] * 5, 300)  # five classes, some rarely predicted
+    rng = np.random.default_rng(5)
+    p = np.round(rng.beta(2, 4, 1_000), 2)  # ties, as a calibrated model's steps give
+    drawn = [roc_auc_score(y, p) for y in (rng.random((2_000, len(p))) < p).astype(int)]
+    assert _auc_spread(p, p) == pytest.approx(np.std(drawn), rel=0.08)
+    assert np.isnan(_auc_spread(np.full(50, 0.3), np.zeros(50)))  # no positive expected: no AUC
+    proba = rng.dirichlet([0.3] * 5, 1_000)  # five classes, some rarely predicted
     pred = proba.argmax(axis=1)
-    draws = _draw_labels(proba, np.random.default_rng(4))
-    assert draws.shape == (200, 300) and np.abs(np.eye(5)[draws].mean(axis=0) - proba).max() < 0.15
+    draws = np.concatenate([_draw_labels(proba, np.random.default_rng(seed)) for seed in range(10)])
+    assert np.abs(np.eye(5)[draws].mean(axis=0) - proba).max() < 0.1  # each row's labels follow its probabilities
     f1 = [f1_score(y, pred, average="macro", labels=np.arange(5), zero_division=0) for y in draws]
-    assert np.allclose(_drawn_argmax("f1_macro", proba, proba, np.random.default_rng(4)), f1)
+    assert _argmax_spread("f1_macro", proba, proba) == pytest.approx(np.std(f1), rel=0.08)
     accuracy = [accuracy_score(y, pred) for y in draws]
-    assert np.allclose(_drawn_argmax("accuracy", proba, proba, np.random.default_rng(4)), accuracy)
+    assert _argmax_spread("accuracy", proba, proba) == pytest.approx(np.std(accuracy), rel=0.08)
+    wrong = _argmax_spread("f1_macro", proba[:, ::-1], proba)  # other decisions: another spread
+    assert abs(wrong - np.std(f1)) > 0.1 * np.std(f1)
 
 
 def test_the_expected_counts_give_the_draws_mean_without_their_noise():
@@ -230,3 +229,39 @@ def test_a_batch_read_on_the_workers_is_estimated_from_a_sample_with_the_whole_b
     assert whole.rows == 100_000 and alone.rows == SAMPLE_ROWS and whole.value == alone.value
     width = (whole.upper - whole.lower) / (alone.upper - alone.lower)
     assert width == pytest.approx((SAMPLE_ROWS / 100_000) ** 0.5)  # the band of 100,000 rows, not of the sample
+
+
+def test_the_estimate_allows_for_its_miss_on_the_holdout_and_the_decision_does_not():
+    """A version whose estimate missed its holdout's labels beyond the band there: a batch's
+    estimate is scaled by the share the labels bore out (of its distance from chance, for ROC
+    AUC) and its band reaches over both; the retrain decision, which compares estimates made
+    the same way, reads the unadjusted one."""
+    from lepton.tasks.estimate import allowing_for_miss
+    from lepton.tasks.retrain import RetrainHistory, Traffic, decide
+
+    rng = np.random.default_rng(4)
+    e = estimate(FINANCE, _binary(rng, 2_000, 0.0, 1.0)[0], 0.5, calibration="sigmoid")
+    check = {**e.as_json(), "value": 0.80, "lower": 0.79, "upper": 0.81, "realised": 0.74}  # too high there
+    adjusted = allowing_for_miss(e, check)
+    share = (0.74 - 0.5) / (0.80 - 0.5)
+    assert adjusted.missed_at_training == pytest.approx(0.06)
+    assert adjusted.value == pytest.approx(0.5 + (e.value - 0.5) * share)
+    assert adjusted.lower == pytest.approx(0.5 + (e.lower - 0.5) * share) and adjusted.upper == e.upper
+    assert adjusted.as_estimated() == e and "allowing for its miss of +0.0600" in adjusted.describe()
+    low = {**check, "value": 0.74, "lower": 0.73, "upper": 0.75, "realised": 0.80}
+    assert allowing_for_miss(e, low).upper > e.upper  # too low there: upwards
+    inside = {**e.as_json(), "realised": (e.value + e.upper) / 2}  # within the band there
+    assert allowing_for_miss(e, inside) == e
+    assert allowing_for_miss(e, {**check, "metric": "f1_macro"}) == e  # another metric's check
+    assert allowing_for_miss(e, {**check, "rows": 999}) == e  # too few rows to tell a bias from chance
+    # the decision prices the fall from the holdout's estimate, made the same way: unadjusted
+    at_training = Estimate(**{k: v for k, v in check.items() if k != "realised"})
+    at_training = replace(at_training, expected_cost=0.1, no_skill_cost=0.5)  # the champion is worth 0.4 a decision
+    fell = allowing_for_miss(replace(e, value=0.70, lower=0.69, upper=0.71), check)
+    assert fell.value == pytest.approx(0.5 + 0.2 * share)  # 0.66 adjusted
+    decided = decide(
+        FINANCE, key="k", detected=True, drifted=["x"], estimated=fell, holdout={"roc_auc": 0.74},
+        performance={}, history=RetrainHistory((), 0, 0), traffic=Traffic(1000.0, "t"), at_training=at_training,
+    )  # fmt: skip
+    assert decided.recommended and "roc_auc 0.7000 (90% band 0.6900 to 0.7100)" in decided.reason
+    assert "takes 33% of its skill" in decided.reason, decided.reason  # (0.70 - 0.5) / (0.80 - 0.5): a third lost
