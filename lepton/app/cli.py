@@ -520,8 +520,9 @@ def monitor(
             then += f", estimated {e['at_training']['value']:.4f} there"
         method = e["calibration"]
         drawn = "labels drawn from the validation errors" if method == "residuals" else f"calibration {method}"
-        if e.get("missed_at_training"):  # the estimate allows for its miss there
-            drawn += f"; allowing for that miss, {e['missed_at_training']:+.4f}"
+        if e.get("missed_at_training"):  # the estimate allows for its miss there (arg-max, at the threshold)
+            labels = f"labels {e['at_training']['realised']:.4f}, " if e.get("at_training") else ""
+            drawn += f"; allowing for the estimate's miss there ({labels}{e['missed_at_training']:+.4f})"
         err.print(
             f"  estimated without labels: {escape(e['metric'])} {e['value']:.4f} "
             f"({e['level']:.0%} band {e['lower']:.4f} to {e['upper']:.4f}{then}; {drawn})",
