@@ -12,10 +12,10 @@ run's split). A regression is estimated in RMSE, which NannyML's direct loss est
 a LightGBM model of the error from the numeric inputs and the prediction) estimates too; its
 *harmful* scenario weights the largest predictions up, its *label* one the larger labels.
 The holdout is split in two halves: on one, the estimate's check at training is made again
-(``holdout_check``: the estimate against the labels there; where they fall outside its band, a
-batch's band is widened by that miss, ``allowing_for_miss``); batches are drawn from the other
-half, each row weighted by a scenario, so that the labels stay the real ones and no batch's
-labels shape its own band. A batch holds distinct rows, ``--rows`` or a quarter of that half if
+(``holdout_check``: the estimate against the labels there; where they fall outside its band, on
+at least 1,000 rows, a batch's estimate allows for that miss, ``allowing_for_miss``); batches are
+drawn from the other half, each row weighted by a scenario, so that the labels stay the real
+ones and no batch's labels shape its own estimate. A batch holds distinct rows, ``--rows`` or a quarter of that half if
 fewer (finance and medical: about 250 and 200), so that batches share few rows: resampled from
 one small pool, every batch carries the pool's own chance deviation and twenty batches test
 that one deviation rather than the band. The scenarios:

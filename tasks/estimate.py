@@ -323,7 +323,7 @@ def estimate(
         half = Z * spread * narrow
         low, high = max(value - half, 0.0), min(value + half, 1.0)
     else:
-        drawn = _drawn(spec, scores, cut, drawn_through, np.random.default_rng(seed))
+        drawn = _drawn(spec, scores, p, cut, drawn_through, np.random.default_rng(seed))
         if len(drawn) < DRAWS // 2:
             return None
         value = float(drawn.mean())
@@ -337,24 +337,30 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
-        **_expected(spec, scores, cut, drawn_through),
+        **_expected(spec, scores, p, cut),
     )
 
 
 def _drawn(
-    spec: DomainSpec, scores: np.ndarray, cut: float, drawn_through: Mapping[str, Any] | None, rng: np.random.Generator
+    spec: DomainSpec,
+    scores: np.ndarray,
+    p: np.ndarray,
+    cut: float,
+    drawn_through: Mapping[str, Any] | None,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """The metric on ``DRAWS`` draws of labels (the finite ones), for a metric without a
-    closed form: on at most ``MAX_ROWS`` of the rows, taken in a fixed order so that the same
-    rows give the same draws whatever their order or files."""
-    ordered = np.sort(scores) if scores.ndim == 1 else scores[np.lexsort(scores.T[::-1])]
-    sample = ordered[rng.choice(len(scores), MAX_ROWS, replace=False)] if len(scores) > MAX_ROWS else ordered
+    """The metric on ``DRAWS`` draws of labels from ``p`` (the finite ones), for a metric
+    without a closed form: on at most ``MAX_ROWS`` of the rows, taken in a fixed order so that
+    the same rows give the same draws whatever their order or files."""
+    order = np.argsort(scores, kind="stable") if scores.ndim == 1 else np.lexsort(scores.T[::-1])
+    if len(scores) > MAX_ROWS:
+        order = order[rng.choice(len(scores), MAX_ROWS, replace=False)]
+    sample = scores[order]
     if spec.task == "regression":
         values = _drawn_regression(spec, sample, _drawn_residuals(sample, drawn_through, rng))
     else:
-        p = apply_calibration(drawn_through, sample) if drawn_through else sample
         sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
-        values = np.asarray([sign * primary_score(spec, labels, sample, cut) for labels in _draw_labels(p, rng)])
+        values = np.asarray([sign * primary_score(spec, labels, sample, cut) for labels in _draw_labels(p[order], rng)])
     return values[np.isfinite(values)]
 
 
@@ -396,16 +402,14 @@ def allowing_for_miss(estimated: Estimate | None, check: Mapping[str, Any] | Non
     )
 
 
-def _expected(
-    spec: DomainSpec, scores: np.ndarray, threshold: float, drawn_through: Mapping[str, Any] | None
-) -> dict[str, float]:
+def _expected(spec: DomainSpec, scores: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """A binary model's decisions at ``threshold`` in expectation (the expected confusion
-    matrix): the share of positives and of negatives flagged, and with a cost model the cost
-    per decision, with the model and without it (flag every row or none, whichever costs less)."""
+    matrix; ``p``: the probabilities the labels are drawn from): the share of positives and of
+    negatives flagged, and with a cost model the cost per decision, with the model and without
+    it (flag every row or none, whichever costs less)."""
     if spec.task != "binary":
         return {}
     flagged = scores >= threshold
-    p = apply_calibration(drawn_through, scores) if drawn_through else scores
     positives, negatives = float(p.sum()), float((1 - p).sum())
     out = {
         "sensitivity": float(p[flagged].sum() / positives) if positives > 0 else float("nan"),
