@@ -369,11 +369,12 @@ def allowing_for_miss(estimated: Estimate | None, check: Mapping[str, Any] | Non
     (``holdout_check``) beyond its band there: a bias it cannot see (probabilities that later
     data does not follow, a shift between validation and holdout), measured where the labels
     were known. The value is scaled by the share of the estimate the labels bore out there (of
-    its distance from chance for ROC AUC, 0.5; of the figure itself otherwise), and the band
-    reaches over both the scaled band and the unadjusted one, so it holds whether the bias is
-    the holdout's or the batch's. Within the band there, or on a holdout of fewer than
-    ``MIN_CHECK_ROWS`` (whose few large errors the band may not foresee: a regression's), the
-    estimate is left as it is."""
+    its distance from chance for ROC AUC, 0.5; of the figure itself otherwise); the scaled band
+    is widened by the share's own chance (the check's labels are a draw too: the spread its
+    band states, in quadrature), and the band reaches over both it and the unadjusted one, so
+    it holds whether the bias is the holdout's or the batch's. Within the band there, or on a
+    holdout of fewer than ``MIN_CHECK_ROWS`` (whose few large errors the band may not foresee:
+    a regression's), the estimate is left as it is."""
     if estimated is None or not check or check.get("metric") != estimated.metric:
         return estimated
     realised, value = check.get("realised"), check.get("value")
@@ -388,15 +389,22 @@ def allowing_for_miss(estimated: Estimate | None, check: Mapping[str, Any] | Non
     if not (math.isfinite(share) and share > 0):  # no share to scale by: the band is only widened
         share = 1.0
     ceiling = 1.0 if estimated.metric in BOUNDED else math.inf
+    # the share rests on the check's labels, themselves a draw: their spread there (its band's
+    # half-width over Z) over the estimate's distance from chance is the share's, and it moves
+    # the scaled estimate by that times the batch's own distance from chance
+    share_spread = (check["upper"] - check["lower"]) / (2 * Z) / abs(value - chance) if value != chance else 0.0
+    drift = Z * share_spread * abs(estimated.value - chance)
+    value_ = min(chance + (estimated.value - chance) * share, ceiling)
 
-    def scaled(x: float) -> float:
-        return min(chance + (x - chance) * share, ceiling)
+    def widened(x: float, side: float) -> float:  # a band edge, scaled, then widened by the share's chance
+        edge = chance + (x - chance) * share
+        return min(value_ + side * math.hypot(edge - value_, drift), ceiling)
 
     return replace(
         estimated,
-        value=scaled(estimated.value),
-        lower=min(scaled(estimated.lower), estimated.lower),
-        upper=max(scaled(estimated.upper), estimated.upper),
+        value=value_,
+        lower=min(widened(estimated.lower, -1.0), estimated.lower),
+        upper=max(widened(estimated.upper, 1.0), estimated.upper),
         missed_at_training=float(value - realised),  # > 0: the estimate was too high there
         unadjusted={"value": estimated.value, "lower": estimated.lower, "upper": estimated.upper},
     )

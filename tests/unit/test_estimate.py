@@ -246,7 +246,11 @@ def test_the_estimate_allows_for_its_miss_on_the_holdout_and_the_decision_does_n
     share = (0.74 - 0.5) / (0.80 - 0.5)
     assert adjusted.missed_at_training == pytest.approx(0.06)
     assert adjusted.value == pytest.approx(0.5 + (e.value - 0.5) * share)
-    assert adjusted.lower == pytest.approx(0.5 + (e.lower - 0.5) * share) and adjusted.upper == e.upper
+    # the scaled band, widened by the share's own chance: the check's labels, +-0.01 at 90% there
+    drift = 0.01 / (0.80 - 0.5) * (e.value - 0.5)
+    scaled_lower = 0.5 + (e.lower - 0.5) * share
+    assert adjusted.lower == pytest.approx(adjusted.value - np.hypot(adjusted.value - scaled_lower, drift))
+    assert adjusted.lower < scaled_lower and adjusted.upper == e.upper
     assert adjusted.as_estimated() == e and "allowing for its miss of +0.0600" in adjusted.describe()
     low = {**check, "value": 0.74, "lower": 0.73, "upper": 0.75, "realised": 0.80}
     assert allowing_for_miss(e, low).upper > e.upper  # too low there: upwards
