@@ -11,14 +11,18 @@ bundle scores Lepton's own validation and holdout rows (``lepton.tasks.preproces
 run's split). A regression is estimated in RMSE, which NannyML's direct loss estimation (DLE,
 a LightGBM model of the error from the numeric inputs and the prediction) estimates too; its
 *harmful* scenario weights the largest predictions up, its *label* one the larger labels.
-The holdout is split in two halves: on one, the estimate's check at training is made again
-(``holdout_check``: the estimate against the labels there; where they fall outside its band, on
-at least 1,000 rows, a batch's estimate allows for that miss, ``allowing_for_miss``); batches are
-drawn from the other half, each row weighted by a scenario, so that the labels stay the real
-ones and no batch's labels shape its own estimate. A batch holds distinct rows, ``--rows`` or a quarter of that half if
-fewer (finance and medical: about 250 and 200), so that batches share few rows: resampled from
-one small pool, every batch carries the pool's own chance deviation and twenty batches test
-that one deviation rather than the band. The scenarios:
+For each batch the holdout is split afresh in two random halves: on one, the estimate's check at
+training is made again (``holdout_check``: the estimate against the labels there; where they
+fall outside its band, on at least 1,000 rows, a batch's estimate allows for that miss,
+``allowing_for_miss``); the batch is drawn from the other half, each row weighted by a
+scenario, so that the labels stay the real ones and no batch's labels shape its own estimate.
+A batch holds distinct rows, ``--rows`` or a quarter of a half if fewer (finance and medical:
+about 250 and 200). Batches drawn from one fixed pool, or checked against one fixed half, would
+all carry that pool's or that check's chance deviation, and twenty batches would test that one
+deviation rather than the band: a scenario that leans on few rows (finance's *harmful* weights
+rest on about 40 rows of a half, their effective number, printed per scenario) drew nearly the
+same batch twenty times. The scenarios:
+The scenarios:
 
 - ``control``: every row alike (no drift);
 - ``harmful``: rows where the champion is unsure weighted up (the inputs move to where it ranks
@@ -139,6 +143,8 @@ def _summary(lepton: list[dict], nml: dict, scenario: str) -> dict[str, float]:
     error = np.array([nml["sampling_error"][i] for i in idx])
     return {
         "realised_mean": float(realised.mean()),
+        # the rows the scenario's weights lean on, in the half a batch is drawn from (Kish's n)
+        "effective_rows": float(np.median([lepton[i].get("effective_rows", np.nan) for i in idx])),
         "lepton_mae": float(np.nanmean(np.abs(ours - realised))),
         "lepton_coverage": float(np.mean((low <= realised) & (realised <= high))),
         "nannyml_mae": float(np.nanmean(np.abs(theirs - realised))),
@@ -190,10 +196,40 @@ def _checked_on_half(spec, meta, scores: np.ndarray, y: np.ndarray, rng: np.rand
     return replace(meta, estimation_check=check or None), kept, figures
 
 
+def _batches(spec, meta, scores: np.ndarray, y: np.ndarray, inputs, batches: int, rows: int, rng):
+    """Every scenario's batches, each drawn from a fresh half of the holdout and estimated
+    against a check made again on the other half: the rows of each batch, the meta each was
+    estimated with, Lepton's figures per batch, and each batch's check."""
+    from lepton.tasks.estimate import of_batch
+    from lepton.tasks.metrics import primary_score
+
+    threshold = 0.5 if meta.threshold is None else meta.threshold
+    sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
+    picked, metas, lepton, checks = [], [], [], []
+    for scenario in SCENARIOS:
+        # each row's weight under the scenario, on the whole holdout (so that each half draws
+        # from the same shift); its effective rows tell how few rows a scenario leans on
+        w = _weights(scenario, spec, scores, y, inputs, threshold)
+        for _ in range(batches):
+            # a fresh pair of halves for each batch: the check made again on one, the batch
+            # drawn from the other. Batches sharing one split would share its check's and its
+            # pool's chance deviation, and coverage would count that one deviation many times
+            checked, kept, check = _checked_on_half(spec, meta, scores, y, rng)
+            rows_ = kept[rng.choice(len(kept), rows, replace=False, p=w[kept] / w[kept].sum())]
+            realised = sign * primary_score(spec, y[rows_], scores[rows_], threshold)
+            e = of_batch(spec, checked, scores[rows_])
+            picked.append(rows_)
+            metas.append(checked)
+            checks.append({**check, "adjusted": bool(e and e.missed_at_training)})
+            lepton.append({"scenario": scenario, "realised": realised, "value": e.value, "lower": e.lower,
+                           "upper": e.upper, "effective_rows": float(w[kept].sum() ** 2 / (w[kept] ** 2).sum())}
+                          if e else {"scenario": scenario, "realised": realised})  # fmt: skip
+    return picked, metas, lepton, checks
+
+
 def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, folder: Path) -> dict:
     from lepton.core.inputs import input_frame
     from lepton.tasks.estimate import champion_calibration, of_batch
-    from lepton.tasks.metrics import primary_score
 
     spec, scorer, data, family = _champion(name, home, trials, folder)
     if spec.task == "regression":  # the metric NannyML's DLE estimates too (it has no R²)
@@ -203,14 +239,12 @@ def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, fol
     valid = np.asarray(scorer.scores(input_frame(spec, data.valid.frame)))
     inputs = [c.name for c in spec.feature_columns]
     scores, y = np.asarray(scorer.scores(input_frame(spec, data.holdout.frame))), data.holdout.y
-    sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
     rng = np.random.default_rng(0)
-    meta, kept, check = _checked_on_half(spec, scorer.meta, scores, y, rng)
-    holdout, scores, y = data.holdout.frame[kept], scores[kept], y[kept]
-    # batches of distinct rows, at most a quarter of the half each, so that they share few rows:
-    # batches resampled from one small pool all carry its labels' chance deviation, and would
-    # test that one deviation twenty times rather than the band
-    rows = min(rows, len(y) // 4)
+    holdout = data.holdout.frame
+    # batches of distinct rows, at most a quarter of a half each: batches resampled from one
+    # small pool all carry its labels' chance deviation, and would test that one deviation
+    # twenty times rather than the band
+    rows = min(rows, len(y) // 8)
 
     def columns(s: np.ndarray) -> dict:
         if spec.task == "regression":
@@ -224,20 +258,11 @@ def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, fol
     features = [c.name for c in spec.model_inputs if data.valid.frame[c.name].dtype.is_numeric()]
     reference = pl.DataFrame({**columns(valid), "y": data.valid.y}).hstack(data.valid.frame.select(features))
     reference.write_parquet(folder / "reference.parquet")
-    picked, lepton = [], []
-    for scenario in SCENARIOS:
-        w = _weights(scenario, spec, scores, y, holdout.select(inputs), threshold)
-        for _ in range(batches):
-            rows_ = rng.choice(len(y), rows, replace=False, p=w / w.sum())
-            realised = sign * primary_score(spec, y[rows_], scores[rows_], threshold)
-            e = of_batch(spec, meta, scores[rows_])
-            picked.append(rows_)
-            lepton.append({"scenario": scenario, "realised": realised, "value": e.value, "lower": e.lower,
-                           "upper": e.upper} if e else {"scenario": scenario, "realised": realised})  # fmt: skip
+    picked, metas, lepton, checks = _batches(spec, scorer.meta, scores, y, holdout.select(inputs), batches, rows, rng)
     timings = []
     for _ in range(REPEATS):  # every batch's estimate again, timed alone
         start = time.perf_counter()
-        for rows_ in picked:
+        for rows_, meta in zip(picked, metas, strict=True):
             of_batch(spec, meta, scores[rows_])
         timings.append(time.perf_counter() - start)
     seconds = float(np.median(timings))
@@ -256,11 +281,21 @@ def domain_side(name: str, home: Path, batches: int, rows: int, trials: int, fol
     (folder / "meta.json").write_text(json.dumps(described))
     nml = _nannyml(folder)
     out = {"calibration": calibration, "metric": spec.primary_metric, "family": family, "rows": rows}
-    out["holdout_check"] = {**check, "adjusted": bool(of_batch(spec, meta, scores).missed_at_training)}
+    made = [c for c in checks if c.get("estimated") is not None]
+    out["holdout_check"] = {  # the medians over the batches' checks
+        "rows": checks[0]["rows"],
+        "estimated": float(np.median([c["estimated"] for c in made])) if made else None,
+        "realised": float(np.median([c["realised"] for c in made])) if made else None,
+        "adjusted": float(np.mean([c["adjusted"] for c in checks])),  # the share of batches
+    }
     out["scenarios"] = {scenario: _summary(lepton, nml, scenario) for scenario in SCENARIOS}
     out["lepton_seconds"] = seconds
     out["nannyml_seconds"] = nml["seconds"]
     out["batches"] = len(lepton)
+    out["per_batch"] = [  # every batch's figures, for a look at where a band missed
+        {**r, "nannyml": v, "nannyml_sampling_error": e}
+        for r, v, e in zip(lepton, nml["value"], nml["sampling_error"], strict=True)
+    ]
     return out
 
 
@@ -296,10 +331,12 @@ def main() -> None:
               f"for {result['batches']} batches", flush=True)  # fmt: skip
         check = result["holdout_check"]
         if check.get("estimated") is not None:
-            print(f"  the check on {check['rows']} holdout rows: estimated {check['estimated']:.4f}, labels "
-                  f"{check['realised']:.4f}; batches adjusted: {check['adjusted']}", flush=True)  # fmt: skip
+            print(f"  the check on {check['rows']} holdout rows: estimated {check['estimated']:.4f}, "
+                  f"labels {check['realised']:.4f} (medians); batches adjusted: {check['adjusted']:.0%}",
+                  flush=True)  # fmt: skip
         for scenario, s in result["scenarios"].items():
-            print(f"  {scenario:<9} realised {s['realised_mean']:.4f}  MAE Lepton {s['lepton_mae']:.4f} "
+            print(f"  {scenario:<9} ({s['effective_rows']:,.0f} rows) realised {s['realised_mean']:.4f}"
+                  f"  MAE Lepton {s['lepton_mae']:.4f} "
                   f"NannyML {s['nannyml_mae']:.4f}  90% coverage Lepton {s['lepton_coverage']:.0%} "
                   f"NannyML {s['nannyml_coverage']:.0%}", flush=True)  # fmt: skip
     tmp.cleanup()
