@@ -3,8 +3,9 @@
     python bench/retrain.py [--domains finance medical] [--batches 20] [--rows 1000]
 
 Per domain, ``lepton run DOMAIN`` in a fresh LEPTON_HOME registers a champion and measures what a
-run costs; the batches are ``bench/estimate.py``'s (the holdout's real rows and labels, drawn by
-the scenario's weights: ``control``, ``harmful``, ``harmless``, ``label``). Each batch goes through
+run costs; the batches are drawn as ``bench/estimate.py`` draws them (the holdout's real rows and
+labels, distinct rows from a fresh random half for each batch, by the scenario's weights:
+``control``, ``harmful``, ``harmless``, ``label``). Each batch goes through
 what the monitor does: the drift report against the champion's stored reference, the estimate
 without labels, and ``lepton.tasks.retrain.decide`` under each policy, with the champion's own
 run as the retrain history and ``--per-day`` decisions a day (the batch's size by default, as the
@@ -16,7 +17,8 @@ its whole holdout, the spec's cost model at its threshold) × the share of its s
 fall took (Gini, for ROC AUC: the batch's labels against the holdout's) × the decisions at
 stake, in USD where the spec gives a rate; signed (a batch the champion ranks better than its
 holdout is a gain kept). A retrained batch costs a retrain (the measured run) and is taken to
-win back a loss (a gain stays); a kept one costs its loss.
+win back a loss (a gain stays); a kept one costs its loss. The loss carries the standard error
+of the scenario's mean over its batches, so a total says how sure it is.
 Reported per scenario and policy: the batches retrained and the total. Writes
 ``bench/results/retrain.json``.
 """
@@ -99,8 +101,13 @@ def _scenario(setup: Setup, scenario: str, batches: int, rows: int, per_day: flo
     sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
     w = _weights(scenario, spec, setup.scores, setup.y, setup.frame.select(inputs), setup.threshold)
     realised, drifted, retrained = [], 0, dict.fromkeys(POLICIES, 0)
+    n = len(setup.y)
+    rows = min(rows, n // 8)  # a quarter of a half, as ``bench/estimate.py`` draws them
     for b in range(batches):
-        picked = rng.choice(len(setup.y), rows, replace=True, p=w / w.sum())
+        # distinct rows from a fresh random half for each batch: batches resampled from one pool
+        # all carry its labels' chance deviation, and their spread would not show it
+        half = rng.permutation(n)[: n // 2]
+        picked = half[rng.choice(len(half), rows, replace=False, p=w[half] / w[half].sum())]
         s = setup.scores[picked]
         # the rows as the monitor reads them (a rolling recipe needs its group and time columns)
         frame = recipes.apply(spec.recipe_config(), setup.frame[picked].select([c.name for c in spec.model_inputs]))
@@ -136,14 +143,20 @@ def _score(setup: Setup, seen: dict, batches: int, decisions: float) -> dict:
         none = min(rate * spec.cost.false_negative, (1 - rate) * spec.cost.false_positive)
         worth = none - expected_cost(y, setup.scores >= setup.threshold, spec.cost)
     loss = worth * _skill_lost(metric, before, mean, higher) * decisions  # a batch's, in the cost unit
+    # the loss's own uncertainty: the mean's standard error carried through (the loss is linear in it)
+    loss_se = abs(
+        worth * (_skill_lost(metric, before, mean + error, higher) - _skill_lost(metric, before, mean, higher))
+    )
+    loss_se *= decisions
     usd = spec.cost.usd_per_unit if spec.cost is not None and spec.cost.usd_per_unit else None
     price = setup.history.retrain_cost_usd or 0.0
     out = {"realised_mean": mean, "realised_se": error, "holdout": before, "hurts": bool(hurts),
-           "drifted": seen["drifted"], "loss_per_batch": loss}  # fmt: skip
+           "drifted": seen["drifted"], "loss_per_batch": loss, "loss_per_batch_se": loss_se}  # fmt: skip
     for policy, count in seen["retrained"].items():
         kept = (batches - count) * loss + count * min(loss, 0.0)  # a retrain wins back a loss, not a gain
         out[f"{policy}_retrained"] = count
         out[f"{policy}_kept_loss"] = kept
+        out[f"{policy}_kept_loss_se"] = (batches - count if loss > 0 else batches) * loss_se
         out[f"{policy}_retrain_usd"] = count * price
         out[f"{policy}_total_usd"] = kept * usd + count * price if usd else None
     return out
@@ -174,7 +187,11 @@ def _print(domain: str, result: dict, batches: int) -> None:
         )
         for policy in POLICIES:
             total = s[f"{policy}_total_usd"]
-            kept = f"{s[f'{policy}_kept_loss']:,.1f} {unit} kept" if unit else "no cost model"
+            kept = (
+                f"{s[f'{policy}_kept_loss']:,.1f} ± {s[f'{policy}_kept_loss_se']:,.1f} {unit} kept"
+                if unit
+                else "no cost model"
+            )
             shown = f"${total:,.2f}" if total is not None else kept
             line += f"; {policy} {shown}"
         print(line, flush=True)
