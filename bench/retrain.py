@@ -113,7 +113,10 @@ def _scenario(setup: Setup, scenario: str, batches: int, rows: int, per_day: flo
         frame = recipes.apply(spec.recipe_config(), setup.frame[picked].select([c.name for c in spec.model_inputs]))
         report = drift_report(spec, setup.reference, frame, _monitored_output(spec, setup.scorer, s))
         drifted += report.detected
-        estimated = estimate(spec, s, setup.threshold, setup.calibration, seed=b, drawn_through=setup.through)
+        estimated = estimate(
+            spec, s, setup.threshold, setup.calibration, seed=b, drawn_through=setup.through,
+            spread=setup.scorer.meta.estimation_spread,
+        )  # fmt: skip
         realised.append(sign * primary_score(spec, setup.y[picked], s, setup.threshold))
         for policy in POLICIES:
             decision = decide(

@@ -28,6 +28,8 @@ from lepton.tasks.metrics import calibration_error
 
 METHODS = ("sigmoid", "isotonic")
 FOLDS = 5
+SPREAD_BINS = 10  # bins of the validation scores the calibration's uncertainty is kept for
+SPREAD_MIN_ROWS = 100
 MIN_ROWS = 200  # fewer validation rows than this: too few to fit a calibration map and check it
 RESIDUAL_BINS = 20  # regression: the predictions cut at their quantiles, at most 20 bins ...
 RESIDUAL_BIN_ROWS = 50  # ... of 50 rows or more, so 100 validation rows at least ...
@@ -115,6 +117,28 @@ def fit_estimation_map(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> dict
         "classes": [m.state for m in maps],
         "reason": f"one map per class against the rest on validation ({kept})",
     }
+
+
+def fit_calibration_spread(y: np.ndarray, served: np.ndarray, p: np.ndarray) -> dict[str, Any] | None:
+    """How surely the validation rows pin down a binary model's probability at each score: the
+    served validation scores cut at their deciles (``SPREAD_BINS``), and per bin the variance
+    of its positive rate, r (1 - r) / n (floored by the probabilities' mean, q (1 - q) / n, so
+    that a bin without a positive is not taken as certain). ``p``: the probabilities the
+    estimate draws from (the served scores, or through its map). ``lepton.tasks.estimate`` adds
+    what that uncertainty moves a batch's ROC AUC by to its band: a batch that gathers where few
+    validation rows lie (about the threshold, say) is known less well than one spread wide.
+    None with fewer than ``SPREAD_MIN_ROWS`` rows."""
+    y, served, p = (np.asarray(a, dtype=np.float64) for a in (y, served, p))
+    if len(y) < SPREAD_MIN_ROWS:
+        return None
+    edges = np.unique(np.quantile(served, np.linspace(0, 1, SPREAD_BINS + 1)[1:-1], method="inverted_cdf"))
+    bins = np.searchsorted(edges, served, side="right")
+    rows = np.bincount(bins, minlength=len(edges) + 1)
+    taken = np.maximum(rows, 1)
+    rate = np.bincount(bins, weights=y, minlength=len(rows)) / taken
+    mean = np.bincount(bins, weights=p, minlength=len(rows)) / taken
+    variance = np.where(rows > 0, np.maximum(rate * (1 - rate), mean * (1 - mean)) / taken, 0.25)
+    return {"edges": edges.tolist(), "variance": variance.tolist()}
 
 
 def fit_residual_map(y: np.ndarray, prediction: np.ndarray) -> dict[str, Any] | None:

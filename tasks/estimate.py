@@ -71,6 +71,10 @@ class Estimate:
     # binary, at the threshold: the expected share of positives flagged, and of negatives flagged
     sensitivity: float | None = None
     false_alarm_rate: float | None = None
+    # binary ROC AUC: the standard deviation the calibration's own uncertainty adds (``_calibration_spread``)
+    calibration_sd: float = 0.0
+    # a metric in closed form: the standard deviation of the labels' chance alone (the band's other part)
+    labels_sd: float | None = None
     # the estimate minus the labels' figure on the holdout at training, where they fell outside
     # its band there (``allowing_for_miss``), and then the estimate before it allowed for that
     missed_at_training: float = 0.0
@@ -87,11 +91,16 @@ class Estimate:
         )
 
     def as_estimated(self) -> Estimate:
-        """The estimate before the holdout's miss adjusted it (``allowing_for_miss``): what
-        compares with another made the same way, the bias both share cancelling."""
-        if not self.unadjusted:
-            return self
-        return replace(self, **self.unadjusted, missed_at_training=0.0, unadjusted=None)
+        """The estimate before the holdout's miss adjusted it (``allowing_for_miss``), its band
+        the labels' chance alone (without ``calibration_sd``): what compares with another made
+        the same way through the same map, the bias and the calibration's error both share
+        cancelling."""
+        plain = replace(self, **self.unadjusted, missed_at_training=0.0, unadjusted=None) if self.unadjusted else self
+        if not (plain.calibration_sd and plain.labels_sd is not None):
+            return plain
+        half = Z * plain.labels_sd
+        low, high = max(plain.value - half, 0.0), min(plain.value + half, 1.0)
+        return replace(plain, lower=low, upper=high, calibration_sd=0.0)
 
     def describe(self) -> str:
         missed = self.missed_at_training
@@ -170,6 +179,42 @@ def _auc_spread(scores: np.ndarray, p: np.ndarray) -> float:
     by_sum = 1.0 / (n1 * n0)
     by_count = (-(n1 + 0.5) * n1 * n0 - ordered * (n0 - n1)) / (n1 * n0) ** 2
     return float(math.sqrt(np.sum(p * (1 - p) * (by_sum * ranks + by_count) ** 2)))
+
+
+def _auc_gradient(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """How the ROC AUC of the expected counts (``_expected_auc``) moves with each row's
+    probability: AUC = R / P, R the pairs expected ordered right (a tie half) and P the
+    (positive, negative) pairs expected, so dAUC/dp_k = (dR/dp_k - AUC dP/dp_k) / P, where a
+    row's dR is the negatives expected below it less the positives expected above it (ties
+    half) and its dP is the negatives expected less the positives, less 1 - 2 p_k."""
+    order = np.argsort(scores, kind="stable")
+    s, q = scores[order], p[order]
+    negative = 1.0 - q
+    _, start, counts = np.unique(s, return_index=True, return_counts=True)
+    tied_negative, tied_positive = np.add.reduceat(negative, start), np.add.reduceat(q, start)
+    below = np.repeat(np.cumsum(tied_negative) - tied_negative, counts)
+    above = np.repeat(q.sum() - np.cumsum(tied_positive), counts)
+    level_negative = np.repeat(tied_negative, counts) - negative  # tied with the row, not the row
+    level_positive = np.repeat(tied_positive, counts) - q
+    pairs = q.sum() * negative.sum() - np.sum(q * negative)
+    auc = np.sum(q * (below + 0.5 * level_negative)) / pairs
+    by_ordered = below + 0.5 * level_negative - above - 0.5 * level_positive
+    by_pairs = negative.sum() - q.sum() - (1.0 - 2.0 * q)
+    gradient = np.empty_like(q)
+    gradient[order] = (by_ordered - auc * by_pairs) / pairs
+    return gradient
+
+
+def _calibration_spread(scores: np.ndarray, p: np.ndarray, spread: Mapping[str, Any]) -> float:
+    """The standard deviation of a batch's ROC AUC estimate from the calibration's own
+    uncertainty (``lepton.tasks.calibrate.fit_calibration_spread``): each bin of the scores'
+    probability is off by an unknown amount, independently, with the variance validation left
+    it; the estimate moves by the sum of its rows' gradients in that bin times that amount. It
+    does not shrink with the batch's rows: every row of a bin shares the bin's error."""
+    bins = np.searchsorted(np.asarray(spread["edges"]), scores, side="right")
+    variance = np.asarray(spread["variance"])
+    by_bin = np.bincount(bins, weights=_auc_gradient(scores, p), minlength=len(variance))
+    return float(math.sqrt(np.sum(by_bin**2 * variance)))
 
 
 def _argmax_spread(metric: str, scores: np.ndarray, proba: np.ndarray) -> float:
@@ -263,7 +308,9 @@ def holdout_check(spec: DomainSpec, meta: BundleMeta, scores: np.ndarray, y: np.
     if len(scores) != len(y):
         return None
     method, through = champion_calibration(meta)
-    estimated = estimate(spec, scores, meta.threshold, method, spec.split.seed, drawn_through=through)
+    estimated = estimate(
+        spec, scores, meta.threshold, method, spec.split.seed, drawn_through=through, spread=meta.estimation_spread
+    )
     if estimated is None:
         return None
     sign = 1.0 if spec.higher_is_better(spec.primary_metric) else -1.0
@@ -282,14 +329,15 @@ def at_training(spec: DomainSpec, meta: BundleMeta, sketch: dict[str, Any] | Non
     if held_out is None:
         return None
     method, through = champion_calibration(meta)
-    return estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through)
+    spread = meta.estimation_spread
+    return estimate(spec, held_out, meta.threshold, method, spec.split.seed, drawn_through=through, spread=spread)
 
 
 def of_batch(spec: DomainSpec, meta: BundleMeta, scores: np.ndarray, rows: int | None = None) -> Estimate | None:
     """A version's estimate on a batch (``estimate``, through the version's map), its band
     allowing for the miss on its holdout at training (``allowing_for_miss``)."""
     method, through = champion_calibration(meta)
-    estimated = estimate(spec, scores, meta.threshold, method, spec.split.seed, rows, through)
+    estimated = estimate(spec, scores, meta.threshold, method, spec.split.seed, rows, through, meta.estimation_spread)
     return allowing_for_miss(estimated, meta.estimation_check)
 
 
@@ -301,6 +349,7 @@ def estimate(
     seed: int = 0,
     rows: int | None = None,
     drawn_through: Mapping[str, Any] | None = None,
+    spread: Mapping[str, Any] | None = None,
 ) -> Estimate | None:
     """The primary metric's estimate on a batch scored ``scores`` (the served probabilities:
     the positive class's for binary, a row of class probabilities for multiclass, the
@@ -308,7 +357,9 @@ def estimate(
     regression version without a residual map. ``rows``: the batch's size
     when ``scores`` are a uniform sample of it (a batch read on the workers). ``drawn_through``:
     the estimate's own calibration map (``champion_calibration``); the decisions stay the
-    ``scores``'."""
+    ``scores``'. ``spread``: the calibration's uncertainty on validation
+    (``BundleMeta.estimation_spread``), which a binary ROC AUC band carries besides the labels'
+    chance (``_calibration_spread``)."""
     regression = spec.task == "regression"
     if len(scores) < 20 or (regression and (not drawn_through or drawn_through.get("method") != "residuals")):
         return None
@@ -316,11 +367,14 @@ def estimate(
     narrow = math.sqrt(len(scores) / rows)  # the spread of a metric shrinks with the square root of the rows
     p = scores if regression or not drawn_through else apply_calibration(drawn_through, scores)
     closed = None if regression else _closed_form(spec, scores, p)
+    uncertain, labels_sd = 0.0, None
     if closed is not None:
-        value, spread = closed
-        if not (math.isfinite(value) and math.isfinite(spread)):
+        value, deviation = closed
+        if not (math.isfinite(value) and math.isfinite(deviation)):
             return None  # one class expected throughout: no pairs to rank
-        half = Z * spread * narrow
+        uncertain = _calibration_spread(scores, p, spread) if spread and spec.primary_metric == "roc_auc" else 0.0
+        labels_sd = deviation * narrow
+        half = Z * math.hypot(labels_sd, uncertain)
         low, high = max(value - half, 0.0), min(value + half, 1.0)
     else:
         drawn = _drawn(spec, scores, p, cut, drawn_through, np.random.default_rng(seed))
@@ -337,6 +391,8 @@ def estimate(
         level=LEVEL,
         rows=rows,
         calibration=calibration,
+        calibration_sd=uncertain,
+        labels_sd=labels_sd,
         **_expected(spec, scores, p, cut),
     )
 

@@ -18,12 +18,18 @@ from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
 from lepton.core.progress import Steps, emit
-from lepton.core.scoring import smoothed
+from lepton.core.scoring import apply_calibration, smoothed
 from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from lepton.domains.spec import CostModel, DomainSpec
 from lepton.errors import EngineError
 from lepton.tasks import families
-from lepton.tasks.calibrate import Calibration, fit_calibration, fit_estimation_map, fit_residual_map
+from lepton.tasks.calibrate import (
+    Calibration,
+    fit_calibration,
+    fit_calibration_spread,
+    fit_estimation_map,
+    fit_residual_map,
+)
 from lepton.tasks.families import Pruning
 from lepton.tasks.metrics import primary_score
 from lepton.tasks.pareto import Choice, choose, serving_cost
@@ -64,6 +70,8 @@ class OptimiseResult:
     calibration: Calibration | None = None  # binary tasks: what was fitted on validation, and why
     # where the served scores stay raw (multiclass, refitted): the map the estimate draws through
     estimation_map: dict[str, Any] | None = None
+    # binary: how surely validation pins down the probability at each score (``fit_calibration_spread``)
+    estimation_spread: dict[str, Any] | None = None
 
     @property
     def reason(self) -> str:
@@ -404,6 +412,18 @@ def estimation_map(
     return None, "the estimate without labels draws from the raw scores: no map beat them on validation"
 
 
+def estimation_spread(
+    spec: DomainSpec, data: PreparedData, candidate: TrainedModel, estimation: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """A binary model's calibration uncertainty on validation (``fit_calibration_spread``): the
+    scores as served (calibrated, smoothed), binned, against the probabilities the estimate
+    draws from; before any refit, whose model has seen those rows. None for another task."""
+    if spec.task != "binary":
+        return None
+    served = smoothed(spec.smoothing_config(), candidate.predict(data.valid.X), data.valid.frame)
+    return fit_calibration_spread(data.valid.y, served, apply_calibration(estimation, served) if estimation else served)
+
+
 def refit_with_validation(
     spec: DomainSpec, data: PreparedData, model: TrainedModel, device: str, client: Any = None
 ) -> TrainedModel:
@@ -482,6 +502,7 @@ def optimise(
     estimation, why = estimation_map(spec, data, candidate, calibration) or (None, None)
     if why:
         reasons.append(why)
+    spread = estimation_spread(spec, data, candidate, estimation)
     if spec.split.refit:
         refitted = refit_with_validation(spec, data, candidate, device, client)
         if refitted is not candidate:
@@ -497,6 +518,7 @@ def optimise(
         reasons=tuple(reasons),
         calibration=calibration,
         estimation_map=estimation,
+        estimation_spread=spread,
     )
 
 

@@ -45,6 +45,7 @@ def bundle_meta(spec: DomainSpec, data: PreparedData, opt: OptimiseResult, evalu
         smoothing=spec.smoothing_config(),
         calibration=opt.candidate.calibration,
         estimation_map=opt.estimation_map,
+        estimation_spread=opt.estimation_spread,
     )
     return dataclasses.replace(meta, estimation_check=holdout_check(spec, meta, evaluation.scores, data.holdout.y))
 

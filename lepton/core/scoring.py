@@ -387,6 +387,9 @@ class BundleMeta:
     # the map the estimate without labels draws through where the served scores are raw
     # (``lepton.tasks.calibrate.fit_estimation_map``); None: the served scores themselves
     estimation_map: Mapping[str, Any] | None = None
+    # binary: the calibration's uncertainty per bin of the validation scores, which the estimate's
+    # band carries (``lepton.tasks.calibrate.fit_calibration_spread``)
+    estimation_spread: Mapping[str, Any] | None = None
     # the estimate of the holdout at training beside its realised metric (``lepton.tasks.estimate.holdout_check``)
     estimation_check: Mapping[str, Any] | None = None
     format: int = BUNDLE_FORMAT
@@ -400,6 +403,7 @@ class BundleMeta:
             "smoothing": self.smoothing.to_json() if self.smoothing else None,
             "calibration": dict(self.calibration) if self.calibration else None,
             "estimation_map": dict(self.estimation_map) if self.estimation_map else None,
+            "estimation_spread": dict(self.estimation_spread) if self.estimation_spread else None,
             "estimation_check": dict(self.estimation_check) if self.estimation_check else None,
         }
 
@@ -422,6 +426,7 @@ class BundleMeta:
             smoothing=recipes.SmoothingConfig.from_json(data.get("smoothing")),
             calibration=data.get("calibration") or None,
             estimation_map=data.get("estimation_map") or None,
+            estimation_spread=data.get("estimation_spread") or None,
             estimation_check=data.get("estimation_check") or None,
         )
 

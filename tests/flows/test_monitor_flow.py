@@ -73,6 +73,8 @@ def test_a_drifted_batch_is_flagged_logged_and_reported_and_a_steady_one_is_not(
     assert moved["holdout"]["roc_auc"] == MlflowClient().get_run(champion_run).data.metrics["roc_auc"]
     assert "labelled_rows" not in moved["holdout"]
     assert moved["estimated"]["rows"] == 3000 and moved["estimated"]["lower"] < moved["estimated"]["upper"]
+    # the band carries the calibration's own uncertainty, which the bundle keeps per bin of validation
+    assert 0 < moved["estimated"]["calibration_sd"] < (moved["estimated"]["upper"] - moved["estimated"]["lower"]) / 2
     # the same estimate made of the holdout at training, kept in the bundle beside the labels' figure
     at_training = moved["estimated"]["at_training"]
     assert at_training["realised"] == pytest.approx(moved["holdout"]["roc_auc"], abs=1e-9)

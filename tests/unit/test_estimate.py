@@ -269,3 +269,44 @@ def test_the_estimate_allows_for_its_miss_on_the_holdout_and_the_decision_does_n
     )  # fmt: skip
     assert decided.recommended and "roc_auc 0.7000 (90% band 0.6900 to 0.7100)" in decided.reason
     assert "takes 33% of its skill" in decided.reason, decided.reason  # (0.70 - 0.5) / (0.80 - 0.5): a third lost
+
+
+def test_the_calibrations_uncertainty_widens_the_band_where_validation_knows_little():
+    """Each bin of the scores' probability is off by an amount validation leaves uncertain
+    (``fit_calibration_spread``: r (1 - r) / n a bin); the ROC AUC band carries what that moves
+    the estimate by (``_calibration_spread``): the spread of the expected-count AUC over such
+    errors drawn 2,000 times, within 10%. A batch gathered in one bin's neighbourhood, where
+    validation had few rows, is widened more than one spread wide, and more rows do not narrow
+    it: every row of a bin shares the bin's error."""
+    from lepton.tasks.calibrate import fit_calibration_spread
+    from lepton.tasks.estimate import _calibration_spread, _expected_auc
+
+    rng = np.random.default_rng(7)
+    valid = rng.beta(1, 6, 1_500)  # validation: most scores low, few near 0.5
+    labels = (rng.random(1_500) < valid).astype(int)
+    fitted = fit_calibration_spread(labels, valid, valid)
+    edges, variance = np.asarray(fitted["edges"]), np.asarray(fitted["variance"])
+    assert len(variance) == len(edges) + 1 == 10
+    top = valid >= edges[-1]  # the last bin's variance: its rate's binomial one, or the floor
+    rate, mean = labels[top].mean(), valid[top].mean()
+    assert variance[-1] == pytest.approx(max(rate * (1 - rate), mean * (1 - mean)) / top.sum())
+    batch = rng.beta(1, 6, 600)
+    bins = np.searchsorted(edges, batch, side="right")
+    moved = [
+        _expected_auc(batch, np.clip(batch + rng.normal(0, np.sqrt(variance))[bins], 1e-6, 1 - 1e-6))
+        for _ in range(2_000)
+    ]
+    assert _calibration_spread(batch, batch, fitted) == pytest.approx(np.std(moved), rel=0.1)
+    broad = estimate(FINANCE, batch, 0.2, calibration="none", spread=fitted)
+    near = np.clip(rng.normal(0.3, 0.05, 600), 0.01, 0.99)  # gathered about the threshold
+    narrow = estimate(FINANCE, near, 0.3, calibration="none", spread=fitted)
+    assert broad.calibration_sd > 0 and narrow.calibration_sd > 1.4 * broad.calibration_sd
+    plain = estimate(FINANCE, near, 0.3, calibration="none")
+    assert plain.calibration_sd == 0 and narrow.upper - narrow.lower > plain.upper - plain.lower
+    more = estimate(FINANCE, np.tile(near, 4), 0.3, calibration="none", spread=fitted)
+    assert more.calibration_sd == pytest.approx(narrow.calibration_sd, rel=0.01)  # not narrowed by rows
+    # the retrain decision compares it with the holdout's estimate through the same map, whose
+    # calibration error both share: it reads the band of the labels' chance alone
+    compared = narrow.as_estimated()
+    assert compared.value == narrow.value and compared.calibration_sd == 0
+    assert (compared.lower, compared.upper) == pytest.approx((plain.lower, plain.upper))
