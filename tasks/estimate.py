@@ -136,18 +136,27 @@ def _draw_labels(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return labels
 
 
-def _expected_auc(scores: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC of the expected counts (as CBPE takes it): the pairs expected to be ordered right
-    over the (positive, negative) pairs expected, each row positive with probability ``p`` and
-    a tie counting half: no draws, so no Monte Carlo noise in the estimate itself."""
+def _auc_counts(scores: np.ndarray, p: np.ndarray):
+    """The rows in score order with, for each, the negatives expected below it and those tied
+    with it (not the row itself), each row positive with probability ``p``; the order, the
+    sorted probabilities, the tie groups' starts and sizes, and the expected pairs."""
     order = np.argsort(scores, kind="stable")
     s, q = scores[order], p[order]
     negative = 1.0 - q
     _, start, counts = np.unique(s, return_index=True, return_counts=True)
     tied = np.add.reduceat(negative, start)  # each score's expected negatives
     below = np.repeat(np.cumsum(tied) - tied, counts)  # those at lower scores
-    right = np.sum(q * (below + 0.5 * (np.repeat(tied, counts) - negative)))  # not the row against itself
+    level = np.repeat(tied, counts) - negative  # tied with the row, not the row
     pairs = q.sum() * negative.sum() - np.sum(q * negative)
+    return order, q, start, counts, below, level, pairs
+
+
+def _expected_auc(scores: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of the expected counts (as CBPE takes it): the pairs expected to be ordered right
+    over the (positive, negative) pairs expected, each row positive with probability ``p`` and
+    a tie counting half: no draws, so no Monte Carlo noise in the estimate itself."""
+    _, q, _, _, below, level, pairs = _auc_counts(scores, p)
+    right = np.sum(q * (below + 0.5 * level))
     return float(right / pairs) if pairs > 0 else float("nan")
 
 
@@ -187,19 +196,13 @@ def _auc_gradient(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
     (positive, negative) pairs expected, so dAUC/dp_k = (dR/dp_k - AUC dP/dp_k) / P, where a
     row's dR is the negatives expected below it less the positives expected above it (ties
     half) and its dP is the negatives expected less the positives, less 1 - 2 p_k."""
-    order = np.argsort(scores, kind="stable")
-    s, q = scores[order], p[order]
-    negative = 1.0 - q
-    _, start, counts = np.unique(s, return_index=True, return_counts=True)
-    tied_negative, tied_positive = np.add.reduceat(negative, start), np.add.reduceat(q, start)
-    below = np.repeat(np.cumsum(tied_negative) - tied_negative, counts)
+    order, q, start, counts, below, level_negative, pairs = _auc_counts(scores, p)
+    tied_positive = np.add.reduceat(q, start)
     above = np.repeat(q.sum() - np.cumsum(tied_positive), counts)
-    level_negative = np.repeat(tied_negative, counts) - negative  # tied with the row, not the row
-    level_positive = np.repeat(tied_positive, counts) - q
-    pairs = q.sum() * negative.sum() - np.sum(q * negative)
+    level_positive = np.repeat(tied_positive, counts) - q  # tied with the row, not the row
     auc = np.sum(q * (below + 0.5 * level_negative)) / pairs
     by_ordered = below + 0.5 * level_negative - above - 0.5 * level_positive
-    by_pairs = negative.sum() - q.sum() - (1.0 - 2.0 * q)
+    by_pairs = (1.0 - q).sum() - q.sum() - (1.0 - 2.0 * q)
     gradient = np.empty_like(q)
     gradient[order] = (by_ordered - auc * by_pairs) / pairs
     return gradient
