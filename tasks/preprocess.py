@@ -28,6 +28,7 @@ from lepton.errors import EmptyDataError, InputPathError, Problem, SchemaError
 from lepton.tasks.labels import class_labels, encode_labels
 from lepton.tasks.leakage import check_leakage
 
+APPENDED = "__lepton_appended"  # marks the rows ``--append`` added, until the split
 MAX_LEVELS = 50  # categorical levels kept per column; rarer levels share the all-zero code
 _POLARS_DTYPES = {
     Dtype.FLOAT: pl.Float64,
@@ -135,7 +136,8 @@ def validate(frame: pl.DataFrame, spec: DomainSpec, source: str = "data", whole:
         problems.extend(target_problems(frame[spec.target], spec))
     if problems:
         raise SchemaError(problems, source)
-    return frame.with_columns(casts).select([c.name for c in spec.columns if c.role is not Role.PII])
+    kept = [c.name for c in spec.columns if c.role is not Role.PII]
+    return frame.with_columns(casts).select([*kept, *([APPENDED] if APPENDED in frame.columns else [])])
 
 
 def cast_column(values: pl.Series, dtype: Dtype, offset: int = 0) -> tuple[pl.Series, Problem | None]:
@@ -200,7 +202,22 @@ def split_frame(
     frame: pl.DataFrame, spec: DomainSpec, holdout: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Return (train, valid, holdout). Time splits hold out the latest rows; a given test file is
-    the holdout; stratified/random splits are seeded. Validation is carved from train the same way."""
+    the holdout; stratified/random splits are seeded. Validation is carved from train the same way.
+
+    Rows marked ``APPENDED`` (a labelled batch that ``--append`` added) never move the split of
+    the others: the holdout is the one the table alone gives, so a retrain is judged on the
+    champion's own holdout, and the batch is carved into training and validation by the same
+    rule. On a time split the batch is later than the holdout: it is what the retrain learns
+    from, where the latest rows would otherwise have made it the holdout."""
+    if APPENDED in frame.columns:
+        marked = frame[APPENDED].fill_null(False)
+        batch, frame = frame.filter(marked).drop(APPENDED), frame.filter(~marked).drop(APPENDED)
+        train, valid, test = split_frame(frame, spec, holdout)
+        if batch.height == 0:
+            return train, valid, test
+        batch, test = _grouped_with(batch, test, spec)
+        more_train, more_valid = _carve(batch, spec, spec.split.validation_size, spec.split.seed + 1)
+        return pl.concat([train, more_train]), pl.concat([valid, more_valid]), test
     kind = spec.split.kind
     if kind == "given":
         if holdout is None:
@@ -214,6 +231,24 @@ def split_frame(
     rest, test = _random_split(frame, spec, spec.split.holdout_size, seed=spec.split.seed)
     train, valid = _random_split(rest, spec, spec.split.validation_size, seed=spec.split.seed + 1)
     return train, valid, test
+
+
+def _carve(frame: pl.DataFrame, spec: DomainSpec, size: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, valid) of ``frame`` by the split's own rule for validation."""
+    if spec.split.kind in ("given", "time"):
+        return _tail_split(frame, spec, size)
+    return _random_split(frame, spec, size, seed=seed)
+
+
+def _grouped_with(batch: pl.DataFrame, test: pl.DataFrame, spec: DomainSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """On a group split, an appended row of a held-out group joins the holdout: no group is on
+    both sides. (A time split's groups have rows on both sides by design.)"""
+    group = spec.group_column
+    if group is None or spec.split.kind in ("given", "time"):
+        return batch, test
+    held_out = test[group].cast(pl.String).fill_null("").unique().implode()
+    held = batch[group].cast(pl.String).fill_null("").is_in(held_out)
+    return batch.filter(~held), pl.concat([test, batch.filter(held)], how="vertical_relaxed")
 
 
 def _tail_split(frame: pl.DataFrame, spec: DomainSpec, size: float) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -379,14 +414,17 @@ def load_domain_data(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Read the domain's own sample, or the user's files standing in for it; ``append``: a
     labelled batch in the same schema added to the training data (e.g. the batch a drift
-    event came from)."""
+    event came from), its rows marked ``APPENDED`` for ``split_frame``."""
     main, test = _domain_tables(spec, data, holdout)
     if append:
         extra = read_table(append, spec.data.encoding)
         unknown = sorted(set(extra.columns) - set(main.columns))
         if unknown:
             raise SchemaError([Problem("unknown_column", c, f"in {append}, not in the training data") for c in unknown])
-        main = pl.concat([main, extra], how="diagonal_relaxed")
+        main = pl.concat(
+            [main.with_columns(pl.lit(False).alias(APPENDED)), extra.with_columns(pl.lit(True).alias(APPENDED))],
+            how="diagonal_relaxed",
+        )
     return main, test
 
 

@@ -181,8 +181,9 @@ def test_a_holdout_file_is_refused_where_the_split_would_ignore_it(tmp_path):
         load_domain_data(get_spec("manufacturing"), data=str(path))
 
 
-def test_random_split_with_a_group_column_keeps_each_group_on_one_side():
-    spec = DomainSpec.model_validate(
+def _group_spec():
+    """The toy spec with ``year`` as a group column (a random split by group)."""
+    return DomainSpec.model_validate(
         {
             **_spec().model_dump(mode="json"),
             "columns": [
@@ -193,6 +194,10 @@ def test_random_split_with_a_group_column_keeps_each_group_on_one_side():
             ],
         }
     )
+
+
+def test_random_split_with_a_group_column_keeps_each_group_on_one_side():
+    spec = _group_spec()
     frame = validate(_frame(400), spec)
     train, valid, holdout = split_frame(frame, spec)
     sides = [set(part["year"].to_list()) for part in (train, valid, holdout)]
@@ -208,3 +213,40 @@ def test_a_holdout_with_a_single_class_is_refused_by_name():
     with pytest.raises(SchemaError, match=r"the holdout split \(\d+ rows\)") as info:
         prepare(_spec("time"), frame)
     assert info.value.problems[0].kind == "single_class"
+
+
+@pytest.mark.parametrize("kind", ["time", "stratified"])
+def test_appended_rows_train_and_the_holdout_stays_the_tables_own(kind, tmp_path):
+    from lepton.tasks.preprocess import load_domain_data
+
+    spec = _spec(kind)
+    table, batch = _frame(80), _frame(24, seed=1).with_columns(pl.col("year") + 40)  # later than any row
+    table.write_parquet(tmp_path / "table.parquet")
+    batch.write_parquet(tmp_path / "batch.parquet")
+    frame, _ = load_domain_data(spec, data=str(tmp_path / "table.parquet"), append=str(tmp_path / "batch.parquet"))
+    train, valid, holdout = split_frame(validate(frame, spec), spec)
+
+    alone = split_frame(validate(table, spec), spec)
+    assert holdout.equals(alone[2])  # a retrain is judged on the champion's own holdout
+    learned = set(train["amount"]) | set(valid["amount"])
+    assert set(batch["amount"]) <= learned  # the whole batch trains (the latest years would be the holdout)
+    assert set(batch["amount"]) & set(train["amount"]) and set(batch["amount"]) & set(valid["amount"])
+    assert "__lepton_appended" not in train.columns
+    assert train.height + valid.height + holdout.height == 104
+    if kind == "time":  # the batch's own latest rows validate, as the table's do
+        later = batch.filter(pl.col("amount").is_in(valid["amount"].implode()))
+        assert later["year"].min() >= batch.filter(pl.col("amount").is_in(train["amount"].implode()))["year"].max()
+
+
+def test_an_appended_row_of_a_held_out_group_joins_the_holdout(tmp_path):
+    from lepton.tasks.preprocess import load_domain_data
+
+    spec = _group_spec()
+    table, batch = _frame(400), _frame(40, seed=1)  # the batch's groups are the table's
+    table.write_parquet(tmp_path / "table.parquet")
+    batch.write_parquet(tmp_path / "batch.parquet")
+    frame, _ = load_domain_data(spec, data=str(tmp_path / "table.parquet"), append=str(tmp_path / "batch.parquet"))
+    train, valid, holdout = split_frame(validate(frame, spec), spec)
+    held = set(split_frame(validate(table, spec), spec)[2]["year"])
+    assert set(holdout["year"]) == held and set(train["year"]).isdisjoint(held) and set(valid["year"]).isdisjoint(held)
+    assert batch.filter(pl.col("year").is_in(list(held))).height > 0  # the case is exercised
