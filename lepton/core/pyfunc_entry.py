@@ -16,17 +16,31 @@ from mlflow.pyfunc import PythonModel
 
 
 def _registry_digest(root):
-    """(what, digest) recorded for the registered version MLflow downloaded into ``root``; None
-    when it was not loaded from the registry."""
-    meta = root / "registered_model_meta"
-    if not meta.is_file():
-        return None
+    """(what, digests) recorded for the registered versions the model in ``root`` may be; None
+    when it is not a registered model.
+
+    MLflow before 3.18 wrote ``registered_model_meta`` (the name and version) into a model it
+    downloaded from the registry; 3.18 no longer does. Then the versions registered from the
+    run named in ``MLmodel`` are the candidates, and the files must be one of them: an edited
+    module or bundle matches none. (Whoever can rewrite ``MLmodel`` runs code before this file
+    anyway: the README's security notes.)"""
     import yaml
 
-    info = yaml.safe_load(meta.read_text())
-    name, version = info["model_name"], str(info["model_version"])
-    tags = mlflow.MlflowClient().get_model_version(name, version).tags
-    return f"{name} v{version}", tags.get("lepton.digest")
+    meta = root / "registered_model_meta"
+    if meta.is_file():
+        info = yaml.safe_load(meta.read_text())
+        name, version = info["model_name"], str(info["model_version"])
+        tags = mlflow.MlflowClient().get_model_version(name, version).tags
+        return f"{name} v{version}", {tags.get("lepton.digest")}
+    run_id = (yaml.safe_load((root / "MLmodel").read_text()) or {}).get("run_id")
+    registry = mlflow.get_registry_uri()
+    if not run_id or (registry.startswith("sqlite:///") and not Path(registry[len("sqlite:///") :]).exists()):
+        return None  # not logged by a run, or no registry here (a search would create its file)
+    versions = mlflow.MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    if not versions:
+        return None
+    what = ", ".join(sorted(f"{v.name} v{v.version}" for v in versions))
+    return what, {v.tags.get("lepton.digest") for v in versions}
 
 
 def _digest(root):
@@ -46,7 +60,7 @@ class LeptonModel(PythonModel):
         registered = _registry_digest(root)
         if registered is not None:
             what, expected = registered
-            if not expected or _digest(root) != expected:
+            if _digest(root) not in expected - {None}:
                 raise RuntimeError(f"{what}: its files are not the ones registered (lepton.digest); not loaded")
         from scoring import Scorer  # carried in the model's code/ directory by code_paths
 
