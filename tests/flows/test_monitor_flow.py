@@ -161,6 +161,11 @@ def test_the_prediction_log_is_monitored_with_labels_joined_by_request(champion,
     assert version.tags["lepton.decision"]  # judged: promoted or not, with the reason
     run = MlflowClient().get_run(version.run_id)
     assert "medical appended batch" in {d.dataset.name for d in run.inputs.dataset_inputs}  # its lineage
+    # the production rows train (a time split would have held the latest out); the holdout is the champion's
+    first = MlflowClient().get_run(MlflowClient().get_model_version(SPEC.model_name, "1").run_id).data.params
+    learned = {k: int(run.data.params[k]) - int(first[k]) for k in ("rows_train", "rows_valid", "rows_holdout")}
+    assert learned["rows_train"] + learned["rows_valid"] == 399 and learned["rows_holdout"] == 0, learned
+    assert learned["rows_train"] > learned["rows_valid"] > 0
 
 
 def test_bad_input_stops_before_anything_is_logged(champion, tmp_path):
