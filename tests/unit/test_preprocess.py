@@ -250,3 +250,15 @@ def test_an_appended_row_of_a_held_out_group_joins_the_holdout(tmp_path):
     held = set(split_frame(validate(table, spec), spec)[2]["year"])
     assert set(holdout["year"]) == held and set(train["year"]).isdisjoint(held) and set(valid["year"]).isdisjoint(held)
     assert batch.filter(pl.col("year").is_in(list(held))).height > 0  # the case is exercised
+
+
+def test_an_appended_batch_of_one_time_stamp_still_trains(tmp_path):
+    from lepton.tasks.preprocess import load_domain_data
+
+    spec = _spec("time")
+    _frame(80).write_parquet(tmp_path / "table.parquet")
+    batch = _frame(24, seed=1).with_columns(pl.lit(2050).alias("year"))  # one year: the tail rule takes it all
+    batch.write_parquet(tmp_path / "batch.parquet")
+    frame, _ = load_domain_data(spec, data=str(tmp_path / "table.parquet"), append=str(tmp_path / "batch.parquet"))
+    train, valid, _ = split_frame(validate(frame, spec), spec)
+    assert train.filter(pl.col("year") == 2050).height == 18 and valid.filter(pl.col("year") == 2050).height == 6
