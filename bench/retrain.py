@@ -37,7 +37,6 @@ Reported per scenario and policy: the batches retrained and the total. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -129,7 +128,7 @@ def _retrain_gain(setup: Setup, scenario: str, home: Path, batches: int, rows: i
     """What a real retrain wins on the scenario: ``lepton run DOMAIN --append`` on one batch drawn
     from a random half of the holdout, then the challenger against the champion on ``batches``
     batches drawn from the other half, paired (the same rows, the same realised metric)."""
-    from bench.harness import run_once
+    from bench.harness import champion_home
     from lepton.core import tracking
     from lepton.core.inputs import input_frame
     from lepton.core.scoring import Scorer
@@ -143,9 +142,7 @@ def _retrain_gain(setup: Setup, scenario: str, home: Path, batches: int, rows: i
     path = home / f"{spec.name}-{scenario}-batch.parquet"
     raw = [c.name for c in spec.columns if c.name in setup.frame.columns]  # the domain's schema, no recipe column
     setup.frame[_draw(appended, w, rows, rng)].select(raw).write_parquet(path)
-    lepton = Path(sys.executable).parent / "lepton"
-    sample, out = run_once([str(lepton), "run", spec.name, "--append", str(path), "--trials", str(trials), "--json"])
-    run = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    run = champion_home([spec.name, "--append", str(path)], home, trials)  # the real retrain, in the same home
     bundle = tracking.download_bundle(spec.model_name, run["version"], home / f"{spec.name}-{scenario}-challenger")
     challenger = Scorer.from_dir(bundle)
     scores = np.asarray(challenger.scores(input_frame(spec, setup.frame)))
@@ -161,7 +158,6 @@ def _retrain_gain(setup: Setup, scenario: str, home: Path, batches: int, rows: i
         "version": run["version"],
         "family": run["family"],
         "promoted_by_gate": bool(run["promoted"]),
-        "seconds": sample.seconds,
     }
 
 
