@@ -18,11 +18,11 @@ from prefect.cache_policies import NONE as NO_CACHE
 from scipy import stats
 
 from lepton.core.progress import Steps, emit
-from lepton.core.scoring import apply_calibration, smoothed
+from lepton.core.scoring import ENSEMBLE, apply_calibration, smoothed
 from lepton.core.settings import DISTRIBUTED_ROWS, SEARCH_ROWS
 from lepton.domains.spec import CostModel, DomainSpec
 from lepton.errors import EngineError
-from lepton.tasks import families
+from lepton.tasks import ensemble, families
 from lepton.tasks.calibrate import (
     Calibration,
     fit_calibration,
@@ -347,20 +347,29 @@ def decision_threshold(spec: DomainSpec, data: PreparedData, model: TrainedModel
     return 0.5
 
 
-def within_noise(spec: DomainSpec, data: PreparedData, pool: list[TrainedModel]) -> list[bool]:
+def within_noise(
+    spec: DomainSpec, data: PreparedData, pool: list[TrainedModel], scored: dict[int, np.ndarray] | None = None
+) -> list[bool]:
     """For each model: is it as good as the best on validation (``as_good_as``, paired)? Those
     further below the best than the best's own standard error are not tested: a paired
-    difference's error is smaller than that whenever the two models' scores agree at all."""
+    difference's error is smaller than that whenever the two models' scores agree at all.
+    ``scored``: a model's validation scores by its index where they are not its predictions
+    (an ensemble's cross-fitted scores, ``lepton.tasks.ensemble``)."""
+    scored = scored or {}
     y = data.valid.y
-    best = max(pool, key=lambda m: m.valid_score)
-    best_scores = best.predict(data.valid.X)
-    floor = best.valid_score - score_standard_error(spec, y, best_scores, seed=spec.split.seed)
+
+    def scores(i: int) -> np.ndarray:
+        return scored[i] if i in scored else pool[i].predict(data.valid.X)
+
+    best = max(range(len(pool)), key=lambda i: pool[i].valid_score)
+    best_scores = scores(best)
+    floor = pool[best].valid_score - score_standard_error(spec, y, best_scores, seed=spec.split.seed)
     out = []
-    for model in pool:
-        if model is best or model.valid_score < floor:
-            out.append(model is best)
+    for i, model in enumerate(pool):
+        if i == best or model.valid_score < floor:
+            out.append(i == best)
             continue
-        out.append(as_good_as(spec, y, best_scores, model.predict(data.valid.X), seed=spec.split.seed)[0])
+        out.append(as_good_as(spec, y, best_scores, scores(i), seed=spec.split.seed)[0])
     return out
 
 
@@ -376,6 +385,11 @@ def final_fit(
     the table is large enough to train across the cluster (``xgboost.dask`` from
     ``distributed_rows`` rows; 0 always, given a client). A linear model keeps its fit: a
     regularised linear model on a million rows has nothing left to learn from more."""
+    if candidate.family == ENSEMBLE:
+        members = ensemble.members(candidate)
+        fitted = [final_fit(spec, data, m, device, client, distributed_rows) for m in members]
+        changed = any(f is not m for f, m in zip(fitted, members, strict=True))
+        return ensemble.with_members(candidate, fitted) if changed else candidate
     if not families.get(candidate.family).refits_on_all_rows:
         return candidate
     if data.table is not None and client is None:
@@ -431,6 +445,12 @@ def refit_with_validation(
     rounds early stopping chose); its validation score stays the one measured before, as the
     refitted model has seen those rows. An MLP keeps its fit (its epochs count is not comparable
     on more rows). A partitioned table's tree model is refitted where the rows lie, on all of them."""
+    if model.family == ENSEMBLE:
+        members = ensemble.members(model)
+        refitted = [refit_with_validation(spec, data, m, device, client) for m in members]
+        if all(r is m for r, m in zip(refitted, members, strict=True)):
+            return model
+        return ensemble.with_members(model, refitted)
     params = families.get(model.family).refit_params(model.params, model.best_iteration)
     if params is None:
         return model
@@ -472,9 +492,8 @@ def optimise(
     found = search(spec, sample, n_trials, device, seed=spec.split.seed, client=client)
     everything = [measured(trained.baseline, data), measured(trained.default_tree, data), *found]
     sources = ["baseline", "default"] + ["search"] * len(found)
-    pool = [m for m in everything if not m.pruned]
-    choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool), families.searched())
-    candidate, reasons = pool[choice.index], [choice.reason]
+    pool, choice, reasons = _choose(spec, data, everything, sources, whole=sample is data and data.table is None)
+    candidate = pool[choice.index]
     if len(pool) < len(everything):
         reasons.append(f"{len(everything) - len(pool)} tree trial(s) pruned by the median rule")
     if sample is not data or data.table is not None:
@@ -520,6 +539,27 @@ def optimise(
         estimation_map=estimation,
         estimation_spread=spread,
     )
+
+
+def _choose(
+    spec: DomainSpec, data: PreparedData, everything: list[TrainedModel], sources: list[str], whole: bool
+) -> tuple[list[TrainedModel], Choice, list[str]]:
+    """The candidates (every model not pruned, and the ensemble selected over them where the
+    search saw ``whole`` training rows: a sampled search's members would each need a final fit),
+    the choice among them and why. ``everything`` and ``sources`` gain the ensemble."""
+    pool = [m for m in everything if not m.pruned]
+    scored: dict[int, np.ndarray] = {}
+    built = ensemble.build(spec, data, pool, spec.split.seed) if whole and len(pool) > 1 else None
+    if built is not None:
+        everything.append(measured(built.model, data))
+        sources.append("ensemble")
+        pool.append(everything[-1])
+        scored[len(pool) - 1] = built.valid_scores
+    choice = choose(spec, pool, [m.serving for m in pool], within_noise(spec, data, pool, scored), families.searched())
+    reasons = [choice.reason]
+    if built is not None:
+        reasons.append(ensemble.describe(spec, built, chosen=pool[choice.index].family == ENSEMBLE))
+    return pool, choice, reasons
 
 
 def _records(

@@ -47,9 +47,12 @@ class ServingCost:
 
 
 def payload_size(payload: Any) -> int:
-    """Bytes of a model's safe payload as it is stored: UBJ as is, plain numbers as compact JSON."""
+    """Bytes of a model's safe payload as it is stored: UBJ as is, plain numbers as compact JSON;
+    an ensemble's, its members' and its weights'."""
     if isinstance(payload, bytes | bytearray):
         return len(payload)
+    if isinstance(payload, dict) and "members" in payload and "weights" in payload:
+        return payload_size(payload["weights"]) + sum(payload_size(m["payload"]) for m in payload["members"])
     return len(json.dumps(payload, separators=(",", ":")).encode())
 
 

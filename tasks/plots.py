@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from lepton.core.scoring import ENSEMBLE
 from lepton.tasks.families import FAMILIES
+
+ENSEMBLE_COLOUR = "tab:purple"
 
 
 def _pyplot():
@@ -82,7 +85,7 @@ def pareto_figure(trials: list, metric: str, budget_ms: float):
     Pareto front joined, the chosen model starred, pruned trials greyed, the budget a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    for family, colour in ((f.name, f.colour) for f in FAMILIES.values()):
+    for family, colour in [*((f.name, f.colour) for f in FAMILIES.values()), (ENSEMBLE, ENSEMBLE_COLOUR)]:
         done = [t for t in trials if t.family == family and t.state == "complete"]
         if done:
             ax.scatter([t.latency_ms for t in done], [abs(t.valid_score) for t in done], c=colour, s=22, label=family)

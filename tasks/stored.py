@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from lepton.core.cache import load_array, read_json, save_array, write_json
+from lepton.core.scoring import model_files, read_payload
 from lepton.tasks.calibrate import Calibration
 from lepton.tasks.features import FeatureRun
 from lepton.tasks.optimise import OptimiseResult, TrialRecord
@@ -65,17 +66,14 @@ def _write_model(model: TrainedModel, folder: Path) -> None:
     folder.mkdir()
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "payload"}
     fields["serving"] = dataclasses.asdict(model.serving) if model.serving else None
-    if isinstance(model.payload, bytes | bytearray):
-        (folder / "model.ubj").write_bytes(bytes(model.payload))
-    else:
-        write_json(folder / "model.json", model.payload)
+    for name, data in model_files(model.family, model.payload).items():
+        (folder / name).write_bytes(data)
     write_json(folder / "fields.json", fields)
 
 
 def _read_model(folder: Path) -> TrainedModel:
     fields = read_json(folder / "fields.json")
-    ubj = folder / "model.ubj"
-    payload = ubj.read_bytes() if ubj.exists() else read_json(folder / "model.json")
+    payload = read_payload(folder, fields["family"])
     measured = fields.pop("serving", None)
     serving = ServingCost(**measured) if measured else None
     return TrainedModel(**{**fields, "curve": tuple(fields["curve"])}, payload=payload, serving=serving)

@@ -8,6 +8,8 @@ A bundle is a directory of safe files only — no pickle anywhere:
     model.json      a linear model's coefficients          (family "linear")
                     or an MLP's layer weights               (family "mlp", trained with torch)
     model.ubj       an XGBoost booster in its own format    (family "xgboost")
+    ensemble.json   an ensemble's weights and member files  (family "ensemble"), beside
+    member-K.*      each member in its own family's format
     reference.json.gz  training-time statistics for drift monitoring (gzip: a wide table's
                     quantile sketches are megabytes of JSON)
 
@@ -297,13 +299,64 @@ class TreeModel:
         return _spread(out[None, None, :], np.zeros((1, self.n_features)), self.blocks, self.n_features)[0, 0]
 
 
+class EnsembleModel:
+    """A weighted average of member models' scores (greedy ensemble selection,
+    ``lepton.tasks.ensemble``). Each member is stored in its own family's safe file, the weights
+    and the members' files in ``ensemble.json``; nothing is pickled."""
+
+    def __init__(self, state: Mapping[str, Any], task: str, n_features: int) -> None:
+        self.task = task
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.members = [load_model(m["family"], m["payload"], task, n_features) for m in state["members"]]
+        if len(self.members) != len(self.weights) or not np.isclose(self.weights.sum(), 1.0):
+            raise ValueError("an ensemble needs one weight per member, summing to 1")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        total = self.weights[0] * np.asarray(self.members[0].predict(X), dtype=np.float64)
+        for weight, member in zip(self.weights[1:], self.members[1:], strict=True):
+            total += weight * np.asarray(member.predict(X), dtype=np.float64)
+        return total
+
+    def _explained(self) -> list[tuple[float, Any]]:
+        """The members that explain their outputs, with their weights scaled to sum to 1."""
+        explained = [(w, m) for w, m in zip(self.weights, self.members, strict=True) if hasattr(m, "contributions")]
+        total = sum(w for w, _ in explained)
+        return [(w / total, m) for w, m in explained]
+
+    def __getattr__(self, name: str) -> Any:
+        # ``contributions`` only where some member has them (an MLP alone has none): the scorer
+        # asks with ``hasattr`` whether a row's reasons can be given
+        if name == "contributions" and self.__dict__.get("members") and self._explained():
+            return self._contributions
+        raise AttributeError(name)
+
+    def _contributions(self, X: np.ndarray) -> np.ndarray:
+        """Each input's contributions to the members' raw outputs, (rows, outputs, inputs),
+        weighted as their scores are (members without contributions left out)."""
+        parts = [w * np.asarray(m.contributions(X), dtype=np.float64) for w, m in self._explained()]
+        return np.sum(parts, axis=0)
+
+    def importance(self) -> np.ndarray:
+        """The members' importances, each scaled to sum to 1, weighted as their scores are."""
+        out = 0.0
+        for weight, member in zip(self.weights, self.members, strict=True):
+            values = np.asarray(member.importance(), dtype=np.float64)
+            out = out + weight * values / (values.sum() or 1.0)
+        return np.asarray(out)
+
+
+ENSEMBLE = "ensemble"
+
 # The served side of each model family (``lepton.tasks.families`` trains them): the safe file its
 # payload is stored in (``.json``: plain numbers; otherwise the library's own bytes) and the
-# predictor that loads it from (payload, task, number of features).
+# predictor that loads it from (payload, task, number of features). An ensemble's payload is
+# ``{"weights": [...], "members": [{"family": ..., "payload": ...}]}``; each member is stored in
+# its own family's file (``model_files``).
 MODELS: dict[str, tuple[str, Any]] = {
     "linear": ("model.json", lambda state, task, n: LinearModel(state)),
     "mlp": ("model.json", lambda state, task, n: MLPModel(state)),
     "xgboost": ("model.ubj", lambda raw, task, n: TreeModel(bytes(raw), task, n)),
+    ENSEMBLE: ("ensemble.json", EnsembleModel),
 }
 
 
@@ -318,6 +371,41 @@ def load_model(family: str, payload: bytes | Mapping[str, Any], task: str, n_fea
     if _model_file(family).endswith(".json") and not isinstance(payload, Mapping):
         payload = json.loads(payload)
     return MODELS[family][1](payload, task, n_features)
+
+
+def model_files(family: str, payload: bytes | Mapping[str, Any]) -> dict[str, bytes]:
+    """A model's files as stored (name: bytes): its family's one file, or for an ensemble
+    ``ensemble.json`` (weights and member files) and ``member-K`` files in the members' formats."""
+    name = _model_file(family)
+    if family != ENSEMBLE:
+        return {name: json.dumps(payload).encode() if name.endswith(".json") else bytes(payload)}
+    files: dict[str, bytes] = {}
+    listed = []
+    for k, member in enumerate(payload["members"]):
+        if member["family"] == ENSEMBLE:
+            raise ValueError("an ensemble's members are single models")
+        suffix = Path(_model_file(member["family"])).suffix
+        ((_, data),) = model_files(member["family"], member["payload"]).items()
+        files[f"member-{k}{suffix}"] = data
+        listed.append({"family": member["family"], "file": f"member-{k}{suffix}"})
+    files[name] = json.dumps({"weights": list(payload["weights"]), "members": listed}, indent=1).encode()
+    return files
+
+
+def read_payload(directory: Path, family: str, name: str | None = None) -> bytes | dict[str, Any]:
+    """The payload ``model_files`` stored under ``directory`` (a member's file is named in
+    ``ensemble.json`` and must lie in ``directory`` itself, in its family's format)."""
+    raw = (directory / (name or _model_file(family))).read_bytes()
+    if family != ENSEMBLE:
+        return json.loads(raw) if _model_file(family).endswith(".json") else raw
+    state = json.loads(raw)
+    members = []
+    for member in state["members"]:
+        file, kind = str(member["file"]), str(member["family"])
+        if kind == ENSEMBLE or Path(file).name != file or Path(file).suffix != Path(_model_file(kind)).suffix:
+            raise ValueError(f"an ensemble member's file {file!r} is not a {kind} file of its bundle")
+        members.append({"family": kind, "payload": read_payload(directory, kind, file)})
+    return {"weights": state["weights"], "members": members}
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -438,11 +526,8 @@ def write_bundle(
     (directory / "meta.json").write_text(json.dumps(meta.to_json(), indent=1))
     (directory / "encoder.json").write_text(json.dumps(encoder, indent=1))
     (directory / REFERENCE).write_bytes(gzip.compress(json.dumps(reference).encode(), mtime=0))
-    name = _model_file(meta.family)
-    if name.endswith(".json"):
-        (directory / name).write_text(json.dumps(payload))
-    else:
-        (directory / name).write_bytes(bytes(payload))
+    for name, data in model_files(meta.family, payload).items():
+        (directory / name).write_bytes(data)
     return directory
 
 
@@ -519,9 +604,7 @@ class Scorer:
         directory = Path(directory)
         meta = BundleMeta.from_json(json.loads((directory / "meta.json").read_text()))
         encoder = json.loads((directory / "encoder.json").read_text())
-        model = load_model(
-            meta.family, (directory / _model_file(meta.family)).read_bytes(), meta.task, len(feature_names(encoder))
-        )
+        model = load_model(meta.family, read_payload(directory, meta.family), meta.task, len(feature_names(encoder)))
         return cls(meta, encoder, calibrated(model, meta.calibration))
 
     @property

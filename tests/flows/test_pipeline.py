@@ -34,7 +34,10 @@ def _assert_the_search_is_logged(client, spec, result, run, trials, lepton_home)
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert {"plots/feature_importance.png", "plots/pareto_front.png"} <= artifacts and len(artifacts) == 3
     nested = [r for r in runs if r.data.tags.get("lepton.role") == "trial"]
-    assert len(nested) == trials + 2
+    # and the ensemble selected over them, where selection kept more than one model
+    ensembles = [r for r in nested if r.data.tags.get(tracking.Tag.SOURCE) == "ensemble"]
+    assert len(nested) == trials + 2 + len(ensembles) and len(ensembles) <= 1
+    assert all(r.data.params["family"] == "ensemble" and "x0." in r.data.params["members"] for r in ensembles)
     assert all(r.data.tags["mlflow.parentRunId"] == result.run_id and r.info.status == "FINISHED" for r in nested)
     assert all(r.data.metrics["latency_ms"] > 0 and r.data.metrics["size_bytes"] > 0 for r in nested)
     assert sum(r.data.tags["lepton.chosen"] == "True" for r in nested) == 1
@@ -121,7 +124,7 @@ def test_pipeline_registers_a_champion_at_least_as_good_as_the_baseline(lepton_h
 
     files = [p.name for p in Path(local).rglob("*") if p.is_file()]
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".cloudpickle"))], files
-    assert {"model.json", "model.ubj"} & set(files) and "encoder.json" in files
+    assert {"model.json", "model.ubj", "ensemble.json"} & set(files) and "encoder.json" in files
     model = mlflow.pyfunc.load_model(f"models:/{spec.model_name}@champion")
     assert model.metadata.get_input_schema() is not None
     from lepton.core.inputs import input_frame
