@@ -16,10 +16,10 @@ from lepton.tasks import ensemble
 from lepton.tasks.families.linear import fit_linear
 from lepton.tasks.families.trees import fit_xgboost
 from lepton.tasks.metrics import primary_score
-from lepton.tasks.optimise import _choose, measured
+from lepton.tasks.optimise import _choose, measured, refit_with_validation
 from lepton.tasks.preprocess import Part, PreparedData
 from lepton.tasks.stored import _read_model, _write_model
-from lepton.tasks.train import TrainedModel
+from lepton.tasks.train import TrainedModel, train_model
 
 
 def _spec(group: bool = False) -> DomainSpec:
@@ -197,3 +197,13 @@ def test_an_ensemble_candidate_survives_the_stage_cache(tmp_path):
     back = _read_model(tmp_path / "m")
     np.testing.assert_array_equal(back.predict(data.holdout.X), built.model.predict(data.holdout.X))
     assert [m.params for m in ensemble.members(back)] == [{"C": 1.0}, {"C": 1.0}]
+
+
+def test_a_refitted_ensemble_refits_each_member_on_train_and_validation_and_keeps_its_weights():
+    spec, data = _spec(), _data()
+    fitted = [train_model(spec, data, "linear", {"C": c}) for c in (0.01, 10.0)]
+    built = ensemble.assemble(spec, fitted, np.array([0.5, 0.5]), 0.9)
+    refitted = refit_with_validation(spec, data, built, "cpu")
+    assert refitted.family == ENSEMBLE and refitted.payload["weights"] == [0.5, 0.5]
+    assert refitted.valid_score == 0.9 and refitted.train_rows == data.train.rows + data.valid.rows
+    assert not np.allclose(refitted.predict(data.holdout.X), built.predict(data.holdout.X))

@@ -189,6 +189,18 @@ def test_time_and_group_columns_choose_the_split():
     assert spec.split.kind == "time" and spec.time_column == "year" and spec.group_column == "site"
 
 
+def test_a_small_regression_or_multiclass_table_refits_on_validation_and_says_so():
+    small = _table(300)
+    assert not _infer(small).spec.split.refit  # binary: keeps its calibration
+    for target in ("amount", "grade"):
+        inferred = _infer(small, target=target)
+        assert inferred.spec.task in ("regression", "multiclass") and inferred.spec.split.refit
+        assert any("refitted on train + validation (about 192 training rows" in n for n in inferred.notes)
+    large = _table(80_000)  # 51,200 training rows
+    inferred = _infer(large, target="amount")
+    assert not inferred.spec.split.refit and not any("refitted" in n for n in inferred.notes)
+
+
 def test_spec_file_reads_back_to_the_same_spec(tmp_path):
     frame = _table(200, opened=[f"2021-01-{1 + i % 28:02d}" for i in range(200)])
     data = tmp_path / "table.csv"
