@@ -19,7 +19,7 @@ LINT_IMPORTS = tree=$$(mktemp -d) && cp -r lepton $$tree/ && for d in domains ta
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-slow test-scale test-all lint bench bench-drift bench-autogluon bench-estimate bench-budget bench-cache bench-tables samples clean
+.PHONY: install browser demo test test-slow test-scale test-all lint bench bench-drift bench-autogluon bench-estimate bench-quality bench-budget bench-cache bench-tables samples clean
 
 $(BIN)/lepton: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,10 @@ bench-estimate: install
 bench-autogluon: install
 	test -x .venv-autogluon/bin/python || { $(PYTHON) -m venv .venv-autogluon && .venv-autogluon/bin/python -m pip install --quiet "$(or $(TORCH),torch==2.13.0)" "autogluon.tabular[lightgbm,catboost,xgboost,fastai]==1.6.3" pyarrow; }
 	$(BIN)/python bench/vs_autogluon.py
+
+## Quality over split seeds: Lepton with and without the ensemble vs HistGradientBoosting's default.
+bench-quality: install
+	$(BIN)/python bench/quality.py
 
 ## Quality against the Optuna trial budget, per domain (one seeded search read off as prefixes).
 bench-budget: install

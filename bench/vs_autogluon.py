@@ -1,8 +1,14 @@
-"""Each domain's champion against AutoGluon (``medium_quality``) on the same split.
+"""Each domain's champion against AutoGluon (``medium_quality`` or ``best_quality``) on the same split.
 
     make bench-autogluon            # AutoGluon in its own venv (.venv-autogluon), then this script
     python bench/vs_autogluon.py [--domains finance medical manufacturing] [--trials 8]
-                              [--presets medium_quality] [--autogluon-python PATH]
+                              [--presets medium_quality] [--time-limit SECONDS]
+                              [--autogluon-python PATH]
+
+``--domains`` also takes the public tables of ``bench/real_tables.py`` (``credit-status``,
+``hpc-jobs``, ...): Lepton runs on the table exported as a user's file (``lepton run --data``, the
+sentinel's leaks dropped as a user would), AutoGluon on the same split's rows. ``--time-limit``
+is AutoGluon's ``time_limit`` (none by default; ``best_quality`` on 2 cores is usually given one).
 
 AutoGluon 1.6 needs pandas < 2.4 (Lepton's venv has pandas 3), so it runs from its own virtual
 environment as a child process of this script; Lepton runs as its own child, ``lepton run DOMAIN``
@@ -34,11 +40,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AG_PYTHON = ROOT / ".venv-autogluon" / "bin" / "python"
+DOMAINS = ("finance", "medical", "manufacturing")
 BIN = Path(sys.executable).parent
-METRICS = {"binary": "roc_auc", "multiclass": "f1_macro"}
+METRICS = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "r2"}
 
 
-def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None:
+def autogluon_side(folder: Path, label: str, problem: str, presets: str, time_limit: float | None = None) -> None:
     """(In AutoGluon's venv) fit, score the holdout, time single rows; print a JSON report."""
     import numpy as np
     import pandas as pd
@@ -48,17 +55,26 @@ def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None
     start = time.perf_counter()
     predictor = TabularPredictor(
         label=label, problem_type=problem, eval_metric=METRICS[problem], path=str(folder / "ag"), verbosity=0
-    ).fit(train, tuning_data=valid, presets=presets)
+    ).fit(
+        train,
+        tuning_data=valid,
+        presets=presets,
+        time_limit=time_limit,
+        # bagged presets keep the tuning rows as a holdout for the ensemble's weights
+        **({} if presets == "medium_quality" else {"use_bag_holdout": True}),
+    )
     fit_seconds = time.perf_counter() - start
     features = holdout.drop(columns=[label])
-    proba = predictor.predict_proba(features)
+    regression = problem == "regression"
+    predict = predictor.predict if regression else predictor.predict_proba
+    proba = predict(features)
     np.save(folder / "ag_proba.npy", proba.to_numpy(dtype=float))
     predictor.persist()
     times = []
     for i in range(210):
         row = features.iloc[[i % len(features)]]
         tick = time.perf_counter()
-        predictor.predict_proba(row)
+        predict(row)
         times.append(time.perf_counter() - tick)
     board = predictor.leaderboard(silent=True)
     print(
@@ -66,7 +82,7 @@ def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None
             {
                 "fit_seconds": fit_seconds,
                 "latency_p50_ms": float(np.median(times[10:]) * 1000),
-                "classes": [str(c) for c in proba.columns],
+                "classes": [] if regression else [str(c) for c in proba.columns],
                 "best_model": str(predictor.model_best),
                 "models": len(board),
             }
@@ -75,29 +91,39 @@ def autogluon_side(folder: Path, label: str, problem: str, presets: str) -> None
 
 
 def export_split(domain: str, folder: Path) -> tuple[object, object]:
-    """Lepton's split of ``domain`` as three Parquet files of raw inputs and the target."""
-    from lepton.domains import get_spec
-    from lepton.tasks.preprocess import load_domain_data, prepare
+    """Lepton's split of ``domain`` (or of a public table, ``bench/quality.table_spec``) as three
+    Parquet files of raw inputs and the target."""
+    from bench.quality import table_spec
+    from lepton.tasks.preprocess import prepare
 
-    spec = get_spec(domain)
-    data = prepare(spec, *load_domain_data(spec))
+    spec, read = table_spec(domain, folder)
+    data = prepare(spec, *read(spec))
     # The features only: the run id and sample number order Lepton's rolling recipe and smoothing,
     # but as columns they identify TEP's training runs, one fault each (AutoGluon learnt the run).
     columns = [c.name for c in spec.feature_columns]
     for name, part in (("train", data.train), ("valid", data.valid), ("holdout", data.holdout)):
         frame = part.frame.select(columns).to_pandas()
-        frame[spec.target] = [str(data.classes[i]) for i in part.y]
+        frame[spec.target] = part.y if spec.task == "regression" else [str(data.classes[i]) for i in part.y]
         frame.to_parquet(folder / f"{name}.parquet")
     return spec, data
 
 
-def lepton_side(domain: str, trials: int, home: Path) -> dict:
+def lepton_side(domain: str, trials: int, home: Path, folder: Path, name: str) -> dict:
+    """``lepton run`` as a user runs it: the domain, or the public table's file exported in ``folder``."""
     from bench.harness import run_once
 
     env = {"LEPTON_HOME": str(home), "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    sample, out = run_once([str(BIN / "lepton"), "run", domain, "--trials", str(trials), "--json"], env=env)
+    args = [domain]
+    if domain not in DOMAINS:
+        from bench import real_tables
+
+        table = real_tables.TABLES[domain]
+        args = ["--data", str(folder / table.file), "--target", table.target, *table.flags]
+        if table.leaks:
+            args += ["--drop-cols", ",".join(table.leaks)]
+    sample, out = run_once([str(BIN / "lepton"), "run", *args, "--trials", str(trials), "--json"], env=env)
     report = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    _, history = run_once([str(BIN / "lepton"), "cost", domain, "--json"], env=env)
+    _, history = run_once([str(BIN / "lepton"), "cost", name, "--json"], env=env)
     latest = json.loads(history)["runs"][-1]
     stages = report["stages"]
     return {
@@ -123,8 +149,10 @@ def score_autogluon(spec, data, proba, classes: list[str]) -> dict[str, float]:
     from lepton.tasks.metrics import evaluate
     from lepton.tasks.train import holdout_context
 
-    order = [classes.index(str(c)) for c in data.classes]
-    scores = proba[:, order]
+    if spec.task == "regression":
+        scores = proba.ravel()
+    else:
+        scores = proba[:, [classes.index(str(c)) for c in data.classes]]
     if spec.task == "binary":
         scores = scores[:, 1]
     metric = spec.primary_metric
@@ -143,11 +171,12 @@ def main() -> None:
     parser.add_argument("--domains", nargs="+", default=["finance", "medical", "manufacturing"])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--presets", default="medium_quality")
+    parser.add_argument("--time-limit", type=float, default=None)
     parser.add_argument("--autogluon-python", type=Path, default=AG_PYTHON)
     parser.add_argument("--side", nargs=3, metavar=("FOLDER", "LABEL", "PROBLEM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        autogluon_side(Path(args.side[0]), args.side[1], args.side[2], args.presets)
+        autogluon_side(Path(args.side[0]), args.side[1], args.side[2], args.presets, args.time_limit)
         return
     sys.path.insert(0, str(ROOT))
     import numpy as np
@@ -156,13 +185,16 @@ def main() -> None:
 
     if not args.autogluon_python.exists():
         sys.exit(f"no AutoGluon venv at {args.autogluon_python}: run `make bench-autogluon`")
-    results = {"presets": args.presets, "trials": args.trials, "cores": os.cpu_count(), "domains": {}}
+    results = {"presets": args.presets, "time_limit": args.time_limit, "trials": args.trials}
+    results |= {"cores": os.cpu_count(), "domains": {}}
     for domain in args.domains:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             spec, data = export_split(domain, folder)
-            lepton = lepton_side(domain, args.trials, folder / "home")
+            lepton = lepton_side(domain, args.trials, folder / "home", folder, spec.name)
             cmd = [str(args.autogluon_python), __file__, "--presets", args.presets]
+            if args.time_limit:
+                cmd += ["--time-limit", str(args.time_limit)]
             cmd += ["--side", str(folder), spec.target, spec.task]
             sample, out = run_once(cmd)
             ag = json.loads(out.strip().splitlines()[-1])
@@ -186,7 +218,7 @@ def main() -> None:
             f" {ag['latency_p50_ms']:.1f} ms ({row['latency_ratio']:.3f}x)",
             flush=True,
         )
-    print(write("autogluon", results))
+    print(write(f"autogluon-{args.presets}", results))
 
 
 if __name__ == "__main__":
