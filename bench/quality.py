@@ -207,7 +207,10 @@ def main() -> None:
     from harness import write
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", default=[*DOMAINS, *PUBLIC])
+    import real_tables
+
+    known = [*DOMAINS, *real_tables.TABLES]
+    parser.add_argument("--tables", nargs="+", default=[*DOMAINS, *PUBLIC], choices=known, metavar="TABLE")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--refit", action="store_true", help="refit the chosen model on train + validation")

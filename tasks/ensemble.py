@@ -113,12 +113,11 @@ def library(pool: list[TrainedModel]) -> list[int]:
 
 @dataclass(frozen=True)
 class Ensemble:
-    """An ensemble candidate: the model (family ``ensemble``), its cross-fitted validation scores
-    (what it competes with) and the pool indexes of its members."""
+    """An ensemble candidate: the model (family ``ensemble``) and its cross-fitted validation
+    scores (what it competes with)."""
 
     model: TrainedModel
     valid_scores: np.ndarray
-    members: tuple[int, ...]
 
 
 def build(spec: DomainSpec, data: PreparedData, pool: list[TrainedModel], seed: int) -> Ensemble | None:
@@ -135,9 +134,8 @@ def build(spec: DomainSpec, data: PreparedData, pool: list[TrainedModel], seed: 
         return None
     keep = np.flatnonzero(selection.counts)
     weights = selection.weights[keep]
-    members = [pool[chosen[k]] for k in keep]
-    model = assemble(spec, members, weights, primary_score(spec, y, honest))
-    return Ensemble(model, honest, tuple(chosen[k] for k in keep))
+    model = assemble(spec, [pool[chosen[k]] for k in keep], weights, primary_score(spec, y, honest))
+    return Ensemble(model, honest)
 
 
 def assemble(spec: DomainSpec, members: list[TrainedModel], weights: np.ndarray, valid_score: float) -> TrainedModel:
@@ -200,7 +198,8 @@ def members(model: TrainedModel) -> list[TrainedModel]:
 def describe(spec: DomainSpec, built: Ensemble, chosen: bool) -> str:
     """One sentence for the run's reasons: what the ensemble is, its cross-fitted score, and
     whether it was chosen."""
-    score = abs(built.model.valid_score)
-    head = f"ensemble of {len(built.members)} ({built.model.params['members']}) at cross-fitted validation"
+    model = built.model
+    head = f"ensemble of {len(model.payload['members'])} ({model.params['members']}) at cross-fitted validation"
+    score = abs(model.valid_score)
     tail = "chosen" if chosen else "not chosen: not better than the chosen model beyond the noise, or over budget"
     return f"{head} {spec.primary_metric} {score:.4f}: {tail}"

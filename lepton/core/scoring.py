@@ -310,6 +310,8 @@ class EnsembleModel:
         self.members = [load_model(m["family"], m["payload"], task, n_features) for m in state["members"]]
         if len(self.members) != len(self.weights) or not np.isclose(self.weights.sum(), 1.0):
             raise ValueError("an ensemble needs one weight per member, summing to 1")
+        if self._explained():  # the scorer asks ``hasattr``: an MLP alone gives no reasons
+            self.contributions = self._contributions
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         total = self.weights[0] * np.asarray(self.members[0].predict(X), dtype=np.float64)
@@ -322,13 +324,6 @@ class EnsembleModel:
         explained = [(w, m) for w, m in zip(self.weights, self.members, strict=True) if hasattr(m, "contributions")]
         total = sum(w for w, _ in explained)
         return [(w / total, m) for w, m in explained]
-
-    def __getattr__(self, name: str) -> Any:
-        # ``contributions`` only where some member has them (an MLP alone has none): the scorer
-        # asks with ``hasattr`` whether a row's reasons can be given
-        if name == "contributions" and self.__dict__.get("members") and self._explained():
-            return self._contributions
-        raise AttributeError(name)
 
     def _contributions(self, X: np.ndarray) -> np.ndarray:
         """Each input's contributions to the members' raw outputs, (rows, outputs, inputs),
